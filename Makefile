@@ -1,0 +1,98 @@
+# fundus: glaucoma-detector training toolkit in C.
+#   make            build every tool into bin/ (from one static library)
+#   make demo       the main job on the embedded synthetic data
+#   make test       every test; ends with "N passed, N failed"
+#   make deps       install missing Debian packages (root) or print the apt-get line
+#   make install PREFIX=/usr/local
+#   make fuzz       run the libFuzzer harnesses for a bounded time
+#   make bench      side-by-side benchmarks (bench/README.md)
+
+VERSION  := 0.1.0
+PREFIX   ?= /usr/local
+CC       ?= cc
+PYTHON   ?= /usr/bin/python3
+# Portable by default: baseline x86-64. Hot loops that want AVX2 use
+# target_clones, so one binary runs everywhere. `make ARCH=native` for more.
+ARCH     ?=
+OPT      ?= -O3
+CFLAGS   ?= $(OPT) -g
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -DFU_VERSION='"$(VERSION)"' -Wall -Wextra -Wshadow \
+             -Wno-unused-parameter -fopenmp -Ilib -MMD -MP \
+             $(if $(ARCH),-march=$(ARCH)) $(CFLAGS)
+LDLIBS   = -lpng -ltiff -ljpeg -lz -lm -lpthread
+LDFLAGS  ?=
+
+BUILD    := build
+LIB      := $(BUILD)/libfundus.a
+LIB_SRC  := $(sort $(shell find lib -name '*.c'))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+TOOL_SRC := $(filter-out tools/toolkit.c,$(sort $(wildcard tools/*.c)))
+TOOLS    := $(TOOL_SRC:tools/%.c=bin/%)
+UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
+UNITS    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.DELETE_ON_ERROR:
+.SECONDARY:
+.PHONY: all deps check-deps test demo install fuzz bench clean
+.DEFAULT_GOAL := all
+
+all: check-deps $(TOOLS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo '  CC  $<'
+	@$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	@ar rcs $@ $^
+
+bin/%: $(BUILD)/tools/%.o $(BUILD)/tools/toolkit.o $(LIB)
+	@mkdir -p bin
+	@echo '  LD  $@'
+	@$(CC) $(ALL_CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	@echo '  LD  $@'
+	@$(CC) $(ALL_CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+# ---- dependencies --------------------------------------------------------------
+# Build packages, then what the tests, the pipeline and the oracles need.
+BUILD_PKGS := gcc make libc6-dev libpng-dev libtiff-dev libjpeg-dev zlib1g-dev libdnnl-dev \
+              libopenmpi-dev openmpi-bin
+TEST_PKGS  := gnuplot-nox python3 python3-numpy python3-opencv python3-torch python3-sklearn \
+              clang libclang-rt-14-dev
+DEPS_STAMP := $(BUILD)/.deps-ok
+
+check-deps: $(DEPS_STAMP)
+$(DEPS_STAMP):
+	@PKGS="$(BUILD_PKGS) $(TEST_PKGS)" sh .ci/deps.sh
+	@mkdir -p $(BUILD) && touch $@
+deps:
+	@rm -f $(DEPS_STAMP)
+	@$(MAKE) --no-print-directory check-deps
+
+# ---- tests, demo, install ------------------------------------------------------
+test: all $(UNITS)
+	@PYTHON=$(PYTHON) sh tests/run.sh
+
+demo: all
+	@$(MAKE) --no-print-directory -f pipeline.mk demo
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
+
+FUZZ_SECONDS ?= 20
+fuzz: all
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) sh tests/fuzz/run.sh
+
+bench: all
+	@PYTHON=$(PYTHON) sh bench/run.sh
+
+clean:
+	rm -rf $(BUILD) bin
+
+-include $(LIB_OBJ:.o=.d) $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%.d) $(BUILD)/tools/toolkit.d \
+         $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)

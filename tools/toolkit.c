@@ -1,0 +1,136 @@
+#include "toolkit.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <omp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef FU_VERSION
+#define FU_VERSION "unknown"
+#endif
+
+tool_state tool;
+static fu_outfile g_out;
+static volatile sig_atomic_t g_out_open;
+
+static void on_signal(int sig) {
+    // Async-signal-safe cleanup: remove the half-written temporary, then die
+    // of the same signal.
+    if (g_out_open && g_out.tmp) unlink(g_out.tmp);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+void tool_init(const char *name, const char *usage) {
+    tool.name = name;
+    tool.usage = usage;
+    tool.threads = omp_get_num_procs();
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGHUP, on_signal);
+}
+
+static void cleanup_output(void) {
+    if (g_out_open) {
+        fu_out_abort(&g_out);
+        g_out_open = 0;
+    }
+}
+
+noreturn void tool_usage_error(const char *fmt, ...) {
+    cleanup_output();
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", tool.name);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n%s: hint: see '%s --help'\n", tool.name, tool.name);
+    va_end(ap);
+    exit(2);
+}
+
+noreturn void tool_die(const char *fmt, ...) {
+    cleanup_output();
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", tool.name);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+noreturn void tool_fail(void) {
+    cleanup_output();
+    if (tool.progress.on) fputc('\n', stderr);
+    const char *msg = fu_error();
+    fprintf(stderr, "%s: %s\n", tool.name, *msg ? msg : "failed (no message)");
+    if (*fu_error_hint()) fprintf(stderr, "%s: hint: %s\n", tool.name, fu_error_hint());
+    exit(1);
+}
+
+int tool_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts) {
+    opterr = 0;
+    for (;;) {
+        int prev = optind;
+        int c = getopt_long(argc, argv, shortopts, longopts, NULL);
+        switch (c) {
+        case 'o': tool.out_path = optarg; break;
+        case 'q': tool.quiet = true; break;
+        case TOOL_OPT_THREADS: tool.threads = (int)tool_parse_long("--threads", optarg, 1, 1024); break;
+        case 'h':
+            fputs(tool.usage, stdout);
+            exit(0);
+        case TOOL_OPT_VERSION:
+            printf("%s %s\n", tool.name, FU_VERSION);
+            exit(0);
+        case '?':
+        case ':': {
+            const char *arg = argv[optind - 1 >= prev ? optind - 1 : prev];
+            if (optopt && strchr(shortopts, optopt) && c == ':')
+                tool_usage_error("-%c: needs a value", optopt);
+            if (optopt && !strchr(shortopts, optopt)) tool_usage_error("-%c: unknown option", optopt);
+            tool_usage_error("%s: unknown option or missing value", arg ? arg : "?");
+        }
+        default: return c;
+        }
+    }
+}
+
+long tool_parse_long(const char *opt, const char *arg, long lo, long hi) {
+    char *end;
+    errno = 0;
+    long v = strtol(arg, &end, 10);
+    if (errno || end == arg || *end) tool_usage_error("%s: '%s' is not a whole number", opt, arg);
+    if (v < lo || v > hi) tool_usage_error("%s: %ld is out of range (%ld..%ld)", opt, v, lo, hi);
+    return v;
+}
+
+double tool_parse_double(const char *opt, const char *arg, double lo, double hi) {
+    char *end;
+    errno = 0;
+    double v = strtod(arg, &end);
+    if (errno || end == arg || *end || !isfinite(v)) tool_usage_error("%s: '%s' is not a number", opt, arg);
+    if (v < lo || v > hi) tool_usage_error("%s: %g is out of range (%g..%g)", opt, v, lo, hi);
+    return v;
+}
+
+FILE *tool_open_output(bool binary) {
+    if (fu_out_open(&g_out, tool.out_path, binary) < 0) tool_fail();
+    g_out_open = 1;
+    return g_out.f;
+}
+
+void tool_commit_output(void) {
+    g_out_open = 0;
+    if (fu_out_commit(&g_out) < 0) tool_fail();
+}
+
+const char *tool_output_name(void) {
+    return tool.out_path && strcmp(tool.out_path, "-") != 0 ? tool.out_path : "stdout";
+}
