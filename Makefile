@@ -78,7 +78,7 @@ test: all $(UNITS)
 	@PYTHON=$(PYTHON) sh tests/run.sh
 
 demo: all
-	@$(MAKE) --no-print-directory -f pipeline.mk demo
+	@$(MAKE) --no-print-directory demo-data DATA=synth
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin
@@ -93,6 +93,8 @@ bench: all
 
 clean:
 	rm -rf $(BUILD) bin
+
+include pipeline.mk
 
 -include $(LIB_OBJ:.o=.d) $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%.d) $(BUILD)/tools/toolkit.d \
          $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)

@@ -210,6 +210,15 @@ fail:
     return NULL;
 }
 
+fu_shard_reader *fu_shard_open_stream(FILE *f, const char *name, bool own) {
+    fu_shard_reader *r = fu_calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->name = strdup(name ? name : "stream");
+    r->f = f;
+    r->own_file = own;
+    return r;
+}
+
 void fu_shard_close(fu_shard_reader *r) {
     if (!r) return;
     if (r->map) munmap((void *)r->map, r->size);

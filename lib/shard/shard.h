@@ -64,6 +64,8 @@ typedef struct fu_shard_reader fu_shard_reader;
 
 // path "-" or NULL reads stdin. Regular files are mapped; pipes are streamed.
 fu_shard_reader *fu_shard_open(const char *path);
+// Read from an open stream front to back (never mapped); closes f when own.
+fu_shard_reader *fu_shard_open_stream(FILE *f, const char *name, bool own);
 void fu_shard_close(fu_shard_reader *r);
 const char *fu_shard_name(const fu_shard_reader *r);
 bool fu_shard_is_mapped(const fu_shard_reader *r);

@@ -1,0 +1,22 @@
+// A small CSV reader (RFC 4180 quoting) for label files and result tables.
+#ifndef FU_CORE_CSV_H
+#define FU_CORE_CSV_H
+
+#include <stdio.h>
+
+typedef struct {
+    FILE *f;
+    const char *name;
+    long line;      // 1-based number of the line last read
+    char *buf;      // the fields, NUL-separated
+    size_t cap;
+    char **fields;
+    int n, fcap;
+} fu_csv;
+
+int fu_csv_open(fu_csv *c, const char *path); // -1 + message
+// 1 = a row (c->fields[0..n-1]), 0 = end, -1 = error. Blank lines are skipped.
+int fu_csv_next(fu_csv *c);
+void fu_csv_close(fu_csv *c);
+
+#endif
