@@ -22,7 +22,7 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -DFU_VERSION='"$(VERSION)"' -Wall -Wextra -W
              -Wno-unused-parameter -fopenmp -Ilib -MMD -MP \
              -ffp-contract=off \
              $(if $(ARCH),-march=$(ARCH)) $(CFLAGS)
-LDLIBS   = -lpng -ltiff -ljpeg -lz -lm -lpthread
+LDLIBS   = -lpng -ltiff -ljpeg -ldeflate -lz -lm -lpthread
 LDFLAGS  ?=
 
 BUILD    := build
@@ -35,7 +35,8 @@ UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
 UNITS    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .DELETE_ON_ERROR:
-.SECONDARY:
+# Objects made on the way to a tool or test are kept (no relinking churn).
+.SECONDARY: $(TOOL_SRC:%.c=$(BUILD)/%.o) $(BUILD)/tools/toolkit.o $(UNIT_SRC:%.c=$(BUILD)/%.o)
 .PHONY: all deps check-deps test demo install fuzz bench clean
 .DEFAULT_GOAL := all
 
@@ -62,7 +63,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIB)
 
 # ---- dependencies --------------------------------------------------------------
 # Build packages, then what the tests, the pipeline and the oracles need.
-BUILD_PKGS := gcc make libc6-dev libpng-dev libtiff-dev libjpeg-dev zlib1g-dev libdnnl-dev \
+BUILD_PKGS := gcc make libc6-dev libpng-dev libtiff-dev libjpeg-dev libdeflate-dev zlib1g-dev libdnnl-dev \
               libopenmpi-dev openmpi-bin
 TEST_PKGS  := gnuplot-nox python3 python3-numpy python3-opencv python3-torch python3-sklearn python3-pil \
               clang libclang-rt-14-dev

@@ -26,23 +26,41 @@ SYNTH_SIZE  ?= 512
 ACRIMA_DIR  ?= ../shared/data/acrima
 SMDG_DIR    ?= data/smdg
 
-W := data/work/$(DATA)
+WORK        ?= data/work
+W := $(WORK)/$(DATA)
 SPLITS := train val test
 
-# Write a parameter file now if its content differs (parse time, so `make -n`
-# after a full run prints nothing). Only when a pipeline goal is asked for.
+# Each stage's parameters go to a file, written at parse time when its content
+# differs, so the file's date says when they last changed. Under `make -n`
+# nothing is written: a changed file only gets a recipe that says so, so a dry
+# run shows what would rerun and changes nothing. Only for pipeline goals.
+DRY_RUN := $(if $(findstring n,$(filter-out -% %=%,$(firstword $(MAKEFLAGS)))),yes)
+define param
+ifneq ($$(file < $(W)/$(1).params),$(2))
+ifeq ($(DRY_RUN),yes)
+$(W)/$(1).params: pipeline-force
+	@echo "$$@: parameters changed"
+else
+$$(shell mkdir -p $(W))
+$$(file > $(W)/$(1).params,$(2))
+endif
+endif
+endef
+pipeline-force:
 PIPELINE_GOALS := $(filter data data/% demo demo-data,$(MAKECMDGOALS))
 ifneq ($(PIPELINE_GOALS),)
-param = $(shell mkdir -p $(W) && printf '%s\n' '$(2)' | cmp -s - $(W)/$(1).params || printf '%s\n' '$(2)' > $(W)/$(1).params)
-$(call param,source,DATA=$(DATA) SEED=$(SEED) SYNTH_COUNT=$(SYNTH_COUNT) SYNTH_SIZE=$(SYNTH_SIZE))
-$(call param,split,RATIOS=$(RATIOS) SEED=$(SEED))
-$(call param,resize,SIZE=$(SIZE))
-$(call param,clahe,CLIP=$(CLIP) TILES=$(TILES) GAMMA=$(GAMMA) MEDIAN=$(MEDIAN))
-$(call param,augment,AUGMENT=$(AUGMENT) SEED=$(SEED))
+$(eval $(call param,source,DATA=$(DATA) SEED=$(SEED) SYNTH_COUNT=$(SYNTH_COUNT) SYNTH_SIZE=$(SYNTH_SIZE)))
+$(eval $(call param,split,RATIOS=$(RATIOS) SEED=$(SEED)))
+$(eval $(call param,resize,SIZE=$(SIZE)))
+$(eval $(call param,clahe,CLIP=$(CLIP) TILES=$(TILES) GAMMA=$(GAMMA) MEDIAN=$(MEDIAN)))
+$(eval $(call param,augment,AUGMENT=$(AUGMENT) SEED=$(SEED)))
 endif
 
 .PHONY: data
-data: $(SPLITS:%=$(W)/ready/%.shard)
+# Every stage's outputs are named here, so Make keeps them (they are not
+# intermediate files) and a changed parameter reruns only its own stage on.
+STAGE_OUTPUTS := $(foreach d,split resized clahe ready,$(SPLITS:%=$(W)/$(d)/%.shard))
+data: $(STAGE_OUTPUTS)
 
 # ---- source -> raw.shard ----------------------------------------------------------
 ifeq ($(DATA),synth)

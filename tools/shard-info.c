@@ -54,7 +54,8 @@ static void print_summary(const summary *s, bool verified) {
     for (int l = 0; l < 129; l++) {
         uint64_t n = 0;
         for (int sp = 0; sp < 4; sp++) n += s->by_split_label[sp][l];
-        if (n) printf(" %s%d=%" PRIu64, l == 0 ? "unknown" : "", l == 0 ? 0 : l - 1, n);
+        if (n && l == 0) printf(" unknown=%" PRIu64, n);
+        else if (n) printf(" %d=%" PRIu64, l - 1, n);
     }
     printf("\n");
     for (int sp = 0; sp < 4; sp++) {

@@ -1,9 +1,11 @@
 // shard-unpack: records back to image files. Every record (encoded or pixels)
 // is decoded and written as a lossless PNG named after its id, plus
-// DIR/labels.csv `file,id,label,split`. Batches are converted in parallel;
-// names are given in stream order, so the folder is the same for any --threads.
+// DIR/labels.csv `file,id,label,split`. Records are converted to PNG bytes in
+// parallel (fu_map_run); files are named and written in stream order by the
+// sink, so the folder is the same for any --threads.
 #include "image/codec.h"
 #include "image/record_image.h"
+#include "shard/mapper.h"
 #include "shard/shard.h"
 #include "toolkit.h"
 
@@ -29,15 +31,6 @@ static const char USAGE[] =
 
 enum { OPT_DIR = TOOL_OPT_FIRST_FREE };
 enum { NAME_MAX_BYTES = 200 };
-
-typedef struct {
-    fu_record rec;
-    uint8_t *copy; // id + payload when the reader streams
-    size_t cap;
-    char *name;    // file name in DIR
-    int failed;
-    char msg[1024], hint[512];
-} job;
 
 // ---- unique file names ------------------------------------------------------
 
@@ -96,38 +89,25 @@ static char *file_name(name_set *used, const char *id, uint32_t id_len) {
     return s;
 }
 
-// ---- conversion ---------------------------------------------------------------
+// ---- conversion (worker threads) ------------------------------------------------
 
-static int convert(const char *dir, const job *j) {
+// Any record -> an encoded record holding the PNG file's bytes.
+static int to_png(void *ctx, const fu_record *in, uint64_t index, fu_emitter *out) {
     fu_image im;
-    if (fu_record_to_image(&j->rec, 0, &im) < 0) return -1;
+    if (fu_record_to_image(in, 0, &im) < 0) return -1;
     uint8_t *png;
     size_t n;
     int rc = fu_encode_png(&im, 6, &png, &n);
-    fu_image_free(&im);
-    if (rc < 0) return -1;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", dir, j->name);
-    rc = fu_write_file_atomic(path, png, n);
-    free(png);
-    return rc;
-}
-
-// Keep a private copy of a streamed record, whose bytes the reader reuses.
-static void hold(job *j, const fu_record *rec, bool mapped) {
-    j->rec = *rec;
-    if (mapped) return;
-    size_t need = rec->id_len + rec->payload_len;
-    if (need > j->cap) {
-        free(j->copy);
-        j->copy = malloc(need);
-        if (!j->copy) tool_die("out of memory");
-        j->cap = need;
+    if (rc == 0) {
+        fu_record r = fu_image_record(in, &im);
+        r.kind = FU_KIND_ENCODED;
+        r.payload = png;
+        r.payload_len = n;
+        rc = fu_emit(out, &r);
+        free(png);
     }
-    memcpy(j->copy, rec->id, rec->id_len);
-    memcpy(j->copy + rec->id_len, rec->payload, rec->payload_len);
-    j->rec.id = (const char *)j->copy;
-    j->rec.payload = j->copy + rec->id_len;
+    fu_image_free(&im);
+    return rc;
 }
 
 // What this run created, so that a failure can take it back: the folders
@@ -190,6 +170,34 @@ static void csv_field(FILE *f, const char *p, size_t n) {
     if (quote) fputc('"', f);
 }
 
+// ---- writing (main thread, stream order) -------------------------------------------
+
+typedef struct {
+    const char *dir;
+    bool dir_made;
+    name_set used;
+    FILE *csv; // labels.csv, in memory until the end
+} sink_state;
+
+static int write_png(void *ctx, const fu_record *rec) {
+    sink_state *st = ctx;
+    if (!st->dir_made) { // only now, so that unreadable input leaves no folder
+        make_dirs(st->dir);
+        st->dir_made = true;
+    }
+    char *name = file_name(&st->used, rec->id, rec->id_len);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", st->dir, name);
+    if (fu_write_file_atomic(path, rec->payload, rec->payload_len) < 0) return -1;
+    remember_file(st->dir, name);
+    fprintf(st->csv, "%s,", name);
+    csv_field(st->csv, rec->id, rec->id_len);
+    if (rec->label == FU_LABEL_NONE) fprintf(st->csv, ",");
+    else fprintf(st->csv, ",%d", rec->label);
+    fprintf(st->csv, ",%s\n", fu_split_name(rec->split));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     tool_init("shard-unpack", USAGE);
     static const struct option opts[] = {TOOL_COMMON_LONGOPTS, {"dir", required_argument, 0, OPT_DIR}, {0, 0, 0, 0}};
@@ -207,69 +215,19 @@ int main(int argc, char **argv) {
 
     char *csv_buf = NULL;
     size_t csv_len = 0;
-    FILE *csv = open_memstream(&csv_buf, &csv_len);
-    if (!csv) tool_die("out of memory");
-    fprintf(csv, "file,id,label,split\n");
-    name_set used = {0};
-    int batch = 4 * tool.threads;
-    job *jobs = calloc((size_t)batch, sizeof *jobs);
-    if (!jobs) tool_die("out of memory");
-    bool dir_made = false;
+    sink_state st = {.dir = dir, .csv = open_memstream(&csv_buf, &csv_len)};
+    if (!st.csv) tool_die("out of memory");
+    fprintf(st.csv, "file,id,label,split\n");
     fu_progress_start(&tool.progress, tool.name, tool.quiet);
-    for (int f = 0; f < n_inputs; f++) {
-        fu_shard_reader *r = fu_shard_open(inputs[f]);
-        if (!r) fail_and_undo();
-        bool mapped = fu_shard_is_mapped(r);
-        int got = 0;
-        do {
-            int n = 0;
-            fu_record rec;
-            while (n < batch && (got = fu_shard_next(r, &rec, true)) == 1) {
-                hold(&jobs[n], &rec, mapped);
-                jobs[n].name = file_name(&used, rec.id, rec.id_len);
-                n++;
-            }
-            if (got < 0) fail_and_undo(); // before converting: a broken input leaves nothing
-            if (n > 0 && !dir_made) {
-                make_dirs(dir); // only now, so that unreadable input leaves no folder
-                dir_made = true;
-            }
-#pragma omp parallel for schedule(dynamic, 1) num_threads(tool.threads)
-            for (int i = 0; i < n; i++) {
-                job *j = &jobs[i];
-                fu_clear_error();
-                j->failed = convert(dir, j) < 0;
-                if (j->failed) {
-                    snprintf(j->msg, sizeof j->msg, "%s", fu_error());
-                    snprintf(j->hint, sizeof j->hint, "%s", fu_error_hint());
-                }
-            }
-            for (int i = 0; i < n; i++)
-                if (!jobs[i].failed) remember_file(dir, jobs[i].name);
-            for (int i = 0; i < n; i++) {
-                job *j = &jobs[i];
-                if (j->failed) {
-                    fu_set_error(j->msg, j->hint);
-                    fail_and_undo();
-                }
-                fprintf(csv, "%s,", j->name);
-                csv_field(csv, j->rec.id, j->rec.id_len);
-                if (j->rec.label == FU_LABEL_NONE) fprintf(csv, ",");
-                else fprintf(csv, ",%d", j->rec.label);
-                fprintf(csv, ",%s\n", fu_split_name(j->rec.split));
-                fu_progress_add(&tool.progress, 1);
-            }
-        } while (got == 1);
-        fu_shard_close(r);
-    }
+    fu_map_opts mo = {.inputs = inputs, .n_inputs = n_inputs, .sink = write_png, .sink_ctx = &st,
+                      .threads = tool.threads, .fn = to_png, .verify = true, .progress = &tool.progress};
+    if (fu_map_run(&mo) < 0) fail_and_undo();
     fu_progress_end(&tool.progress);
-    if (!dir_made) make_dirs(dir);
-    if (fclose(csv) != 0) tool_die("out of memory");
+    if (!st.dir_made) make_dirs(dir);
+    if (fclose(st.csv) != 0) tool_die("out of memory");
     char path[4096];
     snprintf(path, sizeof path, "%s/labels.csv", dir);
     if (fu_write_file_atomic(path, csv_buf, csv_len) < 0) fail_and_undo();
-    for (int i = 0; i < batch; i++) free(jobs[i].copy);
-    free(jobs);
     free(csv_buf);
     return 0;
 }

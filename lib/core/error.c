@@ -10,7 +10,7 @@ static _Thread_local char g_msg[MSG_MAX];
 static _Thread_local char g_hint[MSG_MAX];
 
 int fu_fail(const char *subject, const char *fmt, ...) {
-    int n = snprintf(g_msg, MSG_MAX, "%s: ", subject ? subject : "?");
+    int n = subject && *subject ? snprintf(g_msg, MSG_MAX, "%s: ", subject) : 0;
     if (n < 0 || n >= MSG_MAX) n = 0;
     va_list ap;
     va_start(ap, fmt);

@@ -9,6 +9,7 @@
 #include <stddef.h>
 
 // Record a failure; always returns -1 so callers can `return fu_fail(...)`.
+// An empty subject leaves it to the caller to prefix one (fu_error_prefix).
 int fu_fail(const char *subject, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 // Attach a hint ("try --no-shrink-on-load") to the current error.

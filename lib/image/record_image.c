@@ -6,11 +6,10 @@
 #include <string.h>
 
 int fu_record_to_image(const fu_record *rec, uint32_t min_side, fu_image *out) {
-    char subject[96];
-    snprintf(subject, sizeof subject, "%.*s", (int)(rec->id_len < 80 ? rec->id_len : 80), rec->id);
-    if (rec->kind == FU_KIND_ENCODED) return fu_decode(rec->payload, rec->payload_len, min_side, subject, out);
+    // No subject: the mapper names the record ("record 12 (Im013): JPEG: ...").
+    if (rec->kind == FU_KIND_ENCODED) return fu_decode(rec->payload, rec->payload_len, min_side, "", out);
     if (rec->channels != 3)
-        return fu_fail(subject, "pixel record has %u channels; the image tools work on RGB (3)", rec->channels);
+        return fu_fail("", "pixel record has %u channels; the image tools work on RGB (3)", rec->channels);
     if (fu_image_alloc(out, rec->width, rec->height, 3) < 0) return -1;
     memcpy(out->px, rec->payload, fu_image_bytes(out));
     return 0;

@@ -7,6 +7,7 @@
 #include "shard/shard.h"
 
 // Decode an encoded record, or copy a pixel record, into an RGB image.
+// Messages carry no subject: callers name the record (fu_map_run does).
 // min_side as in fu_decode (0 = exact full-size decode).
 int fu_record_to_image(const fu_record *rec, uint32_t min_side, fu_image *out);
 

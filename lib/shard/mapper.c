@@ -86,8 +86,10 @@ static int run_batch(const fu_map_opts *o, job *jobs, int n) {
             fu_error_prefix("record %llu (%.*s)", (unsigned long long)j->index, (int)j->in.id_len, j->in.id);
             return -1;
         }
-        for (int k = 0; k < j->out.n; k++)
-            if (fu_shard_write(o->writer, &j->out.recs[k].rec) < 0) return -1;
+        for (int k = 0; k < j->out.n; k++) {
+            const fu_record *rec = &j->out.recs[k].rec;
+            if ((o->sink ? o->sink(o->sink_ctx, rec) : fu_shard_write(o->writer, rec)) < 0) return -1;
+        }
         if (o->progress) fu_progress_add(o->progress, 1);
         emitter_clear(&j->out);
     }
@@ -147,6 +149,6 @@ int fu_map_run(const fu_map_opts *o) {
         free(jobs[i].in_copy);
     }
     free(jobs);
-    if (rc == 0) rc = fu_shard_finish(o->writer);
+    if (rc == 0 && o->writer) rc = fu_shard_finish(o->writer);
     return rc;
 }

@@ -20,10 +20,16 @@ typedef int (*fu_map_fn)(void *ctx, const fu_record *in, uint64_t index, fu_emit
 // Queue an output record; its id and payload are copied.
 int fu_emit(fu_emitter *e, const fu_record *rec);
 
+// Receives each output record on the calling thread, in input order, for
+// tools whose output is not one shard (shard-unpack writes files).
+typedef int (*fu_sink_fn)(void *ctx, const fu_record *rec);
+
 typedef struct {
     const char *const *inputs; // paths, "-" for stdin; none means stdin
     int n_inputs;
-    fu_shard_writer *writer;
+    fu_shard_writer *writer;   // finished (end record) on success; or NULL with a sink
+    fu_sink_fn sink;           // used instead of the writer when set
+    void *sink_ctx;
     int threads;               // >= 1
     fu_map_fn fn;
     void *ctx;
@@ -32,7 +38,6 @@ typedef struct {
 } fu_map_opts;
 
 // Returns 0, or -1 with the error of the first failing record in input order.
-// The writer is finished (end record) on success.
 int fu_map_run(const fu_map_opts *o);
 
 #endif

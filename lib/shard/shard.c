@@ -18,23 +18,15 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
+#include <libdeflate.h>
 
 enum { HDR = 64 };
 static const uint8_t STREAM_MAGIC[8] = {0x89, 'S', 'H', 'D', '\r', '\n', 0x1a, '\n'};
 static const uint8_t RECORD_MAGIC[4] = {'F', 'R', 'E', 'C'};
 
-uint32_t fu_crc32(const void *data, size_t n) {
-    uLong c = crc32(0L, Z_NULL, 0);
-    const uint8_t *p = data;
-    while (n > 0) { // zlib takes uInt lengths
-        uInt chunk = n > (1u << 30) ? (1u << 30) : (uInt)n;
-        c = crc32(c, p, chunk);
-        p += chunk;
-        n -= chunk;
-    }
-    return (uint32_t)c;
-}
+// libdeflate's CRC-32 (carry-less multiply where the CPU has it) is the same
+// checksum as zlib's, several times faster on image-sized payloads.
+uint32_t fu_crc32(const void *data, size_t n) { return libdeflate_crc32(0, data, n); }
 
 static uint64_t pad64(uint64_t n) { return (n + FU_SHARD_ALIGN - 1) & ~(uint64_t)(FU_SHARD_ALIGN - 1); }
 

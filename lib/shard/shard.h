@@ -86,7 +86,7 @@ int fu_shard_build_index(fu_shard_reader *r, fu_shard_index *idx);
 int fu_shard_read_at(fu_shard_reader *r, uint64_t offset, fu_record *rec, bool verify);
 void fu_shard_index_free(fu_shard_index *idx);
 
-// Convenience for the CRC used everywhere (zlib's CRC-32).
+// The CRC used everywhere: CRC-32 as zlib's and PNG's.
 uint32_t fu_crc32(const void *data, size_t n);
 
 #endif

@@ -19,7 +19,7 @@ for h in shard decode; do
     bin="$out/fuzz_$h"
     if [ ! -x "$bin" ] || [ -n "$(find lib tests/fuzz -newer "$bin" -name '*.[ch]' | head -1)" ]; then
         # shellcheck disable=SC2086
-        clang $flags tests/fuzz/fuzz_$h.c $libsrc -o "$bin" -lpng -ltiff -ljpeg -lz -lm -lpthread 2>"$out/build-$h.log" ||
+        clang $flags tests/fuzz/fuzz_$h.c $libsrc -o "$bin" -lpng -ltiff -ljpeg -ldeflate -lz -lm -lpthread 2>"$out/build-$h.log" ||
             { echo "not ok - fuzz $h: build failed (see $out/build-$h.log)"; status=1; continue; }
     fi
     corpus="tests/fuzz/corpus-$h"

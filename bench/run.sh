@@ -1,0 +1,5 @@
+#!/bin/sh
+# All benchmarks; each prints its own figures (see bench/README.md).
+set -eu
+cd "$(dirname "$0")/.."
+"${PYTHON:-/usr/bin/python3}" bench/preproc.py "$@"
