@@ -174,14 +174,8 @@ int main(int argc, char **argv) {
     uint32_t *copies = factor > 0 ? plan_factor(inputs, n_inputs, factor) : NULL;
     ctx.copies = copies;
 
-    fu_shard_writer w;
-    fu_shard_writer_init(&w, tool_open_output(true), tool_output_name());
-    fu_progress_start(&tool.progress, tool.name, tool.quiet);
-    fu_map_opts o = {.inputs = inputs, .n_inputs = n_inputs, .writer = &w, .threads = tool.threads,
-                     .fn = augment_record, .ctx = &ctx, .verify = true, .progress = &tool.progress};
-    if (fu_map_run(&o) < 0) tool_fail();
-    fu_progress_end(&tool.progress);
-    tool_commit_output();
+    tool_map_to_output((fu_map_opts){
+        .inputs = inputs, .n_inputs = n_inputs, .fn = augment_record, .ctx = &ctx, .verify = true});
     free(copies);
     return 0;
 }

@@ -86,22 +86,10 @@ int main(int argc, char **argv) {
     if (no_clahe) o.clip = 0;
     if (no_gamma) o.gamma = 1;
     if (no_median) o.median = 1;
-    FILE *f = tool_open_output(true);
-    fu_shard_writer w;
-    fu_shard_writer_init(&w, f, tool_output_name());
-    fu_progress_start(&tool.progress, tool.name, tool.quiet);
-    fu_map_opts mo = {
-        .inputs = (const char *const *)argv + optind,
-        .n_inputs = argc - optind,
-        .writer = &w,
-        .threads = tool.threads,
-        .fn = enhance_record,
-        .ctx = &o,
-        .verify = verify,
-        .progress = &tool.progress,
-    };
-    if (fu_map_run(&mo) < 0) tool_fail();
-    tool_commit_output();
-    fu_progress_end(&tool.progress);
+    tool_map_to_output((fu_map_opts){.inputs = (const char *const *)argv + optind,
+                                     .n_inputs = argc - optind,
+                                     .fn = enhance_record,
+                                     .ctx = &o,
+                                     .verify = verify});
     return 0;
 }

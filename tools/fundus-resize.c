@@ -61,22 +61,12 @@ int main(int argc, char **argv) {
     if (size == 0) tool_usage_error("--size is required");
 
     resize_job job = {(uint32_t)size, shrink_on_load ? (uint32_t)size : 0};
-    FILE *f = tool_open_output(true);
-    fu_shard_writer w;
-    fu_shard_writer_init(&w, f, tool_output_name());
-    fu_progress_start(&tool.progress, tool.name, tool.quiet);
-    fu_map_opts mo = {
+    tool_map_to_output((fu_map_opts){
         .inputs = (const char *const *)argv + optind,
         .n_inputs = argc - optind,
-        .writer = &w,
-        .threads = tool.threads,
         .fn = resize_record,
         .ctx = &job,
         .verify = true, // a payload CRC costs ~1% of a decode and names damage plainly
-        .progress = &tool.progress,
-    };
-    if (fu_map_run(&mo) < 0) tool_fail();
-    tool_commit_output();
-    fu_progress_end(&tool.progress);
+    });
     return 0;
 }

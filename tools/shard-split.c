@@ -2,6 +2,7 @@
 // optionally stratified by label. Two passes over a regular file: the headers
 // (labels), then the records; stdin is first spooled to a temporary file.
 // The three outputs are committed together or not at all.
+#include "core/fs.h"
 #include "core/rng.h"
 #include "shard/shard.h"
 #include "toolkit.h"
@@ -134,22 +135,6 @@ static fu_shard_reader *open_twice_readable(const char *path) {
     return r;
 }
 
-static void make_dirs(const char *path) {
-    char p[4096];
-    snprintf(p, sizeof p, "%s", path);
-    for (char *s = p + 1;; s++) {
-        bool end = *s == '\0';
-        if (*s == '/' || end) {
-            *s = '\0';
-            if (mkdir(p, 0777) != 0 && errno != EEXIST) tool_die("%s: cannot create folder: %s", p, strerror(errno));
-            if (!end) *s = '/';
-        }
-        if (end) break;
-    }
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) tool_die("%s: exists and is not a folder", path);
-}
-
 int main(int argc, char **argv) {
     tool_init("shard-split", USAGE);
     static const struct option opts[] = {TOOL_COMMON_LONGOPTS,
@@ -232,7 +217,7 @@ int main(int argc, char **argv) {
     }
 
     // Pass 2: the records, in input order, each to its split's file.
-    make_dirs(tool.out_path);
+    if (fu_make_dirs(tool.out_path, NULL, NULL) < 0) tool_fail();
     fu_shard_writer wr[N_SPLITS];
     for (int k = 0; k < N_SPLITS; k++) {
         char path[4096];

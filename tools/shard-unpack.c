@@ -3,6 +3,7 @@
 // DIR/labels.csv `file,id,label,split`. Records are converted to PNG bytes in
 // parallel (fu_map_run); files are named and written in stream order by the
 // sink, so the folder is the same for any --threads.
+#include "core/fs.h"
 #include "image/codec.h"
 #include "image/record_image.h"
 #include "shard/mapper.h"
@@ -136,28 +137,12 @@ static noreturn void fail_and_undo(void) {
     tool_fail();
 }
 
+static void remember_dir(const char *dir, void *ctx) {
+    if (made.n_dirs < 64) made.dirs[made.n_dirs++] = strdup(dir);
+}
+
 static void make_dirs(const char *path) {
-    char p[4096];
-    snprintf(p, sizeof p, "%s", path);
-    for (char *s = p + 1;; s++) {
-        bool end = *s == '\0';
-        if (*s == '/' || end) {
-            *s = '\0';
-            if (mkdir(p, 0777) == 0) {
-                if (made.n_dirs < 64) made.dirs[made.n_dirs++] = strdup(p);
-            } else if (errno != EEXIST) {
-                fu_fail(p, "cannot create folder: %s", strerror(errno));
-                fail_and_undo();
-            }
-            if (!end) *s = '/';
-        }
-        if (end) break;
-    }
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        fu_fail(path, "exists and is not a folder");
-        fail_and_undo();
-    }
+    if (fu_make_dirs(path, remember_dir, NULL) < 0) fail_and_undo();
 }
 
 static void csv_field(FILE *f, const char *p, size_t n) {

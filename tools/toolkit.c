@@ -141,3 +141,15 @@ void tool_commit_output(void) {
 const char *tool_output_name(void) {
     return tool.out_path && strcmp(tool.out_path, "-") != 0 ? tool.out_path : "stdout";
 }
+
+void tool_map_to_output(fu_map_opts mo) {
+    fu_shard_writer w;
+    fu_shard_writer_init(&w, tool_open_output(true), tool_output_name());
+    mo.writer = &w;
+    mo.threads = tool.threads;
+    mo.progress = &tool.progress;
+    fu_progress_start(&tool.progress, tool.name, tool.quiet);
+    if (fu_map_run(&mo) < 0) tool_fail();
+    tool_commit_output();
+    fu_progress_end(&tool.progress);
+}

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/outfile.h"
 #include "core/progress.h"
+#include "shard/mapper.h"
 
 #include <getopt.h>
 #include <stdbool.h>
@@ -52,5 +53,10 @@ double tool_parse_double(const char *opt, const char *arg, double lo, double hi)
 FILE *tool_open_output(bool binary);
 void tool_commit_output(void);
 const char *tool_output_name(void); // "stdout" or the path
+
+// The body of every record-to-record tool: open the output (-o or stdout),
+// run fu_map_run with the tool's threads and progress, write the end record,
+// commit. `mo` supplies inputs (or generate), fn, ctx and verify. Exits on error.
+void tool_map_to_output(fu_map_opts mo);
 
 #endif

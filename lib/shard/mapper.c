@@ -73,7 +73,7 @@ static int run_batch(const fu_map_opts *o, job *jobs, int n) {
     for (int i = 0; i < n; i++) {
         job *j = &jobs[i];
         fu_clear_error();
-        j->failed = o->fn(o->ctx, &j->in, j->index, &j->out) < 0;
+        j->failed = o->fn(o->ctx, o->generate ? NULL : &j->in, j->index, &j->out) < 0;
         if (j->failed) {
             snprintf(j->msg, sizeof j->msg, "%s", fu_error());
             snprintf(j->hint, sizeof j->hint, "%s", fu_error_hint());
@@ -83,7 +83,8 @@ static int run_batch(const fu_map_opts *o, job *jobs, int n) {
         job *j = &jobs[i];
         if (j->failed) {
             fu_set_error(j->msg, j->hint);
-            fu_error_prefix("record %llu (%.*s)", (unsigned long long)j->index, (int)j->in.id_len, j->in.id);
+            if (o->generate) fu_error_prefix("record %llu", (unsigned long long)j->index);
+            else fu_error_prefix("record %llu (%.*s)", (unsigned long long)j->index, (int)j->in.id_len, j->in.id);
             return -1;
         }
         for (int k = 0; k < j->out.n; k++) {
@@ -96,22 +97,17 @@ static int run_batch(const fu_map_opts *o, job *jobs, int n) {
     return 0;
 }
 
-int fu_map_run(const fu_map_opts *o) {
+// Records from the inputs, a batch at a time.
+static int map_inputs(const fu_map_opts *o, job *jobs, int batch) {
     static const char *const stdin_only[] = {"-"};
     const char *const *inputs = o->n_inputs > 0 ? o->inputs : stdin_only;
     int n_inputs = o->n_inputs > 0 ? o->n_inputs : 1;
-    int batch = 4 * (o->threads > 0 ? o->threads : 1);
-    job *jobs = fu_calloc((size_t)batch, sizeof *jobs);
-    if (!jobs) return -1;
-    int rc = 0;
     uint64_t index = 0;
-    for (int f = 0; f < n_inputs && rc == 0; f++) {
+    for (int f = 0; f < n_inputs; f++) {
         fu_shard_reader *r = fu_shard_open(inputs[f]);
-        if (!r) {
-            rc = -1;
-            break;
-        }
+        if (!r) return -1;
         bool mapped = fu_shard_is_mapped(r);
+        int rc = 0;
         for (;;) {
             int n = 0, got = 0;
             fu_record rec;
@@ -142,7 +138,26 @@ int fu_map_run(const fu_map_opts *o) {
             if (got == 0) break;
         }
         fu_shard_close(r);
+        if (rc < 0) return -1;
     }
+    return 0;
+}
+
+// No inputs: records 0 .. generate-1 are made by the map function alone.
+static int map_generated(const fu_map_opts *o, job *jobs, int batch) {
+    for (uint64_t first = 0; first < o->generate; first += (uint64_t)batch) {
+        int n = o->generate - first < (uint64_t)batch ? (int)(o->generate - first) : batch;
+        for (int i = 0; i < n; i++) jobs[i].index = first + (uint64_t)i;
+        if (run_batch(o, jobs, n) < 0) return -1;
+    }
+    return 0;
+}
+
+int fu_map_run(const fu_map_opts *o) {
+    int batch = 4 * (o->threads > 0 ? o->threads : 1);
+    job *jobs = fu_calloc((size_t)batch, sizeof *jobs);
+    if (!jobs) return -1;
+    int rc = o->generate ? map_generated(o, jobs, batch) : map_inputs(o, jobs, batch);
     for (int i = 0; i < batch; i++) {
         emitter_clear(&jobs[i].out);
         free(jobs[i].out.recs);

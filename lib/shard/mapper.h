@@ -14,7 +14,8 @@
 typedef struct fu_emitter fu_emitter;
 
 // Called on worker threads, so it must only touch `ctx` read-only.
-// `index` counts records over all inputs from 0. Return -1 with fu_fail() set.
+// `index` counts records over all inputs from 0; `in` is NULL when the
+// records are generated (fu_map_opts.generate). Return -1 with fu_fail() set.
 typedef int (*fu_map_fn)(void *ctx, const fu_record *in, uint64_t index, fu_emitter *out);
 
 // Queue an output record; its id and payload are copied.
@@ -27,6 +28,7 @@ typedef int (*fu_sink_fn)(void *ctx, const fu_record *rec);
 typedef struct {
     const char *const *inputs; // paths, "-" for stdin; none means stdin
     int n_inputs;
+    uint64_t generate;         // > 0: no inputs; fn makes records 0..generate-1
     fu_shard_writer *writer;   // finished (end record) on success; or NULL with a sink
     fu_sink_fn sink;           // used instead of the writer when set
     void *sink_ctx;
