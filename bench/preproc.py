@@ -10,7 +10,7 @@ Inputs come from fundus-synth. Ours runs the real tools stage by stage on
 shard files (fundus-resize, then fundus-clahe), so shard reading, CRC checks
 and writing are included; OpenCV decodes from bytes already in memory. Best
 of 3 runs each. Prints img/s, per-stage ms and the ratio.
-usage: python3 bench/preproc.py [PNG_COUNT JPEG_COUNT]
+usage: python3 bench/preproc.py [PNG_COUNT JPEG_COUNT]   (default 100 30)
 """
 import os
 import subprocess
@@ -32,7 +32,8 @@ def tool(*args):
 
 
 def make_inputs(png_count, jpeg_count):
-    png_dir, jpeg_dir = os.path.join(OUT, "png"), os.path.join(OUT, "jpeg")
+    png_dir = os.path.join(OUT, "png-%d" % png_count)
+    jpeg_dir = os.path.join(OUT, "jpeg-%d" % jpeg_count)
     if not os.path.exists(os.path.join(png_dir, "labels.csv")):
         tool("fundus-synth", "--count", str(png_count), "--size", "512", "--seed", "7",
              "--format", "png", "--dir", png_dir)
@@ -103,8 +104,8 @@ def case(name, image_dir, resize_flags=()):
 
 
 def main():
-    png_count = int(sys.argv[1]) if len(sys.argv) > 1 else 60
-    jpeg_count = int(sys.argv[2]) if len(sys.argv) > 2 else 12
+    png_count = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+    jpeg_count = int(sys.argv[2]) if len(sys.argv) > 2 else 30
     os.makedirs(OUT, exist_ok=True)
     png_dir, jpeg_dir = make_inputs(png_count, jpeg_count)
     os.sched_setaffinity(0, {0})  # this process, OpenCV and the tools: one core
