@@ -22,7 +22,7 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -DFU_VERSION='"$(VERSION)"' -Wall -Wextra -W
              -Wno-unused-parameter -fopenmp -Ilib -MMD -MP \
              -ffp-contract=off \
              $(if $(ARCH),-march=$(ARCH)) $(CFLAGS)
-LDLIBS   = -lpng -ltiff -ljpeg -ldeflate -lz -lm -lpthread
+LDLIBS   = -ldnnl -lpng -ltiff -ljpeg -ldeflate -lz -lm -lpthread
 LDFLAGS  ?=
 
 BUILD    := build
