@@ -28,8 +28,14 @@ for step in "fundus-resize --size 64" "fundus-clahe" "fundus-augment --seed 3 --
     [ -s "$T/err1" ] && not_ok "$name is silent off a terminal" "$(cat "$T/err1")" || ok "$name is silent off a terminal"
 done
 
-# Binary output is refused on a terminal (script(1) gives the tool a tty).
+# Binary output is refused on a terminal, and progress appears only there
+# (script(1) gives the tool a tty).
 if command -v script >/dev/null 2>&1; then
+    script -qec "$FU_BIN/fundus-synth --count 7 --size 32 --seed 1 -o $T/tty.shard" /dev/null >"$T/tty.txt" 2>&1
+    grep -q "fundus-synth: 7 records" "$T/tty.txt" && ok "progress is shown on a terminal" ||
+        not_ok "progress is shown on a terminal" "$(head -c 200 "$T/tty.txt")"
+    script -qec "$FU_BIN/fundus-synth --quiet --count 7 --size 32 --seed 1 -o $T/tty.shard" /dev/null >"$T/tty.txt" 2>&1
+    [ -s "$T/tty.txt" ] && not_ok "--quiet silences progress" "$(head -c 200 "$T/tty.txt")" || ok "--quiet silences progress"
     script -qec "$FU_BIN/fundus-synth --count 1 --size 32 --seed 1" /dev/null >"$T/tty.txt" 2>&1
     rc=$?
     if [ "$rc" = 1 ] && grep -q "refusing to write binary data to a terminal" "$T/tty.txt"; then ok "binary data is not written to a terminal"
