@@ -22,11 +22,12 @@ typedef struct {
 } fu_pass;
 
 // fu_ref_net_S_init: plans and allocates for `batch` images.
-// fu_ref_forward_S: x (N, 3, H, W). With labels (N) and class_w (classes)
+// fu_ref_forward_S: x (n, 3, H, W), 1 <= n <= batch (the last batch of an
+//   epoch may be smaller). With labels (n) and class_w (classes)
 //   the loss goes to *loss; training needs them, and a batch >= 2
 //   (BatchNorm1d on batch statistics needs two values per channel). In
 //   training, state and counts are updated (running stats, num_batches_tracked).
-// fu_ref_logits_S: (N, classes) logits of the last forward.
+// fu_ref_logits_S: (n, classes) logits of the last forward.
 // fu_ref_backward_S: gradient of the last training forward's loss; overwrites
 //   grads (n_params).
 #define FU_REF_NET(T, S)                                                                                          \
@@ -39,11 +40,12 @@ typedef struct {
         const int *labels; /* of the last training forward, for backward */                                      \
         const T *class_w;  /* (classes) */                                                                        \
         bool ready;        /* a training forward ran since the last backward */                                  \
+        int n;             /* images in the last forward */                                                      \
     } fu_ref_net_##S;                                                                                             \
     int fu_ref_net_init_##S(fu_ref_net_##S *net, const fu_model *m, int batch);                                   \
     void fu_ref_net_free_##S(fu_ref_net_##S *net);                                                                \
-    int fu_ref_forward_##S(fu_ref_net_##S *net, const T *params, T *state, int64_t *counts, const T *x,            \
-                           const int *labels, const T *class_w, const fu_pass *pass, T *loss);                    \
+    int fu_ref_forward_##S(fu_ref_net_##S *net, int n, const T *params, T *state, int64_t *counts,                \
+                           const T *x, const int *labels, const T *class_w, const fu_pass *pass, T *loss);        \
     const T *fu_ref_logits_##S(const fu_ref_net_##S *net);                                                        \
     int fu_ref_backward_##S(fu_ref_net_##S *net, const T *params, T *grads);
 

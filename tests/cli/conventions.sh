@@ -2,7 +2,7 @@
 # no binary data to a terminal, output bytes independent of --threads,
 # stdin/stdout pipes equal to files; and the build's own promises.
 . tests/cli/lib.sh
-TOOLS="shard-pack shard-info shard-split shard-unpack fundus-synth fundus-resize fundus-clahe fundus-augment"
+TOOLS="shard-pack shard-info shard-split shard-unpack fundus-synth fundus-resize fundus-clahe fundus-augment cnn-train cnn-predict metrics-report"
 
 for t in $TOOLS; do
     if "$t" --help >"$T/help" 2>&1 && grep -q '^usage: ' "$T/help" && grep -q 'example' "$T/help"; then ok "$t --help"
@@ -52,5 +52,5 @@ if make -s -C "$FU_ROOT" -n all | grep -q 'march=native'; then not_ok "default b
 make -s -C "$FU_ROOT" install PREFIX="$T/prefix" >/dev/null 2>&1
 n=0
 for t in $TOOLS; do [ -x "$T/prefix/bin/$t" ] && n=$((n + 1)); done
-[ "$n" = 8 ] && ok "make install PREFIX=... installs every tool" || not_ok "make install" "$n of 8 installed"
+[ "$n" = 11 ] && ok "make install PREFIX=... installs every tool" || not_ok "make install" "$n of 11 installed"
 finish

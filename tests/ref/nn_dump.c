@@ -87,13 +87,14 @@ static int dump(const job *j, fu_st_dtype dt, size_t es, const void *logits, con
         if (fu_ref_net_init_##S(&net, m, j->n) < 0) return die("net");                                          \
         fu_pass train = {.train = true, .dropout = false}, eval = {.train = false};                             \
         double t0 = now();                                                                                      \
-        if (fu_ref_forward_##S(&net, params, state, counts, x, j->labels, class_w, &train, &loss) < 0)          \
+        if (fu_ref_forward_##S(&net, j->n, params, state, counts, x, j->labels, class_w, &train, &loss) < 0)   \
             return die("forward");                                                                              \
         memcpy(logits, fu_ref_logits_##S(&net), (size_t)j->n * 2 * sizeof *logits);                            \
         double t1 = now();                                                                                      \
         if (fu_ref_backward_##S(&net, params, grads) < 0) return die("backward");                               \
         double t2 = now();                                                                                      \
-        if (fu_ref_forward_##S(&net, params, state, counts, x, NULL, NULL, &eval, NULL) < 0) return die("eval"); \
+        if (fu_ref_forward_##S(&net, j->n, params, state, counts, x, NULL, NULL, &eval, NULL) < 0)              \
+            return die("eval");                                                                                 \
         memcpy(eval_logits, fu_ref_logits_##S(&net), (size_t)j->n * 2 * sizeof *logits);                        \
         fprintf(stderr, "nn_dump: %s forward %.2f s, backward %.2f s\n", #S, t1 - t0, t2 - t1);                \
         if (dump(j, DT, sizeof(T), logits, &loss, eval_logits, grads, state, counts) < 0) return die("save");   \

@@ -278,7 +278,7 @@ static int train_step(const fu_model *m, buffers *b, const float *x, int threads
     float class_w[2] = {0.3f, 0.7f};
     fu_pass pass = {.train = true, .dropout = true, .seed = 7, .step = 0};
     omp_set_num_threads(threads);
-    int rc = fu_ref_forward_f32(&net, b->params, b->state, b->counts, x, labels, class_w, &pass, loss);
+    int rc = fu_ref_forward_f32(&net, 2, b->params, b->state, b->counts, x, labels, class_w, &pass, loss);
     if (rc == 0) rc = fu_ref_backward_f32(&net, b->params, b->grads);
     fu_ref_net_free_f32(&net);
     return rc;
@@ -326,8 +326,8 @@ static void check_reference_net(const fu_model *m, const buffers *init) {
     fu_ref_net_f64 n64;
     fu_ref_net_f32 n32;
     bool ran = fu_ref_net_init_f64(&n64, m, 2) == 0 && fu_ref_net_init_f32(&n32, m, 2) == 0 &&
-               fu_ref_forward_f64(&n64, p64, s64, NULL, x64, NULL, NULL, &eval, NULL) == 0 &&
-               fu_ref_forward_f32(&n32, init->params, init->state, NULL, x, NULL, NULL, &eval, NULL) == 0;
+               fu_ref_forward_f64(&n64, 2, p64, s64, NULL, x64, NULL, NULL, &eval, NULL) == 0 &&
+               fu_ref_forward_f32(&n32, 2, init->params, init->state, NULL, x, NULL, NULL, &eval, NULL) == 0;
     double num = 0, den = 0;
     for (int i = 0; ran && i < 4; i++) {
         num += pow(fu_ref_logits_f64(&n64)[i] - fu_ref_logits_f32(&n32)[i], 2);
@@ -342,13 +342,13 @@ static void check_reference_net(const fu_model *m, const buffers *init) {
     fu_ref_net_f32 net;
     fu_ref_net_init_f32(&net, m, 1);
     float before = a.state[rv->offset];
-    CHECK(fu_ref_forward_f32(&net, a.params, a.state, a.counts, x, NULL, NULL, &eval, NULL) == 0 &&
+    CHECK(fu_ref_forward_f32(&net, 1, a.params, a.state, a.counts, x, NULL, NULL, &eval, NULL) == 0 &&
               a.state[rv->offset] == before && a.counts[0] == 1 && isfinite(fu_ref_logits_f32(&net)[0]),
           "eval forward of one image leaves the state alone", "%s", fu_error());
     fu_pass train = {.train = true};
     int labels[1] = {0};
     float w[2] = {1, 1};
-    CHECK(fu_ref_forward_f32(&net, a.params, a.state, a.counts, x, labels, w, &train, NULL) < 0 &&
+    CHECK(fu_ref_forward_f32(&net, 1, a.params, a.state, a.counts, x, labels, w, &train, NULL) < 0 &&
               strstr(fu_error(), "at least 2"),
           "training on a batch of one refused", "%s", fu_error());
     CHECK(fu_ref_backward_f32(&net, a.params, a.grads) < 0, "backward without a training forward refused", "no error");

@@ -1,0 +1,61 @@
+// Backend dispatch and the "ref" adapter: the reference network in float
+// (ref_net.h) behind the fu_backend interface.
+#include "nn/backend.h"
+
+#include "core/error.h"
+#include "nn/dnnl_net.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+static fu_ref_net_f32 *ref_of(fu_backend *b) { return b->impl; }
+
+static int ref_forward(fu_backend *b, int n, const float *params, float *state, int64_t *counts, const float *x,
+                       const int *labels, const float *class_w, const fu_pass *pass, float *loss) {
+    return fu_ref_forward_f32(ref_of(b), n, params, state, counts, x, labels, class_w, pass, loss);
+}
+
+static const float *ref_logits(fu_backend *b) { return fu_ref_logits_f32(ref_of(b)); }
+
+static int ref_backward(fu_backend *b, const float *params, float *grads) {
+    return fu_ref_backward_f32(ref_of(b), params, grads);
+}
+
+static void ref_destroy(fu_backend *b) {
+    fu_ref_net_free_f32(ref_of(b));
+    free(b->impl);
+    free(b);
+}
+
+static int ref_create(const fu_model *m, int batch, int threads, fu_backend **out) {
+    fu_backend *b = fu_calloc(1, sizeof *b);
+    fu_ref_net_f32 *net = fu_calloc(1, sizeof *net);
+    if (!b || !net || fu_ref_net_init_f32(net, m, batch) < 0) {
+        free(b), free(net);
+        return -1;
+    }
+    // The reference ops use the calling thread's OpenMP team; their results do
+    // not depend on its size.
+    if (threads > 0) omp_set_num_threads(threads);
+    *b = (fu_backend){.name = "ref", .m = m, .batch = batch, .impl = net, .forward = ref_forward,
+                      .logits = ref_logits, .backward = ref_backward, .destroy = ref_destroy};
+    b->act_bytes = (2 * net->plan.act_size + net->plan.aux_size) * sizeof(float);
+    *out = b;
+    return 0;
+}
+
+int fu_backend_create(const char *name, const fu_model *m, int batch, int threads, fu_backend **out) {
+    *out = NULL;
+    if (batch < 1) return fu_fail("backend", "batch must be at least 1, not %d", batch);
+    if (strcmp(name, "ref") == 0) return ref_create(m, batch, threads, out);
+    // "auto": the fastest backend there is, oneDNN's.
+    if (strcmp(name, "cpu") == 0 || strcmp(name, "auto") == 0) return fu_dnnl_backend_create(m, batch, threads, out);
+    fu_fail("backend", "unknown backend '%s'", name);
+    fu_hint("the backends are ref, cpu and auto");
+    return -1;
+}
+
+void fu_backend_destroy(fu_backend *b) {
+    if (b) b->destroy(b);
+}

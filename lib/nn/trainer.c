@@ -1,0 +1,308 @@
+// The training loop (trainer.h).
+#include "nn/trainer.h"
+
+#include "core/error.h"
+#include "core/progress.h"
+#include "metrics/auc.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+fu_train_opts fu_train_defaults(void) {
+    return (fu_train_opts){.epochs = 10, .batch = 32, .lr = 1e-3, .weight_decay = 1e-4, .max_grad_norm = 1.0,
+                           .no_decay_bn_bias = false, .augment = true, .dropout = true, .seed = 42};
+}
+
+void fu_trainer_free(fu_trainer *t) {
+    fu_backend_destroy(t->be);
+    free(t->params), free(t->grads), free(t->m1), free(t->m2), free(t->state), free(t->counts);
+    free(t->best_params), free(t->best_state), free(t->best_counts), free(t->groups);
+    for (int k = 0; k < 2; k++) free(t->x[k]), free(t->labels[k]);
+    memset(t, 0, sizeof *t);
+}
+
+int fu_trainer_init(fu_trainer *t, const fu_model *m, const fu_train_opts *o, const char *backend, int threads) {
+    memset(t, 0, sizeof *t);
+    t->m = m;
+    t->o = *o;
+    t->adamw = fu_adamw_defaults();
+    t->adamw.weight_decay = o->weight_decay;
+    if (fu_backend_create(backend, m, o->batch, threads, &t->be) < 0) return -1;
+    size_t np = m->n_params, ns = m->n_state, nc = m->n_counts;
+    size_t pix = (size_t)o->batch * 3 * m->height * m->width;
+    t->params = fu_malloc(np * sizeof(float));
+    t->grads = fu_calloc(np, sizeof(float));
+    t->m1 = fu_calloc(np, sizeof(float));
+    t->m2 = fu_calloc(np, sizeof(float));
+    t->state = fu_malloc(ns * sizeof(float));
+    t->counts = fu_calloc(nc, sizeof(int64_t));
+    t->best_params = fu_malloc(np * sizeof(float));
+    t->best_state = fu_malloc(ns * sizeof(float));
+    t->best_counts = fu_calloc(nc, sizeof(int64_t));
+    for (int k = 0; k < 2; k++) {
+        t->x[k] = fu_malloc(pix * sizeof(float));
+        t->labels[k] = fu_calloc((size_t)o->batch, sizeof(int));
+    }
+    t->n_groups = fu_param_groups(m, o->no_decay_bn_bias, &t->groups);
+    if (!t->params || !t->grads || !t->m1 || !t->m2 || !t->state || !t->counts || !t->best_params ||
+        !t->best_state || !t->best_counts || !t->x[0] || !t->x[1] || !t->labels[0] || !t->labels[1] ||
+        t->n_groups < 0) {
+        fu_trainer_free(t);
+        return -1;
+    }
+    fu_model_init(m, o->seed, t->params, t->state, t->counts);
+    fu_trainer_keep_best(t);
+    return 0;
+}
+
+void fu_trainer_keep_best(fu_trainer *t) {
+    memcpy(t->best_params, t->params, t->m->n_params * sizeof(float));
+    memcpy(t->best_state, t->state, t->m->n_state * sizeof(float));
+    memcpy(t->best_counts, t->counts, t->m->n_counts * sizeof(int64_t));
+}
+
+int fu_class_weights(const size_t *count, int classes, float *w) {
+    double sum = 0;
+    for (int c = 0; c < classes; c++) {
+        if (!count[c]) return fu_fail("train split", "has no image of class %d (the loss weights 1/count)", c);
+        sum += 1.0 / (double)count[c];
+    }
+    for (int c = 0; c < classes; c++) w[c] = (float)(1.0 / (double)count[c] / sum);
+    return 0;
+}
+
+static int argmax(const float *v, int n) {
+    int k = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[k]) k = i;
+    return k;
+}
+
+int fu_train_step(fu_trainer *t, int n, const float *x, const int *labels, double lr, float *loss, int *correct) {
+    fu_pass pass = {.train = true, .dropout = t->o.dropout, .seed = t->o.seed, .step = (uint64_t)t->step};
+    int64_t step = t->step + 1; // as people count them
+    float l = NAN;
+    if (t->be->forward(t->be, n, t->params, t->state, t->counts, x, labels, t->class_w, &pass, &l) < 0) return -1;
+    if (!isfinite(l)) return fu_fail("training", "step %lld: the loss is %f", (long long)step, l);
+    const float *logits = t->be->logits(t->be);
+    int hits = 0, k = t->m->classes;
+    for (int i = 0; i < n; i++) hits += argmax(logits + (size_t)i * k, k) == labels[i];
+    if (t->be->backward(t->be, t->params, t->grads) < 0) return -1;
+    double norm = fu_clip_grad_norm(t->grads, t->m->n_params, t->o.max_grad_norm);
+    t->grad_norm = norm;
+    if (!isfinite(norm)) return fu_fail("training", "step %lld: the gradient norm is %f", (long long)step, norm);
+    fu_adamw_step(&t->adamw, lr, step, t->groups, t->n_groups, t->params, t->grads, t->m1, t->m2);
+    t->step = step;
+    *loss = l;
+    *correct = hits;
+    return 0;
+}
+
+int fu_epoch_batches(size_t n, int batch, bool *dropped_one) {
+    size_t b = (n + (size_t)batch - 1) / (size_t)batch;
+    *dropped_one = n % (size_t)batch == 1;
+    return (int)(b - *dropped_one);
+}
+
+// ---- the next batch, made in a background thread --------------------------
+
+typedef struct {
+    const fu_dataset *d;
+    const uint32_t *indices;
+    int n;
+    bool augment;
+    uint64_t seed, epoch;
+    float *x;
+    int *labels;
+    pthread_t thread;
+    bool running;
+    int rc;
+    char err[512], hint[256];
+} loading;
+
+static void *load_main(void *arg) {
+    loading *j = arg;
+    j->rc = fu_load_batch(j->d, j->indices, j->n, j->augment, j->seed, j->epoch, j->x, j->labels);
+    if (j->rc < 0) {
+        snprintf(j->err, sizeof j->err, "%s", fu_error());
+        snprintf(j->hint, sizeof j->hint, "%s", fu_error_hint());
+    }
+    return NULL;
+}
+
+static int load_start(loading *j) {
+    if (pthread_create(&j->thread, NULL, load_main, j) != 0) {
+        j->running = false;
+        return load_main(j), j->rc; // no thread to spare: load it here
+    }
+    j->running = true;
+    return 0;
+}
+
+// Waits for the batch; adds the seconds waited to *wait.
+static int load_finish(loading *j, double *wait) {
+    double t0 = fu_now();
+    if (j->running) pthread_join(j->thread, NULL);
+    j->running = false;
+    *wait += fu_now() - t0;
+    if (j->rc < 0) fu_set_error(j->err, j->hint[0] ? j->hint : NULL);
+    return j->rc;
+}
+
+// Batch k of `order` (total samples) into buffer slot s.
+static loading job_of(fu_trainer *t, const fu_dataset *d, const uint32_t *order, size_t total, int k, int s,
+                      bool augment, uint64_t epoch) {
+    size_t off = (size_t)k * (size_t)t->o.batch, left = total - off;
+    return (loading){.d = d, .indices = order + off, .n = (int)(left < (size_t)t->o.batch ? left : (size_t)t->o.batch),
+                     .augment = augment, .seed = t->o.seed, .epoch = epoch, .x = t->x[s], .labels = t->labels[s]};
+}
+
+// Batches [first, end) of `order`: calls fn on each while the next one loads
+// into the other buffer. Stops at the first non-zero return of fn.
+typedef int (*batch_fn)(void *ctx, int k, int n, const float *x, const int *labels);
+
+static int run_batches(fu_trainer *t, const fu_dataset *d, const uint32_t *order, size_t total, int first,
+                       int end, bool augment, uint64_t epoch, double *wait, batch_fn fn, void *ctx) {
+    loading job[2];
+    if (first < end) {
+        job[0] = job_of(t, d, order, total, first, 0, augment, epoch);
+        if (load_start(&job[0]) < 0) return -1;
+    }
+    int rc = 0;
+    for (int k = first; k < end && rc == 0; k++) {
+        int s = (k - first) & 1;
+        if (load_finish(&job[s], wait) < 0) return -1;
+        bool more = k + 1 < end;
+        if (more) {
+            job[!s] = job_of(t, d, order, total, k + 1, !s, augment, epoch);
+            if (load_start(&job[!s]) < 0) return -1;
+        }
+        rc = fn(ctx, k, job[s].n, job[s].x, job[s].labels);
+        if (rc != 0 && more) {
+            double ignored = 0;
+            load_finish(&job[!s], &ignored);
+        }
+    }
+    return rc;
+}
+
+// ---- training epochs ------------------------------------------------------
+
+typedef struct {
+    fu_trainer *t;
+    double lr;
+    int64_t max_steps;
+    int batches;
+    fu_epoch_stats *st;
+    fu_step_report report;
+    void *ctx;
+    double t0, wait0;
+} epoch_ctx;
+
+static int train_batch(void *arg, int k, int n, const float *x, const int *labels) {
+    epoch_ctx *e = arg;
+    fu_trainer *t = e->t;
+    if (e->max_steps >= 0 && t->step >= e->max_steps) return 1;
+    float loss;
+    int hits;
+    if (fu_train_step(t, n, x, labels, e->lr, &loss, &hits) < 0) return -1;
+    fu_epoch_stats *st = e->st;
+    st->loss_sum += (double)loss * n;
+    st->seen += n;
+    st->correct += hits;
+    st->next_batch = k + 1;
+    double now = fu_now();
+    st->seconds += now - e->t0;
+    e->t0 = now;
+    if (e->report) e->report(e->ctx, st, e->batches, loss);
+    return 0;
+}
+
+int fu_train_epoch(fu_trainer *t, const fu_dataset *d, double lr, int64_t max_steps, fu_epoch_stats *st,
+                   fu_step_report report, void *ctx) {
+    uint32_t *order = fu_malloc(d->n * sizeof *order);
+    if (!order) return -1;
+    fu_epoch_order(t->o.seed, (uint64_t)st->epoch, d->n, order);
+    bool dropped;
+    epoch_ctx e = {t, lr, max_steps, fu_epoch_batches(d->n, t->o.batch, &dropped), st, report, ctx, fu_now(), 0};
+    int rc = run_batches(t, d, order, d->n, st->next_batch, e.batches, t->o.augment, (uint64_t)st->epoch,
+                         &st->wait, train_batch, &e);
+    free(order);
+    return rc;
+}
+
+// ---- evaluation -----------------------------------------------------------
+
+typedef struct {
+    fu_trainer *t;
+    const float *params;
+    float *state;
+    fu_eval *out;
+    double loss_num, loss_den;
+} eval_ctx;
+
+static int eval_batch(void *arg, int k, int n, const float *x, const int *labels) {
+    eval_ctx *e = arg;
+    fu_trainer *t = e->t;
+    fu_pass pass = {.train = false};
+    if (t->be->forward(t->be, n, e->params, e->state, NULL, x, NULL, NULL, &pass, NULL) < 0) return -1;
+    const float *logits = t->be->logits(t->be);
+    int classes = t->m->classes;
+    for (int i = 0; i < n; i++) {
+        const float *z = logits + (size_t)i * classes;
+        double mx = z[0], sum = 0;
+        for (int c = 1; c < classes; c++) mx = z[c] > mx ? z[c] : mx;
+        for (int c = 0; c < classes; c++) sum += exp((double)z[c] - mx);
+        double logsum = mx + log(sum);
+        size_t j = (size_t)k * t->o.batch + (size_t)i;
+        e->out->p1[j] = exp((double)z[1] - logsum);
+        e->out->pred[j] = argmax(z, classes);
+        double w = t->class_w[labels[i]];
+        e->loss_num += w * (logsum - z[labels[i]]);
+        e->loss_den += w;
+    }
+    return 0;
+}
+
+void fu_eval_free(fu_eval *e) {
+    free(e->p1);
+    free(e->pred);
+    memset(e, 0, sizeof *e);
+}
+
+int fu_evaluate(fu_trainer *t, const fu_dataset *d, const float *params, const float *state, fu_eval *out) {
+    memset(out, 0, sizeof *out);
+    out->n = d->n;
+    out->p1 = fu_calloc(d->n, sizeof *out->p1);
+    out->pred = fu_calloc(d->n, sizeof *out->pred);
+    uint32_t *order = fu_malloc(d->n * sizeof *order);
+    if (!out->p1 || !out->pred || !order) {
+        free(order);
+        fu_eval_free(out);
+        return -1;
+    }
+    for (size_t i = 0; i < d->n; i++) order[i] = (uint32_t)i;
+    // Eval mode reads the BN state and never writes it.
+    eval_ctx e = {t, params, (float *)state, out, 0, 0};
+    int batches = (int)((d->n + (size_t)t->o.batch - 1) / (size_t)t->o.batch);
+    int rc = run_batches(t, d, order, d->n, 0, batches, false, 0, &out->wait, eval_batch, &e);
+    free(order);
+    if (rc < 0) {
+        fu_eval_free(out);
+        return -1;
+    }
+    size_t tp = 0, tn = 0, fp = 0, fn = 0;
+    for (size_t i = 0; i < d->n; i++) {
+        bool pos = d->labels[i] == 1, said = out->pred[i] == 1;
+        tp += pos && said, fn += pos && !said, fp += !pos && said, tn += !pos && !said;
+    }
+    out->loss = e.loss_num / e.loss_den;
+    out->acc = (double)(tp + tn) / (double)d->n;
+    out->sensitivity = tp + fn ? (double)tp / (double)(tp + fn) : NAN;
+    out->specificity = tn + fp ? (double)tn / (double)(tn + fp) : NAN;
+    out->f1 = tp ? 2.0 * (double)tp / (double)(2 * tp + fp + fn) : 0;
+    out->auc = fu_roc_auc(out->p1, d->labels, d->n);
+    return 0;
+}

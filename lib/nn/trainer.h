@@ -1,0 +1,101 @@
+// The training loop of the recipe over a backend: one optimizer step
+// (forward, weighted cross-entropy, backward, clipping, AdamW), an epoch over
+// a dataset with the next batch prepared in a background thread while the
+// current one computes, and evaluation in eval mode. Owns the flat buffers
+// (params, grads, AdamW moments, BN state, counts) and a real copy of the
+// best weights.
+#ifndef FU_NN_TRAINER_H
+#define FU_NN_TRAINER_H
+
+#include "nn/adamw.h"
+#include "nn/backend.h"
+#include "nn/loader.h"
+#include "nn/model.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct {
+    int epochs, batch;
+    double lr, weight_decay, max_grad_norm;
+    bool no_decay_bn_bias;
+    bool augment, dropout; // both on in the recipe; off for oracle tests
+    uint64_t seed;
+} fu_train_opts;
+
+// The study's recipe: 10 epochs, batch 32, lr 1e-3, weight decay 1e-4 on
+// every parameter, clipping at norm 1, augmentation and dropout on, seed 42.
+fu_train_opts fu_train_defaults(void);
+
+typedef struct {
+    const fu_model *m;
+    fu_backend *be;
+    fu_train_opts o;
+    fu_adamw_opts adamw;
+    float *params, *grads, *m1, *m2, *state; // (n_params) x 4, (n_state)
+    int64_t *counts;
+    float *best_params, *best_state; // the selected epoch's weights: a real copy
+    int64_t *best_counts;
+    fu_param_group *groups;
+    int n_groups;
+    float class_w[FU_MAX_CLASSES];
+    int64_t step; // optimizer steps taken
+    double grad_norm; // of the last step, before clipping
+    float *x[2];  // two batch buffers (n, 3, H, W): one computes, one loads
+    int *labels[2];
+} fu_trainer;
+
+// Allocates everything for batches of o->batch images of the model's size
+// on backend `backend`, and initialises the weights from o->seed.
+int fu_trainer_init(fu_trainer *t, const fu_model *m, const fu_train_opts *o, const char *backend, int threads);
+void fu_trainer_free(fu_trainer *t);
+
+// Class weights from the train split's counts: inverse frequency, normalised
+// to sum to 1. Fails on a split missing a class (its weight is infinite).
+int fu_class_weights(const size_t *count, int classes, float *w);
+
+// One optimizer step on n >= 2 images at learning rate lr. Fails, naming the
+// step and leaving the weights as they were, when the loss or the gradient
+// norm is not finite. *loss: the batch's weighted loss; *correct: argmax hits.
+int fu_train_step(fu_trainer *t, int n, const float *x, const int *labels, double lr, float *loss, int *correct);
+
+// Batches of an epoch of n samples: ceil(n / batch), less a final batch of
+// one image (BatchNorm on batch statistics needs two), which is dropped.
+int fu_epoch_batches(size_t n, int batch, bool *dropped_one);
+
+// Running figures of an epoch (kept in the trainer state, so a run resumed
+// in the middle of an epoch reports what an uninterrupted one does).
+typedef struct {
+    int epoch, next_batch; // where the epoch stands
+    double loss_sum;       // sum over batches of loss x images
+    int64_t seen, correct; // images trained on, argmax hits
+    double seconds, wait;  // compute + load time, time spent waiting for data
+} fu_epoch_stats;
+
+typedef void (*fu_step_report)(void *ctx, const fu_epoch_stats *st, int batches, float loss);
+
+// Trains epoch st->epoch from batch st->next_batch at learning rate lr,
+// stopping before the step that would exceed max_steps (< 0: no limit).
+// Returns 0 when the epoch is done, 1 when stopped by max_steps, -1 on error.
+int fu_train_epoch(fu_trainer *t, const fu_dataset *d, double lr, int64_t max_steps, fu_epoch_stats *st,
+                   fu_step_report report, void *ctx);
+
+// Eval mode (BN running statistics, no dropout) over a whole split with the
+// given weights (params, state).
+typedef struct {
+    size_t n;
+    double loss;     // weighted cross-entropy over the split (train class weights)
+    double acc, auc; // auc NAN for a single-class split
+    double sensitivity, specificity, f1; // class 1 = positive
+    double *p1;      // (n) softmax probability of class 1
+    int *pred;       // (n) argmax
+    double wait;     // seconds waiting for data
+} fu_eval;
+
+int fu_evaluate(fu_trainer *t, const fu_dataset *d, const float *params, const float *state, fu_eval *out);
+void fu_eval_free(fu_eval *e);
+
+// Copies the live weights into the best-weights buffers.
+void fu_trainer_keep_best(fu_trainer *t);
+
+#endif

@@ -1,0 +1,521 @@
+// cnn-train: trains the study's MedicalCNN on shards of images of one size
+// with the study's recipe (lib/nn/trainer.h), selects the best epoch on the
+// validation split, evaluates it on the whole test split and writes the
+// run's folder: log.csv, predictions-val.csv, predictions-test.csv,
+// results.csv, model.safetensors, and the trainer state for --resume.
+#include "core/fs.h"
+#include "nn/checkpoint.h"
+#include "nn/safetensors.h"
+#include "nn/schedule.h"
+#include "nn/trainer.h"
+#include "toolkit.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char USAGE[] =
+    "usage: cnn-train --train T.shard --val V.shard [--test X.shard] --out DIR [options]\n"
+    "Train MedicalCNN on shards of RGB images of one size (pixels, or encoded files that\n"
+    "are decoded) with the study's recipe; keep the epoch with the best validation score.\n"
+    "Writes DIR/log.csv, predictions-val.csv, predictions-test.csv (with --test),\n"
+    "results.csv, model.safetensors (the selected weights, a PyTorch state_dict) and\n"
+    "last.safetensors + state.safetensors (for --resume).\n"
+    "  --train, --val, --test SHARD   the splits (--test optional)\n"
+    "  -o, --out DIR          the run's folder (created; must not hold another run)\n"
+    "  --epochs N             10;  --batch N  32 (the last batch may be smaller; one of 1 is dropped)\n"
+    "  --lr X                 1e-3, cosine-annealed per epoch to 1e-6\n"
+    "  --weight-decay X       1e-4, decoupled (AdamW), on every parameter unless\n"
+    "  --no-decay-bn-bias     BatchNorm weights/biases and Linear biases get no decay\n"
+    "  --select auc|acc|last  how the kept epoch is chosen (validation ROC AUC)\n"
+    "  --seed N               42: initial weights, order, augmentation, dropout\n"
+    "  --backend ref|cpu|auto auto: the fastest available\n"
+    "  --resume               continue the run in DIR exactly where it stopped\n"
+    "  --max-steps N          stop after N optimizer steps in all (state saved; --resume goes on)\n"
+    "  --no-augment, --no-dropout   switch the recipe's augmentation / dropout off (tests)\n"
+    "  --config NAME, --dataset NAME   the first columns of results.csv (default: cpu1 or\n"
+    "                         cpu1tN for N threads; the train shard's name)\n"
+    "  --threads N            threads (default: all cores; results do not depend on it)\n"
+    "  -q, --quiet            no start-up report, notes or progress\n"
+    "  -h, --help   this text;  --version   the version\n"
+    "example: cnn-train --train train.shard --val val.shard --test test.shard --out runs/cpu1\n";
+
+enum {
+    OPT_TRAIN = TOOL_OPT_FIRST_FREE, OPT_VAL, OPT_TEST, OPT_EPOCHS, OPT_BATCH, OPT_LR, OPT_WD, OPT_NO_DECAY,
+    OPT_SELECT, OPT_SEED, OPT_BACKEND, OPT_RESUME, OPT_MAX_STEPS, OPT_NO_AUGMENT, OPT_NO_DROPOUT, OPT_CONFIG,
+    OPT_DATASET
+};
+
+typedef enum { SELECT_AUC, SELECT_ACC, SELECT_LAST } select_by;
+static const char *const SELECT_NAMES[] = {"auc", "acc", "last"};
+
+typedef struct {
+    const char *train, *val, *test, *out, *backend, *config, *dataset;
+    fu_train_opts o;
+    select_by select;
+    bool resume;
+    int64_t max_steps;
+} options;
+
+static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void note(const char *fmt, ...) {
+    if (tool.quiet) return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", tool.name);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static options parse(int argc, char **argv) {
+    static const struct option longopts[] = {
+        TOOL_COMMON_LONGOPTS,
+        {"out", required_argument, 0, 'o'},
+        {"train", required_argument, 0, OPT_TRAIN},
+        {"val", required_argument, 0, OPT_VAL},
+        {"test", required_argument, 0, OPT_TEST},
+        {"epochs", required_argument, 0, OPT_EPOCHS},
+        {"batch", required_argument, 0, OPT_BATCH},
+        {"lr", required_argument, 0, OPT_LR},
+        {"weight-decay", required_argument, 0, OPT_WD},
+        {"no-decay-bn-bias", no_argument, 0, OPT_NO_DECAY},
+        {"select", required_argument, 0, OPT_SELECT},
+        {"seed", required_argument, 0, OPT_SEED},
+        {"backend", required_argument, 0, OPT_BACKEND},
+        {"resume", no_argument, 0, OPT_RESUME},
+        {"max-steps", required_argument, 0, OPT_MAX_STEPS},
+        {"no-augment", no_argument, 0, OPT_NO_AUGMENT},
+        {"no-dropout", no_argument, 0, OPT_NO_DROPOUT},
+        {"config", required_argument, 0, OPT_CONFIG},
+        {"dataset", required_argument, 0, OPT_DATASET},
+        {0, 0, 0, 0},
+    };
+    options op = {.backend = "auto", .o = fu_train_defaults(), .select = SELECT_AUC, .max_steps = -1};
+    int c;
+    while ((c = tool_getopt(argc, argv, TOOL_COMMON_SHORTOPTS, longopts)) != -1) {
+        switch (c) {
+        case OPT_TRAIN: op.train = optarg; break;
+        case OPT_VAL: op.val = optarg; break;
+        case OPT_TEST: op.test = optarg; break;
+        case OPT_EPOCHS: op.o.epochs = (int)tool_parse_long("--epochs", optarg, 1, 100000); break;
+        case OPT_BATCH: op.o.batch = (int)tool_parse_long("--batch", optarg, 2, 65536); break;
+        case OPT_LR: op.o.lr = tool_parse_double("--lr", optarg, 1e-300, 1e300); break;
+        case OPT_WD: op.o.weight_decay = tool_parse_double("--weight-decay", optarg, 0, 1e6); break;
+        case OPT_NO_DECAY: op.o.no_decay_bn_bias = true; break;
+        case OPT_SELECT: {
+            int k = 0;
+            while (k < 3 && strcmp(optarg, SELECT_NAMES[k]) != 0) k++;
+            if (k == 3) tool_usage_error("--select: auc, acc or last, not '%s'", optarg);
+            op.select = (select_by)k;
+            break;
+        }
+        case OPT_SEED: op.o.seed = (uint64_t)tool_parse_long("--seed", optarg, 0, INT64_MAX); break;
+        case OPT_BACKEND: op.backend = optarg; break;
+        case OPT_RESUME: op.resume = true; break;
+        case OPT_MAX_STEPS: op.max_steps = tool_parse_long("--max-steps", optarg, 0, INT64_MAX); break;
+        case OPT_NO_AUGMENT: op.o.augment = false; break;
+        case OPT_NO_DROPOUT: op.o.dropout = false; break;
+        case OPT_CONFIG: op.config = optarg; break;
+        case OPT_DATASET: op.dataset = optarg; break;
+        }
+    }
+    if (optind < argc) tool_usage_error("%s: unexpected argument (the splits go with --train/--val/--test)", argv[optind]);
+    op.out = tool.out_path;
+    if (!op.train || !op.val || !op.out) tool_usage_error("--train, --val and --out are required");
+    if (strcmp(op.backend, "ref") && strcmp(op.backend, "cpu") && strcmp(op.backend, "auto"))
+        tool_usage_error("--backend: ref, cpu or auto, not '%s'", op.backend);
+    return op;
+}
+
+// ---- data -------------------------------------------------------------------
+
+static void open_split(fu_dataset *d, const char *path, const char *split, const fu_dataset *like) {
+    if (fu_dataset_open(d, path, 2) < 0) tool_fail();
+    if (like && (d->width != like->width || d->height != like->height))
+        tool_die("%s: the %s images are %ux%u, the train images %ux%u: every split needs one size", path, split,
+                 d->width, d->height, like->width, like->height);
+}
+
+// A split with one class: AUC is undefined there.
+static bool single_class(const fu_dataset *d) { return fu_dataset_classes_present(d) < 2; }
+
+// ---- text outputs -------------------------------------------------------------
+
+typedef struct {
+    char *s;
+    size_t n;
+    FILE *f;
+} text;
+
+static void text_open(text *t) {
+    t->s = NULL, t->n = 0;
+    t->f = open_memstream(&t->s, &t->n);
+    if (!t->f) tool_die("out of memory");
+}
+
+// Closes the text and writes it to DIR/name atomically.
+static void text_commit(text *t, const char *dir, const char *name) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    fclose(t->f);
+    int rc = fu_write_file_atomic(path, t->s, t->n);
+    free(t->s);
+    if (rc < 0) tool_fail();
+}
+
+// A number, or nothing when undefined (AUC of a single-class split).
+static void put_num(FILE *f, const char *fmt, double v) {
+    if (isfinite(v)) fprintf(f, fmt, v);
+}
+
+static void put_csv_field(FILE *f, const char *s) {
+    if (!strpbrk(s, ",\"\r\n")) {
+        fputs(s, f);
+        return;
+    }
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"') fputc('"', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+static void write_predictions(const char *dir, const char *name, const fu_dataset *d, const fu_eval *e) {
+    text t;
+    text_open(&t);
+    fputs("id,label,p_glaucoma,prediction\n", t.f);
+    for (size_t i = 0; i < d->n; i++) {
+        put_csv_field(t.f, d->ids[i]);
+        fprintf(t.f, ",%d,%.9g,%d\n", d->labels[i], e->p1[i], e->pred[i]);
+    }
+    text_commit(&t, dir, name);
+}
+
+static const char LOG_HEADER[] = "epoch,lr,train_loss,train_acc,val_loss,val_acc,val_auc,epoch_seconds,"
+                                 "images_per_second,data_wait_seconds\n";
+
+static void write_log(const char *dir, const char *rows) {
+    text t;
+    text_open(&t);
+    fputs(LOG_HEADER, t.f);
+    fputs(rows, t.f);
+    text_commit(&t, dir, "log.csv");
+}
+
+static char *append(char *s, const char *add) {
+    size_t a = strlen(s), b = strlen(add);
+    char *r = realloc(s, a + b + 1);
+    if (!r) tool_die("out of memory");
+    memcpy(r + a, add, b + 1);
+    return r;
+}
+
+static void cpu_name(char *out, size_t n) {
+    snprintf(out, n, "unknown");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "model name", 10) == 0 && strchr(line, ':')) {
+            const char *v = strchr(line, ':') + 1;
+            while (*v == ' ' || *v == '\t') v++;
+            snprintf(out, n, "%.*s", (int)strcspn(v, "\n"), v);
+            break;
+        }
+    fclose(f);
+}
+
+// The revision of the checkout this binary was built in (bin/..), else of
+// the current folder.
+static void git_rev(char *out, size_t n) {
+    snprintf(out, n, "unknown");
+    char exe[4096], cmd[4400] = "git rev-parse --short HEAD 2>/dev/null";
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[len > 0 ? len : 0] = 0;
+    char *slash = strrchr(exe, '/');
+    if (slash && !strchr(exe, '\'')) {
+        *slash = 0;
+        snprintf(cmd, sizeof cmd, "git -C '%s/..' rev-parse --short HEAD 2>/dev/null || git rev-parse --short HEAD 2>/dev/null", exe);
+    }
+    FILE *p = popen(cmd, "r");
+    if (!p) return;
+    char line[64];
+    if (fgets(line, sizeof line, p) && line[0] && line[0] != '\n') snprintf(out, n, "%.*s", (int)strcspn(line, "\n"), line);
+    pclose(p);
+}
+
+static double peak_rss_mb(void) {
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return (double)u.ru_maxrss / 1024.0;
+}
+
+typedef struct {
+    const options *op;
+    const fu_dataset *train;
+    const fu_run_state *rs;
+    const fu_eval *val, *test;
+    const char *device_name, *started_at;
+    double final_train_loss;
+} results;
+
+static void write_results(const results *r) {
+    const options *op = r->op;
+    char rev[64], config[128], dataset[256];
+    git_rev(rev, sizeof rev);
+    // As DESIGN.md §6 names runs: cpu1 = one process, one thread; cpu1t2 = two threads.
+    if (op->config) snprintf(config, sizeof config, "%s", op->config);
+    else if (tool.threads == 1) snprintf(config, sizeof config, "cpu1");
+    else snprintf(config, sizeof config, "cpu1t%d", tool.threads);
+    if (op->dataset) snprintf(dataset, sizeof dataset, "%s", op->dataset);
+    else {
+        const char *base = strrchr(op->train, '/') ? strrchr(op->train, '/') + 1 : op->train;
+        snprintf(dataset, sizeof dataset, "%.*s", (int)strcspn(base, "."), base);
+    }
+    text t;
+    text_open(&t);
+    fputs("config,dataset,device,device_name,ranks,threads_per_rank,amp,model_parallel,batch_per_rank,epochs,"
+          "image_size,train_images,train_seconds,images_per_second,data_wait_seconds,final_train_loss,val_acc,"
+          "val_auc,test_acc,test_auc,test_sensitivity,test_specificity,test_f1,peak_rss_mb,peak_gpu_mb,git_rev,"
+          "started_at\n",
+          t.f);
+    put_csv_field(t.f, config);
+    fputc(',', t.f);
+    put_csv_field(t.f, dataset);
+    fputs(",cpu,", t.f);
+    put_csv_field(t.f, r->device_name);
+    const fu_run_state *rs = r->rs;
+    char size[32];
+    if (r->train->width == r->train->height) snprintf(size, sizeof size, "%u", r->train->width);
+    else snprintf(size, sizeof size, "%ux%u", r->train->height, r->train->width);
+    fprintf(t.f, ",1,%d,fp32,0,%d,%d,%s,%zu,%.3f,", tool.threads, op->o.batch, op->o.epochs, size, r->train->n,
+            rs->train_seconds);
+    put_num(t.f, "%.3f", rs->train_seconds > 0 ? (double)rs->images / rs->train_seconds : NAN);
+    fprintf(t.f, ",%.3f,%.6f,%.6f,", rs->wait_seconds, r->final_train_loss, r->val->acc);
+    put_num(t.f, "%.6f", r->val->auc);
+    fputc(',', t.f);
+    if (r->test) {
+        fprintf(t.f, "%.6f,", r->test->acc);
+        put_num(t.f, "%.6f", r->test->auc);
+        fputc(',', t.f);
+        put_num(t.f, "%.6f", r->test->sensitivity);
+        fputc(',', t.f);
+        put_num(t.f, "%.6f", r->test->specificity);
+        fprintf(t.f, ",%.6f", r->test->f1);
+    } else {
+        fputs(",,,,", t.f);
+    }
+    fprintf(t.f, ",%.1f,0,%s,%s\n", peak_rss_mb(), rev, r->started_at);
+    text_commit(&t, op->out, "results.csv");
+}
+
+// ---- progress on a terminal --------------------------------------------------
+
+typedef struct {
+    bool on;
+    int epochs;
+    double last;
+} progress;
+
+static void show_step(void *ctx, const fu_epoch_stats *st, int batches, float loss) {
+    progress *p = ctx;
+    double now = fu_now();
+    if (!p->on || (now - p->last < 0.2 && st->next_batch < batches)) return;
+    p->last = now;
+    double rate = st->seconds > 0 ? (double)st->seen / st->seconds : 0;
+    double per_batch = st->next_batch ? st->seconds / st->next_batch : 0;
+    double eta = per_batch * ((double)(batches - st->next_batch) + (double)batches * (p->epochs - st->epoch - 1));
+    fprintf(stderr, "\rcnn-train: epoch %d/%d  step %d/%d  loss %.4f  %.1f img/s  ETA %dm%02ds ", st->epoch + 1,
+            p->epochs, st->next_batch, batches, loss, rate, (int)(eta / 60), (int)eta % 60);
+    fflush(stderr);
+}
+
+// ---- the run ----------------------------------------------------------------------
+
+static void start_up_report(const options *op, const fu_model *m, const fu_trainer *t, const fu_dataset *train,
+                            const fu_dataset *val, const fu_dataset *test, int batches, bool dropped) {
+    fu_model_summary s = fu_model_summarize(m);
+    double mib = 1.0 / (1 << 20);
+    note("MedicalCNN %dx%d: %zu parameters in %d tensors; %d conv, %d BN, %d linear modules (the study counts "
+         "\"%d layers\"); %.2f GMAC per image",
+         m->height, m->width, s.params, s.tensors, s.convs, s.bns, s.linears, s.study_layers, s.macs / 1e9);
+    note("memory: params %.1f MiB, grads %.1f MiB, AdamW moments %.1f MiB, best copy %.1f MiB, activations "
+         "%.1f MiB (%s backend, batch %d)",
+         (double)m->n_params * 4 * mib, (double)m->n_params * 4 * mib, (double)m->n_params * 8 * mib,
+         (double)m->n_params * 4 * mib, (double)t->be->act_bytes * mib, t->be->name, op->o.batch);
+    note("data: train %zu images (%zu class 0, %zu class 1; loss weights %.4f, %.4f), val %zu, test %zu; %d "
+         "batches per epoch",
+         train->n, train->count[0], train->count[1], t->class_w[0], t->class_w[1], val->n, test ? test->n : 0,
+         batches);
+    if (dropped) note("the last batch of every epoch would hold 1 image; it is dropped (BatchNorm needs 2)");
+}
+
+// train_loss (the third field) of the last row of the log.
+static double last_train_loss(const char *log) {
+    const char *row = log;
+    for (const char *p = log; *p; p++)
+        if (*p == '\n' && p[1]) row = p + 1;
+    for (int field = 0; field < 2 && row; field++) row = strchr(row, ',') ? strchr(row, ',') + 1 : NULL;
+    return row && *row ? strtod(row, NULL) : NAN;
+}
+
+static double score_of(select_by by, const fu_eval *e) {
+    return by == SELECT_AUC ? e->auc : by == SELECT_ACC ? e->acc : 0;
+}
+
+int main(int argc, char **argv) {
+    tool_init("cnn-train", USAGE);
+    options op = parse(argc, argv);
+    char started_at[32];
+    time_t now = time(NULL);
+    strftime(started_at, sizeof started_at, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+
+    fu_dataset train, val, test;
+    open_split(&train, op.train, "train", NULL);
+    open_split(&val, op.val, "val", &train);
+    if (op.test) open_split(&test, op.test, "test", &train);
+    if (single_class(&train))
+        tool_die("%s: every train image has label %d: the classifier needs both classes", op.train,
+                 train.labels[0]);
+    if (single_class(&val) && op.select == SELECT_AUC) {
+        fprintf(stderr, "%s: %s: every val image has label %d: ROC AUC is undefined, so it cannot select the epoch\n",
+                tool.name, op.val, val.labels[0]);
+        fprintf(stderr, "%s: hint: use --select acc (or last), or a stratified split (shard-split)\n", tool.name);
+        exit(1);
+    }
+
+    fu_model m;
+    if (fu_medicalcnn(&m, (int)train.height, (int)train.width) < 0) tool_fail();
+
+    // The run's folder: a new run must not mix its files with another's.
+    if (fu_make_dirs(op.out, NULL, NULL) < 0) tool_fail();
+    char path[4096];
+    snprintf(path, sizeof path, "%s/state.safetensors", op.out);
+    if (!op.resume && access(path, F_OK) == 0) {
+        fprintf(stderr, "%s: %s: holds a run already\n", tool.name, op.out);
+        fprintf(stderr, "%s: hint: --resume continues it; or choose another --out\n", tool.name);
+        exit(1);
+    }
+    if (access(op.out, W_OK) != 0) tool_die("%s: cannot write there", op.out);
+
+    fu_trainer t;
+    if (fu_trainer_init(&t, &m, &op.o, op.backend, tool.threads) < 0) tool_fail();
+    if (fu_class_weights(train.count, 2, t.class_w) < 0) tool_fail();
+    bool dropped;
+    int batches = fu_epoch_batches(train.n, op.o.batch, &dropped);
+    if (batches < 1) tool_die("%s: one image is too few to train on (BatchNorm needs 2)", op.train);
+
+    // What a resumed run must share with the one it continues.
+    char size[32], batch[16], epochs[16], lr[64], wd[64], seed[32], n_train[32], n_val[32];
+    snprintf(size, sizeof size, "%ux%u", train.height, train.width);
+    snprintf(batch, sizeof batch, "%d", op.o.batch);
+    snprintf(epochs, sizeof epochs, "%d", op.o.epochs);
+    snprintf(lr, sizeof lr, "%a", op.o.lr);
+    snprintf(wd, sizeof wd, "%a", op.o.weight_decay);
+    snprintf(seed, sizeof seed, "%" PRIu64, op.o.seed);
+    snprintf(n_train, sizeof n_train, "%zu", train.n);
+    snprintf(n_val, sizeof n_val, "%zu", val.n);
+    const char *settings[] = {"image_size", size, "batch", batch, "epochs", epochs, "lr", lr, "weight_decay", wd,
+                              "no_decay_bn_bias", op.o.no_decay_bn_bias ? "yes" : "no", "seed", seed,
+                              "augment", op.o.augment ? "yes" : "no", "dropout", op.o.dropout ? "yes" : "no",
+                              "select", SELECT_NAMES[op.select], "train_images", n_train, "val_images", n_val,
+                              NULL};
+
+    fu_run_state rs = {.best_epoch = -1, .log = strdup("")};
+    if (!rs.log) tool_die("out of memory");
+    if (op.resume && fu_checkpoint_load(op.out, &t, &rs, settings) < 0) tool_fail();
+
+    start_up_report(&op, &m, &t, &train, &val, op.test ? &test : NULL, batches, dropped);
+    if (single_class(&val)) note("%s: a single class: val AUC is undefined (left empty); accuracy is reported", op.val);
+    if (op.test && single_class(&test))
+        note("%s: a single class: test AUC is undefined (left empty); accuracy is reported", op.test);
+    if (op.resume) note("resuming at epoch %d, batch %d (step %" PRId64 ")", rs.st.epoch + 1, rs.st.next_batch, t.step);
+
+    progress pr = {.on = !tool.quiet && isatty(STDERR_FILENO), .epochs = op.o.epochs};
+    while (rs.st.epoch < op.o.epochs) {
+        double lr_now = fu_cosine_lr(op.o.lr, FU_COSINE_ETA_MIN, op.o.epochs, rs.st.epoch);
+        int rc = fu_train_epoch(&t, &train, lr_now, op.max_steps, &rs.st, show_step, &pr);
+        if (pr.on) fputc('\n', stderr);
+        if (rc < 0) {
+            fprintf(stderr, "%s: %s\n", tool.name, fu_error());
+            if (rs.best_epoch >= 0 || rs.st.epoch > 0)
+                fprintf(stderr, "%s: hint: %s keeps the state after epoch %d; model.safetensors the selected epoch\n",
+                        tool.name, op.out, rs.st.epoch);
+            exit(1);
+        }
+        if (rc == 1) {
+            if (fu_checkpoint_save(op.out, &t, &rs, settings) < 0) tool_fail();
+            note("stopped after step %" PRId64 " (--max-steps), in epoch %d; --resume continues", t.step,
+                 rs.st.epoch + 1);
+            return 0;
+        }
+        double t0 = fu_now();
+        fu_eval ev;
+        if (fu_evaluate(&t, &val, t.params, t.state, &ev) < 0) tool_fail();
+        double val_seconds = fu_now() - t0;
+        double score = score_of(op.select, &ev);
+        bool better = rs.best_epoch < 0 || op.select == SELECT_LAST || score > rs.best_score;
+        if (better) {
+            rs.best_epoch = rs.st.epoch;
+            rs.best_score = score;
+            fu_trainer_keep_best(&t);
+            char ep[16];
+            snprintf(ep, sizeof ep, "%d", rs.st.epoch + 1);
+            const char *meta[] = {"epoch", ep, "selected_by", SELECT_NAMES[op.select], NULL};
+            snprintf(path, sizeof path, "%s/model.safetensors", op.out);
+            if (fu_model_save(path, &m, t.best_params, t.best_state, t.best_counts, meta) < 0) tool_fail();
+        }
+        const fu_epoch_stats *st = &rs.st;
+        char row[512];
+        char auc[32] = "";
+        if (isfinite(ev.auc)) snprintf(auc, sizeof auc, "%.6f", ev.auc);
+        snprintf(row, sizeof row, "%d,%.9g,%.6f,%.6f,%.6f,%.6f,%s,%.3f,%.3f,%.3f\n", st->epoch + 1, lr_now,
+                 st->loss_sum / (double)st->seen, (double)st->correct / (double)st->seen, ev.loss, ev.acc, auc,
+                 st->seconds + val_seconds, st->seconds > 0 ? (double)st->seen / st->seconds : 0.0,
+                 st->wait + ev.wait);
+        rs.log = append(rs.log, row);
+        rs.train_seconds += st->seconds;
+        rs.wait_seconds += st->wait;
+        rs.images += st->seen;
+        note("epoch %d/%d: train loss %.4f acc %.4f, val loss %.4f acc %.4f auc %s%s", st->epoch + 1, op.o.epochs,
+             st->loss_sum / (double)st->seen, (double)st->correct / (double)st->seen, ev.loss, ev.acc,
+             auc[0] ? auc : "undefined", better ? " (kept)" : "");
+        fu_eval_free(&ev);
+        write_log(op.out, rs.log);
+        rs.st = (fu_epoch_stats){.epoch = st->epoch + 1};
+        if (fu_checkpoint_save(op.out, &t, &rs, settings) < 0) tool_fail();
+    }
+
+    // The selected weights on the whole validation and test splits.
+    fu_eval ev, et;
+    if (fu_evaluate(&t, &val, t.best_params, t.best_state, &ev) < 0) tool_fail();
+    write_predictions(op.out, "predictions-val.csv", &val, &ev);
+    if (op.test) {
+        if (fu_evaluate(&t, &test, t.best_params, t.best_state, &et) < 0) tool_fail();
+        write_predictions(op.out, "predictions-test.csv", &test, &et);
+        note("test (epoch %d's weights): acc %.4f, auc %.4f", rs.best_epoch + 1, et.acc, et.auc);
+    }
+    double final_loss = last_train_loss(rs.log);
+    char device_name[256];
+    cpu_name(device_name, sizeof device_name);
+    results r = {&op, &train, &rs, &ev, op.test ? &et : NULL, device_name, started_at, final_loss};
+    write_results(&r);
+
+    fu_eval_free(&ev);
+    if (op.test) fu_eval_free(&et), fu_dataset_close(&test);
+    free(rs.log);
+    fu_trainer_free(&t);
+    fu_model_free(&m);
+    fu_dataset_close(&train);
+    fu_dataset_close(&val);
+    return 0;
+}
