@@ -2,4 +2,5 @@
 # All benchmarks; each prints its own figures (see bench/README.md).
 set -eu
 cd "$(dirname "$0")/.."
-"${PYTHON:-/usr/bin/python3}" bench/preproc.py "$@"
+"${PYTHON:-/usr/bin/python3}" bench/preproc.py
+"${PYTHON:-/usr/bin/python3}" bench/train_cpu.py   # ~6 min: PyTorch in three modes
