@@ -10,6 +10,7 @@
 #include "nn/loader.h"
 #include "nn/model.h"
 #include "nn/safetensors.h"
+#include "core/csv.h"
 #include "toolkit.h"
 
 #include <errno.h>
@@ -167,19 +168,6 @@ static void start(predictor *p, const batch *b) {
     if (fu_backend_create(p->backend_name, &p->m, p->batch, tool.threads, &p->be) < 0) tool_fail();
 }
 
-static void put_field(FILE *f, const char *s) {
-    if (!strpbrk(s, ",\"\n\r")) {
-        fputs(s, f);
-        return;
-    }
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"') fputc('"', f);
-        fputc(*s, f);
-    }
-    fputc('"', f);
-}
-
 static void put_header(predictor *p) {
     if (p->header_done) return;
     fputs("id,label,p_glaucoma,prediction", p->out);
@@ -217,7 +205,7 @@ static void run_batch(predictor *p, batch *b) {
         double l0 = logits[i * k], l1 = logits[i * k + 1];
         if (!isfinite(l0) || !isfinite(l1)) tool_die("%s: the network gave a non-finite logit", it->id);
         double prob = 1 / (1 + exp(l0 - l1)); // softmax of two classes
-        put_field(p->out, it->id);
+        fu_csv_put(p->out, it->id, strlen(it->id));
         if (it->label != FU_LABEL_NONE) fprintf(p->out, ",%d", it->label);
         else fputc(',', p->out);
         fprintf(p->out, ",%.9g,%d", prob, l1 > l0);

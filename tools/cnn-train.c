@@ -8,6 +8,7 @@
 #include "nn/safetensors.h"
 #include "nn/schedule.h"
 #include "nn/trainer.h"
+#include "core/csv.h"
 #include "toolkit.h"
 
 #include <inttypes.h>
@@ -176,25 +177,12 @@ static void put_num(FILE *f, const char *fmt, double v) {
     if (isfinite(v)) fprintf(f, fmt, v);
 }
 
-static void put_csv_field(FILE *f, const char *s) {
-    if (!strpbrk(s, ",\"\r\n")) {
-        fputs(s, f);
-        return;
-    }
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"') fputc('"', f);
-        fputc(*s, f);
-    }
-    fputc('"', f);
-}
-
 static void write_predictions(const char *dir, const char *name, const fu_dataset *d, const fu_eval *e) {
     text t;
     text_open(&t);
     fputs("id,label,p_glaucoma,prediction\n", t.f);
     for (size_t i = 0; i < d->n; i++) {
-        put_csv_field(t.f, d->ids[i]);
+        fu_csv_put(t.f, d->ids[i], strlen(d->ids[i]));
         fprintf(t.f, ",%d,%.9g,%d\n", d->labels[i], e->p1[i], e->pred[i]);
     }
     text_commit(&t, dir, name);
@@ -288,11 +276,11 @@ static void write_results(const results *r) {
           "val_auc,test_acc,test_auc,test_sensitivity,test_specificity,test_f1,peak_rss_mb,peak_gpu_mb,git_rev,"
           "started_at\n",
           t.f);
-    put_csv_field(t.f, config);
+    fu_csv_put(t.f, config, strlen(config));
     fputc(',', t.f);
-    put_csv_field(t.f, dataset);
+    fu_csv_put(t.f, dataset, strlen(dataset));
     fputs(",cpu,", t.f);
-    put_csv_field(t.f, r->device_name);
+    fu_csv_put(t.f, r->device_name, strlen(r->device_name));
     const fu_run_state *rs = r->rs;
     char size[32];
     if (r->train->width == r->train->height) snprintf(size, sizeof size, "%u", r->train->width);

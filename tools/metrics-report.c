@@ -154,20 +154,6 @@ typedef struct {
     const char *roc_path;
 } report_opts;
 
-// A CSV field, quoted when it needs to be.
-static void put_field(FILE *f, const char *s) {
-    if (!strpbrk(s, ",\"\n\r")) {
-        fputs(s, f);
-        return;
-    }
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"') fputc('"', f);
-        fputc(*s, f);
-    }
-    fputc('"', f);
-}
-
 static void write_roc(const char *path, const preds *d) {
     fu_roc_point *pts;
     size_t count;
@@ -201,7 +187,7 @@ static void report(FILE *out, const char *name, preds *d, const report_opts *o, 
             fputc('\n', out);
             *header_done = true;
         }
-        put_field(out, name);
+        fu_csv_put(out, name, strlen(name));
         fprintf(out, ",%zu,%zu,%zu,%zu,%zu,%zu,%zu", m.n, m.positives, m.negatives, m.cm.tn, m.cm.fp, m.cm.fn,
                 m.cm.tp);
         for (int k = 0; k < FU_M_COUNT; k++) fprintf(out, ",%.17g", fu_metric_value(&m, k));
@@ -249,9 +235,9 @@ static void table(FILE *out, const char *const *paths, int n, const char *baseli
     fputs("config,device,workers,runs,train_seconds,speedup,efficiency,test_acc,test_auc\n", out);
     for (size_t i = 0; i < count; i++) {
         const fu_table_row *r = &rows[i];
-        put_field(out, r->config);
+        fu_csv_put(out, r->config, strlen(r->config));
         fputc(',', out);
-        put_field(out, r->device);
+        fu_csv_put(out, r->device, strlen(r->device));
         fprintf(out, ",%d,%d,%.3f,%.4f,%.4f,", r->workers, r->runs, r->train_seconds, r->speedup, r->efficiency);
         print_optional(out, r->test_acc);
         fputc(',', out);

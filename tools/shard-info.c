@@ -2,6 +2,7 @@
 // kinds), optionally checking every payload's CRC; --list prints a CSV line
 // per record instead.
 #include "shard/shard.h"
+#include "core/csv.h"
 #include "toolkit.h"
 
 #include <inttypes.h>
@@ -77,16 +78,6 @@ static void print_summary(const summary *s, bool verified) {
     if (verified) printf("verify: %" PRIu64 " payload CRCs ok\n", s->records);
 }
 
-static void print_csv_field(const char *p, size_t n) {
-    bool quote = memchr(p, ',', n) || memchr(p, '"', n) || memchr(p, '\n', n);
-    if (quote) putchar('"');
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] == '"') putchar('"');
-        putchar(p[i]);
-    }
-    if (quote) putchar('"');
-}
-
 int main(int argc, char **argv) {
     tool_init("shard-info", USAGE);
     static const struct option opts[] = {TOOL_COMMON_LONGOPTS,
@@ -114,7 +105,7 @@ int main(int argc, char **argv) {
         while ((got = fu_shard_next(r, &rec, verify)) == 1) {
             add(&s, &rec);
             if (list && !tool.quiet) {
-                print_csv_field(rec.id, rec.id_len);
+                fu_csv_put(stdout, rec.id, rec.id_len);
                 if (rec.label == FU_LABEL_NONE) printf(",");
                 else printf(",%d", rec.label);
                 printf(",%s,%s,%u,%u,%u,%" PRIu64 "\n", fu_split_name(rec.split), fu_kind_name(rec.kind),

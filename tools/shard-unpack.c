@@ -8,6 +8,7 @@
 #include "image/record_image.h"
 #include "shard/mapper.h"
 #include "shard/shard.h"
+#include "core/csv.h"
 #include "toolkit.h"
 
 #include <errno.h>
@@ -145,16 +146,6 @@ static void make_dirs(const char *path) {
     if (fu_make_dirs(path, remember_dir, NULL) < 0) fail_and_undo();
 }
 
-static void csv_field(FILE *f, const char *p, size_t n) {
-    bool quote = memchr(p, ',', n) || memchr(p, '"', n) || memchr(p, '\n', n) || memchr(p, '\r', n);
-    if (quote) fputc('"', f);
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] == '"') fputc('"', f);
-        fputc(p[i], f);
-    }
-    if (quote) fputc('"', f);
-}
-
 // ---- writing (main thread, stream order) -------------------------------------------
 
 typedef struct {
@@ -176,7 +167,7 @@ static int write_png(void *ctx, const fu_record *rec) {
     if (fu_write_file_atomic(path, rec->payload, rec->payload_len) < 0) return -1;
     remember_file(st->dir, name);
     fprintf(st->csv, "%s,", name);
-    csv_field(st->csv, rec->id, rec->id_len);
+    fu_csv_put(st->csv, rec->id, rec->id_len);
     if (rec->label == FU_LABEL_NONE) fprintf(st->csv, ",");
     else fprintf(st->csv, ",%d", rec->label);
     fprintf(st->csv, ",%s\n", fu_split_name(rec->split));
