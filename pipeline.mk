@@ -10,7 +10,8 @@
 # are prerequisites too, so a rebuilt tool reruns its stage.
 #
 #   make data DATA=synth|acrima|smdg      the ready shards
-#   make demo                             preprocessing of the synthetic set, with a summary
+#   make results/cpu1.csv                 the serial baseline: 1 process x 1 thread
+#   make demo                             synthetic set: preprocessing, a short training run, metrics
 
 DATA        ?= synth
 SEED        ?= 42
@@ -25,6 +26,9 @@ SYNTH_COUNT ?= 240
 SYNTH_SIZE  ?= 512
 ACRIMA_DIR  ?= ../shared/data/acrima
 SMDG_DIR    ?= data/smdg
+EPOCHS      ?= 10
+BATCH       ?= 32
+RESULTS     ?= results
 
 WORK        ?= data/work
 W := $(WORK)/$(DATA)
@@ -47,13 +51,14 @@ endif
 endif
 endef
 pipeline-force:
-PIPELINE_GOALS := $(filter data data/% demo demo-data,$(MAKECMDGOALS))
+PIPELINE_GOALS := $(filter data data/% demo demo-data $(RESULTS)/%,$(MAKECMDGOALS))
 ifneq ($(PIPELINE_GOALS),)
 $(eval $(call param,source,DATA=$(DATA) SEED=$(SEED) SYNTH_COUNT=$(SYNTH_COUNT) SYNTH_SIZE=$(SYNTH_SIZE)))
 $(eval $(call param,split,RATIOS=$(RATIOS) SEED=$(SEED)))
 $(eval $(call param,resize,SIZE=$(SIZE)))
 $(eval $(call param,clahe,CLIP=$(CLIP) TILES=$(TILES) GAMMA=$(GAMMA) MEDIAN=$(MEDIAN)))
 $(eval $(call param,augment,AUGMENT=$(AUGMENT) SEED=$(SEED)))
+$(eval $(call param,train,EPOCHS=$(EPOCHS) BATCH=$(BATCH) SEED=$(SEED)))
 endif
 
 .PHONY: data
@@ -102,10 +107,26 @@ $(W)/ready/val.shard $(W)/ready/test.shard: $(W)/ready/%.shard: $(W)/clahe/%.sha
 	@mkdir -p $(@D)
 	cp $< $@.tmp && mv $@.tmp $@
 
+# ---- experiments ----------------------------------------------------------------------
+# One run per results file; the run's folder keeps its log, predictions and weights.
+READY := $(SPLITS:%=$(W)/ready/%.shard)
+TRAIN_ARGS = --train $(W)/ready/train.shard --val $(W)/ready/val.shard --test $(W)/ready/test.shard \
+             --epochs $(EPOCHS) --batch $(BATCH) --seed $(SEED) --dataset $(DATA) --backend cpu --quiet
+
+$(RESULTS)/cpu1.csv: $(READY) $(W)/train.params bin/cnn-train
+	@mkdir -p $(@D)
+	rm -rf $(W)/runs/cpu1
+	bin/cnn-train $(TRAIN_ARGS) --threads 1 --config cpu1 --out $(W)/runs/cpu1
+	cp $(W)/runs/cpu1/results.csv $@.tmp && mv $@.tmp $@
+
 # ---- demo -------------------------------------------------------------------------------
 .PHONY: demo-data
-demo-data: data
+demo-data: data $(RESULTS)/cpu1.csv
 	@echo
-	@echo "== demo: preprocessing of SYNTHETIC fundus images (fundus-synth, not real patients) =="
+	@echo "== demo on SYNTHETIC fundus images (fundus-synth, not real patients) =="
 	@for s in $(SPLITS); do echo "-- $(W)/ready/$$s.shard"; bin/shard-info $(W)/ready/$$s.shard | sed 's/^/   /'; done
-	@echo "Look at the images: bin/shard-unpack --dir /tmp/demo-train $(W)/ready/train.shard"
+	@echo "-- training log ($(EPOCHS) epochs, 1 thread): $(W)/runs/cpu1/log.csv"
+	@sed 's/^/   /' $(W)/runs/cpu1/log.csv
+	@echo "-- test split, best epoch's weights:"
+	@bin/metrics-report $(W)/runs/cpu1/predictions-test.csv | sed 's/^/   /'
+	@echo "Results row: $(RESULTS)/cpu1.csv.  Look at the images: bin/shard-unpack --dir /tmp/demo-train $(W)/ready/train.shard"
