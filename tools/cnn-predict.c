@@ -56,13 +56,6 @@ enum {
     OPT_BACKEND = TOOL_OPT_FIRST_FREE,
     OPT_BATCH,
     OPT_RAW,
-    OPT_CLIP,
-    OPT_TILES,
-    OPT_GAMMA,
-    OPT_MEDIAN,
-    OPT_NO_CLAHE,
-    OPT_NO_GAMMA,
-    OPT_NO_MEDIAN,
     OPT_NO_SHRINK,
     OPT_LOGITS
 };
@@ -292,37 +285,22 @@ int main(int argc, char **argv) {
                                          {"size", required_argument, 0, 's'},
                                          {"batch", required_argument, 0, OPT_BATCH},
                                          {"raw", no_argument, 0, OPT_RAW},
-                                         {"clip", required_argument, 0, OPT_CLIP},
-                                         {"tiles", required_argument, 0, OPT_TILES},
-                                         {"gamma", required_argument, 0, OPT_GAMMA},
-                                         {"median", required_argument, 0, OPT_MEDIAN},
-                                         {"no-clahe", no_argument, 0, OPT_NO_CLAHE},
-                                         {"no-gamma", no_argument, 0, OPT_NO_GAMMA},
-                                         {"no-median", no_argument, 0, OPT_NO_MEDIAN},
+                                         TOOL_ENHANCE_LONGOPTS,
                                          {"no-shrink-on-load", no_argument, 0, OPT_NO_SHRINK},
                                          {"logits", no_argument, 0, OPT_LOGITS},
                                          {0, 0, 0, 0}};
     predictor p = {.backend_name = "auto", .batch = 8};
-    p.prep = (prep_opts){.enhance = fu_enhance_defaults(), .enhance_on = true, .shrink_on_load = true};
-    bool no_clahe = false, no_gamma = false, no_median = false;
+    p.prep = (prep_opts){.enhance_on = true, .shrink_on_load = true};
+    tool_enhance e = tool_enhance_init();
     int c;
     while ((c = tool_getopt(argc, argv, TOOL_COMMON_SHORTOPTS "m:s:", opts)) != -1) {
+        if (tool_enhance_option(&e, c, optarg)) continue;
         switch (c) {
         case 'm': p.model_path = optarg; break;
         case OPT_BACKEND: p.backend_name = optarg; break;
         case 's': p.prep.size = (int)tool_parse_long("--size", optarg, FU_MODEL_MIN_SIZE, 4096); break;
         case OPT_BATCH: p.batch = (int)tool_parse_long("--batch", optarg, 1, 1024); break;
         case OPT_RAW: p.prep.enhance_on = false; break;
-        case OPT_CLIP: p.prep.enhance.clip = tool_parse_double("--clip", optarg, 0, 1000); break;
-        case OPT_TILES: p.prep.enhance.tiles = (int)tool_parse_long("--tiles", optarg, 1, 256); break;
-        case OPT_GAMMA: p.prep.enhance.gamma = tool_parse_double("--gamma", optarg, 0.01, 100); break;
-        case OPT_MEDIAN:
-            p.prep.enhance.median = (int)tool_parse_long("--median", optarg, 1, 5);
-            if (p.prep.enhance.median % 2 == 0) tool_usage_error("--median: %d is not 1, 3 or 5", p.prep.enhance.median);
-            break;
-        case OPT_NO_CLAHE: no_clahe = true; break;
-        case OPT_NO_GAMMA: no_gamma = true; break;
-        case OPT_NO_MEDIAN: no_median = true; break;
         case OPT_NO_SHRINK: p.prep.shrink_on_load = false; break;
         case OPT_LOGITS: p.prep.logits = true; break;
         default: tool_usage_error("unexpected option");
@@ -332,9 +310,7 @@ int main(int argc, char **argv) {
     if (strcmp(p.backend_name, "ref") != 0 && strcmp(p.backend_name, "cpu") != 0 &&
         strcmp(p.backend_name, "auto") != 0)
         tool_usage_error("--backend: '%s' is not ref, cpu or auto", p.backend_name);
-    if (no_clahe) p.prep.enhance.clip = 0;
-    if (no_gamma) p.prep.enhance.gamma = 1;
-    if (no_median) p.prep.enhance.median = 1;
+    p.prep.enhance = tool_enhance_result(&e);
 
     // The checkpoint is checked before any input is read: a wrong file fails fast.
     load_checkpoint(&p, p.prep.size ? p.prep.size : 224);

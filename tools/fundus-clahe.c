@@ -28,16 +28,7 @@ static const char USAGE[] =
     "  -q, --quiet     no progress;  -h, --help;  --version\n"
     "example: fundus-resize --size 224 raw.shard | fundus-clahe > enhanced.shard\n";
 
-enum {
-    OPT_CLIP = TOOL_OPT_FIRST_FREE,
-    OPT_TILES,
-    OPT_GAMMA,
-    OPT_MEDIAN,
-    OPT_NO_CLAHE,
-    OPT_NO_GAMMA,
-    OPT_NO_MEDIAN,
-    OPT_NO_VERIFY
-};
+enum { OPT_NO_VERIFY = TOOL_OPT_FIRST_FREE };
 
 static int enhance_record(void *ctx, const fu_record *in, uint64_t index, fu_emitter *out) {
     const fu_enhance_opts *o = ctx;
@@ -55,37 +46,18 @@ static int enhance_record(void *ctx, const fu_record *in, uint64_t index, fu_emi
 int main(int argc, char **argv) {
     tool_init("fundus-clahe", USAGE);
     static const struct option opts[] = {TOOL_COMMON_LONGOPTS,
-                                         {"clip", required_argument, 0, OPT_CLIP},
-                                         {"tiles", required_argument, 0, OPT_TILES},
-                                         {"gamma", required_argument, 0, OPT_GAMMA},
-                                         {"median", required_argument, 0, OPT_MEDIAN},
-                                         {"no-clahe", no_argument, 0, OPT_NO_CLAHE},
-                                         {"no-gamma", no_argument, 0, OPT_NO_GAMMA},
-                                         {"no-median", no_argument, 0, OPT_NO_MEDIAN},
+                                         TOOL_ENHANCE_LONGOPTS,
                                          {"no-verify", no_argument, 0, OPT_NO_VERIFY},
                                          {0, 0, 0, 0}};
-    fu_enhance_opts o = fu_enhance_defaults();
-    bool no_clahe = false, no_gamma = false, no_median = false, verify = true;
+    tool_enhance e = tool_enhance_init();
+    bool verify = true;
     int c;
     while ((c = tool_getopt(argc, argv, TOOL_COMMON_SHORTOPTS, opts)) != -1) {
-        switch (c) {
-        case OPT_CLIP: o.clip = tool_parse_double("--clip", optarg, 0, 1000); break;
-        case OPT_TILES: o.tiles = (int)tool_parse_long("--tiles", optarg, 1, 256); break;
-        case OPT_GAMMA: o.gamma = tool_parse_double("--gamma", optarg, 0.01, 100); break;
-        case OPT_MEDIAN:
-            o.median = (int)tool_parse_long("--median", optarg, 1, 5);
-            if (o.median % 2 == 0) tool_usage_error("--median: %d is not 1, 3 or 5", o.median);
-            break;
-        case OPT_NO_CLAHE: no_clahe = true; break;
-        case OPT_NO_GAMMA: no_gamma = true; break;
-        case OPT_NO_MEDIAN: no_median = true; break;
-        case OPT_NO_VERIFY: verify = false; break;
-        default: tool_usage_error("unexpected option");
-        }
+        if (tool_enhance_option(&e, c, optarg)) continue;
+        if (c == OPT_NO_VERIFY) verify = false;
+        else tool_usage_error("unexpected option");
     }
-    if (no_clahe) o.clip = 0;
-    if (no_gamma) o.gamma = 1;
-    if (no_median) o.median = 1;
+    fu_enhance_opts o = tool_enhance_result(&e);
     tool_map_to_output((fu_map_opts){.inputs = (const char *const *)argv + optind,
                                      .n_inputs = argc - optind,
                                      .fn = enhance_record,

@@ -153,3 +153,30 @@ void tool_map_to_output(fu_map_opts mo) {
     tool_commit_output();
     fu_progress_end(&tool.progress);
 }
+
+tool_enhance tool_enhance_init(void) { return (tool_enhance){.values = fu_enhance_defaults()}; }
+
+bool tool_enhance_option(tool_enhance *e, int c, const char *arg) {
+    fu_enhance_opts *o = &e->values;
+    switch (c) {
+    case TOOL_OPT_CLIP: o->clip = tool_parse_double("--clip", arg, 0, 1000); return true;
+    case TOOL_OPT_TILES: o->tiles = (int)tool_parse_long("--tiles", arg, 1, 256); return true;
+    case TOOL_OPT_GAMMA: o->gamma = tool_parse_double("--gamma", arg, 0.01, 100); return true;
+    case TOOL_OPT_MEDIAN:
+        o->median = (int)tool_parse_long("--median", arg, 1, 5);
+        if (o->median % 2 == 0) tool_usage_error("--median: %d is not 1, 3 or 5", o->median);
+        return true;
+    case TOOL_OPT_NO_CLAHE: e->no_clahe = true; return true;
+    case TOOL_OPT_NO_GAMMA: e->no_gamma = true; return true;
+    case TOOL_OPT_NO_MEDIAN: e->no_median = true; return true;
+    default: return false;
+    }
+}
+
+fu_enhance_opts tool_enhance_result(const tool_enhance *e) {
+    fu_enhance_opts o = e->values;
+    if (e->no_clahe) o.clip = 0;
+    if (e->no_gamma) o.gamma = 1;
+    if (e->no_median) o.median = 1;
+    return o;
+}

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/outfile.h"
 #include "core/progress.h"
+#include "image/enhance.h"
 #include "shard/mapper.h"
 
 #include <getopt.h>
@@ -58,5 +59,32 @@ const char *tool_output_name(void); // "stdout" or the path
 // run fu_map_run with the tool's threads and progress, write the end record,
 // commit. `mo` supplies inputs (or generate), fn, ctx and verify. Exits on error.
 void tool_map_to_output(fu_map_opts mo);
+
+// The enhancement options fundus-clahe and cnn-predict share: same names,
+// bounds and switches. A --no-* switch wins over a value given in any order.
+enum {
+    TOOL_OPT_CLIP = 0x1080,
+    TOOL_OPT_TILES,
+    TOOL_OPT_GAMMA,
+    TOOL_OPT_MEDIAN,
+    TOOL_OPT_NO_CLAHE,
+    TOOL_OPT_NO_GAMMA,
+    TOOL_OPT_NO_MEDIAN,
+};
+#define TOOL_ENHANCE_LONGOPTS                                                                                     \
+    {"clip", required_argument, 0, TOOL_OPT_CLIP}, {"tiles", required_argument, 0, TOOL_OPT_TILES},             \
+        {"gamma", required_argument, 0, TOOL_OPT_GAMMA}, {"median", required_argument, 0, TOOL_OPT_MEDIAN},     \
+        {"no-clahe", no_argument, 0, TOOL_OPT_NO_CLAHE}, {"no-gamma", no_argument, 0, TOOL_OPT_NO_GAMMA},       \
+        {"no-median", no_argument, 0, TOOL_OPT_NO_MEDIAN}
+
+typedef struct {
+    fu_enhance_opts values; // starts as fu_enhance_defaults()
+    bool no_clahe, no_gamma, no_median;
+} tool_enhance;
+
+tool_enhance tool_enhance_init(void);
+// Takes option c if it is an enhancement option (returns false otherwise).
+bool tool_enhance_option(tool_enhance *e, int c, const char *arg);
+fu_enhance_opts tool_enhance_result(const tool_enhance *e);
 
 #endif
