@@ -13,7 +13,6 @@ RGB colours through RGB->Lab and all 2^24 Lab triples through Lab->RGB, by a
 small C driver linked with build/libfundus.a (skipped without a C compiler).
 """
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -165,19 +164,17 @@ int main(int argc, char **argv) {
 
 
 def check_lab_exhaustive(tmp):
-    root = common.root()
-    lib = os.path.join(root, "build", "libfundus.a")
-    cc = shutil.which(os.environ.get("CC", "cc"))
-    if not cc or not os.path.exists(lib):
-        common.skip("lab: all 2^24 inputs", "no C compiler or no build/libfundus.a")
+    why = common.c_driver_missing()
+    if why:
+        common.skip("lab: all 2^24 inputs", why)
         return
     src, exe = os.path.join(tmp, "lab_driver.c"), os.path.join(tmp, "lab_driver")
     with open(src, "w") as f:
         f.write(DRIVER)
-    p = subprocess.run([cc, "-std=c11", "-O2", "-I", os.path.join(root, "lib"), src, lib, "-o", exe,
-                        "-lm", "-lpthread"], stderr=subprocess.PIPE)
-    if p.returncode != 0:
-        common.report("lab: all 2^24 inputs", False, "driver did not build: %s" % p.stderr.decode()[-300:])
+    try:
+        common.build_c_driver(src, exe)
+    except subprocess.CalledProcessError:
+        common.report("lab: all 2^24 inputs", False, "driver did not build (compiler messages above)")
         return
     a = np.arange(1 << 24, dtype=np.uint32)
     every = np.stack([(a >> 16) & 255, (a >> 8) & 255, a & 255], -1).astype(np.uint8).reshape(4096, 4096, 3)

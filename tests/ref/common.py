@@ -9,6 +9,7 @@ The shard layout is the one in lib/shard/shard.c (little-endian):
   then id bytes and payload, each zero-padded to 64 bytes.
 """
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -110,6 +111,29 @@ def run(name, args=(), input_bytes=None, check=True):
     if check and p.returncode != 0:
         raise RuntimeError("%s %s: exit %d: %s" % (name, " ".join(args), p.returncode, err.strip()))
     return p.returncode, p.stdout, err
+
+
+# What the Makefile links every program with (LDLIBS).
+LDLIBS = ["-ldnnl", "-lpng", "-ltiff", "-ljpeg", "-ldeflate", "-lz", "-lm", "-lpthread"]
+
+
+def c_driver_missing():
+    """Why a test driver cannot be built here (no build/libfundus.a or no C
+    compiler), or None when it can."""
+    if not os.path.exists(os.path.join(root(), "build", "libfundus.a")):
+        return "needs build/libfundus.a (run make)"
+    if not shutil.which(os.environ.get("CC", "cc")):
+        return "needs a C compiler"
+    return None
+
+
+def build_c_driver(src, exe):
+    """Compile the test driver `src` (a .c file) against build/libfundus.a, as
+    the Makefile builds the tools. The compiler's messages go to stderr (the
+    test's log); raises CalledProcessError when it does not build."""
+    cc = shutil.which(os.environ.get("CC", "cc"))
+    subprocess.run([cc, "-std=c11", "-D_GNU_SOURCE", "-O2", "-fopenmp", "-I" + os.path.join(root(), "lib"),
+                    src, os.path.join(root(), "build", "libfundus.a"), *LDLIBS, "-o", exe], check=True)
 
 
 def acrima_dir():

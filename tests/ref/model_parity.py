@@ -32,7 +32,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import report, root, skip, exit_status  # noqa: E402
+from common import build_c_driver, c_driver_missing, report, root, skip, exit_status  # noqa: E402
 
 TOL = {"f32": 1e-3, "f64": 1e-9}
 WELL_CONDITIONED = 3e-4  # float vs double gradients, in each library, for the float batch
@@ -175,16 +175,14 @@ def main():
     except ImportError:
         skip("model parity", "torch is not installed for %s" % sys.executable)
         return 0
-    lib = os.path.join(root(), "build", "libfundus.a")
-    cc = shutil.which(os.environ.get("CC", "cc"))
-    if not os.path.exists(lib) or not cc:
-        skip("model parity", "needs build/libfundus.a (run make) and a C compiler")
+    why = c_driver_missing()
+    if why:
+        skip("model parity", why)
         return 0
     tmp = tempfile.mkdtemp(prefix="fu-parity-")
     try:
         exe = os.path.join(tmp, "nn_dump")
-        subprocess.run([cc, "-std=c11", "-D_GNU_SOURCE", "-O2", "-fopenmp", "-I" + os.path.join(root(), "lib"),
-                        os.path.join(root(), "tests", "ref", "nn_dump.c"), lib, "-lm", "-o", exe], check=True)
+        build_c_driver(os.path.join(root(), "tests", "ref", "nn_dump.c"), exe)
 
         # Double, odd non-square sides: every stride-2 layer sees an odd input.
         labels = [1, 0]

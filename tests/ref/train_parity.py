@@ -46,7 +46,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import report, root, skip, exit_status  # noqa: E402
+from common import build_c_driver, c_driver_missing, report, root, skip, exit_status  # noqa: E402
 from model_parity import read_safetensors, rel  # noqa: E402
 
 SEED, N, H, W, STEPS = 42, 4, 32, 32, 5
@@ -210,18 +210,15 @@ def main():
     except ImportError:
         skip("train parity", "torch is not installed for %s" % sys.executable)
         return 0
-    lib = os.path.join(root(), "build", "libfundus.a")
-    cc = shutil.which(os.environ.get("CC", "cc"))
-    if not os.path.exists(lib) or not cc:
-        skip("train parity", "needs build/libfundus.a (run make) and a C compiler")
+    why = c_driver_missing()
+    if why:
+        skip("train parity", why)
         return 0
     # Each step writes and reads ~300 MB of trainer state: in memory when possible.
     tmp = tempfile.mkdtemp(prefix="fu-train-parity-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     try:
         exe = os.path.join(tmp, "train_dump")
-        subprocess.run([cc, "-std=c11", "-D_GNU_SOURCE", "-O2", "-fopenmp", "-I" + os.path.join(root(), "lib"),
-                        os.path.join(root(), "tests", "ref", "train_dump.c"), lib, "-ldnnl", "-lpng", "-ltiff",
-                        "-ljpeg", "-ldeflate", "-lz", "-lm", "-lpthread", "-o", exe], check=True)
+        build_c_driver(os.path.join(root(), "tests", "ref", "train_dump.c"), exe)
         xs = np.random.default_rng(0).standard_normal((STEPS, N, 3, H, W)).astype("<f4")
 
         # PyTorch float's trajectory: the states the steps start from.
