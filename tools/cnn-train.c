@@ -13,7 +13,6 @@
 
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,17 +63,6 @@ typedef struct {
     bool resume;
     int64_t max_steps;
 } options;
-
-static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void note(const char *fmt, ...) {
-    if (tool.quiet) return;
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "%s: ", tool.name);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
 
 static options parse(int argc, char **argv) {
     static const struct option longopts[] = {
@@ -333,18 +321,18 @@ static void start_up_report(const options *op, const fu_model *m, const fu_train
                             const fu_dataset *val, const fu_dataset *test, int batches, bool dropped) {
     fu_model_summary s = fu_model_summarize(m);
     double mib = 1.0 / (1 << 20);
-    note("MedicalCNN %dx%d: %zu parameters in %d tensors; %d conv, %d BN, %d linear modules (the study counts "
+    tool_note("MedicalCNN %dx%d: %zu parameters in %d tensors; %d conv, %d BN, %d linear modules (the study counts "
          "\"%d layers\"); %.2f GMAC per image",
          m->height, m->width, s.params, s.tensors, s.convs, s.bns, s.linears, s.study_layers, s.macs / 1e9);
-    note("memory: params %.1f MiB, grads %.1f MiB, AdamW moments %.1f MiB, best copy %.1f MiB, activations "
+    tool_note("memory: params %.1f MiB, grads %.1f MiB, AdamW moments %.1f MiB, best copy %.1f MiB, activations "
          "%.1f MiB (%s backend, batch %d)",
          (double)m->n_params * 4 * mib, (double)m->n_params * 4 * mib, (double)m->n_params * 8 * mib,
          (double)m->n_params * 4 * mib, (double)t->be->act_bytes * mib, t->be->name, op->o.batch);
-    note("data: train %zu images (%zu class 0, %zu class 1; loss weights %.4f, %.4f), val %zu, test %zu; %d "
+    tool_note("data: train %zu images (%zu class 0, %zu class 1; loss weights %.4f, %.4f), val %zu, test %zu; %d "
          "batches per epoch",
          train->n, train->count[0], train->count[1], t->class_w[0], t->class_w[1], val->n, test ? test->n : 0,
          batches);
-    if (dropped) note("the last batch of every epoch would hold 1 image; it is dropped (BatchNorm needs 2)");
+    if (dropped) tool_note("the last batch of every epoch would hold 1 image; it is dropped (BatchNorm needs 2)");
 }
 
 // train_loss (the third field) of the last row of the log.
@@ -423,10 +411,10 @@ int main(int argc, char **argv) {
     if (op.resume && fu_checkpoint_load(op.out, &t, &rs, settings) < 0) tool_fail();
 
     start_up_report(&op, &m, &t, &train, &val, op.test ? &test : NULL, batches, dropped);
-    if (single_class(&val)) note("%s: a single class: val AUC is undefined (left empty); accuracy is reported", op.val);
+    if (single_class(&val)) tool_note("%s: a single class: val AUC is undefined (left empty); accuracy is reported", op.val);
     if (op.test && single_class(&test))
-        note("%s: a single class: test AUC is undefined (left empty); accuracy is reported", op.test);
-    if (op.resume) note("resuming at epoch %d, batch %d (step %" PRId64 ")", rs.st.epoch + 1, rs.st.next_batch, t.step);
+        tool_note("%s: a single class: test AUC is undefined (left empty); accuracy is reported", op.test);
+    if (op.resume) tool_note("resuming at epoch %d, batch %d (step %" PRId64 ")", rs.st.epoch + 1, rs.st.next_batch, t.step);
 
     progress pr = {.on = !tool.quiet && isatty(STDERR_FILENO), .epochs = op.o.epochs};
     while (rs.st.epoch < op.o.epochs) {
@@ -442,7 +430,7 @@ int main(int argc, char **argv) {
         }
         if (rc == 1) {
             if (fu_checkpoint_save(op.out, &t, &rs, settings) < 0) tool_fail();
-            note("stopped after step %" PRId64 " (--max-steps), in epoch %d; --resume continues", t.step,
+            tool_note("stopped after step %" PRId64 " (--max-steps), in epoch %d; --resume continues", t.step,
                  rs.st.epoch + 1);
             return 0;
         }
@@ -474,7 +462,7 @@ int main(int argc, char **argv) {
         rs.train_seconds += st->seconds;
         rs.wait_seconds += st->wait;
         rs.images += st->seen;
-        note("epoch %d/%d: train loss %.4f acc %.4f, val loss %.4f acc %.4f auc %s%s", st->epoch + 1, op.o.epochs,
+        tool_note("epoch %d/%d: train loss %.4f acc %.4f, val loss %.4f acc %.4f auc %s%s", st->epoch + 1, op.o.epochs,
              st->loss_sum / (double)st->seen, (double)st->correct / (double)st->seen, ev.loss, ev.acc,
              auc[0] ? auc : "undefined", better ? " (kept)" : "");
         fu_eval_free(&ev);
@@ -490,7 +478,7 @@ int main(int argc, char **argv) {
     if (op.test) {
         if (fu_evaluate(&t, &test, t.best_params, t.best_state, &et) < 0) tool_fail();
         write_predictions(op.out, "predictions-test.csv", &test, &et);
-        note("test (epoch %d's weights): acc %.4f, auc %.4f", rs.best_epoch + 1, et.acc, et.auc);
+        tool_note("test (epoch %d's weights): acc %.4f, auc %.4f", rs.best_epoch + 1, et.acc, et.auc);
     }
     double final_loss = last_train_loss(rs.log);
     char device_name[256];

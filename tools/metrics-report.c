@@ -172,9 +172,7 @@ static void report(FILE *out, const char *name, preds *d, const report_opts *o, 
     fu_metrics_compute(d->p, d->label, d->pred, d->n, &m);
     fu_bootstrap_ci ci;
     if (o->ci && fu_bootstrap(d->p, d->label, d->pred, d->n, o->boot, o->seed, 0.95, &ci) < 0) tool_fail();
-    if (isnan(m.auc) && !tool.quiet)
-        fprintf(stderr, "%s: %s: only class %d present: ROC AUC is undefined\n", tool.name, name,
-                m.positives ? 1 : 0);
+    if (isnan(m.auc)) tool_note("%s: only class %d present: ROC AUC is undefined", name, m.positives ? 1 : 0);
     if (o->roc_path) write_roc(o->roc_path, d);
 
     if (o->csv) {

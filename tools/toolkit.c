@@ -81,6 +81,16 @@ noreturn void tool_fail(void) {
     exit(1);
 }
 
+void tool_note(const char *fmt, ...) {
+    if (tool.quiet) return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", tool.name);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
 int tool_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts) {
     opterr = 0;
     for (;;) {

@@ -45,6 +45,8 @@ int tool_getopt(int argc, char **argv, const char *shortopts, const struct optio
 noreturn void tool_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 noreturn void tool_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 noreturn void tool_fail(void); // report the library's error (fu_error) and exit 1
+// A note on stderr, "tool: ...", unless --quiet (not progress: shown off a terminal too).
+void tool_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 long tool_parse_long(const char *opt, const char *arg, long lo, long hi);
 double tool_parse_double(const char *opt, const char *arg, double lo, double hi);
