@@ -48,7 +48,7 @@ int main(int argc, char **argv) {
     }
     fu_model m;
     fu_backend *b;
-    if (fu_medicalcnn(&m, size, size) < 0 || fu_dnnl_backend_create(&m, batch, threads, &b) < 0) {
+    if (fu_medicalcnn(&m, size, size) < 0 || fu_dnnl_backend_create(&m, &(fu_backend_opts){.batch = batch, .threads = threads}, &b) < 0) {
         fprintf(stderr, "train_step: %s\n", fu_error());
         return 1;
     }

@@ -158,7 +158,8 @@ static void start(predictor *p, const batch *b) {
             if (fu_medicalcnn(&p->m, p->prep.size, p->prep.size) < 0) tool_fail();
         }
     }
-    if (fu_backend_create(p->backend_name, &p->m, p->batch, tool.threads, &p->be) < 0) tool_fail();
+    fu_backend_opts bo = {.batch = p->batch, .threads = tool.threads};
+    if (fu_backend_create(p->backend_name, &p->m, &bo, &p->be) < 0) tool_fail();
 }
 
 static void put_header(predictor *p) {

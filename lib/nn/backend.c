@@ -28,7 +28,9 @@ static void ref_destroy(fu_backend *b) {
     free(b);
 }
 
-static int ref_create(const fu_model *m, int batch, int threads, fu_backend **out) {
+static int ref_create(const fu_model *m, int batch, int threads, fu_amp amp, fu_backend **out) {
+    if (amp != FU_AMP_OFF)
+        return fu_fail("ref backend", "computes in fp32 only, not --amp %s", fu_amp_name(amp));
     fu_backend *b = fu_calloc(1, sizeof *b);
     fu_ref_net_f32 *net = fu_calloc(1, sizeof *net);
     if (!b || !net || fu_ref_net_init_f32(net, m, batch) < 0) {
@@ -45,12 +47,22 @@ static int ref_create(const fu_model *m, int batch, int threads, fu_backend **ou
     return 0;
 }
 
-int fu_backend_create(const char *name, const fu_model *m, int batch, int threads, fu_backend **out) {
+const char *fu_amp_name(fu_amp amp) { return amp == FU_AMP_BF16 ? "bf16" : amp == FU_AMP_FP16 ? "fp16" : "off"; }
+
+int fu_amp_parse(const char *s, fu_amp *out) {
+    if (!strcmp(s, "off") || !strcmp(s, "fp32")) *out = FU_AMP_OFF;
+    else if (!strcmp(s, "bf16")) *out = FU_AMP_BF16;
+    else if (!strcmp(s, "fp16")) *out = FU_AMP_FP16;
+    else return -1;
+    return 0;
+}
+
+int fu_backend_create(const char *name, const fu_model *m, const fu_backend_opts *o, fu_backend **out) {
     *out = NULL;
-    if (batch < 1) return fu_fail("backend", "batch must be at least 1, not %d", batch);
-    if (strcmp(name, "ref") == 0) return ref_create(m, batch, threads, out);
+    if (o->batch < 1) return fu_fail("backend", "batch must be at least 1, not %d", o->batch);
+    if (strcmp(name, "ref") == 0) return ref_create(m, o->batch, o->threads, o->amp, out);
     // "auto": the fastest backend there is, oneDNN's.
-    if (strcmp(name, "cpu") == 0 || strcmp(name, "auto") == 0) return fu_dnnl_backend_create(m, batch, threads, out);
+    if (strcmp(name, "cpu") == 0 || strcmp(name, "auto") == 0) return fu_dnnl_backend_create(m, o, out);
     fu_fail("backend", "unknown backend '%s'", name);
     fu_hint("the backends are ref, cpu and auto");
     return -1;

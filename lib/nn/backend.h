@@ -19,10 +19,43 @@
 
 typedef struct fu_backend fu_backend;
 
+// Mixed precision: OFF computes in fp32; BF16 runs convolutions and matmuls
+// on bfloat16 inputs with fp32 accumulation, fp32 master weights, BN and loss
+// (CPUs with AVX512-BF16; the cuda backend); FP16 likewise with loss scaling
+// (cuda backend only).
+typedef enum { FU_AMP_OFF, FU_AMP_BF16, FU_AMP_FP16 } fu_amp;
+
+typedef struct {
+    int batch;   // planned batch: forward accepts 1 <= n <= batch
+    int threads; // OpenMP threads the backend may use (results do not depend on it)
+    fu_amp amp;
+} fu_backend_opts;
+
+// Data parallelism (lib/dist) reaches into a backend through these hooks;
+// with none (fu_backend.dist NULL) a backend is one process on its own.
+// Every rank runs the same op list, so the calls below come in the same
+// order on every rank, which collectives need.
+typedef struct {
+    void *ctx;
+    // Sync-BN (NULL: BatchNorm statistics stay per rank): sums v[0..n) over
+    // all ranks in place; collective, blocking. Training-mode BN (2d and 1d)
+    // calls it once in forward with (sum x, sum x^2) per channel and once in
+    // backward with (sum dy, sum dy * xhat) per channel, so that statistics,
+    // running averages and input gradients are those of the global batch.
+    int (*sum)(void *ctx, double *v, int n);
+    // Called in backward as soon as grads[off, off + len) hold their final
+    // values: every parameter exactly once per backward, ranges in the same
+    // order on every rank (NULL: not called). Lets gradient buckets start
+    // their allreduce while backward goes on.
+    void (*grads_ready)(void *ctx, size_t off, size_t len);
+} fu_dist_hooks;
+
 struct fu_backend {
     const char *name;   // "ref", "cpu"
     const fu_model *m;
     int batch;          // planned batch: forward accepts 1 <= n <= batch
+    fu_amp amp;
+    const fu_dist_hooks *dist; // set by the caller after create; NULL: single process
     size_t act_bytes;   // activation memory it planned (for the start-up report)
     void *impl;
     // Forward pass on n images. In training (pass->train), BN uses batch
@@ -37,9 +70,14 @@ struct fu_backend {
     void (*destroy)(fu_backend *b);
 };
 
-// name: "ref" or "cpu" ("auto" = the fastest available). threads: OpenMP
-// threads the backend may use (results do not depend on it).
-int fu_backend_create(const char *name, const fu_model *m, int batch, int threads, fu_backend **out);
+// name: "ref" or "cpu" ("auto" = the fastest available). Fails with a clear
+// message for an amp mode the backend or this CPU cannot run.
+int fu_backend_create(const char *name, const fu_model *m, const fu_backend_opts *o, fu_backend **out);
+
+// "off", "bf16", "fp16" (for messages and results.csv).
+const char *fu_amp_name(fu_amp amp);
+// Parses "off"/"fp32", "bf16", "fp16"; -1 for anything else.
+int fu_amp_parse(const char *s, fu_amp *out);
 void fu_backend_destroy(fu_backend *b);
 
 #endif

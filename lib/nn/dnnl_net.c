@@ -1192,8 +1192,11 @@ static int create(const fu_model *m, int batch, int threads, fu_backend *b, dn_n
     return 0;
 }
 
-int fu_dnnl_backend_create(const fu_model *m, int batch, int threads, fu_backend **out) {
+int fu_dnnl_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backend **out) {
     *out = NULL;
+    int batch = o->batch, threads = o->threads;
+    if (o->amp != FU_AMP_OFF)
+        return fu_fail("cpu backend", "--amp %s is not implemented yet", fu_amp_name(o->amp));
     fu_backend *b = calloc(1, sizeof *b);
     dn_net *d = calloc(1, sizeof *d);
     if (!b || !d) {

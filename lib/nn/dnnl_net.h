@@ -10,14 +10,14 @@
 
 #include "nn/backend.h"
 
-// Creates every primitive for `batch` images and plans the activation
-// arena once; threads: OpenMP threads oneDNN and the loops use (set with
+// Creates every primitive for o->batch images and plans the activation
+// arena once; o->threads: OpenMP threads oneDNN and the loops use (set with
 // omp_set_num_threads on the calling thread at each forward/backward).
 // A forward on n < batch images (the last batch of an epoch) recreates the
 // primitives for n, and again when the full batch returns (~0.1-1 s each);
 // the arenas stay. Results are the same bytes on a rerun with the same
 // thread count; between thread counts, gradients may differ in the last bits
 // (oneDNN splits backward-weights reductions by thread count).
-int fu_dnnl_backend_create(const fu_model *m, int batch, int threads, fu_backend **out);
+int fu_dnnl_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backend **out);
 
 #endif

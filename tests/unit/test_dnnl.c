@@ -166,7 +166,7 @@ typedef struct {
 static int run_cpu(const fu_model *m, int n, int threads, const float *params0, const float *state0, const float *x,
                    const int *labels, const float *cw, result *r, float *eval_logits) {
     fu_backend *b;
-    if (fu_dnnl_backend_create(m, n, threads, &b) < 0)
+    if (fu_dnnl_backend_create(m, &(fu_backend_opts){.batch = n, .threads = threads}, &b) < 0)
         return -1;
     r->grads = calloc(m->n_params, sizeof(float));
     r->state = malloc(m->n_state * sizeof(float));
@@ -429,7 +429,8 @@ static void check_smaller_batch(const fu_model *m) {
     memcpy(s3, state, m->n_state * sizeof(float));
     fu_backend *b4, *b3;
     fu_pass train = {.train = true}, eval = {0};
-    bool ok = fu_dnnl_backend_create(m, 4, 2, &b4) == 0 && fu_dnnl_backend_create(m, 3, 2, &b3) == 0;
+    bool ok = fu_dnnl_backend_create(m, &(fu_backend_opts){.batch = 4, .threads = 2}, &b4) == 0 &&
+              fu_dnnl_backend_create(m, &(fu_backend_opts){.batch = 3, .threads = 2}, &b3) == 0;
     ok = ok && b4->forward(b4, 4, params, state, counts, x, NULL, NULL, &eval, NULL) == 0;
     if (ok)
         memcpy(e4, b4->logits(b4), sizeof e4);
