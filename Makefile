@@ -22,7 +22,11 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -DFU_VERSION='"$(VERSION)"' -Wall -Wextra -W
              -Wno-unused-parameter -fopenmp -Ilib -MMD -MP \
              -ffp-contract=off \
              $(if $(ARCH),-march=$(ARCH)) $(CFLAGS)
-LDLIBS   = -ldnnl -lpng -ltiff -ljpeg -ldeflate -lz -lm -lpthread
+# OpenMPI (Debian libopenmpi-dev): only lib/dist includes mpi.h. Expanded
+# when used, so a fresh machine finds them after `deps` installed them.
+MPI_CFLAGS = $(shell pkg-config --cflags ompi-c 2>/dev/null || mpicc --showme:compile 2>/dev/null)
+MPI_LIBS   = $(shell pkg-config --libs ompi-c 2>/dev/null || mpicc --showme:link 2>/dev/null)
+LDLIBS   = -ldnnl -lpng -ltiff -ljpeg -ldeflate -lz -lm -lpthread -Wl,--as-needed $(MPI_LIBS)
 LDFLAGS  ?=
 
 BUILD    := build
@@ -37,7 +41,7 @@ UNITS    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 .DELETE_ON_ERROR:
 # Objects made on the way to a tool or test are kept (no relinking churn).
 .SECONDARY: $(TOOL_SRC:%.c=$(BUILD)/%.o) $(BUILD)/tools/toolkit.o $(UNIT_SRC:%.c=$(BUILD)/%.o)
-.PHONY: all deps check-deps test demo install fuzz bench clean
+.PHONY: all deps check-deps test demo install fuzz bench clean print-ldlibs
 .DEFAULT_GOAL := all
 
 all: check-deps $(TOOLS)
@@ -46,6 +50,8 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	@echo '  CC  $<'
 	@$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/lib/dist/%.o: ALL_CFLAGS += $(MPI_CFLAGS)
 
 $(LIB): $(LIB_OBJ)
 	@rm -f $@
@@ -100,6 +106,10 @@ bench: all
 
 clean:
 	rm -rf $(BUILD) bin
+
+# What programs built outside the Makefile (test drivers, bench) link with.
+print-ldlibs:
+	@echo $(LDLIBS)
 
 include pipeline.mk
 

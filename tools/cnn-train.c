@@ -4,6 +4,8 @@
 // run's folder: log.csv, predictions-val.csv, predictions-test.csv,
 // results.csv, model.safetensors, and the trainer state for --resume.
 #include "core/fs.h"
+#include "dist/comm.h"
+#include "dist/sampler.h"
 #include "nn/checkpoint.h"
 #include "nn/safetensors.h"
 #include "nn/schedule.h"
@@ -42,7 +44,14 @@ static const char USAGE[] =
     "  --no-augment, --no-dropout   switch the recipe's augmentation / dropout off (tests)\n"
     "  --config NAME, --dataset NAME   the first columns of results.csv (default: cpu1 or\n"
     "                         cpu1tN for N threads; the train shard's name)\n"
-    "  --threads N            threads (default: all cores; results do not depend on it)\n"
+    "  --amp off|bf16         bf16: convolutions on bfloat16 (CPUs with AVX512-BF16), the rest fp32\n"
+    "  --threads N            threads per rank (default: all cores; results do not depend on it)\n"
+    "Data parallel: mpirun -np N cnn-train ... runs N ranks; each trains on its slice of\n"
+    "every epoch (batch per rank), gradients are summed across ranks while backward runs,\n"
+    "metrics cover every rank's images, and rank 0 alone writes DIR.\n"
+    "  --sync-bn              BatchNorm on the statistics of all ranks' images (default: per rank)\n"
+    "  --lr-scale none|linear linear: lr x ranks (the global batch grows with the ranks)\n"
+    "  --bucket-mb N          gradient allreduce buckets of N MB (25)\n"
     "  -q, --quiet            no start-up report, notes or progress\n"
     "  -h, --help   this text;  --version   the version\n"
     "example: cnn-train --train train.shard --val val.shard --test test.shard --out runs/cpu1\n";
@@ -50,7 +59,7 @@ static const char USAGE[] =
 enum {
     OPT_TRAIN = TOOL_OPT_FIRST_FREE, OPT_VAL, OPT_TEST, OPT_EPOCHS, OPT_BATCH, OPT_LR, OPT_WD, OPT_NO_DECAY,
     OPT_SELECT, OPT_SEED, OPT_BACKEND, OPT_RESUME, OPT_MAX_STEPS, OPT_NO_AUGMENT, OPT_NO_DROPOUT, OPT_CONFIG,
-    OPT_DATASET
+    OPT_DATASET, OPT_AMP, OPT_SYNC_BN, OPT_LR_SCALE, OPT_BUCKET_MB
 };
 
 typedef enum { SELECT_AUC, SELECT_ACC, SELECT_LAST } select_by;
@@ -60,8 +69,9 @@ typedef struct {
     const char *train, *val, *test, *out, *backend, *config, *dataset;
     fu_train_opts o;
     select_by select;
-    bool resume;
+    bool resume, sync_bn, lr_linear;
     int64_t max_steps;
+    double bucket_mb;
 } options;
 
 static options parse(int argc, char **argv) {
@@ -85,9 +95,13 @@ static options parse(int argc, char **argv) {
         {"no-dropout", no_argument, 0, OPT_NO_DROPOUT},
         {"config", required_argument, 0, OPT_CONFIG},
         {"dataset", required_argument, 0, OPT_DATASET},
+        {"amp", required_argument, 0, OPT_AMP},
+        {"sync-bn", no_argument, 0, OPT_SYNC_BN},
+        {"lr-scale", required_argument, 0, OPT_LR_SCALE},
+        {"bucket-mb", required_argument, 0, OPT_BUCKET_MB},
         {0, 0, 0, 0},
     };
-    options op = {.backend = "auto", .o = fu_train_defaults(), .select = SELECT_AUC, .max_steps = -1};
+    options op = {.backend = "auto", .o = fu_train_defaults(), .select = SELECT_AUC, .max_steps = -1, .bucket_mb = 25};
     int c;
     while ((c = tool_getopt(argc, argv, TOOL_COMMON_SHORTOPTS, longopts)) != -1) {
         switch (c) {
@@ -114,6 +128,16 @@ static options parse(int argc, char **argv) {
         case OPT_NO_DROPOUT: op.o.dropout = false; break;
         case OPT_CONFIG: op.config = optarg; break;
         case OPT_DATASET: op.dataset = optarg; break;
+        case OPT_AMP:
+            if (fu_amp_parse(optarg, &op.o.amp) < 0) tool_usage_error("--amp: off, bf16 or fp16, not '%s'", optarg);
+            break;
+        case OPT_SYNC_BN: op.sync_bn = true; break;
+        case OPT_LR_SCALE:
+            if (strcmp(optarg, "none") && strcmp(optarg, "linear"))
+                tool_usage_error("--lr-scale: none or linear, not '%s'", optarg);
+            op.lr_linear = strcmp(optarg, "linear") == 0;
+            break;
+        case OPT_BUCKET_MB: op.bucket_mb = tool_parse_double("--bucket-mb", optarg, 0.001, 4096); break;
         }
     }
     if (optind < argc) tool_usage_error("%s: unexpected argument (the splits go with --train/--val/--test)", argv[optind]);
@@ -241,17 +265,24 @@ typedef struct {
     const fu_run_state *rs;
     const fu_eval *val, *test;
     const char *device_name, *started_at;
-    double final_train_loss;
+    double final_train_loss, peak_rss_mb;
+    int ranks;
+    int64_t steps;
+    fu_grad_sync_stats sync;
+    double allreduce_full; // one blocking allreduce of every gradient, seconds
 } results;
 
 static void write_results(const results *r) {
     const options *op = r->op;
     char rev[64], config[128], dataset[256];
     git_rev(rev, sizeof rev);
-    // As DESIGN.md §6 names runs: cpu1 = one process, one thread; cpu1t2 = two threads.
+    // As DESIGN.md §6 names runs: cpu1 = one process, one thread; cpu1t2 = two
+    // threads; cpux4 = 4 ranks of one thread; cpux4t2 = 4 ranks of 2 threads.
     if (op->config) snprintf(config, sizeof config, "%s", op->config);
-    else if (tool.threads == 1) snprintf(config, sizeof config, "cpu1");
-    else snprintf(config, sizeof config, "cpu1t%d", tool.threads);
+    else if (r->ranks == 1 && tool.threads == 1) snprintf(config, sizeof config, "cpu1");
+    else if (r->ranks == 1) snprintf(config, sizeof config, "cpu1t%d", tool.threads);
+    else if (tool.threads == 1) snprintf(config, sizeof config, "cpux%d", r->ranks);
+    else snprintf(config, sizeof config, "cpux%dt%d", r->ranks, tool.threads);
     if (op->dataset) snprintf(dataset, sizeof dataset, "%s", op->dataset);
     else {
         const char *base = strrchr(op->train, '/') ? strrchr(op->train, '/') + 1 : op->train;
@@ -262,7 +293,8 @@ static void write_results(const results *r) {
     fputs("config,dataset,device,device_name,ranks,threads_per_rank,amp,model_parallel,batch_per_rank,epochs,"
           "image_size,train_images,train_seconds,images_per_second,data_wait_seconds,final_train_loss,val_acc,"
           "val_auc,test_acc,test_auc,test_sensitivity,test_specificity,test_f1,peak_rss_mb,peak_gpu_mb,git_rev,"
-          "started_at\n",
+          "started_at,sync_bn,steps,compute_seconds,allreduce_seconds,allreduce_exposed_seconds,"
+          "allreduce_full_seconds,grad_mb\n",
           t.f);
     fu_csv_put(t.f, config, strlen(config));
     fputc(',', t.f);
@@ -273,7 +305,8 @@ static void write_results(const results *r) {
     char size[32];
     if (r->train->width == r->train->height) snprintf(size, sizeof size, "%u", r->train->width);
     else snprintf(size, sizeof size, "%ux%u", r->train->height, r->train->width);
-    fprintf(t.f, ",1,%d,fp32,0,%d,%d,%s,%zu,%.3f,", tool.threads, op->o.batch, op->o.epochs, size, r->train->n,
+    fprintf(t.f, ",%d,%d,%s,0,%d,%d,%s,%zu,%.3f,", r->ranks, tool.threads,
+            op->o.amp == FU_AMP_OFF ? "fp32" : fu_amp_name(op->o.amp), op->o.batch, op->o.epochs, size, r->train->n,
             rs->train_seconds);
     put_num(t.f, "%.3f", rs->train_seconds > 0 ? (double)rs->images / rs->train_seconds : NAN);
     fprintf(t.f, ",%.3f,%.6f,%.6f,", rs->wait_seconds, r->final_train_loss, r->val->acc);
@@ -290,7 +323,13 @@ static void write_results(const results *r) {
     } else {
         fputs(",,,,", t.f);
     }
-    fprintf(t.f, ",%.1f,0,%s,%s\n", peak_rss_mb(), rev, r->started_at);
+    fprintf(t.f, ",%.1f,0,%s,%s", r->peak_rss_mb, rev, r->started_at);
+    // Where the time went (per rank): compute = training less waiting for
+    // data and for the part of the allreduce backward did not hide.
+    const fu_grad_sync_stats *g = &r->sync;
+    fprintf(t.f, ",%s,%" PRId64 ",%.3f,%.3f,%.3f,%.6f,%.3f\n", op->sync_bn && r->ranks > 1 ? "yes" : "no", r->steps,
+            rs->train_seconds - rs->wait_seconds - g->exposed, g->seconds, g->exposed, r->allreduce_full,
+            r->ranks > 1 ? g->mb_per_step : 0.0);
     text_commit(&t, op->out, "results.csv");
 }
 
@@ -348,9 +387,62 @@ static double score_of(select_by by, const fu_eval *e) {
     return by == SELECT_AUC ? e->auc : by == SELECT_ACC ? e->acc : 0;
 }
 
+// ---- data parallel --------------------------------------------------------------
+
+static fu_comm comm;
+static bool setting_up = true; // before the ranks' first collective together
+
+// A failure while setting up: every rank meets the same check on the same
+// inputs, so they agree (one collective, which the ranks that did not fail
+// reach at the end of set-up) and only the lowest failing rank prints.
+// Later failures are a rank's own: it prints, exits, and the launcher ends
+// the job.
+static bool report_fatal(void) {
+    if (!comm.mpi || !setting_up) return true;
+    int first = fu_comm_first_failure(&comm, false);
+    fu_comm_finalize(&comm);
+    return first == comm.rank;
+}
+
+static void join_job(int *argc, char ***argv) {
+    if (fu_comm_init(&comm, argc, argv) < 0) tool_fail();
+    if (comm.size < 2) return;
+    tool.before_fatal = report_fatal;
+    static char name[64];
+    if (comm.rank > 0) {
+        snprintf(name, sizeof name, "%s (rank %d)", tool.name, comm.rank);
+        tool.name = name;
+    }
+}
+
+// End of set-up: stop together when any rank failed.
+static void setup_done(void) {
+    if (!comm.mpi) return;
+    int first = fu_comm_first_failure(&comm, true);
+    setting_up = false;
+    if (first >= 0) {
+        fu_comm_finalize(&comm);
+        exit(1);
+    }
+}
+
+static double max_over_ranks(double v) {
+    if (!comm.mpi) return v;
+    double *all = malloc((size_t)comm.size * sizeof *all);
+    int *counts = malloc((size_t)comm.size * sizeof *counts);
+    if (all && counts && fu_comm_allgather(&comm, &v, 1, all, counts) == 0)
+        for (int r = 0; r < comm.size; r++) v = all[r] > v ? all[r] : v;
+    free(all), free(counts);
+    return v;
+}
+
 int main(int argc, char **argv) {
     tool_init("cnn-train", USAGE);
+    join_job(&argc, &argv);
     options op = parse(argc, argv);
+    bool writer = comm.rank == 0; // rank 0 alone writes the run's folder
+    if (!writer) tool.quiet = true;
+    if (op.lr_linear) op.o.lr *= comm.size;
     char started_at[32];
     time_t now = time(NULL);
     strftime(started_at, sizeof started_at, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
@@ -363,32 +455,36 @@ int main(int argc, char **argv) {
         tool_die("%s: every train image has label %d: the classifier needs both classes", op.train,
                  train.labels[0]);
     if (single_class(&val) && op.select == SELECT_AUC) {
-        fprintf(stderr, "%s: %s: every val image has label %d: ROC AUC is undefined, so it cannot select the epoch\n",
-                tool.name, op.val, val.labels[0]);
-        fprintf(stderr, "%s: hint: use --select acc (or last), or a stratified split (shard-split)\n", tool.name);
-        exit(1);
+        fu_fail(op.val, "every val image has label %d: ROC AUC is undefined, so it cannot select the epoch",
+                val.labels[0]);
+        fu_hint("use --select acc (or last), or a stratified split (shard-split)");
+        tool_fail();
     }
 
     fu_model m;
     if (fu_medicalcnn(&m, (int)train.height, (int)train.width) < 0) tool_fail();
 
     // The run's folder: a new run must not mix its files with another's.
-    if (fu_make_dirs(op.out, NULL, NULL) < 0) tool_fail();
     char path[4096];
     snprintf(path, sizeof path, "%s/state.safetensors", op.out);
-    if (!op.resume && access(path, F_OK) == 0) {
-        fprintf(stderr, "%s: %s: holds a run already\n", tool.name, op.out);
-        fprintf(stderr, "%s: hint: --resume continues it; or choose another --out\n", tool.name);
-        exit(1);
+    if (writer) {
+        if (fu_make_dirs(op.out, NULL, NULL) < 0) tool_fail();
+        if (!op.resume && access(path, F_OK) == 0) {
+            fu_fail(op.out, "holds a run already");
+            fu_hint("--resume continues it; or choose another --out");
+            tool_fail();
+        }
+        if (access(op.out, W_OK) != 0) tool_die("%s: cannot write there", op.out);
     }
-    if (access(op.out, W_OK) != 0) tool_die("%s: cannot write there", op.out);
 
     fu_trainer t;
     if (fu_trainer_init(&t, &m, &op.o, op.backend, tool.threads) < 0) tool_fail();
     if (fu_class_weights(train.count, 2, t.class_w) < 0) tool_fail();
     bool dropped;
-    int batches = fu_epoch_batches(train.n, op.o.batch, &dropped);
-    if (batches < 1) tool_die("%s: one image is too few to train on (BatchNorm needs 2)", op.train);
+    int batches = fu_epoch_batches(fu_rank_share(train.n, comm.size), op.o.batch, &dropped);
+    if (batches < 1)
+        tool_die("%s: %zu image(s) for %d rank(s) is too few to train on (BatchNorm needs 2 per rank)", op.train,
+                 train.n, comm.size);
 
     // What a resumed run must share with the one it continues.
     char size[32], batch[16], epochs[16], lr[64], wd[64], seed[32], n_train[32], n_val[32];
@@ -400,17 +496,32 @@ int main(int argc, char **argv) {
     snprintf(seed, sizeof seed, "%" PRIu64, op.o.seed);
     snprintf(n_train, sizeof n_train, "%zu", train.n);
     snprintf(n_val, sizeof n_val, "%zu", val.n);
+    char ranks[16];
+    snprintf(ranks, sizeof ranks, "%d", comm.size);
     const char *settings[] = {"image_size", size, "batch", batch, "epochs", epochs, "lr", lr, "weight_decay", wd,
                               "no_decay_bn_bias", op.o.no_decay_bn_bias ? "yes" : "no", "seed", seed,
                               "augment", op.o.augment ? "yes" : "no", "dropout", op.o.dropout ? "yes" : "no",
                               "select", SELECT_NAMES[op.select], "train_images", n_train, "val_images", n_val,
+                              "ranks", ranks, "sync_bn", op.sync_bn ? "yes" : "no", "amp", fu_amp_name(op.o.amp),
                               NULL};
 
     fu_run_state rs = {.best_epoch = -1, .log = strdup("")};
     if (!rs.log) tool_die("out of memory");
+    // Every rank reads the checkpoint: with ranks on several hosts, DIR must
+    // be on a file system they share.
     if (op.resume && fu_checkpoint_load(op.out, &t, &rs, settings) < 0) tool_fail();
+    setup_done();
+    if (fu_trainer_distribute(&t, &comm, op.sync_bn, (size_t)(op.bucket_mb * 1e6)) < 0) tool_fail();
+    double allreduce_full = 0;
+    if (t.sync && fu_grad_sync_calibrate(t.sync, 3, &allreduce_full) < 0) tool_fail();
 
     start_up_report(&op, &m, &t, &train, &val, op.test ? &test : NULL, batches, dropped);
+    if (comm.size > 1)
+        tool_note("data parallel: %d ranks x %d threads, batch %d per rank (%d global), lr %g; BatchNorm %s; "
+                  "gradients %.1f MB in %d buckets, one blocking allreduce of them %.1f ms",
+                  comm.size, tool.threads, op.o.batch, op.o.batch * comm.size, op.o.lr,
+                  op.sync_bn ? "synchronised across ranks" : "per rank", (double)m.n_params * 4 / 1e6,
+                  fu_grad_sync_stats_of(t.sync).buckets, allreduce_full * 1e3);
     if (single_class(&val)) tool_note("%s: a single class: val AUC is undefined (left empty); accuracy is reported", op.val);
     if (op.test && single_class(&test))
         tool_note("%s: a single class: test AUC is undefined (left empty); accuracy is reported", op.test);
@@ -429,9 +540,10 @@ int main(int argc, char **argv) {
             exit(1);
         }
         if (rc == 1) {
-            if (fu_checkpoint_save(op.out, &t, &rs, settings) < 0) tool_fail();
+            if (writer && fu_checkpoint_save(op.out, &t, &rs, settings) < 0) tool_fail();
             tool_note("stopped after step %" PRId64 " (--max-steps), in epoch %d; --resume continues", t.step,
                  rs.st.epoch + 1);
+            fu_comm_finalize(&comm);
             return 0;
         }
         double t0 = fu_now();
@@ -448,7 +560,7 @@ int main(int argc, char **argv) {
             snprintf(ep, sizeof ep, "%d", rs.st.epoch + 1);
             const char *meta[] = {"epoch", ep, "selected_by", SELECT_NAMES[op.select], NULL};
             snprintf(path, sizeof path, "%s/model.safetensors", op.out);
-            if (fu_model_save(path, &m, t.best_params, t.best_state, t.best_counts, meta) < 0) tool_fail();
+            if (writer && fu_model_save(path, &m, t.best_params, t.best_state, t.best_counts, meta) < 0) tool_fail();
         }
         const fu_epoch_stats *st = &rs.st;
         char row[512];
@@ -466,25 +578,27 @@ int main(int argc, char **argv) {
              st->loss_sum / (double)st->seen, (double)st->correct / (double)st->seen, ev.loss, ev.acc,
              auc[0] ? auc : "undefined", better ? " (kept)" : "");
         fu_eval_free(&ev);
-        write_log(op.out, rs.log);
-        rs.st = (fu_epoch_stats){.epoch = st->epoch + 1};
-        if (fu_checkpoint_save(op.out, &t, &rs, settings) < 0) tool_fail();
+        rs.st = (fu_epoch_stats){.epoch = rs.st.epoch + 1};
+        if (writer) write_log(op.out, rs.log);
+        if (writer && fu_checkpoint_save(op.out, &t, &rs, settings) < 0) tool_fail();
     }
 
     // The selected weights on the whole validation and test splits.
     fu_eval ev, et;
     if (fu_evaluate(&t, &val, t.best_params, t.best_state, &ev) < 0) tool_fail();
-    write_predictions(op.out, "predictions-val.csv", &val, &ev);
+    if (writer) write_predictions(op.out, "predictions-val.csv", &val, &ev);
     if (op.test) {
         if (fu_evaluate(&t, &test, t.best_params, t.best_state, &et) < 0) tool_fail();
-        write_predictions(op.out, "predictions-test.csv", &test, &et);
+        if (writer) write_predictions(op.out, "predictions-test.csv", &test, &et);
         tool_note("test (epoch %d's weights): acc %.4f, auc %.4f", rs.best_epoch + 1, et.acc, et.auc);
     }
     double final_loss = last_train_loss(rs.log);
     char device_name[256];
     cpu_name(device_name, sizeof device_name);
-    results r = {&op, &train, &rs, &ev, op.test ? &et : NULL, device_name, started_at, final_loss};
-    write_results(&r);
+    results r = {&op, &train, &rs, &ev, op.test ? &et : NULL, device_name, started_at, final_loss,
+                 max_over_ranks(peak_rss_mb()), comm.size, t.step,
+                 t.sync ? fu_grad_sync_stats_of(t.sync) : (fu_grad_sync_stats){0}, allreduce_full};
+    if (writer) write_results(&r);
 
     fu_eval_free(&ev);
     if (op.test) fu_eval_free(&et), fu_dataset_close(&test);
@@ -493,5 +607,6 @@ int main(int argc, char **argv) {
     fu_model_free(&m);
     fu_dataset_close(&train);
     fu_dataset_close(&val);
+    fu_comm_finalize(&comm);
     return 0;
 }

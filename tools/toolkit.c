@@ -53,6 +53,7 @@ static void cleanup_output(void) {
 noreturn void tool_usage_error(const char *fmt, ...) {
     cleanup_output();
     va_list ap;
+    if (tool.before_fatal && !tool.before_fatal()) exit(2);
     va_start(ap, fmt);
     fprintf(stderr, "%s: ", tool.name);
     vfprintf(stderr, fmt, ap);
@@ -63,6 +64,7 @@ noreturn void tool_usage_error(const char *fmt, ...) {
 
 noreturn void tool_die(const char *fmt, ...) {
     cleanup_output();
+    if (tool.before_fatal && !tool.before_fatal()) exit(1);
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "%s: ", tool.name);
@@ -74,6 +76,7 @@ noreturn void tool_die(const char *fmt, ...) {
 
 noreturn void tool_fail(void) {
     cleanup_output();
+    if (tool.before_fatal && !tool.before_fatal()) exit(1);
     if (tool.progress.on) fputc('\n', stderr);
     const char *msg = fu_error();
     fprintf(stderr, "%s: %s\n", tool.name, *msg ? msg : "failed (no message)");

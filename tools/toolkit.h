@@ -23,6 +23,10 @@ typedef struct {
     int threads;          // --threads, default: all cores
     bool quiet;
     fu_progress progress;
+    // Called before a fatal message (tool_die, tool_fail, tool_usage_error)
+    // is printed; returns whether this process prints it. A data-parallel
+    // tool uses it so that a failure every rank meets is reported once.
+    bool (*before_fatal)(void);
 } tool_state;
 
 extern tool_state tool;

@@ -3,7 +3,10 @@
 
 #include "core/error.h"
 #include "core/progress.h"
+#include "core/rng.h"
+#include "dist/sampler.h"
 #include "metrics/auc.h"
+#include "shard/shard.h" // fu_crc32
 
 #include <math.h>
 #include <pthread.h>
@@ -16,6 +19,7 @@ fu_train_opts fu_train_defaults(void) {
 }
 
 void fu_trainer_free(fu_trainer *t) {
+    fu_grad_sync_free(t->sync);
     fu_backend_destroy(t->be);
     free(t->params), free(t->grads), free(t->m1), free(t->m2), free(t->state), free(t->counts);
     free(t->best_params), free(t->best_state), free(t->best_counts), free(t->groups);
@@ -58,6 +62,43 @@ int fu_trainer_init(fu_trainer *t, const fu_model *m, const fu_train_opts *o, co
     return 0;
 }
 
+// The backend's hooks, with the trainer as their context.
+static int dist_sum(void *ctx, double *v, int n) { return fu_comm_sum(((fu_trainer *)ctx)->comm, v, n); }
+static void dist_grads_ready(void *ctx, size_t off, size_t len) { fu_grad_sync_ready(((fu_trainer *)ctx)->sync, off, len); }
+
+int fu_trainer_distribute(fu_trainer *t, fu_comm *c, bool sync_bn, size_t bucket_bytes) {
+    if (c->size < 2) return 0;
+    const fu_model *m = t->m;
+    if (fu_comm_bcast(c, t->params, m->n_params * sizeof(float), 0) < 0 ||
+        fu_comm_bcast(c, t->state, m->n_state * sizeof(float), 0) < 0 ||
+        fu_comm_bcast(c, t->counts, m->n_counts * sizeof(int64_t), 0) < 0)
+        return -1;
+    if (fu_grad_sync_create(c, t->grads, m->n_params, bucket_bytes, &t->sync) < 0) return -1;
+    t->comm = c;
+    t->hooks = (fu_dist_hooks){.ctx = t, .sum = sync_bn ? dist_sum : NULL, .grads_ready = dist_grads_ready};
+    t->be->dist = &t->hooks;
+    fu_trainer_keep_best(t);
+    return fu_trainer_check_in_sync(t);
+}
+
+int fu_trainer_check_in_sync(fu_trainer *t) {
+    if (!t->comm) return 0;
+    const fu_model *m = t->m;
+    // Two CRC-32s (weights, BN state) per rank, compared with rank 0's.
+    double mine[2] = {fu_crc32(t->params, m->n_params * sizeof(float)),
+                      fu_crc32(t->state, m->n_state * sizeof(float))};
+    int size = t->comm->size;
+    double *all = fu_malloc((size_t)size * 2 * sizeof *all);
+    int *counts = fu_malloc((size_t)size * sizeof *counts);
+    int rc = all && counts ? fu_comm_allgather(t->comm, mine, 2, all, counts) : -1;
+    for (int r = 1; r < size && rc == 0; r++)
+        if (all[2 * r] != all[0] || all[2 * r + 1] != all[1])
+            rc = fu_fail("data parallel", "rank %d's weights differ from rank 0's (checksums %08x/%08x vs %08x/%08x)",
+                         r, (unsigned)all[2 * r], (unsigned)all[2 * r + 1], (unsigned)all[0], (unsigned)all[1]);
+    free(all), free(counts);
+    return rc;
+}
+
 void fu_trainer_keep_best(fu_trainer *t) {
     memcpy(t->best_params, t->params, t->m->n_params * sizeof(float));
     memcpy(t->best_state, t->state, t->m->n_state * sizeof(float));
@@ -81,23 +122,42 @@ static int argmax(const float *v, int n) {
     return k;
 }
 
-int fu_train_step(fu_trainer *t, int n, const float *x, const int *labels, double lr, float *loss, int *correct) {
-    fu_pass pass = {.train = true, .dropout = t->o.dropout, .seed = t->o.seed, .step = (uint64_t)t->step};
+// Dropout masks are drawn from (seed, step, op): each rank gets a seed of its
+// own, or every rank would drop the same units of its i-th image. Rank 0
+// keeps the run's seed, so a single process is unchanged.
+static uint64_t dropout_seed(const fu_trainer *t) {
+    int rank = t->comm ? t->comm->rank : 0;
+    return rank ? fu_mix64(t->o.seed ^ fu_mix64((uint64_t)rank)) : t->o.seed;
+}
+
+int fu_train_step(fu_trainer *t, int n, const float *x, const int *labels, double lr, float *loss, int *correct,
+                  int *seen) {
+    fu_pass pass = {.train = true, .dropout = t->o.dropout, .seed = dropout_seed(t), .step = (uint64_t)t->step};
     int64_t step = t->step + 1; // as people count them
     float l = NAN;
     if (t->be->forward(t->be, n, t->params, t->state, t->counts, x, labels, t->class_w, &pass, &l) < 0) return -1;
-    if (!isfinite(l)) return fu_fail("training", "step %lld: the loss is %f", (long long)step, l);
     const float *logits = t->be->logits(t->be);
     int hits = 0, k = t->m->classes;
     for (int i = 0; i < n; i++) hits += argmax(logits + (size_t)i * k, k) == labels[i];
+    // The loss is a weighted mean over this rank's images; the global batch's
+    // is the weight-share-weighted sum of the ranks' (grad_sync.h).
+    double w_mine = 0;
+    for (int i = 0; i < n; i++) w_mine += t->class_w[labels[i]];
+    double g[4] = {w_mine, (double)l * w_mine, hits, n};
+    if (t->comm && fu_comm_sum(t->comm, g, 4) < 0) return -1;
+    double global_loss = g[1] / g[0];
+    if (!isfinite(global_loss)) return fu_fail("training", "step %lld: the loss is %f", (long long)step, global_loss);
+    if (t->sync) fu_grad_sync_begin(t->sync, w_mine / g[0]);
     if (t->be->backward(t->be, t->params, t->grads) < 0) return -1;
+    if (t->sync && fu_grad_sync_end(t->sync) < 0) return -1;
     double norm = fu_clip_grad_norm(t->grads, t->m->n_params, t->o.max_grad_norm);
     t->grad_norm = norm;
     if (!isfinite(norm)) return fu_fail("training", "step %lld: the gradient norm is %f", (long long)step, norm);
     fu_adamw_step(&t->adamw, lr, step, t->groups, t->n_groups, t->params, t->grads, t->m1, t->m2);
     t->step = step;
-    *loss = l;
-    *correct = hits;
+    *loss = (float)global_loss;
+    *correct = (int)g[2];
+    *seen = (int)g[3];
     return 0;
 }
 
@@ -105,6 +165,10 @@ int fu_epoch_batches(size_t n, int batch, bool *dropped_one) {
     size_t b = (n + (size_t)batch - 1) / (size_t)batch;
     *dropped_one = n % (size_t)batch == 1;
     return (int)(b - *dropped_one);
+}
+
+int fu_trainer_batches(const fu_trainer *t, size_t n, bool *dropped_one) {
+    return fu_epoch_batches(t->comm ? fu_rank_share(n, t->comm->size) : n, t->o.batch, dropped_one);
 }
 
 // ---- the next batch, made in a background thread --------------------------
@@ -207,11 +271,11 @@ static int train_batch(void *arg, int k, int n, const float *x, const int *label
     fu_trainer *t = e->t;
     if (e->max_steps >= 0 && t->step >= e->max_steps) return 1;
     float loss;
-    int hits;
-    if (fu_train_step(t, n, x, labels, e->lr, &loss, &hits) < 0) return -1;
+    int hits, seen;
+    if (fu_train_step(t, n, x, labels, e->lr, &loss, &hits, &seen) < 0) return -1;
     fu_epoch_stats *st = e->st;
-    st->loss_sum += (double)loss * n;
-    st->seen += n;
+    st->loss_sum += (double)loss * seen;
+    st->seen += seen;
     st->correct += hits;
     st->next_batch = k + 1;
     double now = fu_now();
@@ -223,14 +287,25 @@ static int train_batch(void *arg, int k, int n, const float *x, const int *label
 
 int fu_train_epoch(fu_trainer *t, const fu_dataset *d, double lr, int64_t max_steps, fu_epoch_stats *st,
                    fu_step_report report, void *ctx) {
-    uint32_t *order = fu_malloc(d->n * sizeof *order);
-    if (!order) return -1;
-    fu_epoch_order(t->o.seed, (uint64_t)st->epoch, d->n, order);
+    int rank = t->comm ? t->comm->rank : 0, size = t->comm ? t->comm->size : 1;
+    size_t share = fu_rank_share(d->n, size);
+    uint32_t *scratch = fu_malloc((d->n + (size_t)size) * sizeof *scratch), *order = fu_malloc(share * sizeof *order);
+    if (!scratch || !order) return free(scratch), free(order), -1;
+    fu_rank_order(t->o.seed, (uint64_t)st->epoch, d->n, rank, size, scratch, order);
     bool dropped;
-    epoch_ctx e = {t, lr, max_steps, fu_epoch_batches(d->n, t->o.batch, &dropped), st, report, ctx, fu_now(), 0};
-    int rc = run_batches(t, d, order, d->n, st->next_batch, e.batches, t->o.augment, (uint64_t)st->epoch,
+    epoch_ctx e = {t, lr, max_steps, fu_epoch_batches(share, t->o.batch, &dropped), st, report, ctx, fu_now(), 0};
+    int rc = run_batches(t, d, order, share, st->next_batch, e.batches, t->o.augment, (uint64_t)st->epoch,
                          &st->wait, train_batch, &e);
-    free(order);
+    free(scratch), free(order);
+    if (rc >= 0 && t->comm) {
+        // BN running statistics are per rank unless synchronised: every rank
+        // takes rank 0's (as DDP's broadcast_buffers does), so evaluation and
+        // checkpoints see one model; then the weights must agree bit for bit.
+        if (fu_comm_bcast(t->comm, t->state, t->m->n_state * sizeof(float), 0) < 0 ||
+            fu_comm_bcast(t->comm, t->counts, t->m->n_counts * sizeof(int64_t), 0) < 0 ||
+            fu_trainer_check_in_sync(t) < 0)
+            return -1;
+    }
     return rc;
 }
 
@@ -240,6 +315,7 @@ typedef struct {
     fu_trainer *t;
     const float *params;
     float *state;
+    const uint32_t *order; // the records this rank evaluates
     fu_eval *out;
     double loss_num, loss_den;
 } eval_ctx;
@@ -257,7 +333,7 @@ static int eval_batch(void *arg, int k, int n, const float *x, const int *labels
         for (int c = 1; c < classes; c++) mx = z[c] > mx ? z[c] : mx;
         for (int c = 0; c < classes; c++) sum += exp((double)z[c] - mx);
         double logsum = mx + log(sum);
-        size_t j = (size_t)k * t->o.batch + (size_t)i;
+        size_t j = e->order[(size_t)k * t->o.batch + (size_t)i];
         e->out->p1[j] = exp((double)z[1] - logsum);
         e->out->pred[j] = argmax(z, classes);
         double w = t->class_w[labels[i]];
@@ -273,6 +349,24 @@ void fu_eval_free(fu_eval *e) {
     memset(e, 0, sizeof *e);
 }
 
+// Data parallel: every rank's records (index, p1, prediction) to every rank.
+static int gather_predictions(fu_comm *c, const uint32_t *order, size_t mine, fu_eval *out) {
+    double *send = fu_malloc((mine ? mine : 1) * 3 * sizeof *send), *all = fu_malloc(out->n * 3 * sizeof *all);
+    int *counts = fu_malloc((size_t)c->size * sizeof *counts);
+    int rc = send && all && counts ? 0 : -1;
+    for (size_t j = 0; j < mine && rc == 0; j++) {
+        uint32_t i = order[j];
+        send[3 * j] = i, send[3 * j + 1] = out->p1[i], send[3 * j + 2] = out->pred[i];
+    }
+    if (rc == 0) rc = fu_comm_allgather(c, send, (int)(3 * mine), all, counts);
+    for (size_t j = 0; j < out->n && rc == 0; j++) {
+        size_t i = (size_t)all[3 * j];
+        out->p1[i] = all[3 * j + 1], out->pred[i] = (int)all[3 * j + 2];
+    }
+    free(send), free(all), free(counts);
+    return rc;
+}
+
 int fu_evaluate(fu_trainer *t, const fu_dataset *d, const float *params, const float *state, fu_eval *out) {
     memset(out, 0, sizeof *out);
     out->n = d->n;
@@ -284,11 +378,24 @@ int fu_evaluate(fu_trainer *t, const fu_dataset *d, const float *params, const f
         fu_eval_free(out);
         return -1;
     }
-    for (size_t i = 0; i < d->n; i++) order[i] = (uint32_t)i;
+    // Rank r of s evaluates records r, r + s, ...: no padding, no record twice.
+    int rank = t->comm ? t->comm->rank : 0, size = t->comm ? t->comm->size : 1;
+    size_t mine = 0;
+    for (size_t i = (size_t)rank; i < d->n; i += (size_t)size) order[mine++] = (uint32_t)i;
     // Eval mode reads the BN state and never writes it.
-    eval_ctx e = {t, params, (float *)state, out, 0, 0};
-    int batches = (int)((d->n + (size_t)t->o.batch - 1) / (size_t)t->o.batch);
-    int rc = run_batches(t, d, order, d->n, 0, batches, false, 0, &out->wait, eval_batch, &e);
+    eval_ctx e = {t, params, (float *)state, order, out, 0, 0};
+    int batches = (int)((mine + (size_t)t->o.batch - 1) / (size_t)t->o.batch);
+    int rc = run_batches(t, d, order, mine, 0, batches, false, 0, &out->wait, eval_batch, &e);
+    if (t->comm) {
+        // Every rank takes part in the collectives even when its own part
+        // failed, so the job ends together instead of hanging.
+        int first = fu_comm_first_failure(t->comm, rc == 0);
+        if (first >= 0 && rc == 0) rc = fu_fail("evaluation", "rank %d failed", first);
+        double sums[2] = {e.loss_num, e.loss_den};
+        if (rc == 0) rc = fu_comm_sum(t->comm, sums, 2);
+        e.loss_num = sums[0], e.loss_den = sums[1];
+        if (rc == 0) rc = gather_predictions(t->comm, order, mine, out);
+    }
     free(order);
     if (rc < 0) {
         fu_eval_free(out);

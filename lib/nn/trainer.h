@@ -7,6 +7,8 @@
 #ifndef FU_NN_TRAINER_H
 #define FU_NN_TRAINER_H
 
+#include "dist/comm.h"
+#include "dist/grad_sync.h"
 #include "nn/adamw.h"
 #include "nn/backend.h"
 #include "nn/loader.h"
@@ -44,6 +46,10 @@ typedef struct {
     double grad_norm; // of the last step, before clipping
     float *x[2];  // two batch buffers (n, 3, H, W): one computes, one loads
     int *labels[2];
+    // Data parallel (fu_trainer_distribute); comm NULL: one process.
+    fu_comm *comm;
+    fu_grad_sync *sync;
+    fu_dist_hooks hooks;
 } fu_trainer;
 
 // Allocates everything for batches of o->batch images of the model's size
@@ -51,18 +57,35 @@ typedef struct {
 int fu_trainer_init(fu_trainer *t, const fu_model *m, const fu_train_opts *o, const char *backend, int threads);
 void fu_trainer_free(fu_trainer *t);
 
+// Makes t one rank of c's data-parallel job: rank 0's initial weights and
+// BN state go to every rank (and are checked), gradients are summed across
+// ranks in buckets of bucket_bytes overlapping backward, and with sync_bn
+// BatchNorm uses the statistics of the global batch. Epochs then train each
+// rank on its slice of the order (dist/sampler.h), and fu_evaluate splits a
+// split across ranks and gathers every prediction on every rank.
+int fu_trainer_distribute(fu_trainer *t, fu_comm *c, bool sync_bn, size_t bucket_bytes);
+
+// Whether every rank holds the same weights (a checksum compared across
+// ranks); fails naming the first rank that differs.
+int fu_trainer_check_in_sync(fu_trainer *t);
+
 // Class weights from the train split's counts: inverse frequency, normalised
 // to sum to 1. Fails on a split missing a class (its weight is infinite).
 int fu_class_weights(const size_t *count, int classes, float *w);
 
 // One optimizer step on n >= 2 images at learning rate lr. Fails, naming the
 // step and leaving the weights as they were, when the loss or the gradient
-// norm is not finite. *loss: the batch's weighted loss; *correct: argmax hits.
-int fu_train_step(fu_trainer *t, int n, const float *x, const int *labels, double lr, float *loss, int *correct);
+// norm is not finite. *loss: the batch's weighted loss; *correct: argmax
+// hits; *seen: images. Data parallel, all three are of the global batch (every
+// rank's n images), and every rank returns the same.
+int fu_train_step(fu_trainer *t, int n, const float *x, const int *labels, double lr, float *loss, int *correct,
+                  int *seen);
 
 // Batches of an epoch of n samples: ceil(n / batch), less a final batch of
 // one image (BatchNorm on batch statistics needs two), which is dropped.
 int fu_epoch_batches(size_t n, int batch, bool *dropped_one);
+// The same for t's share of n samples (all of them with one process).
+int fu_trainer_batches(const fu_trainer *t, size_t n, bool *dropped_one);
 
 // Running figures of an epoch (kept in the trainer state, so a run resumed
 // in the middle of an epoch reports what an uninterrupted one does).

@@ -64,7 +64,7 @@ int main(int argc, char **argv) {
 }
 CEOF
 if ! "$cc" -std=c11 -D_GNU_SOURCE -O2 -fopenmp -I"$FU_ROOT/lib" "$T/mkckpt.c" "$lib" -o "$T/mkckpt" \
-    -ldnnl -lpng -ltiff -ljpeg -ldeflate -lz -lm -lpthread 2>"$T/cc.err"; then
+    $(make -s --no-print-directory -C "$FU_ROOT" print-ldlibs) 2>"$T/cc.err"; then
     not_ok "compile the checkpoint maker" "$(head -c 300 "$T/cc.err")"
     finish
     exit

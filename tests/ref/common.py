@@ -113,8 +113,11 @@ def run(name, args=(), input_bytes=None, check=True):
     return p.returncode, p.stdout, err
 
 
-# What the Makefile links every program with (LDLIBS).
-LDLIBS = ["-ldnnl", "-lpng", "-ltiff", "-ljpeg", "-ldeflate", "-lz", "-lm", "-lpthread"]
+def ldlibs():
+    """What the Makefile links every program with (its LDLIBS)."""
+    out = subprocess.run(["make", "-s", "--no-print-directory", "-C", root(), "print-ldlibs"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()
 
 
 def c_driver_missing():
@@ -133,7 +136,7 @@ def build_c_driver(src, exe):
     test's log); raises CalledProcessError when it does not build."""
     cc = shutil.which(os.environ.get("CC", "cc"))
     subprocess.run([cc, "-std=c11", "-D_GNU_SOURCE", "-O2", "-fopenmp", "-I" + os.path.join(root(), "lib"),
-                    src, os.path.join(root(), "build", "libfundus.a"), *LDLIBS, "-o", exe], check=True)
+                    src, os.path.join(root(), "build", "libfundus.a"), *ldlibs(), "-o", exe], check=True)
 
 
 def acrima_dir():

@@ -61,9 +61,9 @@ int main(int argc, char **argv) {
     double *out = calloc(2 * (size_t)steps, sizeof *out);
     for (int k = 0; k < steps; k++) {
         float loss;
-        int hits;
+        int hits, seen;
         if (from && fu_checkpoint_load(argv[13 + k], &t, &rs, NULL) < 0) return die("resume");
-        if (fu_train_step(&t, n, x + (size_t)k * per, labels + (size_t)k * n, o.lr, &loss, &hits) < 0)
+        if (fu_train_step(&t, n, x + (size_t)k * per, labels + (size_t)k * n, o.lr, &loss, &hits, &seen) < 0)
             return die("step");
         out[k] = loss;
         out[steps + k] = t.grad_norm;
