@@ -399,9 +399,9 @@ static bool setting_up = true; // before the ranks' first collective together
 // the job.
 static bool report_fatal(void) {
     if (!comm.mpi || !setting_up) return true;
-    int first = fu_comm_first_failure(&comm, false);
+    int first = fu_comm_first_failure(&comm, false), me = comm.rank;
     fu_comm_finalize(&comm);
-    return first == comm.rank;
+    return first == me;
 }
 
 static void join_job(int *argc, char ***argv) {
