@@ -38,6 +38,86 @@ TOOLS    := $(TOOL_SRC:tools/%.c=bin/%)
 UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
 UNITS    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
+# ---- GPU backend (lib/cuda, docs/gpu.md) ---------------------------------------
+# USE_CUDA=1 compiles lib/cuda/*.cu with nvcc into the library (the "cuda"
+# backend on cuDNN and cuBLAS) and links every program with them. Unset, it is
+# on when $(CUDA_HOME) has nvcc and cuDNN's header is found; USE_CUDA=0/1 overrides.
+CUDA_HOME ?= /usr/local/cuda
+NVCC      ?= $(CUDA_HOME)/bin/nvcc
+CUDNN_H   := $(firstword $(wildcard $(CUDA_HOME)/include/cudnn.h /usr/include/cudnn.h \
+                                    /usr/include/x86_64-linux-gnu/cudnn.h))
+ifndef USE_CUDA
+  ifeq ($(wildcard $(NVCC)),)
+    USE_CUDA := 0
+    CUDA_OFF_WHY := USE_CUDA=0: no nvcc at $(NVCC); set CUDA_HOME
+  else ifeq ($(CUDNN_H),)
+    USE_CUDA := 0
+    CUDA_OFF_WHY := USE_CUDA=0: no cudnn.h in $(CUDA_HOME)/include or /usr/include
+  else
+    USE_CUDA := 1
+  endif
+else ifneq ($(USE_CUDA),1)
+  CUDA_OFF_WHY := built with USE_CUDA=$(USE_CUDA)
+endif
+ifneq ($(USE_CUDA),1)
+  ifneq ($(filter all,$(or $(MAKECMDGOALS),all)),)
+    $(info note: GPU backend off ($(CUDA_OFF_WHY)); the "cuda" backend is unavailable in this build)
+  endif
+endif
+
+ifeq ($(USE_CUDA),1)
+# Toolkit 13 dropped Volta (sm_70): a V100 needs CUDA 12.x, which still builds it.
+# A100 (sm_80) and H100/H200 (sm_90) get machine code; PTX for compute_90 lets
+# the driver compile for newer GPUs.
+comma     := ,
+CUDA_MAJOR := $(shell $(NVCC) --version 2>/dev/null | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
+GPU_ARCH  ?= $(if $(filter 12,$(CUDA_MAJOR)),-gencode arch=compute_70$(comma)code=sm_70) \
+             -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+             -gencode arch=compute_90,code=compute_90
+NVCCFLAGS ?= -O3 -g
+ALL_NVCCFLAGS = -std=c++17 -Ilib $(GPU_ARCH) -MMD -MP \
+                -Xcompiler -Wall,-Wextra,-Wshadow,-Wno-unused-parameter $(NVCCFLAGS)
+CUDA_LIBDIRS := $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/lib)
+CU_SRC    := $(sort $(wildcard lib/cuda/*.cu))
+LIB_OBJ   += $(CU_SRC:%.cu=$(BUILD)/%.o)
+LDLIBS    += $(CUDA_LIBDIRS:%=-L%) $(CUDA_LIBDIRS:%=-Wl,-rpath,%) -lcudnn -lcublas -lcublasLt -lcudart -lstdc++
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	@echo '  NVCC $<'
+	@$(NVCC) $(ALL_NVCCFLAGS) -c $< -o $@
+
+$(BUILD)/lib/nn/backend.o: ALL_CFLAGS += -DFU_HAVE_CUDA=1
+else
+$(BUILD)/lib/nn/backend.o: ALL_CFLAGS += -DFU_CUDA_OFF_WHY='"$(CUDA_OFF_WHY)"'
+endif
+# backend.c is compiled differently with and without the GPU backend: it is
+# rebuilt when USE_CUDA (or why it is off) changes between builds.
+$(shell mkdir -p $(BUILD) && [ "$$(cat $(BUILD)/.use-cuda 2>/dev/null)" = "$(USE_CUDA) $(CUDA_OFF_WHY)" ] || \
+        echo "$(USE_CUDA) $(CUDA_OFF_WHY)" > $(BUILD)/.use-cuda)
+$(BUILD)/lib/nn/backend.o: $(BUILD)/.use-cuda
+
+# The GPU test (tests/gpu): the cuda backend against the reference, where a
+# GPU is; not part of `make test`, which must pass on machines without one.
+GPU_TEST := $(BUILD)/tests/gpu/test_cuda
+.SECONDARY: $(GPU_TEST).o
+-include $(GPU_TEST).d
+$(GPU_TEST): $(BUILD)/tests/gpu/test_cuda.o $(LIB)
+	@mkdir -p $(dir $@)
+	@echo '  LD  $@'
+	@$(CC) $(ALL_CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+.PHONY: test-gpu
+test-gpu: $(if $(filter 1,$(USE_CUDA)),$(GPU_TEST))
+ifeq ($(USE_CUDA),1)
+	@log=$$(mktemp); $(GPU_TEST) >$$log 2>&1; rc=$$?; cat $$log; \
+	p=$$(grep -c '^ok ' $$log); f=$$(grep -c '^not ok ' $$log); s=$$(grep -c '^skip ' $$log); rm -f $$log; \
+	if [ $$rc != 0 ] && [ $$f = 0 ]; then echo "not ok - $(GPU_TEST) exited with status $$rc"; f=1; fi; \
+	echo "$$p passed, $$f failed, $$s skipped"; [ $$f = 0 ]
+else
+	@echo "skip - test-gpu: this build has no GPU backend ($(CUDA_OFF_WHY))"; echo "0 passed, 0 failed, 1 skipped"
+endif
+
 .DELETE_ON_ERROR:
 # Objects made on the way to a tool or test are kept (no relinking churn).
 .SECONDARY: $(TOOL_SRC:%.c=$(BUILD)/%.o) $(BUILD)/tools/toolkit.o $(UNIT_SRC:%.c=$(BUILD)/%.o)

@@ -4,6 +4,12 @@
 
 #include "core/error.h"
 #include "nn/dnnl_net.h"
+#if FU_HAVE_CUDA
+#include "cuda/cuda_backend.h"
+#endif
+#ifndef FU_CUDA_OFF_WHY
+#define FU_CUDA_OFF_WHY "USE_CUDA=0" // the Makefile says why
+#endif
 
 #include <omp.h>
 #include <stdlib.h>
@@ -47,6 +53,18 @@ static int ref_create(const fu_model *m, int batch, int threads, fu_amp amp, fu_
     return 0;
 }
 
+// The GPU backend where this build has it (USE_CUDA=1, docs/gpu.md).
+static int cuda_create(const fu_model *m, const fu_backend_opts *o, fu_backend **out) {
+#if FU_HAVE_CUDA
+    return fu_cuda_backend_create(m, o, out);
+#else
+    (void)m, (void)o, (void)out;
+    fu_fail("cuda backend", "this build has no GPU backend (%s)", FU_CUDA_OFF_WHY);
+    fu_hint("rebuild with `make USE_CUDA=1` where nvcc and cuDNN are installed (docs/gpu.md)");
+    return -1;
+#endif
+}
+
 const char *fu_amp_name(fu_amp amp) { return amp == FU_AMP_BF16 ? "bf16" : amp == FU_AMP_FP16 ? "fp16" : "off"; }
 
 int fu_amp_parse(const char *s, fu_amp *out) {
@@ -63,8 +81,9 @@ int fu_backend_create(const char *name, const fu_model *m, const fu_backend_opts
     if (strcmp(name, "ref") == 0) return ref_create(m, o->batch, o->threads, o->amp, out);
     // "auto": the fastest backend there is, oneDNN's.
     if (strcmp(name, "cpu") == 0 || strcmp(name, "auto") == 0) return fu_dnnl_backend_create(m, o, out);
+    if (strcmp(name, "cuda") == 0) return cuda_create(m, o, out);
     fu_fail("backend", "unknown backend '%s'", name);
-    fu_hint("the backends are ref, cpu and auto");
+    fu_hint("the backends are ref, cpu, cuda and auto");
     return -1;
 }
 

@@ -1,0 +1,716 @@
+// The "cuda" backend (cuda_backend.h): the op list of a fu_model on one GPU.
+//
+// Layouts inside: every activation NHWC fp32, (n, h, w, c); the image arrives
+// NCHW and is transposed on the device; vectors (n, c) after global pooling
+// are the same in both layouts. Conv weights stay OIHW in the flat parameter
+// buffer and are transposed to OHWI (cuDNN's NHWC filter layout) each forward;
+// their gradients come back OHWI -> OIHW.
+//
+// Who does what: cuDNN (legacy API) runs convolutions, with algorithms chosen
+// once per shape by cuDNN's heuristics (cudnnGet*Algorithm_v7, see choose():
+// FMA math, so fp32 stays fp32 and not TF32; deterministic backward
+// algorithms; one shared workspace, each algorithm's need capped at
+// WORKSPACE_CAP), and max pooling; cuBLAS runs the
+// linears; cuda_ops.cu the rest, BatchNorm included (batch statistics in
+// double, running stats as PyTorch). The loss (n x classes numbers) runs on
+// the host with the reference op, which is also where the logits must go.
+// Dropout masks are drawn on the host exactly as ref_net.inc draws them, from
+// (seed, step, op index), and uploaded: the same masks as every backend.
+//
+// As the reference, backward zeroes every gradient and each op ACCUMULATES
+// into its inputs' gradients (cuDNN and cuBLAS with beta = 1), so a tensor
+// read by two ops gets the sum.
+//
+// Cost of the host-pointer interface (backend.h): each forward uploads the
+// parameters and the BN state (90 MB for MedicalCNN) and downloads the state
+// after training; each backward downloads the gradients (90 MB). Backward
+// uses the parameters its forward uploaded: the gradient of that forward's loss.
+//
+// Mixed precision (--amp bf16 / fp16): convolutions run on half copies of
+// their inputs and weights (converted per op into two scratch buffers) with
+// fp32 accumulation on tensor cores, and their outputs and gradients come
+// back to fp32; everything else (BatchNorm, linears, loss, master weights,
+// gradients) stays fp32. fp16 scales the loss gradient by a power of two
+// (dynamic, as PyTorch's GradScaler: 2^16 to start, halved and backward
+// redone when a gradient overflows, doubled after 2000 clean steps) and
+// divides the gradients by it before they leave backward, so callers see
+// true gradients.
+//
+// FU_CUDA_SYNC=1 in the environment synchronises after every op, so that an
+// asynchronous CUDA error is reported with the op that caused it.
+#include "cuda/cuda_backend.h"
+#include "cuda/cuda_ops.h"
+
+extern "C" {
+#include "core/error.h"
+#include "core/rng.h"
+#include "nn/ref_ops.h"
+}
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// Workspace cap for one convolution's algorithm: cuDNN's choices for the
+// largest MedicalCNN layers at batch 32 need far less.
+static const size_t WORKSPACE_CAP = (size_t)512 << 20;
+
+typedef struct {
+    cudnnTensorDescriptor_t x, y;    // conv/maxpool input and output, NHWC
+    cudnnFilterDescriptor_t w;       // conv weight, OHWI
+    cudnnConvolutionDescriptor_t conv;
+    cudnnPoolingDescriptor_t pool;
+    cudnnConvolutionFwdAlgo_t fwd;
+    cudnnConvolutionBwdDataAlgo_t bwd_data;
+    cudnnConvolutionBwdFilterAlgo_t bwd_filter;
+    cudnnMathType_t fwd_math, bwd_data_math, bwd_filter_math; // each algorithm's own
+    size_t wt; // conv: element offset of its OHWI weight in wt and dwt
+} cu_op;
+
+typedef struct {
+    const fu_model *m;
+    fu_plan plan;  // output and saved-value offsets per op (elements), as the reference
+    int batch;     // planned
+    int n;         // images the descriptors and algorithms are set up for (0: none yet)
+    cudnnHandle_t dnn;
+    cublasHandle_t blas;
+    cu_op *op;
+    // device buffers
+    float *params, *grads, *state; // copies of the caller's flat buffers
+    void *wt, *dwt;                // conv weights OHWI and their gradients: fp32, or half with amp
+    float *act, *dact, *aux;       // op outputs, their gradients, saved values (plan offsets)
+    float *stage;                  // host data on its way in, NCHW: the image, a dropout mask
+    double *part;                  // BatchNorm partial sums
+    float *coef;                   // BatchNorm per-channel coefficients
+    void *ws;                      // cuDNN workspace
+    void *hx, *hy;                 // amp: a conv's input and output (or their gradients) in half
+    int *nonfinite;                // amp fp16: a gradient overflowed
+    size_t wt_size, stage_size, part_size, coef_size, ws_size, hx_size, hy_size; // elements (ws: bytes)
+    fu_amp amp;
+    bool bf16;              // amp's half type: bfloat16, else fp16
+    cudnnDataType_t dt;     // conv tensors: float, half or bfloat16
+    size_t es;              // bytes per conv tensor element
+    float loss_scale;       // fp16: the loss gradient's factor (1 otherwise)
+    int clean_steps;        // fp16: backward passes since the scale last changed
+    // host
+    float *logits, *prob, *dlogits, *mask; // (batch, classes) x 3; the largest dropout mask
+    int *labels;                           // of the last training forward
+    float *class_w;
+    bool ready; // a training forward ran since the last backward
+    bool sync;  // FU_CUDA_SYNC: synchronise after every op
+    char what[192]; // the op running, for error messages
+} cu_net;
+
+#define CU(call)                                                                                            \
+    do {                                                                                                    \
+        cudaError_t e_ = (call);                                                                            \
+        if (e_ != cudaSuccess) return fu_fail("cuda backend", "%s: %s", d->what, cudaGetErrorString(e_));    \
+    } while (0)
+
+#define DNN(call)                                                                                           \
+    do {                                                                                                    \
+        cudnnStatus_t s_ = (call);                                                                          \
+        if (s_ != CUDNN_STATUS_SUCCESS)                                                                     \
+            return fu_fail("cuda backend", "%s: cuDNN: %s", d->what, cudnnGetErrorString(s_));               \
+    } while (0)
+
+#define BLAS(call)                                                                                          \
+    do {                                                                                                    \
+        cublasStatus_t s_ = (call);                                                                         \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                                                    \
+            return fu_fail("cuda backend", "%s: cuBLAS: %s", d->what, cublasGetStatusString(s_));            \
+    } while (0)
+
+static const float ONE = 1, ZERO = 0;
+
+static const char *kind_name(fu_op_kind k) {
+    static const char *names[] = {"input", "conv", "batchnorm", "relu", "maxpool", "global pool", "linear",
+                                  "sigmoid", "scale", "add", "concat", "dropout", "loss"};
+    return k >= 0 && k < (int)(sizeof names / sizeof *names) ? names[k] : "op";
+}
+
+// "conv op 12 'stage1.0.conv1', (4, 64, 56, 56) -> (4, 64, 56, 56)" into d->what.
+static void describe(cu_net *d, int i, int n, const char *phase) {
+    const fu_op *op = &d->m->ops[i];
+    const fu_op *x = op->n_in ? &d->m->ops[op->in[0]] : op;
+    snprintf(d->what, sizeof d->what, "%s of %s op %d '%s', (%d, %d, %d, %d) -> (%d, %d, %d, %d)", phase,
+             kind_name(op->kind), i, op->name, n, x->c, x->h, x->w, n, op->c, op->h, op->w);
+}
+
+static float *act(cu_net *d, int i) { return d->act + d->plan.act[i]; }
+static float *dact(cu_net *d, int i) { return d->dact + d->plan.act[i]; }
+
+// ---- set-up per batch size ------------------------------------------------------
+
+// The first algorithm (cuDNN's heuristic order) that works within the
+// workspace cap, preferring, in this order, for backward a deterministic one
+// (same inputs, same bytes), and the math we want: FMA for fp32 (TF32 tensor
+// cores would give fp32 training ~1e-3 relative errors), tensor cores for
+// half. Relaxed only where cuDNN offers nothing better for the shape. -1: none.
+template <typename Perf> static int choose(const Perf *perf, int got, bool deterministic, cudnnMathType_t want) {
+    for (int relax = 0; relax < 4; relax++) {
+        bool need_det = deterministic && relax < 2, need_math = relax % 2 == 0;
+        for (int k = 0; k < got; k++) {
+            const Perf *p = &perf[k];
+            if (p->status != CUDNN_STATUS_SUCCESS || p->memory > WORKSPACE_CAP) continue;
+            if (need_det && p->determinism != CUDNN_DETERMINISTIC) continue;
+            if (need_math ? p->mathType != want : p->mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)
+                continue;
+            return k;
+        }
+    }
+    return -1;
+}
+
+// The math type to run an algorithm with: in fp32, cuDNN's "default" would
+// allow TF32 on Ampere and later, so it runs as FMA.
+static cudnnMathType_t run_math(const cu_net *d, cudnnMathType_t m) {
+    return d->amp == FU_AMP_OFF && m == CUDNN_DEFAULT_MATH ? CUDNN_FMA_MATH : m;
+}
+
+static int pick_algorithms(cu_net *d, cu_op *o, size_t *ws) {
+    cudnnConvolutionFwdAlgoPerf_t pf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    cudnnConvolutionBwdDataAlgoPerf_t pd[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+    cudnnConvolutionBwdFilterAlgoPerf_t pw[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+    int nf = 0, nd = 0, nw = 0;
+    cudnnMathType_t want = d->amp == FU_AMP_OFF ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH;
+    DNN(cudnnSetConvolutionMathType(o->conv, want));
+    DNN(cudnnGetConvolutionForwardAlgorithm_v7(d->dnn, o->x, o->w, o->conv, o->y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                                               &nf, pf));
+    DNN(cudnnGetConvolutionBackwardDataAlgorithm_v7(d->dnn, o->w, o->y, o->conv, o->x,
+                                                    CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &nd, pd));
+    DNN(cudnnGetConvolutionBackwardFilterAlgorithm_v7(d->dnn, o->x, o->y, o->conv, o->w,
+                                                      CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &nw, pw));
+    int f = choose(pf, nf, false, want), b = choose(pd, nd, true, want), w = choose(pw, nw, true, want);
+    if (f < 0 || b < 0 || w < 0)
+        return fu_fail("cuda backend", "%s: cuDNN offers no %s algorithm within %zu MiB of workspace", d->what,
+                       f < 0 ? "forward" : b < 0 ? "backward-data" : "backward-filter", WORKSPACE_CAP >> 20);
+    o->fwd = pf[f].algo, o->fwd_math = run_math(d, pf[f].mathType);
+    o->bwd_data = pd[b].algo, o->bwd_data_math = run_math(d, pd[b].mathType);
+    o->bwd_filter = pw[w].algo, o->bwd_filter_math = run_math(d, pw[w].mathType);
+    size_t need = pf[f].memory > pd[b].memory ? pf[f].memory : pd[b].memory;
+    if (pw[w].memory > need) need = pw[w].memory;
+    if (need > *ws) *ws = need;
+    return 0;
+}
+
+static int set_nhwc(cu_net *d, cudnnTensorDescriptor_t t, int n, const fu_op *op, cudnnDataType_t dt) {
+    DNN(cudnnSetTensor4dDescriptor(t, CUDNN_TENSOR_NHWC, dt, n, op->c, op->h, op->w));
+    return 0;
+}
+
+// The output shape cuDNN computes must be the op list's.
+static int check_out(cu_net *d, const fu_op *op, int n, const int got[4]) {
+    if (got[0] != n || got[1] != op->c || got[2] != op->h || got[3] != op->w)
+        return fu_fail("cuda backend", "%s: cuDNN computes an output of (%d, %d, %d, %d)", d->what, got[0], got[1],
+                       got[2], got[3]);
+    return 0;
+}
+
+static int setup_conv(cu_net *d, int i, int n, size_t *ws) {
+    const fu_op *op = &d->m->ops[i], *x = &d->m->ops[op->in[0]];
+    cu_op *o = &d->op[i];
+    int got[4];
+    if (set_nhwc(d, o->x, n, x, d->dt) < 0 || set_nhwc(d, o->y, n, op, d->dt) < 0) return -1;
+    DNN(cudnnSetFilter4dDescriptor(o->w, d->dt, CUDNN_TENSOR_NHWC, op->c, x->c, op->k, op->k));
+    // fp32 accumulation, also for half tensors
+    DNN(cudnnSetConvolution2dDescriptor(o->conv, op->pad, op->pad, op->stride, op->stride, op->dil, op->dil,
+                                        CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    DNN(cudnnGetConvolution2dForwardOutputDim(o->conv, o->x, o->w, &got[0], &got[1], &got[2], &got[3]));
+    if (check_out(d, op, n, got) < 0) return -1;
+    return pick_algorithms(d, o, ws);
+}
+
+static int setup_pool(cu_net *d, int i, int n) {
+    const fu_op *op = &d->m->ops[i], *x = &d->m->ops[op->in[0]];
+    cu_op *o = &d->op[i];
+    int got[4];
+    if (op->dil > 1) return fu_fail("cuda backend", "%s: dilated max pooling is not supported", d->what);
+    if (set_nhwc(d, o->x, n, x, CUDNN_DATA_FLOAT) < 0 || set_nhwc(d, o->y, n, op, CUDNN_DATA_FLOAT) < 0) return -1;
+    // Padding never wins, as in the reference (cuDNN's max pooling skips it).
+    DNN(cudnnSetPooling2dDescriptor(o->pool, CUDNN_POOLING_MAX_DETERMINISTIC, CUDNN_NOT_PROPAGATE_NAN, op->k, op->k,
+                                    op->pad, op->pad, op->stride, op->stride));
+    DNN(cudnnGetPooling2dForwardOutputDim(o->pool, o->x, &got[0], &got[1], &got[2], &got[3]));
+    return check_out(d, op, n, got);
+}
+
+// Descriptors and algorithms for n images (again when n changes: the last
+// batch of an epoch), and a workspace that fits them all.
+static int setup(cu_net *d, int n) {
+    size_t ws = 0;
+    for (int i = 0; i < d->m->n_ops; i++) {
+        fu_op_kind k = d->m->ops[i].kind;
+        describe(d, i, n, "set-up");
+        if (k == FU_OP_CONV && setup_conv(d, i, n, &ws) < 0) return -1;
+        if (k == FU_OP_MAXPOOL && setup_pool(d, i, n) < 0) return -1;
+    }
+    snprintf(d->what, sizeof d->what, "workspace of %zu bytes", ws);
+    if (ws > d->ws_size) {
+        CU(cudaFree(d->ws));
+        d->ws = NULL, d->ws_size = 0;
+        CU(cudaMalloc(&d->ws, ws));
+        d->ws_size = ws;
+    }
+    d->n = n;
+    return 0;
+}
+
+// ---- forward ---------------------------------------------------------------------
+
+// The reference's mask (ref_net.inc): 0 or 1/(1-p) per element in NCHW order,
+// all ones when dropout is off; uploaded into aux in NHWC.
+static int dropout_mask(cu_net *d, int i, int n, const fu_pass *pass, float *mask) {
+    const fu_op *op = &d->m->ops[i];
+    size_t len = fu_op_numel(d->m, i, n);
+    bool drop = pass->train && pass->dropout && op->p > 0;
+    fu_rng rng = fu_rng_make(pass->seed, pass->step, (uint64_t)i);
+    float keep = (float)(1 / (1 - (double)op->p));
+    for (size_t j = 0; j < len; j++) d->mask[j] = !drop ? 1 : fu_rng_uniform(&rng) < op->p ? 0 : keep;
+    CU(cudaMemcpy(d->stage, d->mask, len * sizeof(float), cudaMemcpyHostToDevice));
+    cu_nchw_to_nhwc((size_t)n, op->c, op->h * op->w, d->stage, mask);
+    return 0;
+}
+
+static int linear_fwd(cu_net *d, const fu_op *op, int n, const float *x, float *y) {
+    int in = d->m->ops[op->in[0]].c;
+    // Row-major y (n, out) = x (n, in) W^T is column-major y^T = W x^T, with
+    // W (out, in) row-major being column-major W^T: transpose it.
+    BLAS(cublasSgemm(d->blas, CUBLAS_OP_T, CUBLAS_OP_N, op->c, n, in, &ONE, d->params + op->weight, in, x, in, &ZERO,
+                     y, op->c));
+    if (op->bias_off >= 0) cu_bias_fwd(n, op->c, d->params + op->bias_off, y);
+    return 0;
+}
+
+// This conv's OHWI weight, and its gradient, in the wt/dwt arenas.
+static void *wt_of(cu_net *d, const cu_op *o) { return (char *)d->wt + o->wt * d->es; }
+static void *dwt_of(cu_net *d, const cu_op *o) { return (char *)d->dwt + o->wt * d->es; }
+
+static int conv_fwd(cu_net *d, int i, int n, const float *x, float *y) {
+    const fu_op *op = &d->m->ops[i];
+    const fu_op *src = &d->m->ops[op->in[0]];
+    cu_op *o = &d->op[i];
+    const void *in = x;
+    void *out = y;
+    int kk = op->k * op->k;
+    if (d->amp == FU_AMP_OFF) {
+        cu_nchw_to_nhwc((size_t)op->c, src->c, kk, d->params + op->weight, (float *)wt_of(d, o));
+    } else {
+        cu_weight_to_half(d->bf16, op->c, src->c, kk, d->params + op->weight, wt_of(d, o));
+        cu_to_half(d->bf16, fu_op_numel(d->m, op->in[0], n), x, d->hx);
+        in = d->hx, out = d->hy;
+    }
+    DNN(cudnnSetConvolutionMathType(o->conv, o->fwd_math));
+    DNN(cudnnConvolutionForward(d->dnn, &ONE, o->x, in, o->w, wt_of(d, o), o->conv, o->fwd, d->ws, d->ws_size, &ZERO,
+                                o->y, out));
+    if (d->amp != FU_AMP_OFF) cu_from_half(d->bf16, fu_op_numel(d->m, i, n), d->hy, y, false);
+    return 0;
+}
+
+static int op_fwd(cu_net *d, int i, int n, int64_t *counts, const float *x, const fu_pass *pass) {
+    const fu_model *m = d->m;
+    const fu_op *op = &m->ops[i];
+    float *y = act(d, i);
+    const float *in = op->n_in ? act(d, op->in[0]) : NULL;
+    const float *w = op->weight >= 0 ? d->params + op->weight : NULL;
+    const float *b = op->bias_off >= 0 ? d->params + op->bias_off : NULL;
+    float *aux = d->aux + d->plan.aux[i];
+    size_t len = fu_op_numel(m, i, n), rows = (size_t)n * op->h * op->w;
+    switch (op->kind) {
+    case FU_OP_INPUT:
+        CU(cudaMemcpy(d->stage, x, len * sizeof(float), cudaMemcpyHostToDevice));
+        cu_nchw_to_nhwc((size_t)n, op->c, op->h * op->w, d->stage, y);
+        break;
+    case FU_OP_CONV: return conv_fwd(d, i, n, in, y);
+    case FU_OP_BN:
+        if (pass->train) {
+            cu_bn_train_fwd(rows, op->c, in, w, b, y, aux, aux + op->c, d->state + op->mean, d->state + op->var,
+                            FU_BN_EPS, FU_BN_MOMENTUM, d->part, d->coef);
+            counts[op->count]++;
+        } else {
+            cu_bn_eval_fwd(rows, op->c, in, w, b, d->state + op->mean, d->state + op->var, y, FU_BN_EPS, d->coef);
+        }
+        break;
+    case FU_OP_RELU: cu_relu_fwd(len, in, y); break;
+    case FU_OP_MAXPOOL:
+        DNN(cudnnPoolingForward(d->dnn, d->op[i].pool, &ONE, d->op[i].x, in, &ZERO, d->op[i].y, y));
+        break;
+    case FU_OP_GAP: {
+        const fu_op *src = &m->ops[op->in[0]];
+        cu_gap_fwd(n, src->h * src->w, src->c, in, y);
+        break;
+    }
+    case FU_OP_LINEAR: return linear_fwd(d, op, n, in, y);
+    case FU_OP_SIGMOID: cu_sigmoid_fwd(len, in, y); break;
+    case FU_OP_SCALE: cu_scale_fwd(n, op->h * op->w, op->c, in, act(d, op->in[1]), y); break;
+    case FU_OP_ADD: cu_add_fwd(len, in, act(d, op->in[1]), y); break;
+    case FU_OP_CONCAT:
+        for (int p = 0, off = 0; p < op->n_in; off += m->ops[op->in[p]].c, p++)
+            cu_concat_fwd(rows, m->ops[op->in[p]].c, op->c, off, act(d, op->in[p]), y);
+        break;
+    case FU_OP_DROPOUT:
+        if (dropout_mask(d, i, n, pass, aux) < 0) return -1;
+        cu_mul_fwd(len, in, aux, y);
+        break;
+    case FU_OP_XENT: break; // on the host, from the logits (cu_forward)
+    }
+    return 0;
+}
+
+// After each op: a launch error now, an asynchronous one too with FU_CUDA_SYNC.
+static int op_done(cu_net *d) {
+    CU(cudaGetLastError());
+    if (d->sync) CU(cudaDeviceSynchronize());
+    return 0;
+}
+
+static int check_inputs(const fu_backend *b, int n, const int *labels, const float *class_w, const fu_pass *pass) {
+    const fu_model *m = b->m;
+    if (n < 1 || n > b->batch) return fu_fail("model", "a batch of %d images, planned for 1..%d", n, b->batch);
+    if (pass->train && (!labels || !class_w)) return fu_fail("model", "training needs labels and class weights");
+    if (pass->train && n < 2)
+        return fu_fail("model", "training needs a batch of at least 2 (BatchNorm1d uses batch statistics)");
+    if (labels)
+        for (int i = 0; i < n; i++)
+            if (labels[i] < 0 || labels[i] >= m->classes)
+                return fu_fail("model", "label %d of image %d is outside 0..%d", labels[i], i, m->classes - 1);
+    if (pass->train && b->dist && b->dist->sum)
+        return fu_fail("cuda backend", "synchronised BatchNorm (data parallel) is not implemented yet");
+    return 0;
+}
+
+static int cu_forward(fu_backend *b, int n, const float *params, float *state, int64_t *counts, const float *x,
+                      const int *labels, const float *class_w, const fu_pass *pass, float *loss) {
+    cu_net *d = (cu_net *)b->impl;
+    const fu_model *m = d->m;
+    d->ready = false;
+    if (check_inputs(b, n, labels, class_w, pass) < 0) return -1;
+    if (n != d->n && setup(d, n) < 0) return -1;
+    snprintf(d->what, sizeof d->what, "uploading parameters and BatchNorm state");
+    CU(cudaMemcpy(d->params, params, m->n_params * sizeof(float), cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(d->state, state, m->n_state * sizeof(float), cudaMemcpyHostToDevice));
+    for (int i = 0; i < m->n_ops; i++) {
+        describe(d, i, n, "forward");
+        if (op_fwd(d, i, n, counts, x, pass) < 0 || op_done(d) < 0) return -1;
+    }
+    int k = m->classes, out = m->ops[m->n_ops - 1].in[0];
+    snprintf(d->what, sizeof d->what, "forward (downloading the logits)");
+    CU(cudaMemcpy(d->logits, act(d, out), (size_t)n * k * sizeof(float), cudaMemcpyDeviceToHost));
+    if (pass->train) CU(cudaMemcpy(state, d->state, m->n_state * sizeof(float), cudaMemcpyDeviceToHost));
+    if (labels) {
+        float l = fu_ref_xent_fwd_f32(n, k, d->logits, labels, class_w, d->prob);
+        if (loss) *loss = l;
+    }
+    if (pass->train) {
+        memcpy(d->labels, labels, (size_t)n * sizeof *labels);
+        memcpy(d->class_w, class_w, (size_t)k * sizeof *class_w);
+        d->ready = true;
+    }
+    return 0;
+}
+
+static const float *cu_logits(fu_backend *b) { return ((cu_net *)b->impl)->logits; }
+
+// ---- backward ----------------------------------------------------------------------
+
+static int linear_bwd(cu_net *d, const fu_op *op, int n, const float *x, const float *dy, float *dx) {
+    int in = d->m->ops[op->in[0]].c, out = op->c;
+    // dW (out, in) += dy^T x: column-major dW^T (in, out) = x^T (in, n) dy (n, out).
+    BLAS(cublasSgemm(d->blas, CUBLAS_OP_N, CUBLAS_OP_T, in, out, n, &ONE, x, in, dy, out, &ONE, d->grads + op->weight,
+                     in));
+    if (op->bias_off >= 0) cu_bias_bwd(n, out, dy, d->grads + op->bias_off);
+    // dx (n, in) += dy W: column-major dx^T (in, n) = W^T (in, out) dy^T (out, n).
+    if (dx)
+        BLAS(cublasSgemm(d->blas, CUBLAS_OP_N, CUBLAS_OP_N, in, n, out, &ONE, d->params + op->weight, in, dy, out,
+                         &ONE, dx, in));
+    return 0;
+}
+
+// fp32: dx accumulates in place (beta = 1). amp: dy goes to half in hy; the
+// half dx (in hx) is added to the fp32 dx; then hx is reused for x in half.
+static int conv_bwd(cu_net *d, int i, int n, const float *x, const float *dy, float *dx) {
+    const fu_op *op = &d->m->ops[i];
+    const fu_op *src = &d->m->ops[op->in[0]];
+    cu_op *o = &d->op[i];
+    bool amp = d->amp != FU_AMP_OFF;
+    size_t in_len = fu_op_numel(d->m, op->in[0], n);
+    const void *in = x, *g = dy;
+    if (amp) {
+        cu_to_half(d->bf16, fu_op_numel(d->m, i, n), dy, d->hy);
+        g = d->hy;
+    }
+    if (dx) {
+        DNN(cudnnSetConvolutionMathType(o->conv, o->bwd_data_math));
+        DNN(cudnnConvolutionBackwardData(d->dnn, &ONE, o->w, wt_of(d, o), o->y, g, o->conv, o->bwd_data, d->ws,
+                                         d->ws_size, amp ? &ZERO : &ONE, o->x, amp ? d->hx : (void *)dx));
+        if (amp) cu_from_half(d->bf16, in_len, d->hx, dx, true);
+    }
+    if (amp) {
+        cu_to_half(d->bf16, in_len, x, d->hx);
+        in = d->hx;
+    }
+    DNN(cudnnSetConvolutionMathType(o->conv, o->bwd_filter_math));
+    DNN(cudnnConvolutionBackwardFilter(d->dnn, &ONE, o->x, in, o->y, g, o->conv, o->bwd_filter, d->ws, d->ws_size,
+                                       &ZERO, o->w, dwt_of(d, o)));
+    // Each weight is used once, so its gradient is written, not added.
+    int kk = op->k * op->k;
+    if (amp) cu_weight_from_half(d->bf16, op->c, src->c, kk, dwt_of(d, o), d->grads + op->weight);
+    else cu_nhwc_to_nchw((size_t)op->c, src->c, kk, (const float *)dwt_of(d, o), d->grads + op->weight);
+    return 0;
+}
+
+static int op_bwd(cu_net *d, int i, int n) {
+    const fu_model *m = d->m;
+    const fu_op *op = &m->ops[i];
+    const float *y = act(d, i), *dy = dact(d, i), *in = act(d, op->in[0]);
+    float *din = op->in[0] > 0 ? dact(d, op->in[0]) : NULL; // the image needs no gradient
+    const float *aux = d->aux + d->plan.aux[i];
+    size_t len = fu_op_numel(m, i, n), rows = (size_t)n * op->h * op->w;
+    switch (op->kind) {
+    case FU_OP_INPUT: case FU_OP_XENT: break; // the loss's gradient came from the host
+    case FU_OP_CONV: return conv_bwd(d, i, n, in, dy, din);
+    case FU_OP_BN:
+        cu_bn_bwd(rows, op->c, in, d->params + op->weight, aux, aux + op->c, dy, din, d->grads + op->weight,
+                  d->grads + op->bias_off, d->part, d->coef);
+        break;
+    case FU_OP_RELU: cu_relu_bwd(len, y, dy, din); break;
+    case FU_OP_MAXPOOL:
+        if (din)
+            DNN(cudnnPoolingBackward(d->dnn, d->op[i].pool, &ONE, d->op[i].y, y, d->op[i].y, dy, d->op[i].x, in, &ONE,
+                                     d->op[i].x, din));
+        break;
+    case FU_OP_GAP: {
+        const fu_op *src = &m->ops[op->in[0]];
+        cu_gap_bwd(n, src->h * src->w, src->c, dy, din);
+        break;
+    }
+    case FU_OP_LINEAR: return linear_bwd(d, op, n, in, dy, din);
+    case FU_OP_SIGMOID: cu_sigmoid_bwd(len, y, dy, din); break;
+    case FU_OP_SCALE:
+        cu_scale_bwd(n, op->h * op->w, op->c, in, act(d, op->in[1]), dy, din, dact(d, op->in[1]));
+        break;
+    case FU_OP_ADD: cu_add_bwd(len, dy, din, dact(d, op->in[1])); break;
+    case FU_OP_CONCAT:
+        for (int p = 0, off = 0; p < op->n_in; off += m->ops[op->in[p]].c, p++)
+            cu_concat_bwd(rows, m->ops[op->in[p]].c, op->c, off, dy, op->in[p] > 0 ? dact(d, op->in[p]) : NULL);
+        break;
+    case FU_OP_DROPOUT: cu_mul_bwd(len, aux, dy, din); break;
+    }
+    return 0;
+}
+
+// One backward pass into d->grads with the loss gradient times `scale`.
+static int backward_pass(cu_net *d, float scale) {
+    const fu_model *m = d->m;
+    int n = d->n, k = m->classes, out = m->ops[m->n_ops - 1].in[0];
+    snprintf(d->what, sizeof d->what, "backward (clearing gradients, uploading the loss gradient)");
+    CU(cudaMemset(d->grads, 0, m->n_params * sizeof(float)));
+    CU(cudaMemset(d->dact, 0, d->plan.act_size * sizeof(float)));
+    memset(d->dlogits, 0, (size_t)n * k * sizeof(float));
+    fu_ref_xent_bwd_f32(n, k, d->prob, d->labels, d->class_w, scale, d->dlogits);
+    CU(cudaMemcpy(dact(d, out), d->dlogits, (size_t)n * k * sizeof(float), cudaMemcpyHostToDevice));
+    for (int i = m->n_ops - 1; i > 0; i--) {
+        describe(d, i, n, "backward");
+        if (op_bwd(d, i, n) < 0 || op_done(d) < 0) return -1;
+    }
+    return 0;
+}
+
+// fp16 loss scaling: the gradients divided by the scale; *overflow where one
+// of them is inf or NaN.
+static int unscale(cu_net *d, bool *overflow) {
+    int flag = 0;
+    snprintf(d->what, sizeof d->what, "backward (unscaling fp16 gradients by %g)", d->loss_scale);
+    CU(cudaMemset(d->nonfinite, 0, sizeof(int)));
+    cu_unscale(d->m->n_params, d->grads, 1 / d->loss_scale, d->nonfinite);
+    CU(cudaMemcpy(&flag, d->nonfinite, sizeof flag, cudaMemcpyDeviceToHost));
+    *overflow = flag != 0;
+    return 0;
+}
+
+enum { SCALE_GROWTH_STEPS = 2000 }; // clean fp16 steps before the loss scale doubles (GradScaler's)
+
+static int cu_backward(fu_backend *b, const float *params, float *grads) {
+    cu_net *d = (cu_net *)b->impl;
+    if (!d->ready) return fu_fail("model", "backward needs a training forward with labels first");
+    for (;;) {
+        bool overflow = false;
+        if (backward_pass(d, d->loss_scale) < 0) return -1;
+        if (d->amp != FU_AMP_FP16) break;
+        if (unscale(d, &overflow) < 0) return -1;
+        if (!overflow) {
+            if (++d->clean_steps == SCALE_GROWTH_STEPS) d->loss_scale *= 2, d->clean_steps = 0;
+            break;
+        }
+        d->clean_steps = 0;
+        // Non-finite even unscaled: the gradient itself is, and the caller says so.
+        if (d->loss_scale <= 1) break;
+        d->loss_scale /= 2; // and again, on the activations the forward left
+    }
+    snprintf(d->what, sizeof d->what, "backward (downloading the gradients)");
+    CU(cudaMemcpy(grads, d->grads, d->m->n_params * sizeof(float), cudaMemcpyDeviceToHost));
+    d->ready = false;
+    return 0;
+}
+
+// ---- create and destroy -----------------------------------------------------------
+
+static void cu_destroy(fu_backend *b) {
+    cu_net *d = (cu_net *)b->impl;
+    if (d) {
+        for (int i = 0; d->op && i < d->m->n_ops; i++) {
+            cu_op *o = &d->op[i];
+            if (o->x) cudnnDestroyTensorDescriptor(o->x);
+            if (o->y) cudnnDestroyTensorDescriptor(o->y);
+            if (o->w) cudnnDestroyFilterDescriptor(o->w);
+            if (o->conv) cudnnDestroyConvolutionDescriptor(o->conv);
+            if (o->pool) cudnnDestroyPoolingDescriptor(o->pool);
+        }
+        void *dev[] = {d->params, d->grads, d->state, d->wt, d->dwt, d->act, d->dact, d->aux, d->stage, d->part,
+                       d->coef, d->ws, d->hx, d->hy, d->nonfinite};
+        for (size_t j = 0; j < sizeof dev / sizeof *dev; j++) cudaFree(dev[j]);
+        if (d->dnn) cudnnDestroy(d->dnn);
+        if (d->blas) cublasDestroy(d->blas);
+        fu_plan_free(&d->plan);
+        free(d->op), free(d->logits), free(d->prob), free(d->dlogits), free(d->mask), free(d->labels),
+            free(d->class_w);
+        free(d);
+    }
+    free(b);
+}
+
+static int dev_alloc(cu_net *d, void *p, size_t bytes) {
+    CU(cudaMalloc((void **)p, bytes ? bytes : 1));
+    return 0;
+}
+
+// Sizes of the scratch buffers from the op list at the planned batch.
+static void plan_scratch(cu_net *d) {
+    const fu_model *m = d->m;
+    d->stage_size = (size_t)d->batch * 3 * m->height * m->width;
+    for (int i = 0; i < m->n_ops; i++) {
+        const fu_op *op = &m->ops[i];
+        size_t rows = (size_t)d->batch * op->h * op->w;
+        if (op->kind == FU_OP_CONV) {
+            d->op[i].wt = (d->wt_size + 63) & ~(size_t)63; // 128-byte aligned in half, as tensor cores like
+            d->wt_size = d->op[i].wt + (size_t)op->c * m->ops[op->in[0]].c * op->k * op->k;
+            size_t in = fu_op_numel(m, op->in[0], d->batch), out = fu_op_numel(m, i, d->batch);
+            if (in > d->hx_size) d->hx_size = in;
+            if (out > d->hy_size) d->hy_size = out;
+        } else if (op->kind == FU_OP_BN) {
+            size_t part = cu_bn_part_size(rows, op->c);
+            if (part > d->part_size) d->part_size = part;
+            if (3 * (size_t)op->c > d->coef_size) d->coef_size = 3 * (size_t)op->c;
+        } else if (op->kind == FU_OP_DROPOUT && fu_op_numel(m, i, d->batch) > d->stage_size) {
+            d->stage_size = fu_op_numel(m, i, d->batch);
+        }
+    }
+}
+
+static int create_descriptors(cu_net *d) {
+    snprintf(d->what, sizeof d->what, "creating cuDNN descriptors");
+    for (int i = 0; i < d->m->n_ops; i++) {
+        fu_op_kind k = d->m->ops[i].kind;
+        cu_op *o = &d->op[i];
+        if (k != FU_OP_CONV && k != FU_OP_MAXPOOL) continue;
+        DNN(cudnnCreateTensorDescriptor(&o->x));
+        DNN(cudnnCreateTensorDescriptor(&o->y));
+        if (k == FU_OP_MAXPOOL) {
+            DNN(cudnnCreatePoolingDescriptor(&o->pool));
+            continue;
+        }
+        DNN(cudnnCreateFilterDescriptor(&o->w));
+        DNN(cudnnCreateConvolutionDescriptor(&o->conv));
+    }
+    return 0;
+}
+
+static int create(cu_net *d, fu_backend *b) {
+    const fu_model *m = d->m;
+    size_t k = (size_t)m->classes, nb = (size_t)d->batch;
+    if (fu_model_plan(m, d->batch, &d->plan) < 0) return -1;
+    d->op = (cu_op *)fu_calloc((size_t)m->n_ops, sizeof *d->op);
+    d->logits = (float *)fu_malloc(nb * k * sizeof(float));
+    d->prob = (float *)fu_malloc(nb * k * sizeof(float));
+    d->dlogits = (float *)fu_malloc(nb * k * sizeof(float));
+    d->labels = (int *)fu_malloc(nb * sizeof(int));
+    d->class_w = (float *)fu_malloc(k * sizeof(float));
+    if (!d->op || !d->logits || !d->prob || !d->dlogits || !d->labels || !d->class_w) return -1;
+    plan_scratch(d);
+    d->mask = (float *)fu_malloc(d->stage_size * sizeof(float));
+    if (!d->mask) return -1;
+    snprintf(d->what, sizeof d->what, "creating the cuDNN and cuBLAS handles");
+    DNN(cudnnCreate(&d->dnn));
+    BLAS(cublasCreate(&d->blas));
+    // fp32 GEMMs stay fp32 (no TF32), as the convolutions.
+    BLAS(cublasSetMathMode(d->blas, CUBLAS_PEDANTIC_MATH));
+    size_t f = sizeof(float), act = d->plan.act_size, es = d->es;
+    bool amp = d->amp != FU_AMP_OFF;
+    if (!amp) d->hx_size = d->hy_size = 0;
+    snprintf(d->what, sizeof d->what, "allocating device memory for a batch of %d", d->batch);
+    if (dev_alloc(d, &d->params, m->n_params * f) < 0 || dev_alloc(d, &d->grads, m->n_params * f) < 0 ||
+        dev_alloc(d, &d->state, m->n_state * f) < 0 || dev_alloc(d, &d->wt, d->wt_size * es) < 0 ||
+        dev_alloc(d, &d->dwt, d->wt_size * es) < 0 || dev_alloc(d, &d->act, act * f) < 0 ||
+        dev_alloc(d, &d->dact, act * f) < 0 || dev_alloc(d, &d->aux, d->plan.aux_size * f) < 0 ||
+        dev_alloc(d, &d->stage, d->stage_size * f) < 0 || dev_alloc(d, &d->part, d->part_size * sizeof(double)) < 0 ||
+        dev_alloc(d, &d->coef, d->coef_size * f) < 0 || dev_alloc(d, &d->hx, d->hx_size * es) < 0 ||
+        dev_alloc(d, &d->hy, d->hy_size * es) < 0 || dev_alloc(d, &d->nonfinite, sizeof(int)) < 0)
+        return -1;
+    if (create_descriptors(d) < 0 || setup(d, d->batch) < 0) return -1;
+    b->act_bytes = (2 * act + d->plan.aux_size + d->stage_size + d->coef_size) * f +
+                   (2 * d->wt_size + d->hx_size + d->hy_size) * es + d->part_size * sizeof(double) + d->ws_size;
+    return 0;
+}
+
+int fu_cuda_device_count(char *why, size_t why_size) {
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess) count = 0;
+    if (!count && why) snprintf(why, why_size, "%s", e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+    return count;
+}
+
+int fu_cuda_device_name(char *out, size_t size) {
+    int dev = 0, rt = 0;
+    cudaDeviceProp p;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&p, dev) != cudaSuccess ||
+        cudaRuntimeGetVersion(&rt) != cudaSuccess)
+        return -1;
+    size_t v = cudnnGetVersion(); // major * 10000 + minor * 100 + patch since cuDNN 9
+    snprintf(out, size, "%s (sm_%d%d, %d SMs, %.0f GiB; CUDA runtime %d.%d, cuDNN %zu.%zu.%zu)", p.name, p.major,
+             p.minor, p.multiProcessorCount, p.totalGlobalMem / 1073741824.0, rt / 1000, rt % 1000 / 10, v / 10000,
+             v / 100 % 100, v % 100);
+    return 0;
+}
+
+int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backend **out) {
+    *out = NULL;
+    char why[160];
+    if (!fu_cuda_device_count(why, sizeof why)) return fu_fail("cuda backend", "no CUDA device: %s", why);
+    fu_backend *b = (fu_backend *)fu_calloc(1, sizeof *b);
+    cu_net *d = (cu_net *)fu_calloc(1, sizeof *d);
+    if (!b || !d) {
+        free(b), free(d);
+        return -1;
+    }
+    d->m = m;
+    d->batch = o->batch;
+    d->amp = o->amp;
+    d->bf16 = o->amp == FU_AMP_BF16;
+    d->dt = o->amp == FU_AMP_OFF ? CUDNN_DATA_FLOAT : d->bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF;
+    d->es = o->amp == FU_AMP_OFF ? sizeof(float) : 2;
+    d->loss_scale = o->amp == FU_AMP_FP16 ? 65536 : 1; // 2^16, GradScaler's start
+    const char *sync = getenv("FU_CUDA_SYNC");
+    d->sync = sync && *sync && strcmp(sync, "0") != 0;
+    b->name = "cuda", b->m = m, b->batch = o->batch, b->amp = o->amp, b->impl = d;
+    b->forward = cu_forward, b->logits = cu_logits, b->backward = cu_backward, b->destroy = cu_destroy;
+    if (create(d, b) < 0) {
+        cu_destroy(b);
+        return -1;
+    }
+    *out = b;
+    return 0;
+}

@@ -1,0 +1,401 @@
+// Kernels of the cuda backend (cuda_ops.h): element-wise ops with grid-stride
+// loops, per-(image, channel) loops for SE scale and global pooling, and
+// BatchNorm as a two-level reduction (per-block partial sums in double, then
+// one thread per channel adds the blocks' partials in order: deterministic,
+// no atomics).
+#include "cuda/cuda_ops.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+static const int THREADS = 256;
+static const size_t MAX_BLOCKS = 65535;
+
+static unsigned blocks_for(size_t n) {
+    size_t b = (n + THREADS - 1) / THREADS;
+    return (unsigned)(b < 1 ? 1 : b > MAX_BLOCKS ? MAX_BLOCKS : b);
+}
+
+#define FOR_EACH(i, n) for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
+
+// ---- layout -----------------------------------------------------------------
+
+__global__ void k_nchw_to_nhwc(size_t n, int c, int hw, const float *x, float *y) {
+    FOR_EACH(o, n * c * hw) { // o indexes y (n, hw, c)
+        size_t ch = o % c, rest = o / c, p = rest % hw, img = rest / hw;
+        y[o] = x[(img * c + ch) * hw + p];
+    }
+}
+
+__global__ void k_nhwc_to_nchw(size_t n, int c, int hw, const float *x, float *y) {
+    FOR_EACH(o, n * c * hw) { // o indexes y (n, c, hw)
+        size_t p = o % hw, rest = o / hw, ch = rest % c, img = rest / c;
+        y[o] = x[(img * hw + p) * c + ch];
+    }
+}
+
+void cu_nchw_to_nhwc(size_t n, int c, int hw, const float *x, float *y) {
+    k_nchw_to_nhwc<<<blocks_for(n * c * hw), THREADS>>>(n, c, hw, x, y);
+}
+
+void cu_nhwc_to_nchw(size_t n, int c, int hw, const float *x, float *y) {
+    k_nhwc_to_nchw<<<blocks_for(n * c * hw), THREADS>>>(n, c, hw, x, y);
+}
+
+// ---- element-wise -------------------------------------------------------------
+
+__global__ void k_relu_fwd(size_t n, const float *x, float *y) {
+    FOR_EACH(i, n) y[i] = x[i] > 0 ? x[i] : 0;
+}
+__global__ void k_relu_bwd(size_t n, const float *y, const float *dy, float *dx) {
+    FOR_EACH(i, n) dx[i] += y[i] > 0 ? dy[i] : 0;
+}
+__global__ void k_sigmoid_fwd(size_t n, const float *x, float *y) {
+    FOR_EACH(i, n) y[i] = (float)(1 / (1 + exp(-(double)x[i])));
+}
+__global__ void k_sigmoid_bwd(size_t n, const float *y, const float *dy, float *dx) {
+    FOR_EACH(i, n) dx[i] += dy[i] * y[i] * (1 - y[i]);
+}
+__global__ void k_add_fwd(size_t n, const float *a, const float *b, float *y) {
+    FOR_EACH(i, n) y[i] = a[i] + b[i];
+}
+__global__ void k_acc(size_t n, const float *dy, float *dx) {
+    FOR_EACH(i, n) dx[i] += dy[i];
+}
+__global__ void k_mul_fwd(size_t n, const float *x, const float *mask, float *y) {
+    FOR_EACH(i, n) y[i] = x[i] * mask[i];
+}
+__global__ void k_mul_bwd(size_t n, const float *mask, const float *dy, float *dx) {
+    FOR_EACH(i, n) dx[i] += dy[i] * mask[i];
+}
+
+void cu_relu_fwd(size_t n, const float *x, float *y) { k_relu_fwd<<<blocks_for(n), THREADS>>>(n, x, y); }
+void cu_relu_bwd(size_t n, const float *y, const float *dy, float *dx) {
+    if (dx) k_relu_bwd<<<blocks_for(n), THREADS>>>(n, y, dy, dx);
+}
+void cu_sigmoid_fwd(size_t n, const float *x, float *y) { k_sigmoid_fwd<<<blocks_for(n), THREADS>>>(n, x, y); }
+void cu_sigmoid_bwd(size_t n, const float *y, const float *dy, float *dx) {
+    if (dx) k_sigmoid_bwd<<<blocks_for(n), THREADS>>>(n, y, dy, dx);
+}
+void cu_add_fwd(size_t n, const float *a, const float *b, float *y) {
+    k_add_fwd<<<blocks_for(n), THREADS>>>(n, a, b, y);
+}
+void cu_add_bwd(size_t n, const float *dy, float *da, float *db) {
+    if (da) k_acc<<<blocks_for(n), THREADS>>>(n, dy, da);
+    if (db) k_acc<<<blocks_for(n), THREADS>>>(n, dy, db);
+}
+void cu_mul_fwd(size_t n, const float *x, const float *mask, float *y) {
+    k_mul_fwd<<<blocks_for(n), THREADS>>>(n, x, mask, y);
+}
+void cu_mul_bwd(size_t n, const float *mask, const float *dy, float *dx) {
+    if (dx) k_mul_bwd<<<blocks_for(n), THREADS>>>(n, mask, dy, dx);
+}
+
+// ---- per (image, channel) -------------------------------------------------------
+// One thread per (image, channel), looping over the image's positions: the
+// threads of a warp read neighbouring channels, i.e. consecutive addresses.
+
+__global__ void k_scale_fwd(int n, int hw, int c, const float *x, const float *s, float *y) {
+    FOR_EACH(o, (size_t)n * hw * c) {
+        size_t ch = o % c, img = o / ((size_t)hw * c);
+        y[o] = x[o] * s[img * c + ch];
+    }
+}
+
+__global__ void k_scale_bwd_x(int n, int hw, int c, const float *s, const float *dy, float *dx) {
+    FOR_EACH(o, (size_t)n * hw * c) {
+        size_t ch = o % c, img = o / ((size_t)hw * c);
+        dx[o] += dy[o] * s[img * c + ch];
+    }
+}
+
+__global__ void k_scale_bwd_s(int n, int hw, int c, const float *x, const float *dy, float *ds) {
+    FOR_EACH(nc, (size_t)n * c) {
+        size_t ch = nc % c, img = nc / c;
+        const float *xi = x + img * hw * c + ch, *dyi = dy + img * hw * c + ch; // stride c
+        double acc = 0;
+        for (int p = 0; p < hw; p++) acc += (double)dyi[(size_t)p * c] * xi[(size_t)p * c];
+        ds[nc] += (float)acc;
+    }
+}
+
+void cu_scale_fwd(int n, int hw, int c, const float *x, const float *s, float *y) {
+    k_scale_fwd<<<blocks_for((size_t)n * hw * c), THREADS>>>(n, hw, c, x, s, y);
+}
+
+void cu_scale_bwd(int n, int hw, int c, const float *x, const float *s, const float *dy, float *dx, float *ds) {
+    if (dx) k_scale_bwd_x<<<blocks_for((size_t)n * hw * c), THREADS>>>(n, hw, c, s, dy, dx);
+    if (ds) k_scale_bwd_s<<<blocks_for((size_t)n * c), THREADS>>>(n, hw, c, x, dy, ds);
+}
+
+__global__ void k_gap_fwd(int n, int hw, int c, const float *x, float *y) {
+    FOR_EACH(nc, (size_t)n * c) {
+        size_t ch = nc % c, img = nc / c;
+        const float *xi = x + img * hw * c + ch;
+        double sum = 0;
+        for (int p = 0; p < hw; p++) sum += xi[(size_t)p * c];
+        y[nc] = (float)(sum / hw);
+    }
+}
+
+__global__ void k_gap_bwd(int n, int hw, int c, const float *dy, float *dx) {
+    FOR_EACH(o, (size_t)n * hw * c) {
+        size_t ch = o % c, img = o / ((size_t)hw * c);
+        dx[o] += dy[img * c + ch] / (float)hw;
+    }
+}
+
+void cu_gap_fwd(int n, int hw, int c, const float *x, float *y) {
+    k_gap_fwd<<<blocks_for((size_t)n * c), THREADS>>>(n, hw, c, x, y);
+}
+
+void cu_gap_bwd(int n, int hw, int c, const float *dy, float *dx) {
+    if (dx) k_gap_bwd<<<blocks_for((size_t)n * hw * c), THREADS>>>(n, hw, c, dy, dx);
+}
+
+__global__ void k_concat_fwd(size_t rows, int c, int ctot, int off, const float *x, float *y) {
+    FOR_EACH(i, rows * c) y[(i / c) * ctot + off + i % c] = x[i];
+}
+
+__global__ void k_concat_bwd(size_t rows, int c, int ctot, int off, const float *dy, float *dx) {
+    FOR_EACH(i, rows * c) dx[i] += dy[(i / c) * ctot + off + i % c];
+}
+
+void cu_concat_fwd(size_t rows, int c, int ctot, int off, const float *x, float *y) {
+    k_concat_fwd<<<blocks_for(rows * c), THREADS>>>(rows, c, ctot, off, x, y);
+}
+
+void cu_concat_bwd(size_t rows, int c, int ctot, int off, const float *dy, float *dx) {
+    if (dx) k_concat_bwd<<<blocks_for(rows * c), THREADS>>>(rows, c, ctot, off, dy, dx);
+}
+
+__global__ void k_bias_fwd(int n, int c, const float *b, float *y) {
+    FOR_EACH(i, (size_t)n * c) y[i] += b[i % c];
+}
+
+__global__ void k_bias_bwd(int n, int c, const float *dy, float *db) {
+    FOR_EACH(ch, (size_t)c) {
+        double acc = 0;
+        for (int i = 0; i < n; i++) acc += dy[(size_t)i * c + ch];
+        db[ch] += (float)acc;
+    }
+}
+
+void cu_bias_fwd(int n, int c, const float *b, float *y) { k_bias_fwd<<<blocks_for((size_t)n * c), THREADS>>>(n, c, b, y); }
+void cu_bias_bwd(int n, int c, const float *dy, float *db) { k_bias_bwd<<<blocks_for((size_t)c), THREADS>>>(n, c, dy, db); }
+
+// ---- BatchNorm -----------------------------------------------------------------
+// Pass 1: a grid of (channel groups of 32) x (row splits); each block sums its
+// rows for 32 channels (threadIdx.x: channel, threadIdx.y: every 8th row), then
+// adds its 8 partial rows in order and writes part[split] = (sum a, sum b) per
+// channel. Pass 2 (one thread per channel) adds the splits in order.
+
+enum { BN_X = 32, BN_Y = 8 };
+static const size_t BN_ROWS_PER_SPLIT = 256, BN_MAX_SPLITS = 1024;
+
+static int bn_splits(size_t rows) {
+    size_t s = (rows + BN_ROWS_PER_SPLIT - 1) / BN_ROWS_PER_SPLIT;
+    return (int)(s < 1 ? 1 : s > BN_MAX_SPLITS ? BN_MAX_SPLITS : s);
+}
+
+size_t cu_bn_part_size(size_t rows, int c) { return (size_t)bn_splits(rows) * 2 * c; }
+
+// stats: (x, x^2); else (dy, dy * xhat) with xhat = (x - mean) invstd.
+__global__ void k_bn_partial(size_t rows, int c, int splits, bool stats, const float *x, const float *dy,
+                             const float *mean, const float *invstd, double *part) {
+    __shared__ double sa[BN_Y][BN_X], sb[BN_Y][BN_X];
+    int ch = blockIdx.x * BN_X + threadIdx.x, split = blockIdx.y;
+    size_t per = (rows + splits - 1) / splits, r0 = split * per, r1 = r0 + per < rows ? r0 + per : rows;
+    double a = 0, b = 0;
+    if (ch < c) {
+        double mu = stats ? 0 : mean[ch], is = stats ? 0 : invstd[ch];
+        for (size_t r = r0 + threadIdx.y; r < r1; r += BN_Y) {
+            double v = x[r * c + ch];
+            if (stats) {
+                a += v;
+                b += v * v;
+            } else {
+                double g = dy[r * c + ch];
+                a += g;
+                b += g * ((v - mu) * is);
+            }
+        }
+    }
+    sa[threadIdx.y][threadIdx.x] = a;
+    sb[threadIdx.y][threadIdx.x] = b;
+    __syncthreads();
+    if (threadIdx.y != 0 || ch >= c) return;
+    for (int y = 1; y < BN_Y; y++) {
+        a += sa[y][threadIdx.x];
+        b += sb[y][threadIdx.x];
+    }
+    part[((size_t)split * 2) * c + ch] = a;
+    part[((size_t)split * 2 + 1) * c + ch] = b;
+}
+
+static void bn_partial(size_t rows, int c, bool stats, const float *x, const float *dy, const float *mean,
+                       const float *invstd, double *part) {
+    int splits = bn_splits(rows);
+    dim3 grid((c + BN_X - 1) / BN_X, splits), block(BN_X, BN_Y);
+    k_bn_partial<<<grid, block>>>(rows, c, splits, stats, x, dy, mean, invstd, part);
+}
+
+// Sums the splits of channel ch in order.
+__device__ static void bn_sum(const double *part, int splits, int c, int ch, double *a, double *b) {
+    *a = *b = 0;
+    for (int s = 0; s < splits; s++) {
+        *a += part[((size_t)s * 2) * c + ch];
+        *b += part[((size_t)s * 2 + 1) * c + ch];
+    }
+}
+
+// Mean, 1/std, running stats, and y = x * coef[ch] + coef[c + ch].
+__global__ void k_bn_train_stats(size_t rows, int c, int splits, const double *part, const float *gamma,
+                                 const float *beta, float *mean, float *invstd, float *run_mean, float *run_var,
+                                 double eps, double momentum, float *coef) {
+    FOR_EACH(ch, (size_t)c) {
+        double s, q, m = (double)rows;
+        bn_sum(part, splits, c, (int)ch, &s, &q);
+        double mu = s / m, var = q / m - mu * mu;
+        if (var < 0) var = 0; // rounding of E[x^2] - mu^2 on a constant channel
+        double is = 1 / sqrt(var + eps), g = gamma[ch] * is;
+        mean[ch] = (float)mu;
+        invstd[ch] = (float)is;
+        coef[ch] = (float)g;
+        coef[c + ch] = (float)(beta[ch] - mu * g);
+        double unbiased = rows > 1 ? var * m / (m - 1) : var;
+        run_mean[ch] = (float)((1 - momentum) * run_mean[ch] + momentum * mu);
+        run_var[ch] = (float)((1 - momentum) * run_var[ch] + momentum * unbiased);
+    }
+}
+
+__global__ void k_bn_eval_coef(int c, const float *gamma, const float *beta, const float *run_mean,
+                               const float *run_var, double eps, float *coef) {
+    FOR_EACH(ch, (size_t)c) {
+        double g = gamma[ch] / sqrt((double)run_var[ch] + eps);
+        coef[ch] = (float)g;
+        coef[c + ch] = (float)(beta[ch] - run_mean[ch] * g);
+    }
+}
+
+__global__ void k_bn_apply(size_t n, int c, const float *x, const float *coef, float *y) {
+    FOR_EACH(i, n) {
+        int ch = (int)(i % c);
+        y[i] = x[i] * coef[ch] + coef[c + ch];
+    }
+}
+
+void cu_bn_train_fwd(size_t rows, int c, const float *x, const float *gamma, const float *beta, float *y,
+                     float *mean, float *invstd, float *run_mean, float *run_var, double eps, double momentum,
+                     double *part, float *coef) {
+    bn_partial(rows, c, true, x, NULL, NULL, NULL, part);
+    k_bn_train_stats<<<blocks_for((size_t)c), THREADS>>>(rows, c, bn_splits(rows), part, gamma, beta, mean, invstd,
+                                                          run_mean, run_var, eps, momentum, coef);
+    k_bn_apply<<<blocks_for(rows * c), THREADS>>>(rows * c, c, x, coef, y);
+}
+
+void cu_bn_eval_fwd(size_t rows, int c, const float *x, const float *gamma, const float *beta, const float *run_mean,
+                    const float *run_var, float *y, double eps, float *coef) {
+    k_bn_eval_coef<<<blocks_for((size_t)c), THREADS>>>(c, gamma, beta, run_mean, run_var, eps, coef);
+    k_bn_apply<<<blocks_for(rows * c), THREADS>>>(rows * c, c, x, coef, y);
+}
+
+// dgamma += sum dy xhat, dbeta += sum dy; coef = (gamma invstd, mean dy, mean dy xhat).
+__global__ void k_bn_bwd_stats(size_t rows, int c, int splits, const double *part, const float *gamma,
+                               const float *invstd, float *dgamma, float *dbeta, float *coef) {
+    FOR_EACH(ch, (size_t)c) {
+        double sdy, sdyx, m = (double)rows;
+        bn_sum(part, splits, c, (int)ch, &sdy, &sdyx);
+        dgamma[ch] += (float)sdyx;
+        dbeta[ch] += (float)sdy;
+        coef[ch] = (float)((double)gamma[ch] * invstd[ch]);
+        coef[c + ch] = (float)(sdy / m);
+        coef[2 * c + ch] = (float)(sdyx / m);
+    }
+}
+
+// dx += gamma/std * (dy - mean(dy) - xhat * mean(dy * xhat))
+__global__ void k_bn_bwd_dx(size_t n, int c, const float *x, const float *mean, const float *invstd, const float *dy,
+                            const float *coef, float *dx) {
+    FOR_EACH(i, n) {
+        int ch = (int)(i % c);
+        float xhat = (x[i] - mean[ch]) * invstd[ch];
+        dx[i] += coef[ch] * (dy[i] - coef[c + ch] - xhat * coef[2 * c + ch]);
+    }
+}
+
+void cu_bn_bwd(size_t rows, int c, const float *x, const float *gamma, const float *mean, const float *invstd,
+               const float *dy, float *dx, float *dgamma, float *dbeta, double *part, float *coef) {
+    bn_partial(rows, c, false, x, dy, mean, invstd, part);
+    k_bn_bwd_stats<<<blocks_for((size_t)c), THREADS>>>(rows, c, bn_splits(rows), part, gamma, invstd, dgamma, dbeta,
+                                                        coef);
+    if (dx) k_bn_bwd_dx<<<blocks_for(rows * c), THREADS>>>(rows * c, c, x, mean, invstd, dy, coef, dx);
+}
+
+// ---- mixed precision -----------------------------------------------------------------
+
+__device__ static void put(float v, __half *o) { *o = __float2half_rn(v); }
+__device__ static void put(float v, __nv_bfloat16 *o) { *o = __float2bfloat16_rn(v); }
+__device__ static float get(__half h) { return __half2float(h); }
+__device__ static float get(__nv_bfloat16 h) { return __bfloat162float(h); }
+
+template <typename H> __global__ void k_to_half(size_t n, const float *x, H *y) {
+    FOR_EACH(i, n) put(x[i], &y[i]);
+}
+
+template <typename H> __global__ void k_from_half(size_t n, const H *x, float *y, bool accumulate) {
+    FOR_EACH(i, n) y[i] = accumulate ? y[i] + get(x[i]) : get(x[i]);
+}
+
+// o indexes y (O, kk, I); w is (O, I, kk).
+template <typename H> __global__ void k_weight_to_half(int o, int ci, int kk, const float *w, H *y) {
+    FOR_EACH(j, (size_t)o * ci * kk) {
+        size_t c = j % ci, rest = j / ci, p = rest % kk, k = rest / kk;
+        put(w[(k * ci + c) * kk + p], &y[j]);
+    }
+}
+
+// j indexes y (O, I, kk); w is (O, kk, I).
+template <typename H> __global__ void k_weight_from_half(int o, int ci, int kk, const H *w, float *y) {
+    FOR_EACH(j, (size_t)o * ci * kk) {
+        size_t p = j % kk, rest = j / kk, c = rest % ci, k = rest / ci;
+        y[j] = get(w[(k * kk + p) * ci + c]);
+    }
+}
+
+void cu_to_half(bool bf16, size_t n, const float *x, void *y) {
+    if (bf16) k_to_half<<<blocks_for(n), THREADS>>>(n, x, (__nv_bfloat16 *)y);
+    else k_to_half<<<blocks_for(n), THREADS>>>(n, x, (__half *)y);
+}
+
+void cu_from_half(bool bf16, size_t n, const void *x, float *y, bool accumulate) {
+    if (bf16) k_from_half<<<blocks_for(n), THREADS>>>(n, (const __nv_bfloat16 *)x, y, accumulate);
+    else k_from_half<<<blocks_for(n), THREADS>>>(n, (const __half *)x, y, accumulate);
+}
+
+void cu_weight_to_half(bool bf16, int o, int i, int kk, const float *w, void *y) {
+    size_t n = (size_t)o * i * kk;
+    if (bf16) k_weight_to_half<<<blocks_for(n), THREADS>>>(o, i, kk, w, (__nv_bfloat16 *)y);
+    else k_weight_to_half<<<blocks_for(n), THREADS>>>(o, i, kk, w, (__half *)y);
+}
+
+void cu_weight_from_half(bool bf16, int o, int i, int kk, const void *w, float *y) {
+    size_t n = (size_t)o * i * kk;
+    if (bf16) k_weight_from_half<<<blocks_for(n), THREADS>>>(o, i, kk, (const __nv_bfloat16 *)w, y);
+    else k_weight_from_half<<<blocks_for(n), THREADS>>>(o, i, kk, (const __half *)w, y);
+}
+
+// Every thread that sees a non-finite value stores 1: the same result
+// whichever stores first.
+__global__ void k_unscale(size_t n, float *g, float scale, int *nonfinite) {
+    FOR_EACH(i, n) {
+        float v = g[i] * scale;
+        if (!isfinite(v)) *nonfinite = 1;
+        g[i] = v;
+    }
+}
+
+void cu_unscale(size_t n, float *g, float scale, int *nonfinite) {
+    k_unscale<<<blocks_for(n), THREADS>>>(n, g, scale, nonfinite);
+}

@@ -1,0 +1,69 @@
+// The cuda backend's own kernels (everything cuDNN and cuBLAS do not do),
+// launched on the default stream. Activations are NHWC: a feature map of n
+// images is (n, h, w, c) with the channel fastest, so "rows" below are the
+// n * h * w pixel positions, each a vector of c channels; vectors (n, c) are
+// the same in any layout.
+//
+// As the reference ops (nn/ref_ops.h), forward kernels overwrite their output
+// and backward kernels ACCUMULATE (+=) into input and parameter gradients; a
+// NULL input gradient is skipped. Reductions run in double, in an order fixed
+// by the shape alone, so results are the same bytes on a rerun.
+#ifndef FU_CUDA_CUDA_OPS_H
+#define FU_CUDA_CUDA_OPS_H
+
+#include <stddef.h>
+
+// (n, c, hw) -> (n, hw, c): the image and dropout masks into NHWC, conv
+// weights OIHW -> OHWI (n = O, c = I, hw = kh kw).
+void cu_nchw_to_nhwc(size_t n, int c, int hw, const float *x, float *y);
+// (n, hw, c) -> (n, c, hw): conv weight gradients OHWI -> OIHW.
+void cu_nhwc_to_nchw(size_t n, int c, int hw, const float *x, float *y);
+
+void cu_relu_fwd(size_t n, const float *x, float *y);
+void cu_relu_bwd(size_t n, const float *y, const float *dy, float *dx);
+void cu_sigmoid_fwd(size_t n, const float *x, float *y);
+void cu_sigmoid_bwd(size_t n, const float *y, const float *dy, float *dx);
+void cu_add_fwd(size_t n, const float *a, const float *b, float *y);
+void cu_add_bwd(size_t n, const float *dy, float *da, float *db);
+void cu_mul_fwd(size_t n, const float *x, const float *mask, float *y);  // dropout
+void cu_mul_bwd(size_t n, const float *mask, const float *dy, float *dx);
+
+// SE scale: y (n, hw, c) = x (n, hw, c) * s (n, c).
+void cu_scale_fwd(int n, int hw, int c, const float *x, const float *s, float *y);
+void cu_scale_bwd(int n, int hw, int c, const float *x, const float *s, const float *dy, float *dx, float *ds);
+// Global average pooling (n, hw, c) -> (n, c).
+void cu_gap_fwd(int n, int hw, int c, const float *x, float *y);
+void cu_gap_bwd(int n, int hw, int c, const float *dy, float *dx);
+// One part of a channel concat: y[:, off:off + c] of y's ctot channels = x, over rows.
+void cu_concat_fwd(size_t rows, int c, int ctot, int off, const float *x, float *y);
+void cu_concat_bwd(size_t rows, int c, int ctot, int off, const float *dy, float *dx);
+// Linear bias: y (n, c) += b (c); db (c) += sum over n of dy.
+void cu_bias_fwd(int n, int c, const float *b, float *y);
+void cu_bias_bwd(int n, int c, const float *dy, float *db);
+
+// BatchNorm over (rows, c), statistics per channel. part: scratch of
+// cu_bn_part_size(rows, c) doubles; coef: scratch of 3 c floats.
+size_t cu_bn_part_size(size_t rows, int c);
+// Training: batch mean and biased variance; mean/invstd (c each) saved for
+// backward; running stats updated (unbiased variance, as PyTorch).
+void cu_bn_train_fwd(size_t rows, int c, const float *x, const float *gamma, const float *beta, float *y,
+                     float *mean, float *invstd, float *run_mean, float *run_var, double eps, double momentum,
+                     double *part, float *coef);
+void cu_bn_eval_fwd(size_t rows, int c, const float *x, const float *gamma, const float *beta, const float *run_mean,
+                    const float *run_var, float *y, double eps, float *coef);
+void cu_bn_bwd(size_t rows, int c, const float *x, const float *gamma, const float *mean, const float *invstd,
+               const float *dy, float *dx, float *dgamma, float *dbeta, double *part, float *coef);
+
+// ---- mixed precision (--amp) -----------------------------------------------------
+// Half tensors are fp16 (__half) or, with bf16 true, bfloat16 (__nv_bfloat16),
+// passed as void *. Conversions round to nearest; fp16 saturates to inf.
+void cu_to_half(bool bf16, size_t n, const float *x, void *y);
+// y = x, or y += x with accumulate.
+void cu_from_half(bool bf16, size_t n, const void *x, float *y, bool accumulate);
+// Conv weights: fp32 OIHW -> half OHWI, and half OHWI gradients -> fp32 OIHW.
+void cu_weight_to_half(bool bf16, int o, int i, int kk, const float *w, void *y);
+void cu_weight_from_half(bool bf16, int o, int i, int kk, const void *w, float *y);
+// g *= scale; *nonfinite set to 1 where any value is inf or NaN (never reset here).
+void cu_unscale(size_t n, float *g, float scale, int *nonfinite);
+
+#endif

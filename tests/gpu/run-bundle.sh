@@ -1,0 +1,41 @@
+#!/bin/sh
+# Runs the packed GPU test (tests/gpu/bundle.sh) on a machine with a GPU:
+# unpacks it, finds cuDNN 9 and cuBLAS/cudart 13 there (pip's nvidia-* wheels
+# of the python3 on PATH, else the CUDA toolkit's lib64), runs the test with
+# the packed loader and libraries, and ends with "N passed, N failed, N
+# skipped" as `make test-gpu` does; then, where every check passed, the
+# timing lines of `test_cuda --bench` (BENCH=0: not). FU_CUDA_SYNC=1 in the
+# environment passes through (errors then name the op that faulted).
+#   sh tests/gpu/run-bundle.sh [build/gpu-bundle.tar.xz]
+set -u
+tarball=${1:-build/gpu-bundle.tar.xz}
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+tar -C "$dir" -xJf "$tarball" || exit 1
+b=$dir/gpu-bundle
+# Every lib folder of pip's nvidia-* wheels (nvidia/cudnn/lib, nvidia/cu13/lib, ...).
+wheels=$(python3 -c '
+import os, nvidia
+for p in nvidia.__path__:
+    for d in sorted(os.listdir(p)):
+        if os.path.isdir(os.path.join(p, d, "lib")):
+            print(os.path.join(p, d, "lib"))
+' 2>/dev/null | tr '\n' ':')
+path=$b/lib:${wheels}${CUDA_HOME:-/usr/local/cuda}/lib64:/usr/local/nvidia/lib64:/usr/lib/x86_64-linux-gnu
+echo "# libraries:"
+"$b/lib/ld-linux.so" --library-path "$path" --list "$b/test_cuda" | grep -E 'cud|cublas|not found' | sed 's/^/#   /'
+log=$dir/log
+"$b/lib/ld-linux.so" --library-path "$path" "$b/test_cuda" >"$log" 2>&1
+rc=$?
+cat "$log"
+p=$(grep -c '^ok ' "$log")
+f=$(grep -c '^not ok ' "$log")
+s=$(grep -c '^skip ' "$log")
+if [ "$rc" != 0 ] && [ "$f" = 0 ]; then
+    echo "not ok - test_cuda exited with status $rc"
+    f=1
+fi
+echo "$p passed, $f failed, $s skipped"
+[ "$f" = 0 ] || exit 1
+# Speed, once the checks pass (BENCH=0: skip).
+[ "${BENCH:-1}" = 0 ] || "$b/lib/ld-linux.so" --library-path "$path" "$b/test_cuda" --bench
