@@ -1,14 +1,18 @@
 // metrics-report: how good a set of predictions is (accuracy, sensitivity,
 // specificity, precision, F1, ROC AUC, confusion matrix, bootstrap
-// intervals, ROC points), computed as scikit-learn does; and, with --table,
-// speedup and efficiency over results CSVs of several runs.
+// intervals, ROC points), computed as scikit-learn does; and, over results
+// CSVs of several runs, speedup and efficiency (--table), the scaling
+// model's predictions beside the measurements (--predict) and a markdown
+// summary of both (--summary).
 #include "core/csv.h"
 #include "metrics/bootstrap.h"
 #include "metrics/metrics.h"
 #include "metrics/roc.h"
+#include "metrics/scaling.h"
 #include "metrics/table.h"
 #include "toolkit.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -19,7 +23,7 @@
 static const char USAGE[] =
     "usage: metrics-report [--threshold T] [--ci [--boot N] [--seed S]] [--roc FILE] [--csv]\n"
     "                      [--pool] [-o OUT] [PRED.csv...]\n"
-    "       metrics-report --table --baseline CONFIG [-o OUT] RESULTS.csv...\n"
+    "       metrics-report --table|--predict|--summary --baseline CONFIG [--csv] [-o OUT] RESULTS.csv...\n"
     "Report on predictions: CSV files with the header id,label,p_glaucoma,prediction\n"
     "(as cnn-train and cnn-predict write; other columns are ignored; stdin when no file\n"
     "is named). Labels must be 0 or 1 (1 = glaucoma, the positive class) and\n"
@@ -41,14 +45,21 @@ static const char USAGE[] =
     "                  config,device,workers,runs,train_seconds,speedup,efficiency,\n"
     "                  test_acc,test_auc: speedup = T(baseline) / T(config),\n"
     "                  efficiency = speedup / workers, workers = ranks x threads_per_rank\n"
-    "                  on CPUs and ranks on GPUs; runs of one config are averaged\n"
-    "  --baseline C    the config the table's speedups are relative to (e.g. cpu1)\n"
+    "                  on CPUs and ranks on GPUs; runs of one config are averaged;\n"
+    "                  CPU configs first, by workers; a last column names the baseline\n"
+    "  --predict       the scaling model (docs/experiments.md): from a 1-rank and a 2-rank\n"
+    "                  run (allreduce columns), training time, speedup and efficiency on\n"
+    "                  1..32 CPU ranks (1..8 GPUs) beside what was measured; assumptions\n"
+    "                  in the header lines (#); --csv: every N, no header lines\n"
+    "  --latency S     the model's latency per ring hop in seconds (default 2e-05)\n"
+    "  --summary       markdown: every run, the CPU and GPU scaling tables, the model\n"
+    "  --baseline C    the config speedups are relative to (e.g. cpu1)\n"
     "  -o, --output FILE  write FILE (atomically) instead of stdout\n"
     "  -q, --quiet     no notes on stderr;  -h, --help;  --version\n"
     "example: metrics-report --ci --roc roc.csv run/predictions-test.csv\n";
 
 enum { OPT_THRESHOLD = TOOL_OPT_FIRST_FREE, OPT_CI, OPT_BOOT, OPT_SEED, OPT_ROC, OPT_CSV, OPT_POOL, OPT_TABLE,
-       OPT_BASELINE };
+       OPT_BASELINE, OPT_PREDICT, OPT_LATENCY, OPT_SUMMARY };
 
 typedef struct {
     double *p;
@@ -222,27 +233,318 @@ static void report(FILE *out, const char *name, preds *d, const report_opts *o, 
     fprintf(out, "  %10s %8zu %8zu\n", "true 1", m.cm.fn, m.cm.tp);
 }
 
+// ---- results CSVs: the speedup table, the scaling model, the summary --------------
+
+typedef enum { FMT_TEXT, FMT_CSV, FMT_MD } format;
+
+typedef struct {
+    fu_run *runs;
+    size_t n_runs;
+    fu_table_row *rows; // per config, with speedups against the baseline
+    size_t n_rows;
+    const fu_table_row *base;
+} results;
+
+// Tables list CPU configs first, then by workers, then by name.
+static int by_kind_workers(bool cpu_a, int workers_a, const char *a, bool cpu_b, int workers_b, const char *b) {
+    if (cpu_a != cpu_b) return cpu_a ? -1 : 1;
+    if (workers_a != workers_b) return workers_a < workers_b ? -1 : 1;
+    return strcmp(a, b);
+}
+
+static int cmp_run(const void *pa, const void *pb) {
+    const fu_run *a = pa, *b = pb;
+    int c = by_kind_workers(a->cpu, a->workers, a->config, b->cpu, b->workers, b->config);
+    if (c) return c;
+    return a->file != b->file ? strcmp(a->file, b->file) : (a->line > b->line) - (a->line < b->line);
+}
+
+static int cmp_row(const void *pa, const void *pb) {
+    const fu_table_row *a = pa, *b = pb;
+    return by_kind_workers(strncmp(a->device, "cpu", 3) == 0, a->workers, a->config,
+                           strncmp(b->device, "cpu", 3) == 0, b->workers, b->config);
+}
+
+static void load_results(results *r, const char *const *paths, int n, const char *baseline) {
+    if (fu_runs_load(paths, n, &r->runs, &r->n_runs) < 0 ||
+        fu_table_of_runs(r->runs, r->n_runs, baseline, &r->rows, &r->n_rows) < 0)
+        tool_fail();
+    qsort(r->runs, r->n_runs, sizeof *r->runs, cmp_run);
+    qsort(r->rows, r->n_rows, sizeof *r->rows, cmp_row);
+    for (size_t i = 0; i < r->n_rows; i++)
+        if (strcmp(r->rows[i].config, baseline) == 0) r->base = &r->rows[i];
+}
+
 static void print_optional(FILE *out, double v) {
     if (!isnan(v)) fprintf(out, "%.4f", v);
 }
 
-static void table(FILE *out, const char *const *paths, int n, const char *baseline) {
-    fu_table_row *rows;
-    size_t count;
-    if (fu_speedup_table(paths, n, baseline, &rows, &count) < 0) tool_fail();
-    fputs("config,device,workers,runs,train_seconds,speedup,efficiency,test_acc,test_auc\n", out);
-    for (size_t i = 0; i < count; i++) {
-        const fu_table_row *r = &rows[i];
-        fu_csv_put(out, r->config, strlen(r->config));
+static void table_csv(FILE *out, const results *r) {
+    fputs("config,device,workers,runs,train_seconds,speedup,efficiency,test_acc,test_auc,baseline\n", out);
+    for (size_t i = 0; i < r->n_rows; i++) {
+        const fu_table_row *t = &r->rows[i];
+        fu_csv_put(out, t->config, strlen(t->config));
         fputc(',', out);
-        fu_csv_put(out, r->device, strlen(r->device));
-        fprintf(out, ",%d,%d,%.3f,%.4f,%.4f,", r->workers, r->runs, r->train_seconds, r->speedup, r->efficiency);
-        print_optional(out, r->test_acc);
+        fu_csv_put(out, t->device, strlen(t->device));
+        fprintf(out, ",%d,%d,%.3f,%.4f,%.4f,", t->workers, t->runs, t->train_seconds, t->speedup, t->efficiency);
+        print_optional(out, t->test_acc);
         fputc(',', out);
-        print_optional(out, r->test_auc);
+        print_optional(out, t->test_auc);
+        fputc(',', out);
+        fu_csv_put(out, r->base->config, strlen(r->base->config));
         fputc('\n', out);
     }
-    free(rows);
+}
+
+// The model's families: runs that differ only in their rank count (cpu1,
+// cpux2, cpux4: "cpux*"; h100x1_amp, h100x2_amp: "h100x*_amp").
+#define MAX_FAMILIES 64
+#define MAX_CPU_RANKS 32
+#define MAX_GPU_RANKS 8
+#define DEFAULT_LATENCY 2e-5
+
+typedef struct {
+    char name[80];
+    bool cpu;
+    int threads;
+    const fu_run *one, *two; // the first 1-rank and 2-rank runs
+    bool fitted;
+    char why[300]; // not fitted: why
+    fu_scaling_model m;
+} family;
+
+static void family_name(const fu_run *r, char *out, size_t n) {
+    const char *suffix = strchr(r->config, '_') ? strchr(r->config, '_') : "";
+    if (r->cpu) {
+        if (r->threads_per_rank == 1) snprintf(out, n, "cpux*%s", suffix);
+        else snprintf(out, n, "cpux*t%d%s", r->threads_per_rank, suffix);
+        return;
+    }
+    const char *x = NULL; // the last 'x' before a rank count
+    for (const char *p = r->config; *p; p++)
+        if (*p == 'x' && isdigit((unsigned char)p[1])) x = p;
+    if (!x) {
+        snprintf(out, n, "%s", r->config);
+        return;
+    }
+    const char *end = x + 1;
+    while (isdigit((unsigned char)*end)) end++;
+    snprintf(out, n, "%.*s*%s", (int)(x + 1 - r->config), r->config, end);
+}
+
+static size_t find_families(const results *r, family *f, double latency) {
+    size_t n = 0;
+    for (size_t k = 0; k < r->n_runs; k++) {
+        const fu_run *run = &r->runs[k];
+        char name[80];
+        family_name(run, name, sizeof name);
+        size_t i = 0;
+        while (i < n && strcmp(f[i].name, name) != 0) i++;
+        if (i == n) {
+            if (n == MAX_FAMILIES) tool_die("more than %d kinds of run: the model takes fewer", MAX_FAMILIES);
+            f[n] = (family){.cpu = run->cpu, .threads = run->threads_per_rank};
+            snprintf(f[n++].name, sizeof f[i].name, "%s", name);
+        }
+        if (run->ranks == 1 && !f[i].one) f[i].one = run;
+        if (run->ranks == 2 && !f[i].two) f[i].two = run;
+    }
+    // A kind of run that cannot be fitted is said so; the others still are.
+    for (size_t i = 0; i < n; i++) {
+        if (!f[i].one || !f[i].two) snprintf(f[i].why, sizeof f[i].why, "no %d-rank run", f[i].one ? 2 : 1);
+        else if (fu_scaling_fit(f[i].one, f[i].two, latency, &f[i].m) < 0) snprintf(f[i].why, sizeof f[i].why, "%s", fu_error());
+        else f[i].fitted = true;
+    }
+    return n;
+}
+
+// Mean measured training time of the family's runs on `ranks` ranks; NaN if none.
+static double measured(const results *r, const family *f, int ranks) {
+    double sum = 0;
+    int runs = 0;
+    for (size_t k = 0; k < r->n_runs; k++) {
+        char name[80];
+        family_name(&r->runs[k], name, sizeof name);
+        if (r->runs[k].ranks == ranks && strcmp(name, f->name) == 0) sum += r->runs[k].train_seconds, runs++;
+    }
+    return runs ? sum / runs : NAN;
+}
+
+static const char *const ASSUMPTIONS[] = {
+    "data parallel: every rank trains a fixed batch per step (batch_per_rank, 32 in the study), so steps per "
+    "rank = epochs x ceil(train_images / (N x batch))",
+    "a step costs on N ranks what it costs on 1 (compute and data wait per step of the 1-rank run): each rank "
+    "has cores of its own, no contention for memory bandwidth",
+    "gradient allreduce on a ring: 2(N-1)/N x bytes / bandwidth + 2(N-1) x latency per step; bandwidth from the "
+    "2-rank run's blocking allreduce of the whole gradient (allreduce_full_seconds; else its allreduce time per "
+    "step), latency fixed (--latency)",
+    "the allreduce overlaps with backward: the part longer than what the 2-rank run hid (or, when it hid all, "
+    "than backward's 2/3 of compute) adds to the step",
+    "train time besides the steps (fixed) stays as measured at 1 rank; evaluation is not in train_seconds",
+    NULL};
+
+static void describe_fit(FILE *out, const family *f, const char *prefix) {
+    const fu_scaling_model *m = &f->m;
+    double full = fu_ring_allreduce_seconds(2, m->bytes_per_bw, m->latency);
+    fprintf(out, "%s%s: fitted to %s (%s) and %s (%s): compute %.4f s/step, data wait %.4f s/step, fixed %.3f s; "
+                 "at 2 ranks the allreduce took %.4f s/step, %.4f s of it exposed; ",
+            prefix, f->name, f->one->config, f->one->file, f->two->config, f->two->file, m->step_compute,
+            m->step_wait, fabs(m->fixed) < 5e-4 ? 0 : m->fixed, m->allreduce2, m->exposed2);
+    if (f->two->allreduce_full_seconds > 0) fprintf(out, "one blocking allreduce of the gradient %.4f s", full);
+    else fprintf(out, "bandwidth from the allreduce per step");
+    if (!isnan(f->two->grad_mb) && m->bytes_per_bw > 0)
+        fprintf(out, " (%.1f MB: %.3f GB/s)", f->two->grad_mb, f->two->grad_mb / 1e3 / m->bytes_per_bw);
+    fprintf(out, ", latency %.0f us/hop, hidden behind backward up to %.4f s/step\n", m->latency * 1e6, m->hide);
+}
+
+static void model_header(FILE *out, const results *r, const family *f, size_t n, format fmt) {
+    const char *pre = fmt == FMT_MD ? "- " : "# ";
+    if (fmt == FMT_TEXT)
+        fputs("# scaling model (docs/experiments.md): training time of N data-parallel ranks, predicted\n", out);
+    for (int k = 0; ASSUMPTIONS[k]; k++) fprintf(out, "%s%s\n", pre, ASSUMPTIONS[k]);
+    for (size_t i = 0; i < n; i++) {
+        if (f[i].fitted) describe_fit(out, &f[i], pre);
+        else fprintf(out, "%s%s: not fitted: %s\n", pre, f[i].name, f[i].why);
+    }
+    fprintf(out, "%sspeedup = T(%s) / T, %s measured: %.3f s; efficiency = speedup / workers\n", pre,
+            r->base->config, r->base->config, r->base->train_seconds);
+    if (fmt == FMT_MD) fputc('\n', out);
+}
+
+static bool shown(const results *r, const family *f, int ranks, format fmt) {
+    return fmt == FMT_CSV || (ranks & (ranks - 1)) == 0 || !isnan(measured(r, f, ranks));
+}
+
+// One cell of a row: CSV, markdown or aligned text.
+static void cell(FILE *out, format fmt, int k, const char *s) {
+    if (fmt == FMT_CSV) fprintf(out, "%s%s", k ? "," : "", s);
+    else if (fmt == FMT_MD) fprintf(out, "| %s ", s);
+    else fprintf(out, k ? " %12s" : "%-12s", s);
+}
+
+static void cellf(FILE *out, format fmt, int k, const char *f, double v) {
+    char s[64] = "";
+    if (!isnan(v)) snprintf(s, sizeof s, f, v);
+    cell(out, fmt, k, fmt == FMT_TEXT && !*s ? "-" : s);
+}
+
+static void model_rows(FILE *out, const results *r, const family *f, size_t n, format fmt) {
+    static const char *const head[] = {"family", "ranks", "workers", "steps", "allreduce_s", "exposed_s", "seconds",
+                                       "speedup", "efficiency", "measured_s", "measured_speedup",
+                                       "measured_efficiency"};
+    for (int k = 0; k < 12; k++) cell(out, fmt, k, head[k]);
+    fputs(fmt == FMT_MD ? "|\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" : "\n", out);
+    double base = r->base->train_seconds;
+    for (size_t i = 0; i < n; i++) {
+        if (!f[i].fitted) continue;
+        int max = f[i].cpu ? MAX_CPU_RANKS : MAX_GPU_RANKS;
+        for (int ranks = 1; ranks <= max; ranks++) {
+            if (!shown(r, &f[i], ranks, fmt)) continue;
+            fu_scaling_point p = fu_scaling_predict(&f[i].m, ranks);
+            int workers = f[i].cpu ? ranks * f[i].threads : ranks;
+            double got = measured(r, &f[i], ranks);
+            cell(out, fmt, 0, f[i].name);
+            cellf(out, fmt, 1, "%.0f", ranks);
+            cellf(out, fmt, 2, "%.0f", workers);
+            cellf(out, fmt, 3, "%.0f", p.steps);
+            cellf(out, fmt, 4, "%.4f", p.allreduce);
+            cellf(out, fmt, 5, "%.4f", p.exposed);
+            cellf(out, fmt, 6, "%.3f", p.seconds);
+            cellf(out, fmt, 7, "%.4f", base / p.seconds);
+            cellf(out, fmt, 8, "%.4f", base / p.seconds / workers);
+            cellf(out, fmt, 9, "%.3f", got);
+            cellf(out, fmt, 10, "%.4f", base / got);
+            cellf(out, fmt, 11, "%.4f", base / got / workers);
+            fputs(fmt == FMT_MD ? "|\n" : "\n", out);
+        }
+    }
+}
+
+static void predict(FILE *out, const results *r, double latency, format fmt) {
+    family f[MAX_FAMILIES];
+    size_t n = find_families(r, f, latency);
+    size_t fitted = 0;
+    for (size_t i = 0; i < n; i++) fitted += f[i].fitted;
+    if (!fitted && fmt != FMT_MD) tool_note("no kind of run has both a 1-rank and a 2-rank run: nothing to predict (make results/cpux2.csv)");
+    if (fmt != FMT_CSV) model_header(out, r, f, n, fmt);
+    if (fitted || fmt == FMT_CSV) model_rows(out, r, f, n, fmt);
+}
+
+// ---- the markdown summary ---------------------------------------------------------------
+
+static void md_num(FILE *out, const char *fmt, double v) {
+    fputs(" | ", out);
+    if (isnan(v)) fputs("-", out);
+    else fprintf(out, fmt, v);
+}
+
+static void md_runs(FILE *out, const results *r) {
+    fputs("| config | dataset | device | ranks x threads | epochs | image | train images | train s | img/s | "
+          "data wait s | allreduce s | exposed s | test acc | test AUC | file |\n"
+          "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n", out);
+    for (size_t i = 0; i < r->n_runs; i++) {
+        const fu_run *u = &r->runs[i];
+        fprintf(out, "| %s | %s | %s%s%s | %d x %d", u->config, u->dataset, u->device, *u->device_name ? ": " : "",
+                u->device_name, u->ranks, u->threads_per_rank);
+        md_num(out, "%.0f", u->epochs);
+        fprintf(out, " | %s", u->image_size);
+        md_num(out, "%.0f", u->train_images);
+        md_num(out, "%.1f", u->train_seconds);
+        md_num(out, "%.2f", u->images_per_second);
+        md_num(out, "%.2f", u->data_wait_seconds);
+        md_num(out, "%.2f", u->allreduce_seconds);
+        md_num(out, "%.2f", u->allreduce_exposed_seconds);
+        md_num(out, "%.4f", u->test_acc);
+        md_num(out, "%.4f", u->test_auc);
+        fprintf(out, " | %s |\n", u->file);
+    }
+}
+
+static bool row_on_cpu(const fu_table_row *t) { return strncmp(t->device, "cpu", 3) == 0; }
+
+// The baseline's row, then every other config of the kind (CPU or GPU).
+static void md_scaling(FILE *out, const results *r, bool cpu) {
+    size_t others = 0;
+    for (size_t i = 0; i < r->n_rows; i++) others += &r->rows[i] != r->base && row_on_cpu(&r->rows[i]) == cpu;
+    if (!others) {
+        fprintf(out, "No %s runs measured yet.\n", cpu ? "other CPU" : "GPU");
+        return;
+    }
+    fputs("| config | workers | runs | train s | speedup | efficiency | test acc | test AUC |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|\n", out);
+    for (size_t i = 0; i < r->n_rows; i++) {
+        const fu_table_row *t = &r->rows[i];
+        if (t != r->base && row_on_cpu(t) != cpu) continue;
+        fprintf(out, "| %s%s | %d | %d", t->config, t == r->base ? " (baseline)" : "", t->workers, t->runs);
+        md_num(out, "%.1f", t->train_seconds);
+        md_num(out, "%.3f", t->speedup);
+        md_num(out, "%.3f", t->efficiency);
+        md_num(out, "%.4f", t->test_acc);
+        md_num(out, "%.4f", t->test_auc);
+        fputs(" |\n", out);
+    }
+}
+
+static void summary(FILE *out, const results *r, double latency) {
+    const fu_table_row *b = r->base;
+    fputs("# Results summary\n\n", out);
+    for (size_t i = 0; i < r->n_runs; i++)
+        if (strcmp(r->runs[i].dataset, "synth") == 0) {
+            fputs("**The data are synthetic** (fundus-synth images, not patients): the times are real, the "
+                  "accuracies say nothing about glaucoma.\n\n", out);
+            break;
+        }
+    fprintf(out, "Baseline: **%s** (%d worker%s, %.1f s). Speedup = T(%s) / T(config); efficiency = speedup / "
+                 "workers, workers = ranks x threads per rank on CPUs, ranks on GPUs. Times are train_seconds "
+                 "(training epochs, not evaluation), means over a config's runs.\n\n",
+            b->config, b->workers, b->workers == 1 ? "" : "s", b->train_seconds, b->config);
+    fputs("## Runs\n\n", out);
+    md_runs(out, r);
+    fputs("\n## CPU scaling\n\n", out);
+    md_scaling(out, r, true);
+    fputs("\n## GPU scaling\n\n", out);
+    md_scaling(out, r, false);
+    fputs("\n## Scaling model\n\n", out);
+    predict(out, r, latency, FMT_MD);
 }
 
 int main(int argc, char **argv) {
@@ -257,10 +559,14 @@ int main(int argc, char **argv) {
                                          {"pool", no_argument, 0, OPT_POOL},
                                          {"table", no_argument, 0, OPT_TABLE},
                                          {"baseline", required_argument, 0, OPT_BASELINE},
+                                         {"predict", no_argument, 0, OPT_PREDICT},
+                                         {"latency", required_argument, 0, OPT_LATENCY},
+                                         {"summary", no_argument, 0, OPT_SUMMARY},
                                          {0, 0, 0, 0}};
     report_opts o = {.threshold = -1, .boot = 1000, .seed = 42};
-    bool pool = false, as_table = false;
+    bool pool = false, as_table = false, as_predict = false, as_summary = false;
     const char *baseline = NULL;
+    double latency = DEFAULT_LATENCY;
     int c;
     while ((c = tool_getopt(argc, argv, TOOL_COMMON_SHORTOPTS, opts)) != -1) {
         switch (c) {
@@ -273,6 +579,9 @@ int main(int argc, char **argv) {
         case OPT_POOL: pool = true; break;
         case OPT_TABLE: as_table = true; break;
         case OPT_BASELINE: baseline = optarg; break;
+        case OPT_PREDICT: as_predict = true; break;
+        case OPT_LATENCY: latency = tool_parse_double("--latency", optarg, 0, 10); break;
+        case OPT_SUMMARY: as_summary = true; break;
         default: tool_usage_error("unexpected option");
         }
     }
@@ -280,15 +589,22 @@ int main(int argc, char **argv) {
     int n_files = argc - optind;
     static const char *const stdin_only[] = {"-"};
 
-    if (as_table) {
-        if (!baseline) tool_usage_error("--table needs --baseline CONFIG");
-        if (n_files == 0) tool_usage_error("--table needs results CSV files");
+    if (as_table + as_predict + as_summary > 1) tool_usage_error("--table, --predict and --summary: one at a time");
+    if (as_table || as_predict || as_summary) {
+        const char *mode = as_table ? "--table" : as_predict ? "--predict" : "--summary";
+        if (!baseline) tool_usage_error("%s needs --baseline CONFIG", mode);
+        if (n_files == 0) tool_usage_error("%s needs results CSV files", mode);
+        results r = {0};
+        load_results(&r, files, n_files, baseline);
         FILE *out = tool_open_output(false);
-        table(out, files, n_files, baseline);
+        if (as_table) table_csv(out, &r);
+        else if (as_predict) predict(out, &r, latency, o.csv ? FMT_CSV : FMT_TEXT);
+        else summary(out, &r, latency);
         tool_commit_output();
+        free(r.runs), free(r.rows);
         return 0;
     }
-    if (baseline) tool_usage_error("--baseline goes with --table");
+    if (baseline) tool_usage_error("--baseline goes with --table, --predict or --summary");
     if (n_files == 0) files = stdin_only, n_files = 1;
     if (o.roc_path && n_files > 1 && !pool) tool_usage_error("--roc writes one curve: name one file, or --pool");
 

@@ -5,20 +5,32 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum { COL_CONFIG, COL_DEVICE, COL_RANKS, COL_THREADS, COL_SECONDS, COL_ACC, COL_AUC, N_COLS };
-static const char *const col_names[N_COLS] = {"config",        "device",   "ranks",   "threads_per_rank",
-                                              "train_seconds", "test_acc", "test_auc"};
+// ---- reading results CSVs ----------------------------------------------------------
+
+enum {
+    // required
+    COL_CONFIG, COL_DEVICE, COL_RANKS, COL_THREADS, COL_SECONDS, COL_ACC, COL_AUC, N_REQUIRED,
+    // optional, text
+    COL_DATASET = N_REQUIRED, COL_DEVICE_NAME, COL_AMP, COL_IMAGE_SIZE,
+    // optional, numbers
+    COL_MP, COL_BATCH, COL_EPOCHS, COL_IMAGES, COL_RATE, COL_WAIT, COL_STEPS, COL_ALLREDUCE, COL_EXPOSED,
+    COL_FULL, COL_GRAD_MB, COL_COMPUTE, N_COLS
+};
+static const char *const col_names[N_COLS] = {
+    "config", "device", "ranks", "threads_per_rank", "train_seconds", "test_acc", "test_auc",
+    "dataset", "device_name", "amp", "image_size",
+    "model_parallel", "batch_per_rank", "epochs", "train_images", "images_per_second", "data_wait_seconds",
+    "steps", "allreduce_seconds", "allreduce_exposed_seconds", "allreduce_full_seconds", "grad_mb",
+    "compute_seconds"};
 
 typedef struct {
-    fu_table_row *rows;
-    size_t count, cap;
-    double *acc_sum, *auc_sum; // per row; NaN once a run lacks the value
-} table;
+    fu_run *v;
+    size_t n, cap;
+} run_list;
 
 static int parse_num(fu_csv *c, const char *col, const char *s, bool allow_empty, double *out) {
     if (!*s && allow_empty) {
@@ -34,60 +46,61 @@ static int parse_num(fu_csv *c, const char *col, const char *s, bool allow_empty
     return 0;
 }
 
-static int add_run(table *t, fu_csv *c, const int *col) {
-    const char *config = c->fields[col[COL_CONFIG]], *device = c->fields[col[COL_DEVICE]];
-    double ranks = 0, threads = 0, seconds = 0, acc = NAN, auc = NAN;
+// Copies an optional text field (empty when the column is absent).
+static void put_text(char *dst, size_t n, const fu_csv *c, int col) {
+    snprintf(dst, n, "%s", col >= 0 ? c->fields[col] : "");
+}
+
+static int parse_run(fu_csv *c, const int *col, fu_run *r) {
+    memset(r, 0, sizeof *r);
+    const char *config = c->fields[col[COL_CONFIG]];
     if (!*config) return fu_fail(c->name, "line %ld: empty config", c->line);
-    if (strlen(config) >= sizeof t->rows[0].config)
-        return fu_fail(c->name, "line %ld: config name longer than %zu bytes", c->line,
-                       sizeof t->rows[0].config - 1);
+    if (strlen(config) >= sizeof r->config)
+        return fu_fail(c->name, "line %ld: config name longer than %zu bytes", c->line, sizeof r->config - 1);
+    snprintf(r->config, sizeof r->config, "%s", config);
+    put_text(r->device, sizeof r->device, c, col[COL_DEVICE]);
+    put_text(r->dataset, sizeof r->dataset, c, col[COL_DATASET]);
+    put_text(r->device_name, sizeof r->device_name, c, col[COL_DEVICE_NAME]);
+    put_text(r->amp, sizeof r->amp, c, col[COL_AMP]);
+    put_text(r->image_size, sizeof r->image_size, c, col[COL_IMAGE_SIZE]);
+    r->file = c->name, r->line = c->line;
+
+    double ranks = 0, threads = 0;
     if (parse_num(c, "ranks", c->fields[col[COL_RANKS]], false, &ranks) < 0 ||
         parse_num(c, "threads_per_rank", c->fields[col[COL_THREADS]], false, &threads) < 0 ||
-        parse_num(c, "train_seconds", c->fields[col[COL_SECONDS]], false, &seconds) < 0 ||
-        parse_num(c, "test_acc", c->fields[col[COL_ACC]], true, &acc) < 0 ||
-        parse_num(c, "test_auc", c->fields[col[COL_AUC]], true, &auc) < 0)
+        parse_num(c, "train_seconds", c->fields[col[COL_SECONDS]], false, &r->train_seconds) < 0 ||
+        parse_num(c, "test_acc", c->fields[col[COL_ACC]], true, &r->test_acc) < 0 ||
+        parse_num(c, "test_auc", c->fields[col[COL_AUC]], true, &r->test_auc) < 0)
         return -1;
+    double *opt[] = {&r->model_parallel, &r->batch_per_rank, &r->epochs, &r->train_images, &r->images_per_second,
+                     &r->data_wait_seconds, &r->steps, &r->allreduce_seconds, &r->allreduce_exposed_seconds,
+                     &r->allreduce_full_seconds, &r->grad_mb, &r->compute_seconds};
+    for (int k = COL_MP; k < N_COLS; k++) {
+        double *v = opt[k - COL_MP];
+        if (col[k] < 0) *v = NAN;
+        else if (parse_num(c, col_names[k], c->fields[col[k]], true, v) < 0) return -1;
+    }
     if (ranks < 1 || threads < 1 || ranks != floor(ranks) || threads != floor(threads) || ranks * threads > 1e6)
         return fu_fail(c->name, "line %ld: ranks and threads_per_rank must be positive integers", c->line);
-    if (!(seconds > 0)) return fu_fail(c->name, "line %ld: train_seconds must be > 0", c->line);
-    bool cpu = strncmp(device, "cpu", 3) == 0;
-    int workers = (int)(cpu ? ranks * threads : ranks);
-
-    size_t i = 0;
-    while (i < t->count && strcmp(t->rows[i].config, config) != 0) i++;
-    if (i == t->count) {
-        if (t->count == t->cap) {
-            size_t cap = t->cap ? 2 * t->cap : 16;
-            fu_table_row *r = fu_realloc(t->rows, cap * sizeof *r);
-            if (!r) return -1;
-            t->rows = r;
-            double *a = fu_realloc(t->acc_sum, cap * sizeof *a);
-            if (!a) return -1;
-            t->acc_sum = a;
-            double *b = fu_realloc(t->auc_sum, cap * sizeof *b);
-            if (!b) return -1;
-            t->auc_sum = b;
-            t->cap = cap;
-        }
-        fu_table_row *r = &t->rows[t->count++];
-        memset(r, 0, sizeof *r);
-        snprintf(r->config, sizeof r->config, "%s", config);
-        snprintf(r->device, sizeof r->device, "%s", device);
-        r->workers = workers;
-        t->acc_sum[i] = t->auc_sum[i] = 0;
-    }
-    fu_table_row *r = &t->rows[i];
-    if (r->workers != workers)
-        return fu_fail(c->name, "line %ld: config %s has %d workers here but %d in an earlier run", c->line,
-                       config, workers, r->workers);
-    r->runs++;
-    r->train_seconds += seconds;
-    t->acc_sum[i] += acc; // NaN sticks: a mean over runs that lack it is undefined
-    t->auc_sum[i] += auc;
+    if (!(r->train_seconds > 0)) return fu_fail(c->name, "line %ld: train_seconds must be > 0", c->line);
+    r->ranks = (int)ranks, r->threads_per_rank = (int)threads;
+    r->cpu = strncmp(r->device, "cpu", 3) == 0;
+    r->workers = r->cpu ? r->ranks * r->threads_per_rank : r->ranks;
     return 0;
 }
 
-static int read_file(table *t, const char *path) {
+static int push(run_list *l, const fu_run *r) {
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 16;
+        fu_run *v = fu_realloc(l->v, cap * sizeof *v);
+        if (!v) return -1;
+        l->v = v, l->cap = cap;
+    }
+    l->v[l->n++] = *r;
+    return 0;
+}
+
+static int read_file(run_list *l, const char *path) {
     fu_csv c;
     if (fu_csv_open(&c, path) < 0) return -1;
     int rc = fu_csv_next(&c);
@@ -101,61 +114,95 @@ static int read_file(table *t, const char *path) {
         col[k] = -1;
         for (int j = 0; j < c.n; j++)
             if (strcmp(c.fields[j], col_names[k]) == 0) col[k] = j;
-        if (col[k] < 0) {
+        if (col[k] < 0 && k < N_REQUIRED) {
             fu_fail(path, "line 1: no column '%s' (a results CSV, DESIGN.md section 6)", col_names[k]);
             fu_csv_close(&c);
             return -1;
         }
     }
-    size_t runs = 0;
+    size_t before = l->n;
+    fu_run r;
     while ((rc = fu_csv_next(&c)) == 1) {
         if (c.n != ncols) {
             rc = fu_fail(path, "line %ld: %d fields, the header has %d", c.line, c.n, ncols);
             break;
         }
-        if ((rc = add_run(t, &c, col)) < 0) break;
-        runs++;
+        if ((rc = parse_run(&c, col, &r)) < 0 || (rc = push(l, &r)) < 0) break;
     }
-    if (rc == 0 && runs == 0) rc = fu_fail(path, "no runs after the header");
+    if (rc == 0 && l->n == before) rc = fu_fail(path, "no runs after the header");
     fu_csv_close(&c);
     return rc < 0 ? -1 : 0;
 }
 
-int fu_speedup_table(const char *const *paths, int n_paths, const char *baseline, fu_table_row **rows,
-                     size_t *count) {
-    table t = {0};
-    *rows = NULL;
-    *count = 0;
+int fu_runs_load(const char *const *paths, int n_paths, fu_run **runs, size_t *count) {
+    run_list l = {0};
     for (int i = 0; i < n_paths; i++) {
-        if (read_file(&t, paths[i]) < 0) goto fail;
+        if (read_file(&l, paths[i]) < 0) {
+            free(l.v);
+            *runs = NULL, *count = 0;
+            return -1;
+        }
+    }
+    *runs = l.v, *count = l.n;
+    return 0;
+}
+
+// ---- the speedup table -----------------------------------------------------------------
+
+int fu_table_of_runs(const fu_run *runs, size_t n_runs, const char *baseline, fu_table_row **rows, size_t *count) {
+    *rows = NULL, *count = 0;
+    fu_table_row *t = fu_realloc(NULL, (n_runs ? n_runs : 1) * sizeof *t);
+    if (!t) return -1;
+    size_t n = 0;
+    for (size_t k = 0; k < n_runs; k++) {
+        const fu_run *r = &runs[k];
+        size_t i = 0;
+        while (i < n && strcmp(t[i].config, r->config) != 0) i++;
+        if (i == n) {
+            memset(&t[n], 0, sizeof t[n]);
+            snprintf(t[n].config, sizeof t[n].config, "%s", r->config);
+            snprintf(t[n].device, sizeof t[n].device, "%s", r->device);
+            t[n++].workers = r->workers;
+        }
+        if (t[i].workers != r->workers) {
+            free(t);
+            return fu_fail(r->file, "line %ld: config %s has %d workers here but %d in an earlier run", r->line,
+                           r->config, r->workers, t[i].workers);
+        }
+        // Sums for now; NaN sticks: a mean over runs that lack a value is undefined.
+        t[i].runs++;
+        t[i].train_seconds += r->train_seconds;
+        t[i].test_acc += r->test_acc;
+        t[i].test_auc += r->test_auc;
     }
     const fu_table_row *base = NULL;
-    for (size_t i = 0; i < t.count; i++) {
-        fu_table_row *r = &t.rows[i];
-        r->train_seconds /= r->runs;
-        r->test_acc = t.acc_sum[i] / r->runs;
-        r->test_auc = t.auc_sum[i] / r->runs;
-        if (strcmp(r->config, baseline) == 0) base = r;
+    for (size_t i = 0; i < n; i++) {
+        t[i].train_seconds /= t[i].runs;
+        t[i].test_acc /= t[i].runs;
+        t[i].test_auc /= t[i].runs;
+        if (strcmp(t[i].config, baseline) == 0) base = &t[i];
     }
     if (!base) {
-        fu_fail(baseline, "no run of this baseline config in the %d results file%s", n_paths,
-                n_paths == 1 ? "" : "s");
+        free(t);
+        fu_fail(baseline, "no run of this baseline config among the %zu runs", n_runs);
         fu_hint("--baseline names a value of the config column, e.g. cpu1");
-        goto fail;
+        return -1;
     }
-    for (size_t i = 0; i < t.count; i++) {
-        fu_table_row *r = &t.rows[i];
-        r->speedup = base->train_seconds / r->train_seconds;
-        r->efficiency = r->speedup / r->workers;
+    for (size_t i = 0; i < n; i++) {
+        t[i].speedup = base->train_seconds / t[i].train_seconds;
+        t[i].efficiency = t[i].speedup / t[i].workers;
     }
-    free(t.acc_sum);
-    free(t.auc_sum);
-    *rows = t.rows;
-    *count = t.count;
+    *rows = t, *count = n;
     return 0;
-fail:
-    free(t.rows);
-    free(t.acc_sum);
-    free(t.auc_sum);
-    return -1;
+}
+
+int fu_speedup_table(const char *const *paths, int n_paths, const char *baseline, fu_table_row **rows,
+                     size_t *count) {
+    fu_run *runs;
+    size_t n;
+    *rows = NULL, *count = 0;
+    if (fu_runs_load(paths, n_paths, &runs, &n) < 0) return -1;
+    int rc = fu_table_of_runs(runs, n, baseline, rows, count);
+    free(runs);
+    return rc;
 }

@@ -99,11 +99,11 @@ row() { # config device ranks threads seconds acc auc
 { echo "$H"; row cpux4t2 cpu 4 2 200 0.8 0.9; row cpux4t2 cpu 4 2 300 0.9 0.8; } >"$T/cpux4t2.csv"
 { echo "$H"; row h100x1_amp cuda 1 8 40 0.85 ""; } >"$T/h100.csv"
 cat >"$T/want-table.csv" <<'TXT'
-config,device,workers,runs,train_seconds,speedup,efficiency,test_acc,test_auc
-cpu1,cpu,1,1,1000.000,1.0000,1.0000,0.8000,0.9000
-cpux2,cpu,2,1,500.000,2.0000,1.0000,0.8100,0.9100
-cpux4t2,cpu,8,2,250.000,4.0000,0.5000,0.8500,0.8500
-h100x1_amp,cuda,1,1,40.000,25.0000,25.0000,0.8500,
+config,device,workers,runs,train_seconds,speedup,efficiency,test_acc,test_auc,baseline
+cpu1,cpu,1,1,1000.000,1.0000,1.0000,0.8000,0.9000,cpu1
+cpux2,cpu,2,1,500.000,2.0000,1.0000,0.8100,0.9100,cpu1
+cpux4t2,cpu,8,2,250.000,4.0000,0.5000,0.8500,0.8500,cpu1
+h100x1_amp,cuda,1,1,40.000,25.0000,25.0000,0.8500,,cpu1
 TXT
 check "--table" metrics-report --table --baseline cpu1 "$T/cpu1.csv" "$T/cpux2.csv" "$T/cpux4t2.csv" "$T/h100.csv"
 same "--table: golden" "$T/.out" "$T/want-table.csv"
@@ -113,6 +113,13 @@ metrics-report --table --baseline cpux2 "$T/cpu1.csv" "$T/cpux2.csv" >"$T/t2.csv
 check_fails "--table: missing baseline" 1 "metrics-report: cpu9: no run of this baseline config" \
     metrics-report --table --baseline cpu9 "$T/cpu1.csv" "$T/cpux2.csv"
 check_fails "--table without --baseline" 2 "metrics-report: --table needs --baseline" metrics-report --table "$T/cpu1.csv"
+check_fails "--predict without --baseline" 2 "metrics-report: --predict needs --baseline" metrics-report --predict "$T/cpu1.csv"
+check_fails "--table with --summary" 2 "metrics-report: --table, --predict and --summary: one at a time" \
+    metrics-report --table --summary --baseline cpu1 "$T/cpu1.csv"
+# Files without the allreduce columns: nothing to fit, said once; the CSV is its header.
+metrics-report --predict --csv --baseline cpu1 "$T/cpu1.csv" "$T/cpux2.csv" >"$T/p.csv" 2>"$T/p.err"
+[ $? = 0 ] && [ "$(wc -l <"$T/p.csv")" = 1 ] && grep -q 'nothing to predict' "$T/p.err" && ok "--predict: nothing to fit" ||
+    not_ok "--predict: nothing to fit" "$(cat "$T/p.err" "$T/p.csv")"
 { echo "$H"; row cpu2 cpu 2 1 fast 0.8 0.9; } >"$T/badtab.csv"
 check_fails "--table: bad number" 1 "metrics-report: .*badtab.csv: line 2: train_seconds 'fast' is not a number" \
     metrics-report --table --baseline cpu1 "$T/cpu1.csv" "$T/badtab.csv"
