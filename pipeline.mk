@@ -150,12 +150,13 @@ GPU_NAMES = { names=$$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/
 gpu_have = $(shell $(GPU_NAMES) | sort | uniq -c | sed 's/^ *\([0-9]*\) */\1 x /' | paste -sd, - | sed 's/,/, /g')
 gpu_matching = $(shell $(GPU_NAMES) | grep -icE '(^|[^a-z0-9])$(1)([^a-z0-9]|$$)')
 upper = $(shell echo '$(1)' | tr a-z A-Z)
-gpu_why = $(if $(shell [ "$(call gpu_matching,$(2))" -ge $(3) ] && echo yes),$(1): the GPU backend is not built yet: cnn-train has no --device cuda (this machine has $(gpu_have)),$(1): needs $(3) x $(call upper,$(2)); this machine has $(or $(gpu_have),no NVIDIA GPU))
+# With the GPUs there, what is not built yet: model parallelism (_mp).
+gpu_why = $(if $(shell [ "$(call gpu_matching,$(2))" -ge $(3) ] && echo yes),$(if $(filter mp,$(4)),$(1): model parallelism (cnn-train --model-parallel) is not built yet),$(1): needs $(3) x $(call upper,$(2)); this machine has $(or $(gpu_have),no NVIDIA GPU))
 
 # $(call result_why,PATH): why results PATH cannot be made here; empty when it can.
 RESULT_TABLES := $(RESULTS)/cpu-scaling.csv $(RESULTS)/gpu-scaling.csv $(RESULTS)/scaling-model.csv
 bad_name = $(1): not a results name: cpu1, cpu1tT, cpuxN, cpuxNtT (N ranks x T threads, optional _bf16) or GPUxN[_amp|_bf16][_mp] (v100x4_amp)
-name_why = $(if $(filter cpu%,$(2)),$(if $(and $(call cpu_ranks,$(3)),$(call cpu_threads,$(3))),,$(call bad_name,$(1))),$(if $(call gpu_name_ok,$(2)),$(call gpu_why,$(1),$(call gpu_model,$(2)),$(call gpu_count,$(2))),$(call bad_name,$(1))))
+name_why = $(if $(filter cpu%,$(2)),$(if $(and $(call cpu_ranks,$(3)),$(call cpu_threads,$(3))),,$(call bad_name,$(1))),$(if $(call gpu_name_ok,$(2)),$(call gpu_why,$(1),$(call gpu_model,$(2)),$(call gpu_count,$(2)),$(call gpu_flags,$(2))),$(call bad_name,$(1))))
 result_why = $(if $(filter $(RESULT_TABLES),$(1)),,$(call name_why,$(1),$(basename $(notdir $(1))),$(patsubst cpu%,%,$(basename $(notdir $(1))))))
 
 # Named on the command line: refused before any data are made.
@@ -174,9 +175,18 @@ $(RESULTS)/cpu%.csv: $(READY) $(W)/train.params bin/cnn-train
 	  $(if $(call cpu_flags,$*),--amp bf16 )--config cpu$* --out $(W)/runs/cpu$*
 	cp $(W)/runs/cpu$*/results.csv $@.tmp && mv $@.tmp $@
 
-# Every other name: a GPU configuration, or a mistake; says which, makes nothing.
-$(RESULTS)/%.csv:
-	@echo '$(or $(call result_why,$@),$@: no rule makes it)' >&2; exit 1
+# Every other name: a GPU configuration (one rank per GPU, the cuda backend;
+# _amp = fp16 autocast with loss scaling, as the study's AMP; _bf16), or a
+# mistake, which is refused before anything runs.
+$(RESULTS)/%.csv: $(READY) $(W)/train.params bin/cnn-train
+	$(if $(call result_why,$@),@echo '$(call result_why,$@)' >&2; exit 1)
+	@mkdir -p $(@D)
+	rm -rf $(W)/runs/$*
+	$(if $(filter-out 1,$(call gpu_count,$*)),$(MPI_CMD) $(call gpu_count,$*) )bin/cnn-train \
+	  $(subst --backend cpu,--device cuda,$(TRAIN_ARGS)) --threads 4 \
+	  $(if $(filter amp,$(call gpu_flags,$*)),--amp fp16 )$(if $(filter bf16,$(call gpu_flags,$*)),--amp bf16 )--config $* \
+	  --out $(W)/runs/$*
+	cp $(W)/runs/$*/results.csv $@.tmp && mv $@.tmp $@
 
 # ---- tables: speedup and efficiency against the baseline, the scaling model -----------
 # From the results files there are (a missing baseline is run first). The

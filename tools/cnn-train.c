@@ -38,13 +38,15 @@ static const char USAGE[] =
     "  --no-decay-bn-bias     BatchNorm weights/biases and Linear biases get no decay\n"
     "  --select auc|acc|last  how the kept epoch is chosen (validation ROC AUC)\n"
     "  --seed N               42: initial weights, order, augmentation, dropout\n"
-    "  --backend ref|cpu|auto auto: the fastest available\n"
+    "  --backend ref|cpu|cuda|auto   auto: the fastest CPU backend; cuda: the GPU (builds with USE_CUDA)\n"
+    "  --device cpu|cuda      the same as --backend auto|cuda; each rank uses GPU (local rank)\n"
     "  --resume               continue the run in DIR exactly where it stopped\n"
     "  --max-steps N          stop after N optimizer steps in all (state saved; --resume goes on)\n"
     "  --no-augment, --no-dropout   switch the recipe's augmentation / dropout off (tests)\n"
     "  --config NAME, --dataset NAME   the first columns of results.csv (default: cpu1 or\n"
     "                         cpu1tN for N threads; the train shard's name)\n"
-    "  --amp off|bf16         bf16: convolutions on bfloat16 (CPUs with AVX512-BF16), the rest fp32\n"
+    "  --amp off|bf16|fp16    convolutions on bfloat16 (AVX512-BF16 CPUs, GPUs) or float16 with loss\n"
+    "                         scaling (GPUs); BatchNorm, loss and master weights stay fp32\n"
     "  --threads N            threads per rank (default: all cores; results do not depend on it)\n"
     "Data parallel: mpirun -np N cnn-train ... runs N ranks; each trains on its slice of\n"
     "every epoch (batch per rank), gradients are summed across ranks while backward runs,\n"
@@ -59,7 +61,7 @@ static const char USAGE[] =
 enum {
     OPT_TRAIN = TOOL_OPT_FIRST_FREE, OPT_VAL, OPT_TEST, OPT_EPOCHS, OPT_BATCH, OPT_LR, OPT_WD, OPT_NO_DECAY,
     OPT_SELECT, OPT_SEED, OPT_BACKEND, OPT_RESUME, OPT_MAX_STEPS, OPT_NO_AUGMENT, OPT_NO_DROPOUT, OPT_CONFIG,
-    OPT_DATASET, OPT_AMP, OPT_SYNC_BN, OPT_LR_SCALE, OPT_BUCKET_MB
+    OPT_DATASET, OPT_AMP, OPT_SYNC_BN, OPT_LR_SCALE, OPT_BUCKET_MB, OPT_DEVICE
 };
 
 typedef enum { SELECT_AUC, SELECT_ACC, SELECT_LAST } select_by;
@@ -89,6 +91,7 @@ static options parse(int argc, char **argv) {
         {"select", required_argument, 0, OPT_SELECT},
         {"seed", required_argument, 0, OPT_SEED},
         {"backend", required_argument, 0, OPT_BACKEND},
+        {"device", required_argument, 0, OPT_DEVICE},
         {"resume", no_argument, 0, OPT_RESUME},
         {"max-steps", required_argument, 0, OPT_MAX_STEPS},
         {"no-augment", no_argument, 0, OPT_NO_AUGMENT},
@@ -122,6 +125,10 @@ static options parse(int argc, char **argv) {
         }
         case OPT_SEED: op.o.seed = (uint64_t)tool_parse_long("--seed", optarg, 0, INT64_MAX); break;
         case OPT_BACKEND: op.backend = optarg; break;
+        case OPT_DEVICE:
+            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) tool_usage_error("--device: cpu or cuda, not '%s'", optarg);
+            op.backend = strcmp(optarg, "cuda") ? "auto" : "cuda";
+            break;
         case OPT_RESUME: op.resume = true; break;
         case OPT_MAX_STEPS: op.max_steps = tool_parse_long("--max-steps", optarg, 0, INT64_MAX); break;
         case OPT_NO_AUGMENT: op.o.augment = false; break;
@@ -143,8 +150,9 @@ static options parse(int argc, char **argv) {
     if (optind < argc) tool_usage_error("%s: unexpected argument (the splits go with --train/--val/--test)", argv[optind]);
     op.out = tool.out_path;
     if (!op.train || !op.val || !op.out) tool_usage_error("--train, --val and --out are required");
-    if (strcmp(op.backend, "ref") && strcmp(op.backend, "cpu") && strcmp(op.backend, "auto"))
-        tool_usage_error("--backend: ref, cpu or auto, not '%s'", op.backend);
+    if (strcmp(op.backend, "ref") && strcmp(op.backend, "cpu") && strcmp(op.backend, "cuda") &&
+        strcmp(op.backend, "auto"))
+        tool_usage_error("--backend: ref, cpu, cuda or auto, not '%s'", op.backend);
     return op;
 }
 
@@ -219,21 +227,6 @@ static char *append(char *s, const char *add) {
     return r;
 }
 
-static void cpu_name(char *out, size_t n) {
-    snprintf(out, n, "unknown");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f) return;
-    char line[512];
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "model name", 10) == 0 && strchr(line, ':')) {
-            const char *v = strchr(line, ':') + 1;
-            while (*v == ' ' || *v == '\t') v++;
-            snprintf(out, n, "%.*s", (int)strcspn(v, "\n"), v);
-            break;
-        }
-    fclose(f);
-}
-
 // The revision of the checkout this binary was built in (bin/..), else of
 // the current folder.
 static void git_rev(char *out, size_t n) {
@@ -299,7 +292,7 @@ static void write_results(const results *r) {
     fu_csv_put(t.f, config, strlen(config));
     fputc(',', t.f);
     fu_csv_put(t.f, dataset, strlen(dataset));
-    fputs(",cpu,", t.f);
+    fprintf(t.f, ",%s,", strcmp(op->backend, "cuda") ? "cpu" : "cuda");
     fu_csv_put(t.f, r->device_name, strlen(r->device_name));
     const fu_run_state *rs = r->rs;
     char size[32];
@@ -478,6 +471,7 @@ int main(int argc, char **argv) {
     }
 
     fu_trainer t;
+    op.o.device = comm.local_rank; // one GPU per rank of a host (cuda backend)
     if (fu_trainer_init(&t, &m, &op.o, op.backend, tool.threads) < 0) tool_fail();
     if (fu_class_weights(train.count, 2, t.class_w) < 0) tool_fail();
     bool dropped;
@@ -594,7 +588,7 @@ int main(int argc, char **argv) {
     }
     double final_loss = last_train_loss(rs.log);
     char device_name[256];
-    cpu_name(device_name, sizeof device_name);
+    fu_backend_device_name(t.be, device_name, sizeof device_name);
     results r = {&op, &train, &rs, &ev, op.test ? &et : NULL, device_name, started_at, final_loss,
                  max_over_ranks(peak_rss_mb()), comm.size, t.step,
                  t.sync ? fu_grad_sync_stats_of(t.sync) : (fu_grad_sync_stats){0}, allreduce_full};

@@ -689,7 +689,12 @@ int fu_cuda_device_name(char *out, size_t size) {
 int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backend **out) {
     *out = NULL;
     char why[160];
-    if (!fu_cuda_device_count(why, sizeof why)) return fu_fail("cuda backend", "no CUDA device: %s", why);
+    int count = fu_cuda_device_count(why, sizeof why);
+    if (!count) return fu_fail("cuda backend", "no CUDA device: %s", why);
+    if (o->device < 0 || o->device >= count)
+        return fu_fail("cuda backend", "GPU %d asked for; this process sees %d", o->device, count);
+    if (cudaSetDevice(o->device) != cudaSuccess)
+        return fu_fail("cuda backend", "cannot use GPU %d", o->device);
     fu_backend *b = (fu_backend *)fu_calloc(1, sizeof *b);
     cu_net *d = (cu_net *)fu_calloc(1, sizeof *d);
     if (!b || !d) {

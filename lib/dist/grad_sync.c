@@ -61,16 +61,17 @@ void fu_grad_sync_free(fu_grad_sync *g) {
 void fu_grad_sync_begin(fu_grad_sync *g, double scale) {
     g->scale = scale;
     g->started = 0;
+    g->t_first = -1;
     for (int k = 0; k < g->nb; k++) g->b[k].left = g->b[k].len, g->b[k].started = false;
 }
 
 static void start(fu_grad_sync *g, bucket *b) {
     float *v = g->grads + b->off; // (len)
+    if (g->started++ == 0 && g->t_first < 0) g->t_first = fu_now(); // scaling is part of the cost
     if (g->scale != 1.0) {
         float s = (float)g->scale;
         for (size_t i = 0; i < b->len; i++) v[i] *= s;
     }
-    if (g->started++ == 0) g->t_first = fu_now();
     b->started = true;
     if (g->c->mpi) MPI_Iallreduce(MPI_IN_PLACE, v, (int)b->len, MPI_FLOAT, MPI_SUM, g->comm, &b->req);
     else b->req = MPI_REQUEST_NULL;
@@ -99,6 +100,7 @@ void fu_grad_sync_ready(fu_grad_sync *g, size_t off, size_t len) {
 
 int fu_grad_sync_end(fu_grad_sync *g) {
     double t0 = fu_now();
+    if (g->t_first < 0) g->t_first = t0; // nothing started during backward
     // Every rank starts the same buckets in the same order: those reported
     // complete (in report order, identical across ranks), then the rest.
     for (int k = 0; k < g->nb; k++)

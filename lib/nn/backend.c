@@ -12,6 +12,7 @@
 #endif
 
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,6 +64,28 @@ static int cuda_create(const fu_model *m, const fu_backend_opts *o, fu_backend *
     fu_hint("rebuild with `make USE_CUDA=1` where nvcc and cuDNN are installed (docs/gpu.md)");
     return -1;
 #endif
+}
+
+static void cpu_model_name(char *out, size_t size) {
+    snprintf(out, size, "unknown CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "model name", 10) == 0 && strchr(line, ':')) {
+            const char *v = strchr(line, ':') + 1;
+            while (*v == ' ' || *v == '\t') v++;
+            snprintf(out, size, "%.*s", (int)strcspn(v, "\n"), v);
+            break;
+        }
+    fclose(f);
+}
+
+void fu_backend_device_name(const fu_backend *b, char *out, size_t size) {
+#if FU_HAVE_CUDA
+    if (strcmp(b->name, "cuda") == 0 && fu_cuda_device_name(out, size) == 0) return;
+#endif
+    cpu_model_name(out, size);
 }
 
 const char *fu_amp_name(fu_amp amp) { return amp == FU_AMP_BF16 ? "bf16" : amp == FU_AMP_FP16 ? "fp16" : "off"; }

@@ -29,6 +29,7 @@ typedef struct {
     int batch;   // planned batch: forward accepts 1 <= n <= batch
     int threads; // OpenMP threads the backend may use (results do not depend on it)
     fu_amp amp;
+    int device;  // the GPU the cuda backend runs on (a rank's local rank); others ignore it
 } fu_backend_opts;
 
 // Data parallelism (lib/dist) reaches into a backend through these hooks;
@@ -51,7 +52,7 @@ typedef struct {
 } fu_dist_hooks;
 
 struct fu_backend {
-    const char *name;   // "ref", "cpu"
+    const char *name;   // "ref", "cpu", "cuda"
     const fu_model *m;
     int batch;          // planned batch: forward accepts 1 <= n <= batch
     fu_amp amp;
@@ -73,6 +74,10 @@ struct fu_backend {
 // name: "ref" or "cpu" ("auto" = the fastest available). Fails with a clear
 // message for an amp mode the backend or this CPU cannot run.
 int fu_backend_create(const char *name, const fu_model *m, const fu_backend_opts *o, fu_backend **out);
+
+// What b runs on, for people and results.csv: the CPU's model name, or the
+// GPU's with its compute capability and library versions.
+void fu_backend_device_name(const fu_backend *b, char *out, size_t size);
 
 // "off", "bf16", "fp16" (for messages and results.csv).
 const char *fu_amp_name(fu_amp amp);

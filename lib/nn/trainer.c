@@ -33,7 +33,7 @@ int fu_trainer_init(fu_trainer *t, const fu_model *m, const fu_train_opts *o, co
     t->o = *o;
     t->adamw = fu_adamw_defaults();
     t->adamw.weight_decay = o->weight_decay;
-    fu_backend_opts bo = {.batch = o->batch, .threads = threads, .amp = o->amp};
+    fu_backend_opts bo = {.batch = o->batch, .threads = threads, .amp = o->amp, .device = o->device};
     if (fu_backend_create(backend, m, &bo, &t->be) < 0) return -1;
     size_t np = m->n_params, ns = m->n_state, nc = m->n_counts;
     size_t pix = (size_t)o->batch * 3 * m->height * m->width;

@@ -24,6 +24,7 @@ typedef struct {
     bool augment, dropout; // both on in the recipe; off for oracle tests
     uint64_t seed;
     fu_amp amp;
+    int device; // the GPU of the cuda backend
 } fu_train_opts;
 
 // The study's recipe: 10 epochs, batch 32, lr 1e-3, weight decay 1e-4 on

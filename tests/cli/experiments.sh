@@ -58,7 +58,10 @@ chmod +x "$T/h100/nvidia-smi"
 PATH="$T/h100:$PATH"
 refused v100x4_amp 'v100x4_amp.csv: needs 4 x V100; this machine has 1 x NVIDIA H100 80GB HBM3\.  Stop\.$'
 refused h100x2_amp_mp 'h100x2_amp_mp.csv: needs 2 x H100; this machine has 1 x NVIDIA H100 80GB HBM3'
-refused h100x1_amp 'h100x1_amp.csv: the GPU backend is not built yet: cnn-train has no --device cuda \(this machine has 1 x NVIDIA H100 80GB HBM3\)'
+refused h100x1_amp_mp 'h100x1_amp_mp.csv: model parallelism \(cnn-train --model-parallel\) is not built yet'
+got=$(cmd h100x1_amp)
+case "$got" in "bin/cnn-train "*" --device cuda "*" --amp fp16 --config h100x1_amp "*) ok "h100x1_amp there: the cuda backend, fp16 AMP" ;;
+*) not_ok "h100x1_amp there: the cuda backend, fp16 AMP" "$got" ;; esac
 PATH=${PATH#"$T/h100:"}
 
 # The study's grid on a 2-core machine: what it runs, what it skips and why.
