@@ -18,15 +18,26 @@
 
 static fu_ref_net_f32 *ref_of(fu_backend *b) { return b->impl; }
 
+// The reference network with the caller's data-parallel hooks (set after
+// create, so copied in before each pass).
+static fu_ref_net_f32 *ref_hooked(fu_backend *b) {
+    fu_ref_net_f32 *net = ref_of(b);
+    const fu_dist_hooks *h = b->dist;
+    net->dist_ctx = h ? h->ctx : NULL;
+    net->dist_sum = h ? h->sum : NULL;
+    net->grads_ready = h ? h->grads_ready : NULL;
+    return net;
+}
+
 static int ref_forward(fu_backend *b, int n, const float *params, float *state, int64_t *counts, const float *x,
                        const int *labels, const float *class_w, const fu_pass *pass, float *loss) {
-    return fu_ref_forward_f32(ref_of(b), n, params, state, counts, x, labels, class_w, pass, loss);
+    return fu_ref_forward_f32(ref_hooked(b), n, params, state, counts, x, labels, class_w, pass, loss);
 }
 
 static const float *ref_logits(fu_backend *b) { return fu_ref_logits_f32(ref_of(b)); }
 
 static int ref_backward(fu_backend *b, const float *params, float *grads) {
-    return fu_ref_backward_f32(ref_of(b), params, grads);
+    return fu_ref_backward_f32(ref_hooked(b), params, grads);
 }
 
 static void ref_destroy(fu_backend *b) {

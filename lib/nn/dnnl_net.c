@@ -29,6 +29,7 @@
 
 #include <dnnl.h>
 #include <dnnl_debug.h>
+#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +79,9 @@ typedef struct {
     int *labels;
     float *class_w;
     bool ready;
+    // Sync-BN (backend.h's dist->sum): per-image channel sums (batch, C/16, 2, 16),
+    // the vector summed over ranks (2C + 2), this rank's loss share (ref_net.h)
+    double *bn_part, *bn_sums, share;
 } dn_net;
 
 #define DN(call)                                                                                                       \
@@ -819,6 +823,217 @@ static void pass_grad(size_t n, const float *dy, float *dx, bool acc) {
         add_run(n - i < DN_CHUNK ? n - i : DN_CHUNK, dy + i, dx + i);
 }
 
+// ---- sync-BN ---------------------------------------------------------------------
+// Training-mode BatchNorm on the statistics of the global batch (data
+// parallelism, ref_net.h): plain loops over nChw16c rather than oneDNN's
+// primitive, whose statistics are its own batch's. Per-channel sums go per
+// (image, block) to threads and are added over images in order, so results do
+// not depend on the thread count. aux holds the global mean and variance.
+
+// The kernels below copy their per-lane arrays into locals and test `relu`
+// outside the loops: arrays that might alias the output, or a condition
+// inside, keep GCC from vectorising them.
+
+// sum[l] = sum over p of x[p, l], sq[l] likewise of x^2
+FU_CLONES static void block_moments(size_t hw, const float *x, double sum[16], double sq[16]) {
+    double a[16] = {0}, b[16] = {0};
+    for (size_t p = 0; p < hw; p++)
+        for (int l = 0; l < 16; l++) {
+            double v = x[p * 16 + l];
+            a[l] += v;
+            b[l] += v * v;
+        }
+    memcpy(sum, a, sizeof a);
+    memcpy(sq, b, sizeof b);
+}
+
+// y = [relu](x * g[l] + b[l])
+FU_CLONES static void block_affine(size_t hw, const float *x, const float g[16], const float b[16], bool relu,
+                                   float *y) {
+    float gl[16], bl[16];
+    memcpy(gl, g, sizeof gl);
+    memcpy(bl, b, sizeof bl);
+    if (relu)
+        for (size_t p = 0; p < hw; p++)
+            for (int l = 0; l < 16; l++) {
+                float v = x[p * 16 + l] * gl[l] + bl[l];
+                y[p * 16 + l] = v > 0 ? v : 0;
+            }
+    else
+        for (size_t p = 0; p < hw; p++)
+            for (int l = 0; l < 16; l++)
+                y[p * 16 + l] = x[p * 16 + l] * gl[l] + bl[l];
+}
+
+// dy where a fused ReLU let it through (y > 0), else 0
+static inline float relu_grad(bool relu, float y, float dy) { return relu && !(y > 0) ? 0 : dy; }
+
+// With dy masked by relu_grad: sdy[l] = sum dy, sdyx[l] = sum dy * (x - mean[l])
+// (float over runs of 16 pixels, then added in double: a float inner loop
+// vectorises, one converting to double per element does not)
+static inline __attribute__((always_inline)) void bn_sums_loop(size_t hw, const float *x, const float *y,
+                                                               const float *dy, const float *ml, bool relu, double *a,
+                                                               double *b) {
+    for (size_t p0 = 0; p0 < hw; p0 += 16) {
+        size_t p1 = hw - p0 < 16 ? hw : p0 + 16;
+        float fa[16] = {0}, fb[16] = {0};
+        for (size_t p = p0; p < p1; p++)
+            for (int l = 0; l < 16; l++) {
+                float g = relu_grad(relu, y[p * 16 + l], dy[p * 16 + l]);
+                fa[l] += g;
+                fb[l] += g * (x[p * 16 + l] - ml[l]);
+            }
+        for (int l = 0; l < 16; l++) {
+            a[l] += fa[l];
+            b[l] += fb[l];
+        }
+    }
+}
+
+FU_CLONES static void block_bn_sums(size_t hw, const float *x, const float *y, const float *dy, const float mean[16],
+                                   bool relu, double sdy[16], double sdyx[16]) {
+    double a[16] = {0}, b[16] = {0};
+    float ml[16];
+    memcpy(ml, mean, sizeof ml);
+    if (relu)
+        bn_sums_loop(hw, x, y, dy, ml, true, a, b);
+    else
+        bn_sums_loop(hw, x, y, dy, ml, false, a, b);
+    memcpy(sdy, a, sizeof a);
+    memcpy(sdyx, b, sizeof b);
+}
+
+// dx (=|+=) a[l] * dy - k1[l] - (x - mean[l]) * k2[l], dy masked by relu_grad;
+// one loop per (relu, acc), each inlined with its constants
+static inline __attribute__((always_inline)) void bn_dx_loop(size_t hw, const float *x, const float *y,
+                                                             const float *dy, const float *ml, const float *al,
+                                                             const float *k1l, const float *k2l, float *dx, bool relu,
+                                                             bool acc) {
+    for (size_t p = 0; p < hw; p++)
+        for (int l = 0; l < 16; l++) {
+            float g = relu_grad(relu, y[p * 16 + l], dy[p * 16 + l]);
+            float v = al[l] * g - k1l[l] - (x[p * 16 + l] - ml[l]) * k2l[l];
+            dx[p * 16 + l] = acc ? dx[p * 16 + l] + v : v;
+        }
+}
+
+FU_CLONES static void block_bn_dx(size_t hw, const float *x, const float *y, const float *dy, bool relu,
+                                 const float mean[16], const float a[16], const float k1[16], const float k2[16],
+                                 float *dx, bool acc) {
+    float ml[16], al[16], k1l[16], k2l[16];
+    memcpy(ml, mean, sizeof ml);
+    memcpy(al, a, sizeof al);
+    memcpy(k1l, k1, sizeof k1l);
+    memcpy(k2l, k2, sizeof k2l);
+    if (relu && acc)
+        bn_dx_loop(hw, x, y, dy, ml, al, k1l, k2l, dx, true, true);
+    else if (relu)
+        bn_dx_loop(hw, x, y, dy, ml, al, k1l, k2l, dx, true, false);
+    else if (acc)
+        bn_dx_loop(hw, x, y, dy, ml, al, k1l, k2l, dx, false, true);
+    else
+        bn_dx_loop(hw, x, y, dy, ml, al, k1l, k2l, dx, false, false);
+}
+
+// v[k] = sum over images of part[., k], v[C + k] likewise of the second
+// half; part (n, C/16, 2, 16)
+static void bn_reduce(int n, int c, const double *part, double *v) {
+    int cb = c / 16;
+    for (int k = 0; k < c; k++) {
+        double a = 0, b = 0;
+        for (int i = 0; i < n; i++) {
+            const double *p = part + ((size_t)i * cb + k / 16) * 32 + k % 16;
+            a += p[0];
+            b += p[16];
+        }
+        v[k] = a;
+        v[c + k] = b;
+    }
+}
+
+static int sync_alloc(dn_net *d) {
+    if (d->bn_part)
+        return 0;
+    int widest = 0;
+    for (int i = 0; i < d->m->n_ops; i++)
+        if (d->m->ops[i].kind == FU_OP_BN && d->m->ops[i].c > widest)
+            widest = d->m->ops[i].c;
+    d->bn_part = malloc((size_t)d->batch * 2 * widest * sizeof *d->bn_part);
+    d->bn_sums = malloc((2 * (size_t)widest + 2) * sizeof *d->bn_sums);
+    if (!d->bn_part || !d->bn_sums)
+        return fu_fail("cpu backend", "out of memory");
+    return 0;
+}
+
+// Sums v[0, len) over ranks in place.
+static int sync_sum(const fu_dist_hooks *h, double *v, int len) {
+    if (h->sum(h->ctx, v, len) < 0) {
+        fu_error_prefix("sync-BN");
+        return -1;
+    }
+    return 0;
+}
+
+// BN op i's training forward on the global batch: one sum over ranks of
+// (sum x, sum x^2, count, W_r), then normalise and update the running stats.
+static int sync_bn_fwd(dn_net *d, const fu_dist_hooks *h, int i, int n, const float *params, float *state,
+                       const int *labels, const float *class_w) {
+    const fu_op *op = &d->m->ops[i];
+    const dn_op *o = &d->op[i];
+    int c = op->c, cb = c / 16;
+    size_t hw = (size_t)op->h * op->w;
+    const float *x = act_of(d, op->in[0]), *gamma = params + op->weight, *beta = params + op->bias_off;
+    float *y = act_of(d, i), *aux = (float *)(d->aux + o->aux);
+    fu_bn_shape s = {.n = n, .c = c, .hw = (int)hw, .eps = FU_BN_EPS, .momentum = FU_BN_MOMENTUM};
+    if (sync_alloc(d) < 0)
+        return -1;
+    double *v = d->bn_sums, w_rank = 0;
+    for (int k = 0; k < n; k++)
+        w_rank += class_w[labels[k]];
+    if (o->vec) {
+        fu_ref_bn_sums_f32(&s, x, v);
+    } else {
+#pragma omp parallel for
+        for (int nb = 0; nb < n * cb; nb++)
+            block_moments(hw, x + (size_t)nb * hw * 16, d->bn_part + (size_t)nb * 32,
+                          d->bn_part + (size_t)nb * 32 + 16);
+        bn_reduce(n, c, d->bn_part, v);
+    }
+    v[2 * c] = (double)n * hw;
+    v[2 * c + 1] = w_rank;
+    if (sync_sum(h, v, 2 * c + 2) < 0)
+        return -1;
+    d->share = w_rank / v[2 * c + 1];
+    double cnt = v[2 * c];
+    float *rm = state + op->mean, *rv = state + op->var;
+    if (o->vec) { // aux: mean, 1/std as the reference's
+        fu_ref_bn_global_fwd_f32(&s, v, cnt, x, gamma, beta, y, aux, aux + c, rm, rv);
+        return 0;
+    }
+    for (int k = 0; k < c; k++) { // aux: mean, biased variance; running stats as PyTorch's SyncBatchNorm
+        double mu = v[k] / cnt, var = v[c + k] / cnt - mu * mu;
+        if (var < 0) // rounding of a constant channel
+            var = 0;
+        aux[k] = (float)mu;
+        aux[c + k] = (float)var;
+        rm[k] = (float)((1 - FU_BN_MOMENTUM) * rm[k] + FU_BN_MOMENTUM * mu);
+        rv[k] = (float)((1 - FU_BN_MOMENTUM) * rv[k] + FU_BN_MOMENTUM * (cnt > 1 ? var * cnt / (cnt - 1) : var));
+    }
+#pragma omp parallel for
+    for (int nb = 0; nb < n * cb; nb++) {
+        int k0 = (nb % cb) * 16;
+        float g[16], b[16];
+        for (int l = 0; l < 16; l++) {
+            double gs = gamma[k0 + l] / sqrt((double)aux[c + k0 + l] + FU_BN_EPS);
+            g[l] = (float)gs;
+            b[l] = (float)(beta[k0 + l] - aux[k0 + l] * gs);
+        }
+        size_t off = (size_t)nb * hw * 16;
+        block_affine(hw, x + off, g, b, o->relu_fused, y + off);
+    }
+    return 0;
+}
+
 // ---- forward and backward ------------------------------------------------------
 
 static int bind_params(dn_net *d, const float *params, float *state) {
@@ -883,7 +1098,10 @@ static int dn_forward(fu_backend *b, int n, const float *params, float *state, i
             break;
         case FU_OP_BN: {
             fu_bn_shape s = {.n = n, .c = op->c, .hw = (int)hw, .eps = FU_BN_EPS, .momentum = FU_BN_MOMENTUM};
-            if (o->vec) {
+            if (pass->train && b->dist && b->dist->sum) {
+                if (sync_bn_fwd(d, b->dist, i, n, params, state, labels, class_w) < 0)
+                    return -1;
+            } else if (o->vec) {
                 if (pass->train)
                     fu_ref_bn_train_fwd_f32(&s, in, w, bias, y, aux, aux + op->c, state + op->mean, state + op->var);
                 else
@@ -1018,6 +1236,68 @@ static int bwd_into(dn_net *d, dn_op *o, int t, int n) {
     return 0;
 }
 
+// BN op i's backward on the global batch: the local (sum dy, sum dy * xhat)
+// are its gamma/beta gradients; summed over ranks weighed by this rank's
+// loss share (ref_net.h) they give the input gradient's mean terms.
+static int sync_bn_bwd(dn_net *d, const fu_dist_hooks *h, int i, int n, const float *params, float *grads) {
+    const fu_op *op = &d->m->ops[i];
+    const dn_op *o = &d->op[i];
+    int c = op->c, cb = c / 16;
+    size_t hw = (size_t)op->h * op->w;
+    const float *x = act_of(d, op->in[0]), *y = act_of(d, i), *dy = dact_of(d, i), *gamma = params + op->weight;
+    const float *aux = (const float *)(d->aux + o->aux);
+    float *dgamma = grads + op->weight, *dbeta = grads + op->bias_off;
+    fu_bn_shape s = {.n = n, .c = c, .hw = (int)hw, .eps = FU_BN_EPS, .momentum = FU_BN_MOMENTUM};
+    if (sync_alloc(d) < 0)
+        return -1;
+    double *v = d->bn_sums;
+    if (o->vec) { // the reference's, which accumulate into dgamma, dbeta (zeroed) and dx
+        fu_ref_bn_bwd_sums_f32(&s, x, aux, aux + c, dy, v, dgamma, dbeta);
+    } else {
+#pragma omp parallel for
+        for (int nb = 0; nb < n * cb; nb++) {
+            size_t off = (size_t)nb * hw * 16;
+            block_bn_sums(hw, x + off, y + off, dy + off, aux + (nb % cb) * 16, o->relu_fused,
+                          d->bn_part + (size_t)nb * 32, d->bn_part + (size_t)nb * 32 + 16);
+        }
+        bn_reduce(n, c, d->bn_part, v);
+        for (int k = 0; k < c; k++) { // sum dy * (x - mean) -> sum dy * xhat
+            v[c + k] /= sqrt((double)aux[c + k] + FU_BN_EPS);
+            dgamma[k] = (float)v[c + k];
+            dbeta[k] = (float)v[k];
+        }
+    }
+    for (int k = 0; k < 2 * c; k++)
+        v[k] *= d->share;
+    v[2 * c] = (double)n * hw;
+    if (sync_sum(h, v, 2 * c + 1) < 0)
+        return -1;
+    for (int k = 0; k < 2 * c; k++)
+        v[k] /= d->share;
+    double cnt = v[2 * c];
+    if (o->vec) {
+        fu_ref_bn_global_bwd_f32(&s, v, cnt, x, gamma, aux, aux + c, dy, grad_acc(d, op->in[0], n));
+        return 0;
+    }
+    bool acc;
+    float *dx = grad_to(d, op->in[0], &acc);
+    // dx = gamma/std * (dy - sum dy / M - xhat * sum dy xhat / M)
+#pragma omp parallel for
+    for (int nb = 0; nb < n * cb; nb++) {
+        int k0 = (nb % cb) * 16;
+        float a[16], k1[16], k2[16];
+        for (int l = 0; l < 16; l++) {
+            double is = 1 / sqrt((double)aux[c + k0 + l] + FU_BN_EPS), g = gamma[k0 + l] * is;
+            a[l] = (float)g;
+            k1[l] = (float)(g * v[k0 + l] / cnt);
+            k2[l] = (float)(g * is * v[c + k0 + l] / cnt);
+        }
+        size_t off = (size_t)nb * hw * 16;
+        block_bn_dx(hw, x + off, y + off, dy + off, o->relu_fused, aux + k0, a, k1, k2, dx + off, acc);
+    }
+    return 0;
+}
+
 static int dn_backward(fu_backend *b, const float *params, float *grads) {
     dn_net *d = b->impl;
     const fu_model *m = d->m;
@@ -1062,7 +1342,10 @@ static int dn_backward(fu_backend *b, const float *params, float *grads) {
                 return -1;
             break;
         case FU_OP_BN:
-            if (o->vec) {
+            if (b->dist && b->dist->sum) {
+                if (sync_bn_bwd(d, b->dist, i, n, params, grads) < 0)
+                    return -1;
+            } else if (o->vec) {
                 fu_bn_shape s = {.n = n, .c = op->c, .hw = 1, .eps = FU_BN_EPS, .momentum = FU_BN_MOMENTUM};
                 fu_ref_bn_bwd_f32(&s, in, w, aux, aux + op->c, dy, grad_acc(d, op->in[0], n), dw, db);
             } else {
@@ -1127,6 +1410,8 @@ static int dn_backward(fu_backend *b, const float *params, float *grads) {
             fu_ref_xent_bwd_f32(n, m->ops[op->in[0]].c, aux, d->labels, d->class_w, 1.0f, grad_acc(d, op->in[0], n));
             break;
         }
+        if (b->dist && b->dist->grads_ready)
+            fu_params_ready(m, i, b->dist->grads_ready, b->dist->ctx);
     }
     d->ready = false;
     return 0;
@@ -1156,6 +1441,8 @@ static void dn_destroy(fu_backend *b) {
         free(d->written);
         free(d->labels);
         free(d->class_w);
+        free(d->bn_part);
+        free(d->bn_sums);
         if (d->stream)
             dnnl_stream_destroy(d->stream);
         if (d->engine)

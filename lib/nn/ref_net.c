@@ -19,6 +19,34 @@ static fu_bn_shape bn_shape_of(const fu_op *op, int batch) {
     return (fu_bn_shape){.n = batch, .c = op->c, .hw = op->h * op->w, .eps = FU_BN_EPS, .momentum = FU_BN_MOMENTUM};
 }
 
+// Elements of op's weight: conv OIHW, linear (out, in), BN gamma (C).
+static size_t weight_numel(const fu_model *m, const fu_op *op) {
+    size_t in = (size_t)m->ops[op->in[0]].c;
+    if (op->kind == FU_OP_CONV) return (size_t)op->c * in * op->k * op->k;
+    if (op->kind == FU_OP_LINEAR) return (size_t)op->c * in;
+    return (size_t)op->c;
+}
+
+void fu_params_ready(const fu_model *m, int i, void (*ready)(void *ctx, size_t off, size_t len), void *ctx) {
+    const fu_op *op = &m->ops[i];
+    if (op->weight < 0) return;
+    size_t off = (size_t)op->weight, wn = weight_numel(m, op), bn = op->bias_off >= 0 ? (size_t)op->c : 0;
+    if (bn && (size_t)op->bias_off != off + wn) {
+        ready(ctx, off, wn);
+        ready(ctx, (size_t)op->bias_off, bn);
+    } else {
+        ready(ctx, off, wn + bn);
+    }
+}
+
+// The widest BN: the length of sync-BN's summed vector is 2 * its channels + 2.
+static int widest_bn(const fu_model *m) {
+    int c = 0;
+    for (int i = 0; i < m->n_ops; i++)
+        if (m->ops[i].kind == FU_OP_BN && m->ops[i].c > c) c = m->ops[i].c;
+    return c;
+}
+
 #define real float
 #define NET fu_ref_net_f32
 #define FN(name) name##_f32

@@ -11,6 +11,7 @@
 #include "nn/model.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 // How one pass runs: train = BN on batch statistics (and running stats
@@ -41,6 +42,13 @@ typedef struct {
         const T *class_w;  /* (classes) */                                                                        \
         bool ready;        /* a training forward ran since the last backward */                                  \
         int n;             /* images in the last forward */                                                      \
+        /* Data parallelism: backend.h's fu_dist_hooks, copied in by the caller                                   \
+           before each pass (dist_sum NULL: BN statistics of this batch alone). */                               \
+        void *dist_ctx;                                                                                           \
+        int (*dist_sum)(void *ctx, double *v, int n);                                                             \
+        void (*grads_ready)(void *ctx, size_t off, size_t len);                                                   \
+        double *dist_v;    /* (2 * widest BN + 2): what sync-BN sums over ranks */                               \
+        double dist_share; /* W_r / W of the last training forward (below) */                                   \
     } fu_ref_net_##S;                                                                                             \
     int fu_ref_net_init_##S(fu_ref_net_##S *net, const fu_model *m, int batch);                                   \
     void fu_ref_net_free_##S(fu_ref_net_##S *net);                                                                \
@@ -48,6 +56,22 @@ typedef struct {
                            const T *x, const int *labels, const T *class_w, const fu_pass *pass, T *loss);        \
     const T *fu_ref_logits_##S(const fu_ref_net_##S *net);                                                        \
     int fu_ref_backward_##S(fu_ref_net_##S *net, const T *params, T *grads);
+
+// Sync-BN and the ranks' loss weights: each rank's loss is normalised by its
+// own label weight W_r (sum of class_w over its labels), and the caller adds
+// the ranks' gradients scaled by W_r / W (W: all ranks' W_r), which is the
+// full batch's gradient only if rank r's backward is the full loss's divided
+// by share = W_r / W. Ranks' gradients meet only in sync-BN's backward: the
+// values summed there are the full loss's (local sums * share), and each rank
+// divides the global sums by its own share again. Sync-BN's forward sums
+// carry the value count and W_r along (2C + 2 values: sum x, sum x^2, count,
+// W_r); its backward sums 2C + 1 (sum dy, sum dy * xhat, count). Without
+// sync-BN the ranks' backward passes are independent: nothing to weigh.
+
+// Calls ready(ctx, off, len) for the parameter gradients of op i (weight and
+// bias: one range when adjacent, as in fu_model's layout); nothing for an op
+// without parameters. For backend.h's grads_ready hook, in every backend.
+void fu_params_ready(const fu_model *m, int i, void (*ready)(void *ctx, size_t off, size_t len), void *ctx);
 
 FU_REF_NET(float, f32)
 FU_REF_NET(double, f64)

@@ -43,6 +43,21 @@ typedef struct {
                                 const T *run_mean, const T *run_var, T *y);                                 \
     void fu_ref_bn_bwd_##S(const fu_bn_shape *s, const T *x, const T *gamma, const T *mean, const T *invstd,  \
                            const T *dy, T *dx, T *dgamma, T *dbeta);                                         \
+    /* Sync-BN (data parallelism): the training forward and backward split where                           \
+       per-channel sums are added over ranks, giving global sums v over m values                            \
+       per channel. Forward: v[c] = sum x, v[c + C] = sum x^2 (local); then                                \
+       normalise with mean v[c]/m and biased variance v[c + C]/m - mean^2, save                            \
+       mean and 1/std, update the running stats (unbiased: m / (m - 1)). */                                 \
+    void fu_ref_bn_sums_##S(const fu_bn_shape *s, const T *x, double *v);                                      \
+    void fu_ref_bn_global_fwd_##S(const fu_bn_shape *s, const double *v, double m, const T *x, const T *gamma, \
+                                  const T *beta, T *y, T *mean, T *invstd, T *run_mean, T *run_var);        \
+    /* Backward: v[c] = sum dy, v[c + C] = sum dy * xhat (local), also added to                             \
+       dgamma, dbeta (which stay local); then dx += gamma/std * (dy - v[c]/m -                              \
+       xhat * v[c + C]/m) with the global v. */                                                              \
+    void fu_ref_bn_bwd_sums_##S(const fu_bn_shape *s, const T *x, const T *mean, const T *invstd, const T *dy, \
+                                double *v, T *dgamma, T *dbeta);                                             \
+    void fu_ref_bn_global_bwd_##S(const fu_bn_shape *s, const double *v, double m, const T *x, const T *gamma, \
+                                  const T *mean, const T *invstd, const T *dy, T *dx);                       \
     void fu_ref_relu_fwd_##S(size_t n, const T *x, T *y);                                                     \
     void fu_ref_relu_bwd_##S(size_t n, const T *y, const T *dy, T *dx);                                       \
     /* Max over the window, padding never wins; backward sends the gradient                                \
