@@ -16,9 +16,9 @@ MPIRUN="mpirun --oversubscribe"
 
 fundus-synth --count 40 --size 32 --seed 5 --format pixels -q -o "$T/all.shard"
 shard-split --ratios 60,20,20 --stratify --seed 1 -q -o "$T/s" "$T/all.shard" # 24 / 8 / 8
-S="--train $T/s/train.shard --val $T/s/val.shard --test $T/s/test.shard --backend cpu --threads 1 -q"
+S="--train $T/s/train.shard --val $T/s/val.shard --test $T/s/test.shard --threads 1 -q"
 
-check "2 ranks train" $MPIRUN -np 2 cnn-train $S --epochs 2 --batch 4 --out "$T/two"
+check "2 ranks train" $MPIRUN -np 2 cnn-train $S --backend cpu --epochs 2 --batch 4 --out "$T/two"
 row=$(sed -n 2p "$T/two/results.csv")
 if echo "$row" | grep -q '^cpux2,' && [ "$(echo "$row" | cut -d, -f5,6)" = "2,1" ]; then
     ok "results.csv: config cpux2, 2 ranks x 1 thread"
@@ -36,17 +36,24 @@ if [ "$(awk -F, 'NR > 1 {print $3}' "$T/two/log.csv" | sort -u | wc -l)" = 2 ] &
 else not_ok "log.csv: one row per epoch, written once" "$(cat "$T/two/log.csv")"; fi
 no_tmp_left "no temporaries left" "$T/two"
 
-# The same sample order and global batch: 2 x 4 with sync-BN == 1 x 8.
-E="--epochs 1 --batch 8 --max-steps 3 --no-augment --no-dropout"
-check "1 process, batch 8" cnn-train $S $E --out "$T/one8"
-E="--epochs 1 --batch 4 --max-steps 3 --no-augment --no-dropout --sync-bn"
-check "2 ranks, batch 4, sync-BN" $MPIRUN -np 2 cnn-train $S $E --out "$T/two4"
-if out=$("$PYTHON" tests/cli/compare_weights.py "$T/one8/last.safetensors" "$T/two4/last.safetensors" 1e-3 2>&1); then
+# The same sample order and global batch: 2 x 4 with sync-BN == 1 x 8, on
+# the reference backend (the oracle: the cpu backend's batch-4 and batch-8
+# primitives round differently, and AdamW magnifies that on parameters with
+# near-zero gradients; test_dist_hooks checks its sync-BN gradients instead).
+# Without sync-BN the ranks' BatchNorm sees 4 images, not 8: far off.
+E="--epochs 1 --max-steps 3 --no-augment --no-dropout --backend ref"
+check "1 process, batch 8" cnn-train $S $E --batch 8 --out "$T/one8"
+check "2 ranks, batch 4, sync-BN" $MPIRUN -np 2 cnn-train $S $E --batch 4 --sync-bn --out "$T/two4"
+check "2 ranks, batch 4, BatchNorm per rank" $MPIRUN -np 2 cnn-train $S $E --batch 4 --out "$T/two4b"
+if out=$("$PYTHON" tests/cli/compare_weights.py "$T/one8/last.safetensors" "$T/two4/last.safetensors" 1e-2 2>&1); then
     ok "2 ranks x 4 with sync-BN = 1 x 8 after 3 steps ($out)"
 else not_ok "2 ranks x 4 with sync-BN = 1 x 8 after 3 steps" "$out"; fi
+if out=$("$PYTHON" tests/cli/compare_weights.py "$T/one8/last.safetensors" "$T/two4b/last.safetensors" 1e-1 2>&1); then
+    not_ok "without sync-BN the weights differ (the comparison can fail)" "$out"
+else ok "without sync-BN the weights differ (the comparison can fail: $out)"; fi
 
 # One rank under mpirun is a plain run.
-E="--epochs 1 --batch 8 --max-steps 2"
+E="--epochs 1 --batch 8 --max-steps 2 --backend cpu"
 check "plain run" cnn-train $S $E --out "$T/plain"
 check "1 rank under mpirun" $MPIRUN -np 1 cnn-train $S $E --out "$T/mpi1"
 same "1 rank under mpirun = a plain run, bit for bit" "$T/plain/last.safetensors" "$T/mpi1/last.safetensors"
@@ -59,7 +66,7 @@ if [ "$rc" != 0 ] && [ "$n" = 1 ] && [ ! -e "$T/bad/results.csv" ]; then ok "bad
 else not_ok "bad input: one message, non-zero exit" "rc $rc, $n lines: $(head -c 400 "$T/bad.err")"; fi
 
 # A rank killed mid-run: the job ends within 30 s and names it.
-$MPIRUN -np 2 cnn-train $S --epochs 200 --batch 4 --out "$T/killed" >"$T/kill.out" 2>"$T/kill.err" &
+$MPIRUN -np 2 cnn-train $S --backend cpu --epochs 200 --batch 4 --out "$T/killed" >"$T/kill.out" 2>"$T/kill.err" &
 job=$!
 victim=""
 for _ in $(seq 1 300); do # up to 60 s for rank 1 to start training
