@@ -3,16 +3,18 @@ side by side in one run, same model, batch, image size and thread count.
 
 A step is forward + backward + gradient clipping + AdamW, on random
 normalised pixels (the data loader is not part of it). Ours: bench/train_step.c
-(built here against build/libfundus.a), the cpu backend of lib/nn/dnnl_net.c.
-PyTorch 1.13 (Debian python3-torch): tests/ref/medicalcnn.py, fp32 NCHW,
-fp32 channels_last, and bf16 autocast channels_last when the CPU has
-AVX512-BF16. Each side runs in its own process (peak RSS is per process);
-the sides alternate `--rounds` times. Reported: the best single step of each
-side (the figure least disturbed by other work on a shared machine) and the
-best mean over a round.
+(built here against build/libfundus.a), the cpu backend of lib/nn/dnnl_net.c,
+in fp32 and, when the CPU has AVX512-BF16, with --amp bf16. PyTorch 1.13
+(Debian python3-torch): tests/ref/medicalcnn.py, fp32 NCHW, fp32
+channels_last, and bf16 autocast channels_last (AVX512-BF16 only). Each side
+runs in its own process (peak RSS is per process); the sides alternate
+`--rounds` times. Reported: the best single step of each side (the figure
+least disturbed by other work on a shared machine) and the best mean over a
+round; ours fp32 is compared with every PyTorch mode, ours bf16 with
+PyTorch bf16.
 
     /usr/bin/python3 bench/train_cpu.py [--batch 32] [--size 224] [--threads 2]
-                                        [--steps 3] [--rounds 2] [--no-nchw] [--no-bf16]
+                                        [--steps 3] [--rounds 2] [--no-nchw] [--no-bf16] [--bf16-only]
 """
 import argparse
 import os
@@ -32,9 +34,10 @@ def build():
                    check=True)
 
 
-def ours(a):
+def ours(a, amp):
     out = subprocess.run([BIN, "--batch", str(a.batch), "--size", str(a.size), "--threads", str(a.threads),
-                          "--steps", str(a.steps), "--warmup", "1"], check=True, capture_output=True, text=True)
+                          "--steps", str(a.steps), "--warmup", "1", "--amp", amp], check=True, capture_output=True,
+                         text=True)
     kv = dict(p.split("=") for p in out.stdout.split())
     return {k: float(v) for k, v in kv.items()}
 
@@ -91,14 +94,20 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--no-nchw", action="store_true", help="skip PyTorch fp32 NCHW")
-    ap.add_argument("--no-bf16", action="store_true", help="skip PyTorch bf16")
+    ap.add_argument("--no-bf16", action="store_true", help="skip bf16 (ours and PyTorch's)")
+    ap.add_argument("--bf16-only", action="store_true", help="only ours bf16 and PyTorch bf16")
     a = ap.parse_args()
     build()
-    modes = ["fp32-cl"] + ([] if a.no_nchw else ["fp32-nchw"]) + ([] if a.no_bf16 or not has_bf16() else ["bf16"])
+    bf16 = not a.no_bf16 and has_bf16()
+    if a.bf16_only and not bf16:
+        sys.exit("train_cpu.py: --bf16-only needs a CPU with AVX512-BF16")
+    modes = ([] if a.bf16_only else ["fp32-cl"] + ([] if a.no_nchw else ["fp32-nchw"])) + (["bf16"] if bf16 else [])
+    sides = ([] if a.bf16_only else [("ours fp32", lambda: ours(a, "off"))]) + \
+        ([("ours bf16", lambda: ours(a, "bf16"))] if bf16 else [])
     best = {}
     loads = []
     for r in range(a.rounds):
-        for name, run in [("ours fp32", lambda: ours(a))] + [(f"torch {m}", lambda m=m: torch_run(a, m)) for m in modes]:
+        for name, run in sides + [(f"torch {m}", lambda m=m: torch_run(a, m)) for m in modes]:
             loads.append(os.getloadavg()[0])
             res = run()
             print(f"round {r + 1} {name:16s} {res['img_per_s']:7.2f} img/s mean, {res['best_img_per_s']:7.2f} best step, "
@@ -109,13 +118,17 @@ def main():
             b["peak_rss_mib"] = max(b["peak_rss_mib"], res["peak_rss_mib"])
     print(f"\nbatch {a.batch}, {a.size}x{a.size}, {a.threads} threads, {a.rounds} rounds of {a.steps} timed steps "
           f"(+1 warm-up); 1-min load average during the run {min(loads):.1f}..{max(loads):.1f}")
-    o = best["ours fp32"]
     print(f"{'':18s}{'best step img/s':>16s}{'mean img/s':>12s}{'peak RSS MiB':>14s}{'ours / it (best)':>18s}")
     for name, res in best.items():
-        print(f"{name:18s}{res['best_img_per_s']:16.2f}{res['img_per_s']:12.2f}{res['peak_rss_mib']:14.0f}"
-              f"{o['best_img_per_s'] / res['best_img_per_s']:17.2f}x")
-    print(f"ours per step (last round): forward {o['forward_s']:.2f} s, backward {o['backward_s']:.2f} s, "
-          f"clip+AdamW {o['adamw_s']:.2f} s; arenas {o['act_mib']:.0f} MiB")
+        # ours fp32 against every PyTorch mode, ours bf16 against PyTorch bf16
+        o = best.get("ours bf16" if name == "torch bf16" else "ours fp32")
+        ratio = f"{o['best_img_per_s'] / res['best_img_per_s']:17.2f}x" if o and not name.startswith("ours") else ""
+        print(f"{name:18s}{res['best_img_per_s']:16.2f}{res['img_per_s']:12.2f}{res['peak_rss_mib']:14.0f}{ratio}")
+    for name in ("ours fp32", "ours bf16"):
+        if name in best:
+            o = best[name]
+            print(f"{name} per step (last round): forward {o['forward_s']:.2f} s, backward {o['backward_s']:.2f} s, "
+                  f"clip+AdamW {o['adamw_s']:.2f} s; arenas {o['act_mib']:.0f} MiB")
 
 
 if __name__ == "__main__":

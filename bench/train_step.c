@@ -3,7 +3,7 @@
 // on random normalised pixels. bench/train_cpu.py builds and runs it beside
 // PyTorch. Prints one line of key=value pairs (img/s over all timed steps and
 // of the best step, per-part seconds, peak RSS).
-//   train_step [--batch 32] [--size 224] [--threads 2] [--steps 3] [--warmup 1] [--dump FILE]
+//   train_step [--batch 32] [--size 224] [--threads 2] [--steps 3] [--warmup 1] [--amp off|bf16] [--dump FILE]
 // --dump writes the loss and gradients of the first step (raw floats), to
 // compare runs with different thread counts byte for byte.
 #include "core/error.h"
@@ -27,11 +27,17 @@ static double now(void) {
 int main(int argc, char **argv) {
     int batch = 32, size = 224, threads = 2, steps = 3, warmup = 1;
     const char *dump = NULL;
+    fu_amp amp = FU_AMP_OFF;
     for (int i = 1; i + 1 < argc; i += 2) {
         int v = atoi(argv[i + 1]);
         if (!strcmp(argv[i], "--dump"))
             dump = argv[i + 1];
-        else if (!strcmp(argv[i], "--batch"))
+        else if (!strcmp(argv[i], "--amp")) {
+            if (fu_amp_parse(argv[i + 1], &amp) < 0) {
+                fprintf(stderr, "train_step: --amp %s: not off, bf16 or fp16\n", argv[i + 1]);
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--batch"))
             batch = v;
         else if (!strcmp(argv[i], "--size"))
             size = v;
@@ -48,7 +54,8 @@ int main(int argc, char **argv) {
     }
     fu_model m;
     fu_backend *b;
-    if (fu_medicalcnn(&m, size, size) < 0 || fu_dnnl_backend_create(&m, &(fu_backend_opts){.batch = batch, .threads = threads}, &b) < 0) {
+    fu_backend_opts bo = {.batch = batch, .threads = threads, .amp = amp};
+    if (fu_medicalcnn(&m, size, size) < 0 || fu_dnnl_backend_create(&m, &bo, &b) < 0) {
         fprintf(stderr, "train_step: %s\n", fu_error());
         return 1;
     }

@@ -21,6 +21,15 @@
 // input, SE input, the multi-dilated block's input) gets the first gradient
 // written in place and later ones added from a scratch buffer. Gradients
 // share memory wherever their lifetimes in the backward pass do not overlap.
+//
+// --amp bf16 (CPUs with AVX512-BF16), as PyTorch's CPU autocast: each
+// convolution reads a bf16 copy of its input (made once per input, kept for
+// backward-weights) and bf16 weights (reordered from the fp32 params per
+// step), accumulates in fp32 and writes fp32; backward reads the output
+// gradient in bf16 and writes fp32 input and weight gradients. Everything
+// else (BN, the head, loss, optimizer, the flat params and grads) stays
+// fp32, and so do the activations between ops. oneDNN has no bf16 Winograd:
+// bf16 convolutions run direct.
 #include "nn/dnnl_net.h"
 
 #include "core/error.h"
@@ -61,6 +70,18 @@ typedef struct {
     float *w_fwd, *w_bwd, *dw; // conv weights in the primitives' layouts (NULL: plain OIHW)
     // memories whose handles move each step
     dnnl_memory_t m_w, m_wb, m_dw, m_scale, m_shift, m_dscale, m_dshift, m_rmean, m_rvar, m_dsrc;
+    // --amp bf16. A conv: its input to bf16 (run by the first conv reading
+    // that input, in forward) and its output gradient to bf16 (in backward).
+    // An op read by convs: the bf16 copy of its output they share (bf_md at
+    // the built batch), kept for their backward-weights; bf_by: that first conv.
+    dn_call src_to_bf, ddst_to_bf;
+    void *bf;
+    dnnl_memory_desc_t bf_md;
+    int bf_by;
+    // A conv whose weight gradient runs on a zero-padded copy of its input
+    // (see padded_bwd_w): the copy, and the reorder into its interior.
+    dn_call src_to_pad;
+    void *padded;
 } dn_op;
 
 typedef struct {
@@ -82,6 +103,10 @@ typedef struct {
     // Sync-BN (backend.h's dist->sum): per-image channel sums (batch, C/16, 2, 16),
     // the vector summed over ranks (2C + 2), this rank's loss share (ref_net.h)
     double *bn_part, *bn_sums, share;
+    fu_amp amp;
+    void *dbf; // --amp bf16: a conv's output gradient in bf16, (n, C, H, W) nChw16c, one conv at a time
+    size_t bf_size; // bytes of the bf16 input copies and dbf
+    size_t pad_size; // bytes of the padded input copies
 } dn_net;
 
 #define DN(call)                                                                                                       \
@@ -239,6 +264,123 @@ static void window(const fu_op *op, const fu_op *x, dnnl_dims_t stride, dnnl_dim
     pad_r[1] = (op->w - 1) * op->stride + (op->k - 1) * dl + 1 - x->w - op->pad;
 }
 
+// ---- --amp bf16: the convolutions' bf16 operands ------------------------------
+
+static void *big_alloc(size_t bytes);
+
+static dnnl_memory_desc_t as_bf16(dnnl_memory_desc_t md) {
+    md.data_type = dnnl_bf16; // a plain or blocked layout is the same for any element size
+    return md;
+}
+
+// What conv i reads its input as: the first conv reading an input picks the
+// bf16 layout (feature maps: nChw16c as in fp32; the image: oneDNN's choice),
+// the others read the copy it makes.
+static dnnl_memory_desc_t bf16_src_md(dn_net *d, int i, int n) {
+    const fu_op *op = &d->m->ops[i];
+    const dn_op *s = src_of(d, op, 0);
+    if (s->bf_by != i)
+        return s->bf_md;
+    if (op->in[0] == 0) {
+        const fu_op *x = &d->m->ops[0];
+        return as_bf16(md4(n, x->c, x->h, x->w, dnnl_format_tag_any));
+    }
+    return as_bf16(act_md(d, op->in[0], n));
+}
+
+// Conv i's bf16 source memory (src_md: the layout its primitive chose) and
+// output-gradient memory, with the reorders that fill them from fp32. The
+// input copy is allocated at the first build, for the planned batch (the
+// largest), and shared by every conv reading that input.
+static int bf16_io(dn_net *d, int i, int n, const dnnl_memory_desc_t *src_md, dnnl_memory_t *m_src,
+                   dnnl_memory_t *m_ddst) {
+    const fu_op *op = &d->m->ops[i];
+    dn_op *o = &d->op[i], *s = src_of(d, op, 0);
+    if (s->bf_by == i) {
+        size_t bytes = dnnl_memory_desc_get_size(src_md);
+        if (!s->bf) {
+            if (!(s->bf = big_alloc(bytes)))
+                return fu_fail("cpu backend", "out of memory for a %zu-byte bf16 input copy", bytes);
+            d->bf_size += bytes;
+        }
+        s->bf_md = *src_md;
+        dnnl_memory_desc_t src = act_md(d, op->in[0], n);
+        dnnl_memory_t m32;
+        if (mem(d, &src, d->act + s->act, &m32) < 0 || mem(d, src_md, s->bf, m_src) < 0 ||
+            reorder(d, &src, src_md, m32, *m_src, &o->src_to_bf) < 0)
+            return -1;
+    } else if (mem(d, src_md, s->bf, m_src) < 0)
+        return -1;
+    dnnl_memory_desc_t dst = act_md(d, i, n), dst_bf = as_bf16(dst);
+    dnnl_memory_t m_ddst32;
+    if (mem(d, &dst, d->dact + o->dact, &m_ddst32) < 0 || mem(d, &dst_bf, d->dbf, m_ddst) < 0)
+        return -1;
+    return reorder(d, &dst, &dst_bf, m_ddst32, *m_ddst, &o->ddst_to_bf);
+}
+
+// ---- convolutions padded by about half their input ---------------------------
+// oneDNN 2.6 has no JIT backward-weights kernel for a convolution whose
+// padding is about half its input side or more (the multi-dilated block's
+// 3x3s with dilation = padding 2..4 on maps under ~10x10, images under ~200
+// px): it runs its reference loops, ~100x slower, seconds per step. Such a
+// conv's weight gradient is computed instead on a zero-padded copy of its
+// input with no padding: the same sums, on the JIT kernels.
+
+static bool is_ref(const_dnnl_primitive_desc_t pd) {
+    const char *impl = NULL;
+    return dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl &&
+           !strncmp(impl, "ref", 3);
+}
+
+// Replaces *wpd (conv i's backward weights over src, a feature map in
+// nChw16c) by one over the padded copy, when that one has a JIT kernel;
+// *m_src then becomes the copy, filled from the old *m_src by src_to_pad.
+static int padded_bwd_w(dn_net *d, int i, int n, dnnl_alg_kind_t alg, const dnnl_memory_desc_t *src,
+                        const dnnl_memory_desc_t *ddst, const dnnl_memory_desc_t *dw, dnnl_memory_t *m_src,
+                        dnnl_primitive_desc_t *wpd) {
+    const fu_op *op = &d->m->ops[i], *x = &d->m->ops[op->in[0]];
+    dn_op *o = &d->op[i];
+    dnnl_dims_t stride, kernel, dil, pl, pr, none = {0, 0};
+    window(op, x, stride, kernel, dil, pl, pr);
+    if (op->in[0] == 0 || pr[0] < 0 || pr[1] < 0)
+        return 0;
+    dnnl_dims_t dims = {n, x->c, x->h + pl[0] + pr[0], x->w + pl[1] + pr[1]}, inner = {n, x->c, x->h, x->w},
+                at = {0, 0, pl[0], pl[1]};
+    dnnl_memory_desc_t padded, view, dst = act_md(d, i, n), any_w = md4(op->c, x->c, op->k, op->k, dnnl_format_tag_any);
+    DN(dnnl_memory_desc_init_by_tag(&padded, 4, dims, src->data_type, dnnl_nChw16c));
+    DN(dnnl_memory_desc_init_submemory(&view, &padded, inner, at));
+    any_w.data_type = src->data_type;
+    dnnl_convolution_desc_t cd;
+    dnnl_primitive_desc_t hint, pd;
+    DN(dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_training, alg, &padded, &any_w, NULL, &dst, stride,
+                                                  dil, none, none));
+    if (pd_create(d, &hint, &cd, NULL) < 0)
+        return -1;
+    DN(dnnl_dilated_convolution_backward_weights_desc_init(&cd, alg, &padded, dw, NULL, ddst, stride, dil, none,
+                                                           none));
+    if (pd_create(d, &pd, &cd, hint) < 0)
+        return -1;
+    if (is_ref(pd))
+        return 0;
+    if (!o->padded) { // for the planned batch (the largest); the border stays zero
+        dims[0] = d->batch;
+        dnnl_memory_desc_t full;
+        DN(dnnl_memory_desc_init_by_tag(&full, 4, dims, src->data_type, dnnl_nChw16c));
+        size_t bytes = dnnl_memory_desc_get_size(&full);
+        if (!(o->padded = aligned_alloc(DN_ALIGN, align_up(bytes))))
+            return fu_fail("cpu backend", "out of memory for a padded input copy");
+        memset(o->padded, 0, align_up(bytes));
+        d->pad_size += align_up(bytes);
+    }
+    dnnl_memory_t m_pad, m_view;
+    if (mem(d, &padded, o->padded, &m_pad) < 0 || mem(d, &view, o->padded, &m_view) < 0 ||
+        reorder(d, src, &view, *m_src, m_view, &o->src_to_pad) < 0)
+        return -1;
+    *m_src = m_pad;
+    *wpd = pd;
+    return 0;
+}
+
 static int build_conv(dn_net *d, int i, int n) {
     const fu_op *op = &d->m->ops[i], *x = &d->m->ops[op->in[0]];
     dn_op *o = &d->op[i];
@@ -246,17 +388,24 @@ static int build_conv(dn_net *d, int i, int n) {
     window(op, x, stride, kernel, dil, pl, pr);
     dnnl_memory_desc_t src = act_md(d, op->in[0], n), dst = act_md(d, i, n);
     dnnl_memory_desc_t user_w = md4(op->c, x->c, op->k, op->k, dnnl_oihw),
-                       any_w = md4(op->c, x->c, op->k, op->k, dnnl_format_tag_any);
+                       any_w = md4(op->c, x->c, op->k, op->k, dnnl_format_tag_any), any_dw = any_w;
+    // --amp bf16: the convolution reads bf16 (input, weights, output gradient)
+    // and accumulates and writes fp32 (output, input and weight gradients).
+    bool bf = d->amp == FU_AMP_BF16;
+    dnnl_memory_desc_t csrc = bf ? bf16_src_md(d, i, n) : src, cddst = bf ? as_bf16(dst) : dst;
+    if (bf)
+        any_w = as_bf16(any_w);
     // 3x3 stride-1 convolutions (most of the work) run as Winograd F(4x4, 3x3)
     // where oneDNN has it (AVX-512: forward, backward data and weights): about
-    // twice as fast as direct here; the rest, or where it is missing, direct.
-    dnnl_alg_kind_t alg =
-        op->k == 3 && op->stride == 1 && op->dil == 1 ? dnnl_convolution_winograd : dnnl_convolution_direct;
+    // twice as fast as direct here; the rest, or where it is missing, direct
+    // (oneDNN has no bf16 Winograd).
+    dnnl_alg_kind_t alg = op->k == 3 && op->stride == 1 && op->dil == 1 && !bf ? dnnl_convolution_winograd
+                                                                               : dnnl_convolution_direct;
     dnnl_convolution_desc_t cd;
     dnnl_primitive_desc_t fpd;
     for (;;) {
-        DN(dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_training, alg, &src, &any_w, NULL, &dst, stride,
-                                                      dil, pl, pr));
+        DN(dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_training, alg, &csrc, &any_w, NULL, &dst,
+                                                      stride, dil, pl, pr));
         dnnl_status_t st = pd_first(d, &fpd, &cd, NULL);
         if (st == dnnl_unimplemented && alg == dnnl_convolution_winograd) {
             alg = dnnl_convolution_direct;
@@ -269,8 +418,14 @@ static int build_conv(dn_net *d, int i, int n) {
     }
     const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(fpd, dnnl_query_weights_md, 0);
     dnnl_memory_t m_src, m_dst, m_wf, m_ddst;
-    if (mem(d, &src, d->act + src_of(d, op, 0)->act, &m_src) < 0 || mem(d, &dst, d->act + o->act, &m_dst) < 0 ||
-        mem(d, &user_w, NULL, &o->m_w) < 0 || mem(d, &dst, d->dact + o->dact, &m_ddst) < 0)
+    if (bf) {
+        csrc = *dnnl_primitive_desc_query_md(fpd, dnnl_query_src_md, 0);
+        if (bf16_io(d, i, n, &csrc, &m_src, &m_ddst) < 0)
+            return -1;
+    } else if (mem(d, &src, d->act + src_of(d, op, 0)->act, &m_src) < 0 ||
+               mem(d, &dst, d->dact + o->dact, &m_ddst) < 0)
+        return -1;
+    if (mem(d, &dst, d->act + o->act, &m_dst) < 0 || mem(d, &user_w, NULL, &o->m_w) < 0)
         return -1;
     if (!dnnl_memory_desc_equal(wmd, &user_w) && !o->w_fwd && !(o->w_fwd = alloc_md(wmd)))
         return fu_fail("cpu backend", "out of memory");
@@ -287,7 +442,7 @@ static int build_conv(dn_net *d, int i, int n) {
         o->m_wb = m_wf; // plain weights: handle set per step
 
     if (op->in[0] > 0) { // the image needs no gradient
-        DN(dnnl_dilated_convolution_backward_data_desc_init(&cd, alg, &src, &any_w, &dst, stride, dil, pl, pr));
+        DN(dnnl_dilated_convolution_backward_data_desc_init(&cd, alg, &src, &any_w, &cddst, stride, dil, pl, pr));
         dnnl_primitive_desc_t bpd;
         if (pd_create(d, &bpd, &cd, fpd) < 0)
             return -1;
@@ -311,9 +466,12 @@ static int build_conv(dn_net *d, int i, int n) {
         arg(&o->bwd_data, DNNL_ARG_DIFF_SRC, o->m_dsrc);
     }
 
-    DN(dnnl_dilated_convolution_backward_weights_desc_init(&cd, alg, &src, &any_w, NULL, &dst, stride, dil, pl, pr));
+    DN(dnnl_dilated_convolution_backward_weights_desc_init(&cd, alg, &csrc, &any_dw, NULL, &cddst, stride, dil, pl,
+                                                           pr));
     dnnl_primitive_desc_t wpd;
     if (pd_create(d, &wpd, &cd, fpd) < 0)
+        return -1;
+    if (is_ref(wpd) && padded_bwd_w(d, i, n, alg, &csrc, &cddst, &any_dw, &m_src, &wpd) < 0)
         return -1;
     const dnnl_memory_desc_t *dwmd = dnnl_primitive_desc_query_md(wpd, dnnl_query_diff_weights_md, 0);
     bool plain = dnnl_memory_desc_equal(dwmd, &user_w);
@@ -441,7 +599,8 @@ static void destroy_call(dn_call *c) {
 static void teardown(dn_net *d) {
     for (int i = 0; i < d->m->n_ops; i++) {
         dn_op *o = &d->op[i];
-        dn_call *calls[] = {&o->fwd, &o->fwd_eval, &o->bwd_data, &o->bwd_w, &o->w_to_fwd, &o->w_to_bwd, &o->dw_to_user};
+        dn_call *calls[] = {&o->fwd,        &o->fwd_eval,  &o->bwd_data,   &o->bwd_w,     &o->w_to_fwd,
+                            &o->w_to_bwd,   &o->dw_to_user, &o->src_to_bf, &o->ddst_to_bf, &o->src_to_pad};
         for (size_t k = 0; k < sizeof calls / sizeof *calls; k++)
             destroy_call(calls[k]);
     }
@@ -478,7 +637,8 @@ static int build(dn_net *d, int n) {
     }
     for (int i = 0; i < d->m->n_ops; i++) {
         dn_op *o = &d->op[i];
-        dn_call *calls[] = {&o->fwd, &o->fwd_eval, &o->bwd_data, &o->bwd_w, &o->w_to_fwd, &o->w_to_bwd, &o->dw_to_user};
+        dn_call *calls[] = {&o->fwd,        &o->fwd_eval,  &o->bwd_data,   &o->bwd_w,     &o->w_to_fwd,
+                            &o->w_to_bwd,   &o->dw_to_user, &o->src_to_bf, &o->ddst_to_bf, &o->src_to_pad};
         for (size_t k = 0; k < sizeof calls / sizeof *calls; k++)
             for (int a = 0; a < calls[k]->n; a++)
                 if (calls[k]->a[a].arg == DNNL_ARG_SCRATCHPAD && set(calls[k]->a[a].memory, d->scratch) < 0)
@@ -1093,7 +1253,7 @@ static int dn_forward(fu_backend *b, int n, const float *params, float *state, i
             memcpy(y, x, numel * sizeof *y);
             break;
         case FU_OP_CONV:
-            if (exec(d, &o->w_to_fwd) < 0 || exec(d, &o->fwd) < 0)
+            if (exec(d, &o->src_to_bf) < 0 || exec(d, &o->w_to_fwd) < 0 || exec(d, &o->fwd) < 0)
                 return -1;
             break;
         case FU_OP_BN: {
@@ -1336,7 +1496,8 @@ static int dn_backward(fu_backend *b, const float *params, float *grads) {
         case FU_OP_INPUT:
             break;
         case FU_OP_CONV:
-            if (set(o->m_dw, dw) < 0 || exec(d, &o->bwd_w) < 0 || exec(d, &o->dw_to_user) < 0)
+            if (exec(d, &o->ddst_to_bf) < 0 || exec(d, &o->src_to_pad) < 0 || set(o->m_dw, dw) < 0 ||
+                exec(d, &o->bwd_w) < 0 || exec(d, &o->dw_to_user) < 0)
                 return -1;
             if (need_din && (exec(d, &o->w_to_bwd) < 0 || bwd_into(d, o, op->in[0], n) < 0))
                 return -1;
@@ -1428,6 +1589,8 @@ static void dn_destroy(fu_backend *b) {
                 free(d->op[i].w_fwd);
                 free(d->op[i].w_bwd);
                 free(d->op[i].dw);
+                free(d->op[i].bf);
+                free(d->op[i].padded);
             }
         }
         free(d->mems);
@@ -1438,6 +1601,7 @@ static void dn_destroy(fu_backend *b) {
         free(d->aux);
         free(d->tmp);
         free(d->scratch);
+        free(d->dbf);
         free(d->written);
         free(d->labels);
         free(d->class_w);
@@ -1450,6 +1614,39 @@ static void dn_destroy(fu_backend *b) {
         free(d);
     }
     free(b);
+}
+
+// --amp bf16: which conv makes the bf16 copy of each conv input (the first
+// to read it), and the buffer for one conv output gradient in bf16.
+static int plan_bf16(dn_net *d) {
+    const fu_model *m = d->m;
+    for (int i = 0; i < m->n_ops; i++)
+        if (m->ops[i].kind == FU_OP_CONV && !src_of(d, &m->ops[i], 0)->bf_by)
+            src_of(d, &m->ops[i], 0)->bf_by = i;
+    size_t bytes = d->tmp_size / 2; // the largest feature map, in bf16
+    if (!(d->dbf = big_alloc(bytes)))
+        return fu_fail("cpu backend", "out of memory for bf16 gradients");
+    d->bf_size += bytes;
+    return 0;
+}
+
+// --amp: bf16 needs AVX512-BF16 (oneDNN's bf16 convolutions; emulating
+// them on older AVX-512 would be slower than fp32); fp16 is the GPU's.
+static int check_amp(fu_amp amp) {
+    if (amp == FU_AMP_FP16) {
+        fu_fail("cpu backend", "--amp fp16 is for the cuda backend");
+        fu_hint("on the CPU use --amp bf16 (CPUs with AVX512-BF16) or --amp off");
+        return -1;
+    }
+    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    if (amp == FU_AMP_BF16 && (isa & dnnl_cpu_isa_avx512_core_bf16) != dnnl_cpu_isa_avx512_core_bf16) {
+        const char *name = dnnl_cpu_isa2str(isa); // "cpu_isa_avx2"
+        fu_fail("cpu backend", "--amp bf16 needs a CPU with AVX512-BF16 (oneDNN finds %s here)",
+                strncmp(name, "cpu_isa_", 8) ? name : name + 8);
+        fu_hint("use --amp off");
+        return -1;
+    }
+    return 0;
 }
 
 static int create(const fu_model *m, int batch, int threads, fu_backend *b, dn_net *d) {
@@ -1465,25 +1662,27 @@ static int create(const fu_model *m, int batch, int threads, fu_backend *b, dn_n
     DN(dnnl_stream_create(&d->stream, d->engine, dnnl_stream_default_flags));
     if (!(d->op = calloc((size_t)m->n_ops, sizeof *d->op)))
         return fu_fail("cpu backend", "out of memory");
-    if (plan(d) < 0 || build(d, batch) < 0)
+    if (plan(d) < 0 || (d->amp == FU_AMP_BF16 && plan_bf16(d) < 0) || build(d, batch) < 0)
         return -1;
     size_t weights = 0;
     for (int i = 0; i < m->n_ops; i++) {
         const dn_op *o = &d->op[i];
         const fu_op *op = &m->ops[i];
+        size_t wbytes = d->amp == FU_AMP_BF16 ? 2 : sizeof(float); // the primitives' weights
         if (op->kind == FU_OP_CONV && (o->w_fwd || o->w_bwd || o->dw))
-            weights += (size_t)op->c * m->ops[op->in[0]].c * op->k * op->k * sizeof(float) *
-                       (!!o->w_fwd + !!o->w_bwd + !!o->dw);
+            weights += (size_t)op->c * m->ops[op->in[0]].c * op->k * op->k *
+                       (wbytes * (!!o->w_fwd + !!o->w_bwd) + sizeof(float) * !!o->dw);
     }
-    b->act_bytes = d->act_size + d->dact_size + d->aux_size + d->tmp_size + d->scratch_size + weights;
+    b->act_bytes =
+        d->act_size + d->dact_size + d->aux_size + d->tmp_size + d->scratch_size + weights + d->bf_size + d->pad_size;
     return 0;
 }
 
 int fu_dnnl_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backend **out) {
     *out = NULL;
     int batch = o->batch, threads = o->threads;
-    if (o->amp != FU_AMP_OFF)
-        return fu_fail("cpu backend", "--amp %s is not implemented yet", fu_amp_name(o->amp));
+    if (check_amp(o->amp) < 0)
+        return -1;
     fu_backend *b = calloc(1, sizeof *b);
     dn_net *d = calloc(1, sizeof *d);
     if (!b || !d) {
@@ -1494,11 +1693,13 @@ int fu_dnnl_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backe
     *b = (fu_backend){.name = "cpu",
                       .m = m,
                       .batch = batch,
+                      .amp = o->amp,
                       .impl = d,
                       .forward = dn_forward,
                       .logits = dn_logits,
                       .backward = dn_backward,
                       .destroy = dn_destroy};
+    d->amp = o->amp;
     if (create(m, batch, threads, b, d) < 0) {
         dn_destroy(b);
         return -1;

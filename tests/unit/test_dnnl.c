@@ -5,7 +5,8 @@
 // (stride 1/2, dilation 1-4, 1x1, 7x7, odd sides), then the whole MedicalCNN.
 // Compared per tensor by relative L2 error: logits, loss, every parameter
 // gradient, BN running statistics and num_batches_tracked. Also: reruns give
-// the same bytes; 1 and 2 threads agree (see check_determinism).
+// the same bytes; 1 and 2 threads agree (see check_determinism); with --amp
+// bf16 the mini nets track fp32 (check_bf16; MedicalCNN: test_bf16.c).
 #include "check.h"
 
 #include "core/error.h"
@@ -156,6 +157,13 @@ static double rel_floor(size_t n, const float *a, const double *ref, double floo
 
 static double rel_err(size_t n, const float *a, const double *ref) { return rel_floor(n, a, ref, 0); }
 
+static double rel_err32(size_t n, const float *a, const float *ref) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++)
+        num += ((double)a[i] - ref[i]) * ((double)a[i] - ref[i]), den += (double)ref[i] * ref[i];
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
 typedef struct {
     float *params, *grads, *state, *logits, loss;
     int64_t *counts;
@@ -163,10 +171,10 @@ typedef struct {
 
 // One training step (forward with BN on batch statistics, dropout masks from
 // the pass, backward), then eval-mode logits, on the cpu backend.
-static int run_cpu(const fu_model *m, int n, int threads, const float *params0, const float *state0, const float *x,
-                   const int *labels, const float *cw, result *r, float *eval_logits) {
+static int run_cpu(const fu_model *m, int n, int threads, fu_amp amp, const float *params0, const float *state0,
+                   const float *x, const int *labels, const float *cw, result *r, float *eval_logits) {
     fu_backend *b;
-    if (fu_dnnl_backend_create(m, &(fu_backend_opts){.batch = n, .threads = threads}, &b) < 0)
+    if (fu_dnnl_backend_create(m, &(fu_backend_opts){.batch = n, .threads = threads, .amp = amp}, &b) < 0)
         return -1;
     r->grads = calloc(m->n_params, sizeof(float));
     r->state = malloc(m->n_state * sizeof(float));
@@ -312,7 +320,8 @@ static void compare(const char *name, const fu_model *m, int n, uint64_t seed, b
     float *el = malloc((size_t)n * m->classes * sizeof(float));
     char what[256];
     snprintf(what, sizeof what, "%s: cpu backend runs", name);
-    if (!CHECK(run_cpu(m, n, omp_get_max_threads(), params, state, x, labels, cw, &c, el) == 0, what, "%s", fu_error()))
+    if (!CHECK(run_cpu(m, n, omp_get_max_threads(), FU_AMP_OFF, params, state, x, labels, cw, &c, el) == 0, what,
+               "%s", fu_error()))
         return;
     double loss_ref = lossd, e_loss = fabs(c.loss - loss_ref) / fabs(loss_ref);
     size_t nl = (size_t)n * m->classes;
@@ -360,6 +369,91 @@ static void compare(const char *name, const fu_model *m, int n, uint64_t seed, b
         free(cd), free(ld), free(eld);
 }
 
+// The lowest cosine similarity between the gradients g and ref of one
+// parameter tensor (conv, linear weight or bias, BN gamma or beta); its op
+// goes to where. Tensors with a negligible fp32 gradient are left out (a
+// linear bias before a training-mode BN: exactly zero).
+static double worst_cosine(const fu_model *m, const float *g, const float *ref, char where[80]) {
+    double worst = 1;
+    for (int i = 0; i < m->n_ops; i++) {
+        const fu_op *op = &m->ops[i];
+        size_t wn = op->kind == FU_OP_CONV     ? (size_t)op->c * m->ops[op->in[0]].c * op->k * op->k
+                    : op->kind == FU_OP_LINEAR ? (size_t)op->c * m->ops[op->in[0]].c
+                    : op->kind == FU_OP_BN     ? (size_t)op->c
+                                               : 0;
+        for (int t = 0; wn && t < 2; t++) {
+            int64_t off = t ? op->bias_off : op->weight;
+            size_t len = t ? (size_t)op->c : wn;
+            double dot = 0, na = 0, nr = 0;
+            for (size_t j = 0; off >= 0 && j < len; j++)
+                dot += (double)g[off + j] * ref[off + j], na += (double)g[off + j] * g[off + j],
+                    nr += (double)ref[off + j] * ref[off + j];
+            if (nr <= 1e-20)
+                continue;
+            double cos = dot / sqrt(na * nr + 1e-300);
+            if (cos < worst) {
+                worst = cos;
+                snprintf(where, 80, "op %d %s", i, t ? "bias" : "weight");
+            }
+        }
+    }
+    return worst;
+}
+
+// --amp bf16 against fp32 on a mini net: the convolutions read bf16 inputs,
+// weights and output gradients (2^-9 relative rounding) and accumulate in
+// fp32. Logits and eval logits stay within 3e-2 (measured <= 2.2e-2), the
+// loss within 2e-2 (measured <= 1.7e-2); gradients less so,
+// as training-mode BN over 3 small images amplifies rounding: rounding only
+// the conv weights and the image to bf16, in fp32, already moves a tensor's
+// gradient to cosine similarity 0.93-0.997 here. Checked: every tensor >=
+// 0.97 (measured >= 0.986), all gradients together >= 0.99. false: this CPU
+// has no AVX512-BF16 (skipped).
+static bool check_bf16(const char *name, const fu_model *m, int n, uint64_t seed) {
+    size_t nx = (size_t)n * 3 * m->height * m->width;
+    float *params = malloc(m->n_params * sizeof(float)), *state = calloc(m->n_state, sizeof(float)),
+          *x = malloc(nx * sizeof(float));
+    mini_init(m, seed, params, state);
+    fu_rng r = fu_rng_make(seed, 2, 0);
+    for (size_t i = 0; i < nx; i++)
+        x[i] = (float)fu_rng_normal(&r);
+    int labels[64];
+    for (int i = 0; i < n; i++)
+        labels[i] = i % 2;
+    float cw[2] = {0.6f, 0.4f};
+    size_t nl = (size_t)n * m->classes;
+    float *el = malloc(nl * sizeof(float)), *elh = malloc(nl * sizeof(float));
+    result f = {0}, h = {0};
+    char what[256], where[80] = "";
+    bool ran = run_cpu(m, n, 2, FU_AMP_OFF, params, state, x, labels, cw, &f, el) == 0;
+    bool supported = true;
+    if (ran && run_cpu(m, n, 2, FU_AMP_BF16, params, state, x, labels, cw, &h, elh) < 0) {
+        supported = ran = !strstr(fu_error(), "AVX512-BF16");
+        if (!supported)
+            printf("skip - %s: --amp bf16: %s\n", name, fu_error());
+    }
+    snprintf(what, sizeof what, "%s: --amp bf16 runs", name);
+    if (supported && CHECK(ran, what, "%s", fu_error())) {
+        double e_logits = rel_err32(nl, h.logits, f.logits), e_eval = rel_err32(nl, elh, el),
+               e_loss = fabs(h.loss - f.loss) / fabs(f.loss), cos = worst_cosine(m, h.grads, f.grads, where);
+        double dot = 0, na = 0, nr = 0;
+        for (size_t i = 0; i < m->n_params; i++)
+            dot += (double)h.grads[i] * f.grads[i], na += (double)h.grads[i] * h.grads[i],
+                nr += (double)f.grads[i] * f.grads[i];
+        double all = dot / sqrt(na * nr);
+        snprintf(what, sizeof what,
+                 "%s: --amp bf16 tracks fp32 (logits %.1e, eval %.1e, loss %.1e; gradient cosine %.4f, per tensor "
+                 ">= %.4f)",
+                 name, e_logits, e_eval, e_loss, all, cos);
+        CHECK(e_logits <= 3e-2 && e_eval <= 3e-2 && e_loss <= 2e-2 && cos >= 0.97 && all >= 0.99, what,
+              "logits %.3g, eval logits %.3g, loss %.3g, gradient cosine %.5f, per tensor %.5f at %s", e_logits,
+              e_eval, e_loss, all, cos, where);
+    }
+    result_free(&f), result_free(&h);
+    free(params), free(state), free(x), free(el), free(elh);
+    return supported;
+}
+
 // Two runs of the same step give the same bytes; 1 and 2 threads compared.
 static void check_determinism(const fu_model *m, int n) {
     size_t nx = (size_t)n * 3 * m->height * m->width;
@@ -373,9 +467,9 @@ static void check_determinism(const fu_model *m, int n) {
     int labels[8] = {0, 1, 1, 0, 1, 0, 0, 1};
     float cw[2] = {0.5f, 0.5f};
     result a = {0}, b = {0}, c = {0};
-    if (run_cpu(m, n, 2, params, state, x, labels, cw, &a, NULL) < 0 ||
-        run_cpu(m, n, 2, params, state, x, labels, cw, &b, NULL) < 0 ||
-        run_cpu(m, n, 1, params, state, x, labels, cw, &c, NULL) < 0) {
+    if (run_cpu(m, n, 2, FU_AMP_OFF, params, state, x, labels, cw, &a, NULL) < 0 ||
+        run_cpu(m, n, 2, FU_AMP_OFF, params, state, x, labels, cw, &b, NULL) < 0 ||
+        run_cpu(m, n, 1, FU_AMP_OFF, params, state, x, labels, cw, &c, NULL) < 0) {
         CHECK(0, "determinism runs", "%s", fu_error());
         return;
     }
@@ -455,10 +549,12 @@ static void check_smaller_batch(const fu_model *m) {
 }
 
 int main(void) {
-    // (h, w, k, stride, pad, dil): 1x1, 3x3 stride 1/2, dilation 1-4, 7x7/2, odd sides
+    // (h, w, k, stride, pad, dil): 1x1, 3x3 stride 1/2, dilation 1-4, 7x7/2, odd sides; the last pads
+    // by about half the side (the padded-copy path for backward weights, as MedicalCNN at 64x64)
     static const int cfg[][6] = {{13, 11, 1, 1, 0, 1}, {13, 11, 3, 1, 1, 1}, {17, 15, 3, 2, 1, 1},
                                  {15, 13, 3, 1, 2, 2}, {19, 17, 3, 2, 3, 3}, {21, 19, 3, 1, 4, 4},
-                                 {23, 21, 7, 2, 3, 1}, {12, 16, 1, 2, 0, 1}};
+                                 {23, 21, 7, 2, 3, 1}, {12, 16, 1, 2, 0, 1}, {9, 7, 3, 1, 4, 4}};
+    bool bf16 = true;
     for (size_t i = 0; i < sizeof cfg / sizeof *cfg; i++) {
         fu_model m;
         mini_net(&m, cfg[i][0], cfg[i][1], cfg[i][2], cfg[i][3], cfg[i][4], cfg[i][5]);
@@ -466,6 +562,7 @@ int main(void) {
         snprintf(name, sizeof name, "mini net 3x3x%dx%d, conv %dx%d stride %d pad %d dilation %d", cfg[i][0], cfg[i][1],
                  cfg[i][2], cfg[i][2], cfg[i][3], cfg[i][4], cfg[i][5]);
         compare(name, &m, 3, 11 + i, false);
+        bf16 = bf16 && check_bf16(name, &m, 3, 11 + i);
         free(m.ops);
     }
     fu_model m;
