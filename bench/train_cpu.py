@@ -28,10 +28,12 @@ BIN = os.path.join(ROOT, "build", "bench", "train_step")
 def build():
     subprocess.run(["make", "-s", "-C", ROOT, "build/libfundus.a"], check=True)
     os.makedirs(os.path.dirname(BIN), exist_ok=True)
+    # The Makefile's link line (it grows with MPI and, in GPU builds, CUDA).
+    ldlibs = subprocess.run(["make", "-s", "--no-print-directory", "-C", ROOT, "print-ldlibs"], check=True,
+                            capture_output=True, text=True).stdout.split()
     subprocess.run(["cc", "-std=c11", "-D_GNU_SOURCE", "-O3", "-fopenmp", "-I" + os.path.join(ROOT, "lib"),
                     os.path.join(ROOT, "bench", "train_step.c"), os.path.join(ROOT, "build", "libfundus.a"),
-                    "-o", BIN, "-ldnnl", "-lpng", "-ltiff", "-ljpeg", "-ldeflate", "-lz", "-lm", "-lpthread"],
-                   check=True)
+                    "-o", BIN, *ldlibs], check=True)
 
 
 def ours(a, amp):
