@@ -29,7 +29,8 @@ print(f"train images {one['train_images']}, {one['epochs']} epochs, batch 32 per
 print(f"1 rank x 1 thread : {t1:8.1f} s  ({one['images_per_second']} img/s)")
 print(f"2 ranks x 1 thread: {t2:8.1f} s  ({two['images_per_second']} img/s)")
 print(f"speedup {t1 / t2:.2f}x, efficiency {t1 / t2 / 2:.2f}   (the study: 1.93x, 0.97)")
-print(f"allreduce of {float(two['grad_mb']):.0f} MB per step: {full * 1e3:.0f} ms blocking; in the run "
-      f"{ar / steps * 1e3:.0f} ms in flight per step, {exposed / steps * 1e3:.0f} ms of it exposed "
-      f"({100 * (1 - exposed / ar) if ar > 0 else 0:.0f}% hidden behind backward)")
+hidden = max(0.0, full - exposed / steps)
+print(f"allreduce of {float(two['grad_mb']):.0f} MB per step: one blocking allreduce {full * 1e3:.0f} ms; the step "
+      f"waited {exposed / steps * 1e3:.0f} ms for it after backward (buckets in flight {ar / steps * 1e3:.0f} ms "
+      f"per step): about {hidden * 1e3:.0f} ms ({100 * hidden / full if full > 0 else 0:.0f}%) hidden behind backward")
 PY
