@@ -160,9 +160,9 @@ static int train(const fu_model *m, fu_amp amp, float losses[STEPS], float **par
     float *x = malloc((size_t)BATCH * 3 * m->height * m->width * sizeof(float));
     int labels[BATCH], rc = 0;
     for (int s = 0; s < STEPS && rc == 0; s++) {
-        int correct;
+        int correct, seen;
         inputs(m, 100 + (uint64_t)s % 4, x, labels); // four batches, seen five times each
-        rc = fu_train_step(&t, BATCH, x, labels, 1e-3, &losses[s], &correct);
+        rc = fu_train_step(&t, BATCH, x, labels, 1e-3, &losses[s], &correct, &seen);
     }
     *params = malloc(m->n_params * sizeof(float));
     memcpy(*params, t.params, m->n_params * sizeof(float));
