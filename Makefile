@@ -168,10 +168,9 @@ test: all $(UNITS)
 	@PYTHON=$(PYTHON) sh tests/run.sh
 
 # The demo runs the whole DAG on synthetic data: preprocessing, the serial
-# baseline and a 2-rank run (3 epochs of 336 images each), tables, charts:
-# 7 min 53 s on this 2-core machine with other jobs running beside it.
-# (224x224, the study's size: below ~200 px oneDNN runs the dilated
-# convolutions' weight gradients on its slow reference kernel.)
+# baseline and a 2-rank run (3 epochs of 336 images each, 224x224, the
+# study's size), tables, charts: 3 min 39 s on this machine's 2 idle cores,
+# 7 min 53 s with other jobs running beside it.
 DEMO_VARS := DATA=synth SYNTH_COUNT=160 EPOCHS=3 SIZE=224 RESULTS=data/work/demo-results PLOTS=data/work/demo-plots
 demo: all
 	@$(MAKE) --no-print-directory demo-run $(DEMO_VARS)
