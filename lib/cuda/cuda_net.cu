@@ -368,15 +368,7 @@ static int op_done(cu_net *d) {
 }
 
 static int check_inputs(const fu_backend *b, int n, const int *labels, const float *class_w, const fu_pass *pass) {
-    const fu_model *m = b->m;
-    if (n < 1 || n > b->batch) return fu_fail("model", "a batch of %d images, planned for 1..%d", n, b->batch);
-    if (pass->train && (!labels || !class_w)) return fu_fail("model", "training needs labels and class weights");
-    if (pass->train && n < 2)
-        return fu_fail("model", "training needs a batch of at least 2 (BatchNorm1d uses batch statistics)");
-    if (labels)
-        for (int i = 0; i < n; i++)
-            if (labels[i] < 0 || labels[i] >= m->classes)
-                return fu_fail("model", "label %d of image %d is outside 0..%d", labels[i], i, m->classes - 1);
+    if (fu_backend_check_batch(b, n, labels, class_w, pass) < 0) return -1;
     if (pass->train && b->dist && b->dist->sum)
         return fu_fail("cuda backend", "synchronised BatchNorm (data parallel) is not implemented yet");
     return 0;

@@ -99,6 +99,20 @@ void fu_backend_device_name(const fu_backend *b, char *out, size_t size) {
     cpu_model_name(out, size);
 }
 
+int fu_backend_check_batch(const fu_backend *b, int n, const int *labels, const float *class_w, const fu_pass *pass) {
+    const fu_model *m = b->m;
+    if (n < 1 || n > b->batch)
+        return fu_fail(b->name, "a batch of %d images; the backend is planned for 1..%d", n, b->batch);
+    if (pass->train && (!labels || !class_w)) return fu_fail("model", "training needs labels and class weights");
+    if (pass->train && n < 2)
+        return fu_fail("model", "training needs a batch of at least 2 (BatchNorm1d uses batch statistics)");
+    if (labels)
+        for (int i = 0; i < n; i++)
+            if (labels[i] < 0 || labels[i] >= m->classes)
+                return fu_fail("model", "label %d of image %d is outside 0..%d", labels[i], i, m->classes - 1);
+    return 0;
+}
+
 const char *fu_amp_name(fu_amp amp) { return amp == FU_AMP_BF16 ? "bf16" : amp == FU_AMP_FP16 ? "fp16" : "off"; }
 
 int fu_amp_parse(const char *s, fu_amp *out) {

@@ -79,6 +79,11 @@ int fu_backend_create(const char *name, const fu_model *m, const fu_backend_opts
 // GPU's with its compute capability and library versions.
 void fu_backend_device_name(const fu_backend *b, char *out, size_t size);
 
+// The checks every backend's forward makes of its arguments: 1 <= n <=
+// b->batch, training with labels, class weights and n >= 2, labels within
+// the classes.
+int fu_backend_check_batch(const fu_backend *b, int n, const int *labels, const float *class_w, const fu_pass *pass);
+
 // "off", "bf16", "fp16" (for messages and results.csv).
 const char *fu_amp_name(fu_amp amp);
 // Parses "off"/"fp32", "bf16", "fp16"; -1 for anything else.

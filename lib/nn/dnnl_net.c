@@ -770,6 +770,10 @@ static int plan(dn_net *d) {
             d->op[op->in[k]].readers++;
         if (!d->op[i].vec && op->kind != FU_OP_INPUT && op->c % 16)
             return fu_fail("cpu backend", "op %d has %d channels, not a multiple of 16", i, op->c);
+        // The head's vector ops run the reference ops on (n, C); dropout on
+        // a feature map would need its mask in NCHW order over nChw16c.
+        if (op->kind == FU_OP_DROPOUT && !d->op[op->in[0]].vec)
+            return fu_fail("cpu backend", "op %d: dropout over a feature map is not supported (only on vectors)", i);
     }
     for (int i = 0; i < m->n_ops; i++) {
         const fu_op *op = &m->ops[i];
@@ -1222,16 +1226,8 @@ static int dn_forward(fu_backend *b, int n, const float *params, float *state, i
     dn_net *d = b->impl;
     const fu_model *m = d->m;
     d->ready = false;
-    if (n < 1 || n > d->batch)
-        return fu_fail("cpu backend", "batch of %d images; planned for 1..%d", n, d->batch);
-    if (pass->train && (!labels || !class_w))
-        return fu_fail("model", "training needs labels and class weights");
-    if (pass->train && n < 2)
-        return fu_fail("model", "training needs a batch of at least 2 (BatchNorm1d uses batch statistics)");
-    if (labels)
-        for (int i = 0; i < n; i++)
-            if (labels[i] < 0 || labels[i] >= m->classes)
-                return fu_fail("model", "label %d of image %d is outside 0..%d", labels[i], i, m->classes - 1);
+    if (fu_backend_check_batch(b, n, labels, class_w, pass) < 0)
+        return -1;
     omp_set_num_threads(d->threads);
     if (d->built != n && build(d, n) < 0)
         return -1;
