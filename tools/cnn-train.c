@@ -47,7 +47,7 @@ static const char USAGE[] =
     "                         cpu1tN for N threads; the train shard's name)\n"
     "  --amp off|bf16|fp16    convolutions on bfloat16 (AVX512-BF16 CPUs, GPUs) or float16 with loss\n"
     "                         scaling (GPUs); BatchNorm, loss and master weights stay fp32\n"
-    "  --threads N            threads per rank (default: all cores; results do not depend on it)\n"
+    "  --threads N            threads per rank (default: the host's cores shared among its ranks)\n"
     "Data parallel: mpirun -np N cnn-train ... runs N ranks; each trains on its slice of\n"
     "every epoch (batch per rank), gradients are summed across ranks while backward runs,\n"
     "metrics cover every rank's images, and rank 0 alone writes DIR.\n"
@@ -434,6 +434,10 @@ int main(int argc, char **argv) {
     join_job(&argc, &argv);
     options op = parse(argc, argv);
     bool writer = comm.rank == 0; // rank 0 alone writes the run's folder
+    // Ranks sharing a host share its cores: by default each takes its part,
+    // not all of them (N ranks x all cores threads would oversubscribe N times).
+    if (!tool.threads_given && comm.local_size > 1)
+        tool.threads = tool.threads / comm.local_size > 1 ? tool.threads / comm.local_size : 1;
     if (!writer) tool.quiet = true;
     if (op.lr_linear) op.o.lr *= comm.size;
     char started_at[32];
@@ -511,9 +515,9 @@ int main(int argc, char **argv) {
 
     start_up_report(&op, &m, &t, &train, &val, op.test ? &test : NULL, batches, dropped);
     if (comm.size > 1)
-        tool_note("data parallel: %d ranks x %d threads, batch %d per rank (%d global), lr %g; BatchNorm %s; "
+        tool_note("data parallel: %d ranks of %d thread%s, batch %d per rank (%d global), lr %g; BatchNorm %s; "
                   "gradients %.1f MB in %d buckets, one blocking allreduce of them %.1f ms",
-                  comm.size, tool.threads, op.o.batch, op.o.batch * comm.size, op.o.lr,
+                  comm.size, tool.threads, tool.threads == 1 ? "" : "s", op.o.batch, op.o.batch * comm.size, op.o.lr,
                   op.sync_bn ? "synchronised across ranks" : "per rank", (double)m.n_params * 4 / 1e6,
                   fu_grad_sync_stats_of(t.sync).buckets, allreduce_full * 1e3);
     if (single_class(&val)) tool_note("%s: a single class: val AUC is undefined (left empty); accuracy is reported", op.val);

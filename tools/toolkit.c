@@ -102,7 +102,10 @@ int tool_getopt(int argc, char **argv, const char *shortopts, const struct optio
         switch (c) {
         case 'o': tool.out_path = optarg; break;
         case 'q': tool.quiet = true; break;
-        case TOOL_OPT_THREADS: tool.threads = (int)tool_parse_long("--threads", optarg, 1, 1024); break;
+        case TOOL_OPT_THREADS:
+            tool.threads = (int)tool_parse_long("--threads", optarg, 1, 1024);
+            tool.threads_given = true;
+            break;
         case 'h':
             fputs(tool.usage, stdout);
             exit(0);

@@ -21,6 +21,7 @@ typedef struct {
     const char *usage;    // the --help text
     const char *out_path; // -o, NULL = stdout
     int threads;          // --threads, default: all cores
+    bool threads_given;   // --threads was on the command line
     bool quiet;
     fu_progress progress;
     // Called before a fatal message (tool_die, tool_fail, tool_usage_error)
