@@ -62,14 +62,19 @@ noreturn void tool_usage_error(const char *fmt, ...) {
     exit(2);
 }
 
+// "tool: message" on stderr, one line.
+static void say(const char *fmt, va_list ap) {
+    fprintf(stderr, "%s: ", tool.name);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 noreturn void tool_die(const char *fmt, ...) {
     cleanup_output();
     if (tool.before_fatal && !tool.before_fatal()) exit(1);
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "%s: ", tool.name);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    say(fmt, ap);
     va_end(ap);
     exit(1);
 }
@@ -88,9 +93,7 @@ void tool_note(const char *fmt, ...) {
     if (tool.quiet) return;
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "%s: ", tool.name);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    say(fmt, ap);
     va_end(ap);
 }
 

@@ -93,11 +93,16 @@ static void result_free(result *r) {
     free(r->logits);
 }
 
-// Pixels N(0, 1) from seed (x has nx of them), labels alternating.
-static void random_batch(uint64_t seed, int n, size_t nx, float *x, int *labels) {
+// x (nx) N(0, 1) pixels drawn from seed.
+static void random_pixels(uint64_t seed, size_t nx, float *x) {
     fu_rng r = fu_rng_make(seed, 2, 0);
     for (size_t i = 0; i < nx; i++)
         x[i] = (float)fu_rng_normal(&r);
+}
+
+// Pixels from seed, labels alternating.
+static void random_batch(uint64_t seed, int n, size_t nx, float *x, int *labels) {
+    random_pixels(seed, nx, x);
     for (int i = 0; i < n; i++)
         labels[i] = i % 2;
 }
@@ -290,9 +295,7 @@ static void check_determinism(const fu_model *m, int n) {
           *x = malloc(nx * sizeof(float));
     int64_t *counts = calloc(m->n_counts, sizeof(int64_t));
     fu_model_init(m, 3, params, state, counts);
-    fu_rng r = fu_rng_make(3, 2, 0);
-    for (size_t i = 0; i < nx; i++)
-        x[i] = (float)fu_rng_normal(&r);
+    random_pixels(3, nx, x);
     int labels[8] = {0, 1, 1, 0, 1, 0, 0, 1};
     float cw[2] = {0.5f, 0.5f};
     result a = {0}, b = {0}, c = {0};
@@ -340,9 +343,7 @@ static void check_smaller_batch(const fu_model *m) {
           *x = malloc(nx * sizeof(float));
     int64_t *counts = calloc(m->n_counts, sizeof(int64_t));
     fu_model_init(m, 9, params, state, counts);
-    fu_rng r = fu_rng_make(9, 2, 0);
-    for (size_t i = 0; i < nx; i++)
-        x[i] = (float)fu_rng_normal(&r);
+    random_pixels(9, nx, x);
     int labels[4] = {0, 1, 1, 0};
     float cw[2] = {0.5f, 0.5f}, loss4, loss3;
     float *g4 = malloc(m->n_params * sizeof(float)), *g3 = malloc(m->n_params * sizeof(float));
