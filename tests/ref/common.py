@@ -130,6 +130,16 @@ def c_driver_missing():
     return None
 
 
+def torch_oracle_missing():
+    """Why a PyTorch-against-C-driver test cannot run here (no torch for this
+    Python, or no driver can be built), or None when it can."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return "torch is not installed for %s" % sys.executable
+    return c_driver_missing()
+
+
 def build_c_driver(src, exe):
     """Compile the test driver `src` (a .c file) against build/libfundus.a, as
     the Makefile builds the tools. The compiler's messages go to stderr (the

@@ -32,7 +32,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import build_c_driver, c_driver_missing, report, root, skip, exit_status  # noqa: E402
+from common import build_c_driver, report, root, skip, exit_status, torch_oracle_missing  # noqa: E402
 
 TOL = {"f32": 1e-3, "f64": 1e-9}
 WELL_CONDITIONED = 3e-4  # float vs double gradients, in each library, for the float batch
@@ -170,12 +170,7 @@ def compare(tag, prec, out, step, x):
 
 
 def main():
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        skip("model parity", "torch is not installed for %s" % sys.executable)
-        return 0
-    why = c_driver_missing()
+    why = torch_oracle_missing()
     if why:
         skip("model parity", why)
         return 0

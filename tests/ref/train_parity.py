@@ -46,7 +46,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import build_c_driver, c_driver_missing, report, root, skip, exit_status  # noqa: E402
+from common import build_c_driver, report, root, skip, exit_status, torch_oracle_missing  # noqa: E402
 from model_parity import read_safetensors, rel  # noqa: E402
 
 SEED, N, H, W, STEPS = 42, 4, 32, 32, 5
@@ -90,16 +90,15 @@ def write_trainer_state(folder, snap):
                       [("adamw.exp_avg", m1), ("adamw.exp_avg_sq", m2)], meta)
 
 
-def torch_run(init, xs, double, snapshots=False):
-    """PyTorch's STEPS steps from init: losses, gradient norms, the state
-    before each step (snapshots) and after the last."""
+def torch_trainer(state_dict, double):
+    """The study's module loaded strictly from state_dict, in train mode with
+    dropout off, in float64 or float32, and its AdamW: (model, params, opt, dtype)."""
     import torch
     import torch.nn as nn
-    import torch.nn.functional as F
     from medicalcnn import MedicalCNN
-    model = MedicalCNN()
-    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in init.items()}, strict=True)
     dtype = torch.float64 if double else torch.float32
+    model = MedicalCNN()
+    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state_dict.items()}, strict=True)
     model.to(dtype)
     for m in model.modules():
         if isinstance(m, nn.Dropout):
@@ -107,6 +106,15 @@ def torch_run(init, xs, double, snapshots=False):
     model.train()
     params = list(model.parameters())
     opt = torch.optim.AdamW(params, lr=LR, betas=(0.9, 0.999), eps=EPS, weight_decay=WD)
+    return model, params, opt, dtype
+
+
+def torch_run(init, xs, double, snapshots=False):
+    """PyTorch's STEPS steps from init: losses, gradient norms, the state
+    before each step (snapshots) and after the last."""
+    import torch
+    import torch.nn.functional as F
+    model, params, opt, dtype = torch_trainer(init, double)
     weight = torch.tensor(CLASS_W, dtype=dtype)
 
     def state(k):
@@ -133,20 +141,9 @@ def torch_step_from(snap, x, labels, double):
     """One PyTorch step from a snapshot (state_dict, moments, step count):
     the state after it, as torch_run's snapshots, and the loss."""
     import torch
-    import torch.nn as nn
     import torch.nn.functional as F
-    from medicalcnn import MedicalCNN
     sd, m1, m2, k = snap
-    dtype = torch.float64 if double else torch.float32
-    model = MedicalCNN()
-    model.load_state_dict({n: torch.from_numpy(v.copy()) for n, v in sd.items()}, strict=True)
-    model.to(dtype)
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.p = 0.0
-    model.train()
-    params = list(model.parameters())
-    opt = torch.optim.AdamW(params, lr=LR, betas=(0.9, 0.999), eps=EPS, weight_decay=WD)
+    model, params, opt, dtype = torch_trainer(sd, double)
     at = 0
     for p in params:
         if k:
@@ -205,12 +202,7 @@ def run_c(exe, tmp, out, xs, steps, frm=()):
 
 
 def main():
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        skip("train parity", "torch is not installed for %s" % sys.executable)
-        return 0
-    why = c_driver_missing()
+    why = torch_oracle_missing()
     if why:
         skip("train parity", why)
         return 0

@@ -35,6 +35,15 @@ typedef struct {
     int64_t *counts;
 } result;
 
+// r's buffers for a step on n images, its BN state starting as state0.
+static void result_alloc(const fu_model *m, int n, const float *state0, result *r) {
+    r->grads = calloc(m->n_params, sizeof(float));
+    r->state = malloc(m->n_state * sizeof(float));
+    r->counts = calloc(m->n_counts, sizeof(int64_t));
+    r->logits = malloc((size_t)n * m->classes * sizeof(float));
+    memcpy(r->state, state0, m->n_state * sizeof(float));
+}
+
 // One training step (forward with BN on batch statistics, dropout masks from
 // the pass, backward), then eval-mode logits, on the cpu backend.
 static int run_cpu(const fu_model *m, int n, int threads, fu_amp amp, const float *params0, const float *state0,
@@ -42,11 +51,7 @@ static int run_cpu(const fu_model *m, int n, int threads, fu_amp amp, const floa
     fu_backend *b;
     if (fu_dnnl_backend_create(m, &(fu_backend_opts){.batch = n, .threads = threads, .amp = amp}, &b) < 0)
         return -1;
-    r->grads = calloc(m->n_params, sizeof(float));
-    r->state = malloc(m->n_state * sizeof(float));
-    r->counts = calloc(m->n_counts, sizeof(int64_t));
-    r->logits = malloc((size_t)n * m->classes * sizeof(float));
-    memcpy(r->state, state0, m->n_state * sizeof(float));
+    result_alloc(m, n, state0, r);
     fu_pass train = {.train = true, .dropout = true, .seed = 7, .step = 3}, eval = {0};
     int rc = b->forward(b, n, params0, r->state, r->counts, x, labels, cw, &train, &r->loss);
     if (rc == 0)
@@ -71,11 +76,7 @@ static int run_ref32(const fu_model *m, int n, const float *params0, const float
     fu_ref_net_f32 net;
     if (fu_ref_net_init_f32(&net, m, n) < 0)
         return -1;
-    r->grads = calloc(m->n_params, sizeof(float));
-    r->state = malloc(m->n_state * sizeof(float));
-    r->counts = calloc(m->n_counts, sizeof(int64_t));
-    r->logits = malloc((size_t)n * m->classes * sizeof(float));
-    memcpy(r->state, state0, m->n_state * sizeof(float));
+    result_alloc(m, n, state0, r);
     fu_pass train = {.train = true, .dropout = true, .seed = 7, .step = 3};
     int rc = fu_ref_forward_f32(&net, n, params0, r->state, r->counts, x, labels, cw, &train, &r->loss);
     if (rc == 0)
