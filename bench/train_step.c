@@ -83,7 +83,7 @@ int main(int argc, char **argv) {
         if (b->forward(b, batch, params, state, counts, x, labels, class_w, &pass, &loss) < 0)
             break;
         double t1 = now();
-        if (b->backward(b, params, grads) < 0)
+        if (b->backward(b, params, NULL, grads) < 0)
             break;
         double t2 = now();
         if (dump && s == 0) {

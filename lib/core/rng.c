@@ -19,6 +19,9 @@ uint64_t fu_rng_u64(fu_rng *r) {
     return fu_mix64(r->state);
 }
 
+// A draw adds the golden-ratio increment to the counter, so k draws add k of them.
+void fu_rng_skip(fu_rng *r, uint64_t k) { r->state += k * 0x9E3779B97F4A7C15ull; }
+
 double fu_rng_uniform(fu_rng *r) { return (double)(fu_rng_u64(r) >> 11) * 0x1.0p-53; }
 
 double fu_rng_range(fu_rng *r, double lo, double hi) { return lo + (hi - lo) * fu_rng_uniform(r); }

@@ -15,6 +15,8 @@ uint64_t fu_mix64(uint64_t x);
 // A generator keyed by up to three words (seed, index, stream).
 fu_rng fu_rng_make(uint64_t seed, uint64_t a, uint64_t b);
 uint64_t fu_rng_u64(fu_rng *r);
+// Moves r past k draws of fu_rng_u64 (and of fu_rng_uniform, one each) in O(1).
+void fu_rng_skip(fu_rng *r, uint64_t k);
 double fu_rng_uniform(fu_rng *r);                    // [0, 1)
 double fu_rng_range(fu_rng *r, double lo, double hi); // [lo, hi)
 uint32_t fu_rng_below(fu_rng *r, uint32_t n);        // [0, n), unbiased

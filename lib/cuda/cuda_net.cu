@@ -267,7 +267,7 @@ static int dropout_mask(cu_net *d, int i, int n, const fu_pass *pass, float *mas
     const fu_op *op = &d->m->ops[i];
     size_t len = fu_op_numel(d->m, i, n);
     bool drop = pass->train && pass->dropout && op->p > 0;
-    fu_rng rng = fu_rng_make(pass->seed, pass->step, (uint64_t)i);
+    fu_rng rng = fu_dropout_rng(d->m, i, pass);
     float keep = (float)(1 / (1 - (double)op->p));
     for (size_t j = 0; j < len; j++) d->mask[j] = !drop ? 1 : fu_rng_uniform(&rng) < op->p ? 0 : keep;
     CU(cudaMemcpy(d->stage, d->mask, len * sizeof(float), cudaMemcpyHostToDevice));
@@ -525,8 +525,9 @@ static int unscale(cu_net *d, bool *overflow) {
 
 enum { SCALE_GROWTH_STEPS = 2000 }; // clean fp16 steps before the loss scale doubles (GradScaler's)
 
-static int cu_backward(fu_backend *b, const float *params, float *grads) {
+static int cu_backward(fu_backend *b, const float *params, const float *dy_out, float *grads) {
     cu_net *d = (cu_net *)b->impl;
+    if (dy_out) return fu_fail("cuda backend", "model-parallel stages are not supported yet");
     if (!d->ready) return fu_fail("model", "backward needs a training forward with labels first");
     for (;;) {
         bool overflow = false;

@@ -36,9 +36,11 @@ static int ref_forward(fu_backend *b, int n, const float *params, float *state, 
 
 static const float *ref_logits(fu_backend *b) { return fu_ref_logits_f32(ref_of(b)); }
 
-static int ref_backward(fu_backend *b, const float *params, float *grads) {
-    return fu_ref_backward_f32(ref_hooked(b), params, grads);
+static int ref_backward(fu_backend *b, const float *params, const float *dy, float *grads) {
+    return fu_ref_backward_f32(ref_hooked(b), params, dy, grads);
 }
+
+static const float *ref_input_grad(fu_backend *b) { return fu_ref_input_grad_f32(ref_of(b)); }
 
 static void ref_destroy(fu_backend *b) {
     fu_ref_net_free_f32(ref_of(b));
@@ -59,7 +61,8 @@ static int ref_create(const fu_model *m, int batch, int threads, fu_amp amp, fu_
     // not depend on its size.
     if (threads > 0) omp_set_num_threads(threads);
     *b = (fu_backend){.name = "ref", .m = m, .batch = batch, .impl = net, .forward = ref_forward,
-                      .logits = ref_logits, .backward = ref_backward, .destroy = ref_destroy};
+                      .logits = ref_logits, .backward = ref_backward, .input_grad = ref_input_grad,
+                      .destroy = ref_destroy, .reports_grads = true};
     b->act_bytes = (2 * net->plan.act_size + net->plan.aux_size) * sizeof(float);
     *out = b;
     return 0;

@@ -8,12 +8,18 @@
 //   labels  (n) int, 0..classes-1;  class_w (classes) fp32
 //   params, grads (n_params) fp32; state (n_state) fp32; counts (n_counts) int64
 //   logits  (n, classes) fp32
+// A stage of a model cut for model parallelism (model.h's op_base,
+// inner_input; nn/stages.h) runs on the same interface: its input x is the
+// tensor it starts from, (n, C, H, W) NCHW fp32, and where it ends before the
+// loss its output (what `logits` returns) is its last op's (n, C, H, W), whose
+// gradient backward takes as dy.
 #ifndef FU_NN_BACKEND_H
 #define FU_NN_BACKEND_H
 
 #include "nn/model.h"
 #include "nn/ref_net.h" // fu_pass
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -57,6 +63,7 @@ struct fu_backend {
     int batch;          // planned batch: forward accepts 1 <= n <= batch
     fu_amp amp;
     const fu_dist_hooks *dist; // set by the caller after create; NULL: single process
+    bool reports_grads; // backward calls dist->grads_ready for every parameter (else never)
     size_t act_bytes;   // activation memory it planned (for the start-up report)
     void *impl;
     // Forward pass on n images. In training (pass->train), BN uses batch
@@ -65,9 +72,16 @@ struct fu_backend {
     // needs two values per channel). In eval, labels may be NULL (no loss).
     int (*forward)(fu_backend *b, int n, const float *params, float *state, int64_t *counts, const float *x,
                    const int *labels, const float *class_w, const fu_pass *pass, float *loss);
-    const float *(*logits)(fu_backend *b); // of the last forward: (n, classes)
-    // Gradient of the last training forward's loss; overwrites grads.
-    int (*backward)(fu_backend *b, const float *params, float *grads);
+    // The model's output of the last forward: the logits (n, classes) where
+    // it ends in the loss, else its last op's output (n, C, H, W).
+    const float *(*logits)(fu_backend *b);
+    // Gradient of the last training forward's loss; overwrites grads. A model
+    // that ends before the loss takes its output's gradient as dy (same shape
+    // as logits()); one that ends in the loss takes dy NULL.
+    int (*backward)(fu_backend *b, const float *params, const float *dy, float *grads);
+    // After backward, for a model with inner_input: the gradient of its input
+    // x (n, C, H, W) NCHW. NULL in backends or models without one.
+    const float *(*input_grad)(fu_backend *b);
     void (*destroy)(fu_backend *b);
 };
 

@@ -1332,7 +1332,7 @@ static int dn_forward(fu_backend *b, int n, const float *params, float *state, i
         case FU_OP_DROPOUT: {
             // the reference's masks: 0 or 1/(1-p), from (seed, step, op index)
             bool drop = pass->train && pass->dropout && op->p > 0;
-            fu_rng rng = fu_rng_make(pass->seed, pass->step, (uint64_t)i);
+            fu_rng rng = fu_dropout_rng(m, i, pass);
             float keep = (float)(1 / (1 - (double)op->p));
             for (size_t j = 0; j < numel; j++)
                 aux[j] = !drop ? 1 : fu_rng_uniform(&rng) < op->p ? 0 : keep;
@@ -1454,12 +1454,14 @@ static int sync_bn_bwd(dn_net *d, const fu_dist_hooks *h, int i, int n, const fl
     return 0;
 }
 
-static int dn_backward(fu_backend *b, const float *params, float *grads) {
+static int dn_backward(fu_backend *b, const float *params, const float *dy_out, float *grads) {
     dn_net *d = b->impl;
     const fu_model *m = d->m;
     int n = d->built;
     if (!d->ready)
         return fu_fail("model", "backward needs a training forward with labels first");
+    if (dy_out)
+        return fu_fail("cpu backend", "model-parallel stages are not supported yet");
     omp_set_num_threads(d->threads);
     memset(d->written, 0, (size_t)m->n_ops * sizeof *d->written);
     // the reference ops accumulate into their parameter gradients
@@ -1694,6 +1696,7 @@ int fu_dnnl_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backe
                       .forward = dn_forward,
                       .logits = dn_logits,
                       .backward = dn_backward,
+                      .reports_grads = true,
                       .destroy = dn_destroy};
     d->amp = o->amp;
     if (create(m, batch, threads, b, d) < 0) {

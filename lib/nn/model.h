@@ -71,6 +71,14 @@ typedef struct {
     int n_tensors;
     size_t n_params, n_state, n_counts;
     int height, width, classes;
+    // A stage of a model cut for model parallelism (nn/stages.h) is a model
+    // too: op i here is op i + op_base of the whole model (op 0 is the tensor
+    // it starts from: the image, or the previous stage's output, with
+    // inner_input set, whose gradient backward then computes). It ends in the
+    // loss (FU_OP_XENT) or before it, at a tensor the next stage reads. The
+    // whole model: op_base 0, inner_input false.
+    int op_base;
+    bool inner_input;
 } fu_model;
 
 // Builds the study's MedicalCNN for images of height x width (both >= 32).

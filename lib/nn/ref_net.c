@@ -39,6 +39,19 @@ void fu_params_ready(const fu_model *m, int i, void (*ready)(void *ctx, size_t o
     }
 }
 
+fu_rng fu_dropout_rng(const fu_model *m, int i, const fu_pass *pass) {
+    fu_rng rng = fu_rng_make(pass->seed, pass->step, (uint64_t)(i + m->op_base));
+    fu_rng_skip(&rng, (uint64_t)pass->image0 * fu_op_numel(m, i, 1));
+    return rng;
+}
+
+// The op whose output is the model's: the logits before the loss, or a
+// stage's last op.
+static int output_op(const fu_model *m) {
+    int last = m->n_ops - 1;
+    return m->ops[last].kind == FU_OP_XENT ? m->ops[last].in[0] : last;
+}
+
 // The widest BN: the length of sync-BN's summed vector is 2 * its channels + 2.
 static int widest_bn(const fu_model *m) {
     int c = 0;

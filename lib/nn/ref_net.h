@@ -8,6 +8,7 @@
 #ifndef FU_NN_REF_NET_H
 #define FU_NN_REF_NET_H
 
+#include "core/rng.h"
 #include "nn/model.h"
 
 #include <stdbool.h>
@@ -17,10 +18,20 @@
 // How one pass runs: train = BN on batch statistics (and running stats
 // updated), dropout = draw masks from (seed, step, op index); with dropout
 // false, dropout is the identity even in training.
+// image0: the index of this batch's first image in the step's batch, where a
+// step runs in micro-batches (nn/pipe.h): dropout masks are then those of the
+// whole batch, whatever the split.
 typedef struct {
     bool train, dropout;
     uint64_t seed, step;
+    int image0;
 } fu_pass;
+
+// The generator of op i's dropout mask, drawn in NCHW order one uniform per
+// element: keyed by (seed, step, the op's index in the whole model) and moved
+// to image pass->image0, so every backend, stage and micro-batch draws the
+// masks a single whole-batch pass would.
+fu_rng fu_dropout_rng(const fu_model *m, int i, const fu_pass *pass);
 
 // fu_ref_net_S_init: plans and allocates for `batch` images.
 // fu_ref_forward_S: x (n, 3, H, W), 1 <= n <= batch (the last batch of an
@@ -28,9 +39,13 @@ typedef struct {
 //   the loss goes to *loss; training needs them, and a batch >= 2
 //   (BatchNorm1d on batch statistics needs two values per channel). In
 //   training, state and counts are updated (running stats, num_batches_tracked).
-// fu_ref_logits_S: (n, classes) logits of the last forward.
+// fu_ref_logits_S: (n, classes) logits of the last forward; for a stage
+//   (model.h) that ends before the loss, its last op's output.
 // fu_ref_backward_S: gradient of the last training forward's loss; overwrites
-//   grads (n_params).
+//   grads (n_params). dy: NULL where the model ends in the loss, else the
+//   gradient of its output.
+// fu_ref_input_grad_S: after backward, for a model with inner_input, the
+//   gradient of its input x; else NULL.
 #define FU_REF_NET(T, S)                                                                                          \
     typedef struct {                                                                                              \
         const fu_model *m;                                                                                        \
@@ -55,7 +70,8 @@ typedef struct {
     int fu_ref_forward_##S(fu_ref_net_##S *net, int n, const T *params, T *state, int64_t *counts,                \
                            const T *x, const int *labels, const T *class_w, const fu_pass *pass, T *loss);        \
     const T *fu_ref_logits_##S(const fu_ref_net_##S *net);                                                        \
-    int fu_ref_backward_##S(fu_ref_net_##S *net, const T *params, T *grads);
+    int fu_ref_backward_##S(fu_ref_net_##S *net, const T *params, const T *dy, T *grads);                        \
+    const T *fu_ref_input_grad_##S(const fu_ref_net_##S *net);
 
 // Sync-BN and the ranks' loss weights: each rank's loss is normalised by its
 // own label weight W_r (sum of class_w over its labels), and the caller adds

@@ -148,7 +148,7 @@ int fu_train_step(fu_trainer *t, int n, const float *x, const int *labels, doubl
     double global_loss = g[1] / g[0];
     if (!isfinite(global_loss)) return fu_fail("training", "step %lld: the loss is %f", (long long)step, global_loss);
     if (t->sync) fu_grad_sync_begin(t->sync, w_mine / g[0]);
-    if (t->be->backward(t->be, t->params, t->grads) < 0) return -1;
+    if (t->be->backward(t->be, t->params, NULL, t->grads) < 0) return -1;
     if (t->sync && fu_grad_sync_end(t->sync) < 0) return -1;
     double norm = fu_clip_grad_norm(t->grads, t->m->n_params, t->o.max_grad_norm);
     t->grad_norm = norm;

@@ -59,7 +59,7 @@ static int run_backend(const char *name, fu_amp amp, const fu_model *m, int n, c
     fu_pass train = {.train = true, .dropout = true, .seed = 7, .step = 3}, eval = {0};
     int rc = b->forward(b, n, params0, r->state, r->counts, x, labels, cw, &train, &r->loss);
     if (rc == 0) memcpy(r->logits, b->logits(b), nl * sizeof(float));
-    if (rc == 0) rc = b->backward(b, params0, r->grads);
+    if (rc == 0) rc = b->backward(b, params0, NULL, r->grads);
     if (rc == 0 && eval_logits) {
         float *st = malloc((m->n_state ? m->n_state : 1) * sizeof(float));
         memcpy(st, r->state, m->n_state * sizeof(float));
@@ -93,7 +93,7 @@ static int run_oracle(const fu_model *m, int n, const float *params, const float
     int rc = fu_ref_net_init_f64(&net, m, n);
     if (rc == 0) rc = fu_ref_forward_f64(&net, n, pd, o->state, o->counts, xd, labels, cwd, &train, &o->loss);
     if (rc == 0) memcpy(o->logits, fu_ref_logits_f64(&net), nl * sizeof(double));
-    if (rc == 0) rc = fu_ref_backward_f64(&net, pd, o->grads);
+    if (rc == 0) rc = fu_ref_backward_f64(&net, pd, NULL, o->grads);
     double *st = malloc((ns ? ns : 1) * sizeof(double));
     memcpy(st, o->state, ns * sizeof(double));
     int64_t *cnt = calloc(m->n_counts ? m->n_counts : 1, sizeof(int64_t));
@@ -213,8 +213,8 @@ static void check_smaller_batch(const fu_model *m) {
     if (ok) memcpy(e4, b4->logits(b4), sizeof e4);
     ok = ok && b4->forward(b4, 3, params, state, counts, x, NULL, NULL, &eval, NULL) == 0;
     if (ok) memcpy(e3, b4->logits(b4), sizeof e3);
-    ok = ok && b4->forward(b4, 3, params, s4, c4, x, labels, cw, &train, &loss4) == 0 && b4->backward(b4, params, g4) == 0;
-    ok = ok && b3->forward(b3, 3, params, s3, c3, x, labels, cw, &train, &loss3) == 0 && b3->backward(b3, params, g3) == 0;
+    ok = ok && b4->forward(b4, 3, params, s4, c4, x, labels, cw, &train, &loss4) == 0 && b4->backward(b4, params, NULL, g4) == 0;
+    ok = ok && b3->forward(b3, 3, params, s3, c3, x, labels, cw, &train, &loss3) == 0 && b3->backward(b3, params, NULL, g3) == 0;
     if (CHECK(ok, "batch of 3 on a backend planned for 4", "%s", fu_error())) {
         double de = 0;
         for (int i = 0; i < 6; i++) de = fmax(de, fabs(e3[i] - e4[i]) / (fabs(e4[i]) + 1e-6));
@@ -310,7 +310,7 @@ static int bench(void) {
             double t1 = now();
             rc = b->forward(b, N, params, state, counts, x, labels, cw, &pass, &loss);
             double t2 = now();
-            if (rc == 0) rc = b->backward(b, params, grads);
+            if (rc == 0) rc = b->backward(b, params, NULL, grads);
             if (s >= WARM) fwd += t2 - t1, bwd += now() - t2;
         }
         if (rc == 0)

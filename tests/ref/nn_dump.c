@@ -91,7 +91,7 @@ static int dump(const job *j, fu_st_dtype dt, size_t es, const void *logits, con
             return die("forward");                                                                              \
         memcpy(logits, fu_ref_logits_##S(&net), (size_t)j->n * 2 * sizeof *logits);                            \
         double t1 = now();                                                                                      \
-        if (fu_ref_backward_##S(&net, params, grads) < 0) return die("backward");                               \
+        if (fu_ref_backward_##S(&net, params, NULL, grads) < 0) return die("backward");                               \
         double t2 = now();                                                                                      \
         if (fu_ref_forward_##S(&net, j->n, params, state, counts, x, NULL, NULL, &eval, NULL) < 0)              \
             return die("eval");                                                                                 \

@@ -57,7 +57,7 @@ static int step_n(const fu_model *m, fu_amp amp, int planned, int n, const float
     int rc = b->forward(b, n, params, o->state, counts, x, labels, cw, &pass, &o->loss);
     if (rc == 0) {
         memcpy(o->logits, b->logits(b), (size_t)n * 2 * sizeof *o->logits);
-        rc = b->backward(b, params, o->grads);
+        rc = b->backward(b, params, NULL, o->grads);
     }
     free(counts);
     fu_backend_destroy(b);

@@ -146,7 +146,7 @@ static void *run_step(void *arg) {
     fu_pass train = {.train = true, .seed = 5, .step = 1};
     s->rc = s->b->forward(s->b, s->n, s->params, s->state, s->counts, s->x, s->labels, s->cw, &train, &s->loss);
     if (s->rc == 0) memcpy(s->logits, s->b->logits(s->b), (size_t)s->n * m->classes * sizeof(float));
-    if (s->rc == 0) s->rc = s->b->backward(s->b, s->params, s->grads);
+    if (s->rc == 0) s->rc = s->b->backward(s->b, s->params, NULL, s->grads);
     if (s->rc < 0) snprintf(s->err, sizeof s->err, "%s", fu_error());
     return NULL;
 }
@@ -467,7 +467,7 @@ static void *run_dstep(void *arg) {
     fu_pass train = {.train = true};
     s->rc = fu_ref_forward_f64(&s->net, s->n, s->params, s->state, s->counts, s->x, s->labels, s->cw, &train,
                                &s->loss);
-    if (s->rc == 0) s->rc = fu_ref_backward_f64(&s->net, s->params, s->grads);
+    if (s->rc == 0) s->rc = fu_ref_backward_f64(&s->net, s->params, NULL, s->grads);
     return NULL;
 }
 

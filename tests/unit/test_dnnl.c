@@ -57,7 +57,7 @@ static int run_cpu(const fu_model *m, int n, int threads, fu_amp amp, const floa
     if (rc == 0)
         memcpy(r->logits, b->logits(b), (size_t)n * m->classes * sizeof(float));
     if (rc == 0)
-        rc = b->backward(b, params0, r->grads);
+        rc = b->backward(b, params0, NULL, r->grads);
     if (rc == 0 && eval_logits) {
         float *st = malloc(m->n_state * sizeof(float));
         memcpy(st, r->state, m->n_state * sizeof(float));
@@ -82,7 +82,7 @@ static int run_ref32(const fu_model *m, int n, const float *params0, const float
     if (rc == 0)
         memcpy(r->logits, fu_ref_logits_f32(&net), (size_t)n * m->classes * sizeof(float));
     if (rc == 0)
-        rc = fu_ref_backward_f32(&net, params0, r->grads);
+        rc = fu_ref_backward_f32(&net, params0, NULL, r->grads);
     fu_ref_net_free_f32(&net);
     return rc;
 }
@@ -148,7 +148,7 @@ static void compare(const char *name, const fu_model *m, int n, uint64_t seed, b
                name, "reference: %s", fu_error()))
         return;
     memcpy(ld, fu_ref_logits_f64(&net), (size_t)n * m->classes * sizeof(double));
-    fu_ref_backward_f64(&net, pd, gd);
+    fu_ref_backward_f64(&net, pd, NULL, gd);
     double *sd2 = malloc((ns ? ns : 1) * sizeof(double));
     memcpy(sd2, sd, ns * sizeof(double));
     fu_ref_forward_f64(&net, n, pd, sd2, cd, xd, NULL, NULL, &eval, NULL);
@@ -363,9 +363,9 @@ static void check_smaller_batch(const fu_model *m) {
     if (ok)
         memcpy(e3, b4->logits(b4), sizeof e3);
     ok = ok && b4->forward(b4, 3, params, s4, c4, x, labels, cw, &train, &loss4) == 0 &&
-         b4->backward(b4, params, g4) == 0;
+         b4->backward(b4, params, NULL, g4) == 0;
     ok = ok && b3->forward(b3, 3, params, s3, c3, x, labels, cw, &train, &loss3) == 0 &&
-         b3->backward(b3, params, g3) == 0;
+         b3->backward(b3, params, NULL, g3) == 0;
     if (!CHECK(ok, "batch of 3 on a backend planned for 4", "%s", fu_error()))
         return;
     double de = 0;

@@ -279,7 +279,7 @@ static int train_step(const fu_model *m, buffers *b, const float *x, int threads
     fu_pass pass = {.train = true, .dropout = true, .seed = 7, .step = 0};
     omp_set_num_threads(threads);
     int rc = fu_ref_forward_f32(&net, 2, b->params, b->state, b->counts, x, labels, class_w, &pass, loss);
-    if (rc == 0) rc = fu_ref_backward_f32(&net, b->params, b->grads);
+    if (rc == 0) rc = fu_ref_backward_f32(&net, b->params, NULL, b->grads);
     fu_ref_net_free_f32(&net);
     return rc;
 }
@@ -351,7 +351,7 @@ static void check_reference_net(const fu_model *m, const buffers *init) {
     CHECK(fu_ref_forward_f32(&net, 1, a.params, a.state, a.counts, x, labels, w, &train, NULL) < 0 &&
               strstr(fu_error(), "at least 2"),
           "training on a batch of one refused", "%s", fu_error());
-    CHECK(fu_ref_backward_f32(&net, a.params, a.grads) < 0, "backward without a training forward refused", "no error");
+    CHECK(fu_ref_backward_f32(&net, a.params, NULL, a.grads) < 0, "backward without a training forward refused", "no error");
     fu_ref_net_free_f32(&net);
     free_buffers(&a);
     free_buffers(&b);
