@@ -241,13 +241,11 @@ fu_model_summary fu_model_summarize(const fu_model *m) {
     int blocks = 0;
     for (int i = 0; i < m->n_ops; i++) {
         const fu_op *op = &m->ops[i];
-        const fu_op *x = &m->ops[op->in[0] < 0 ? 0 : op->in[0]];
+        s.macs += fu_op_macs(m, i);
         if (op->kind == FU_OP_CONV) {
             s.convs++;
-            s.macs += (double)op->c * op->h * op->w * x->c * op->k * op->k;
         } else if (op->kind == FU_OP_LINEAR) {
             s.linears++;
-            s.macs += (double)op->c * x->c;
         } else if (op->kind == FU_OP_BN) {
             s.bns++;
         } else if (op->kind == FU_OP_ADD) {
@@ -259,6 +257,13 @@ fu_model_summary fu_model_summarize(const fu_model *m) {
     // blocks: 4 + 3*6 + 4*6 + (6*6 + 10) + (3*6 + 10) + 9 = 129. It is not a module count.
     s.study_layers = 4 + 6 * blocks + 10 + 10 + 9;
     return s;
+}
+
+double fu_op_macs(const fu_model *m, int i) {
+    const fu_op *op = &m->ops[i];
+    if (op->kind == FU_OP_CONV) return (double)op->c * op->h * op->w * m->ops[op->in[0]].c * op->k * op->k;
+    if (op->kind == FU_OP_LINEAR) return (double)op->c * m->ops[op->in[0]].c;
+    return 0;
 }
 
 size_t fu_op_numel(const fu_model *m, int i, int batch) {

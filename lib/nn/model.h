@@ -119,5 +119,8 @@ int fu_model_plan(const fu_model *m, int batch, fu_plan *plan);
 void fu_plan_free(fu_plan *plan);
 // Elements of op i's output for the plan's batch (1 for the loss).
 size_t fu_op_numel(const fu_model *m, int i, int batch);
+// Multiply-accumulates of op i's forward pass per image (convs and linears;
+// 0 for the rest).
+double fu_op_macs(const fu_model *m, int i);
 
 #endif
