@@ -7,6 +7,7 @@
 #include "dist/comm.h"
 #include "dist/sampler.h"
 #include "nn/checkpoint.h"
+#include "nn/pipe.h"
 #include "nn/safetensors.h"
 #include "nn/schedule.h"
 #include "nn/trainer.h"
@@ -54,6 +55,12 @@ static const char USAGE[] =
     "  --sync-bn              BatchNorm on the statistics of all ranks' images (default: per rank)\n"
     "  --lr-scale none|linear linear: lr x ranks (the global batch grows with the ranks)\n"
     "  --bucket-mb N          gradient allreduce buckets of N MB (25)\n"
+    "Model parallel: the model cut into K stages, each on its own GPU (or CPU thread),\n"
+    "micro-batches pipelined through them (GPipe); with mpirun, each rank runs K stages.\n"
+    "  --model-parallel K     K stages (1); cut where compute balances, unless\n"
+    "  --stages SPEC          the cut by modules: stem,stage1|stage2,stage3_res|stage3_md,stage4_res,fc\n"
+    "  --micro-batches M      M micro-batches per batch (1); BatchNorm then uses each one's statistics\n"
+    "  --allow-shared-gpu     every stage on the rank's one GPU (tests the split on one GPU)\n"
     "  -q, --quiet            no start-up report, notes or progress\n"
     "  -h, --help   this text;  --version   the version\n"
     "example: cnn-train --train train.shard --val val.shard --test test.shard --out runs/cpu1\n";
@@ -61,7 +68,8 @@ static const char USAGE[] =
 enum {
     OPT_TRAIN = TOOL_OPT_FIRST_FREE, OPT_VAL, OPT_TEST, OPT_EPOCHS, OPT_BATCH, OPT_LR, OPT_WD, OPT_NO_DECAY,
     OPT_SELECT, OPT_SEED, OPT_BACKEND, OPT_RESUME, OPT_MAX_STEPS, OPT_NO_AUGMENT, OPT_NO_DROPOUT, OPT_CONFIG,
-    OPT_DATASET, OPT_AMP, OPT_SYNC_BN, OPT_LR_SCALE, OPT_BUCKET_MB, OPT_DEVICE
+    OPT_DATASET, OPT_AMP, OPT_SYNC_BN, OPT_LR_SCALE, OPT_BUCKET_MB, OPT_DEVICE, OPT_MODEL_PARALLEL, OPT_STAGES,
+    OPT_MICRO_BATCHES, OPT_SHARED_GPU
 };
 
 typedef enum { SELECT_AUC, SELECT_ACC, SELECT_LAST } select_by;
@@ -102,6 +110,10 @@ static options parse(int argc, char **argv) {
         {"sync-bn", no_argument, 0, OPT_SYNC_BN},
         {"lr-scale", required_argument, 0, OPT_LR_SCALE},
         {"bucket-mb", required_argument, 0, OPT_BUCKET_MB},
+        {"model-parallel", required_argument, 0, OPT_MODEL_PARALLEL},
+        {"stages", required_argument, 0, OPT_STAGES},
+        {"micro-batches", required_argument, 0, OPT_MICRO_BATCHES},
+        {"allow-shared-gpu", no_argument, 0, OPT_SHARED_GPU},
         {0, 0, 0, 0},
     };
     options op = {.backend = "auto", .o = fu_train_defaults(), .select = SELECT_AUC, .max_steps = -1, .bucket_mb = 25};
@@ -145,6 +157,12 @@ static options parse(int argc, char **argv) {
             op.lr_linear = strcmp(optarg, "linear") == 0;
             break;
         case OPT_BUCKET_MB: op.bucket_mb = tool_parse_double("--bucket-mb", optarg, 0.001, 4096); break;
+        case OPT_MODEL_PARALLEL:
+            op.o.stages = (int)tool_parse_long("--model-parallel", optarg, 1, FU_MAX_STAGES);
+            break;
+        case OPT_STAGES: op.o.stage_cuts = optarg; break;
+        case OPT_MICRO_BATCHES: op.o.micro_batches = (int)tool_parse_long("--micro-batches", optarg, 1, 64); break;
+        case OPT_SHARED_GPU: op.o.shared_gpu = true; break;
         }
     }
     if (optind < argc) tool_usage_error("%s: unexpected argument (the splits go with --train/--val/--test)", argv[optind]);
@@ -153,6 +171,12 @@ static options parse(int argc, char **argv) {
     if (strcmp(op.backend, "ref") && strcmp(op.backend, "cpu") && strcmp(op.backend, "cuda") &&
         strcmp(op.backend, "auto"))
         tool_usage_error("--backend: ref, cpu, cuda or auto, not '%s'", op.backend);
+    if (op.o.stage_cuts && op.o.stages < 2) tool_usage_error("--stages needs --model-parallel K (K >= 2)");
+    if (op.o.micro_batches > op.o.batch / 2)
+        tool_usage_error("--micro-batches %d: a batch of %d makes at most %d micro-batches of 2 images (BatchNorm "
+                         "needs two)", op.o.micro_batches, op.o.batch, op.o.batch / 2);
+    if (op.sync_bn && (op.o.stages > 1 || op.o.micro_batches > 1))
+        tool_usage_error("--sync-bn cannot go with --model-parallel or --micro-batches (not supported)");
     return op;
 }
 
@@ -263,6 +287,7 @@ typedef struct {
     int64_t steps;
     fu_grad_sync_stats sync;
     double allreduce_full; // one blocking allreduce of every gradient, seconds
+    const char *stage_busy; // per stage, seconds: "12.3;11.9"
 } results;
 
 static void write_results(const results *r) {
@@ -271,11 +296,15 @@ static void write_results(const results *r) {
     git_rev(rev, sizeof rev);
     // As DESIGN.md §6 names runs: cpu1 = one process, one thread; cpu1t2 = two
     // threads; cpux4 = 4 ranks of one thread; cpux4t2 = 4 ranks of 2 threads.
+    // K model-parallel stages add _mpK.
+    int stages = op->o.stages > 1 ? op->o.stages : 1;
+    char mp[16] = "";
+    if (stages > 1) snprintf(mp, sizeof mp, "_mp%d", stages);
     if (op->config) snprintf(config, sizeof config, "%s", op->config);
-    else if (r->ranks == 1 && tool.threads == 1) snprintf(config, sizeof config, "cpu1");
-    else if (r->ranks == 1) snprintf(config, sizeof config, "cpu1t%d", tool.threads);
-    else if (tool.threads == 1) snprintf(config, sizeof config, "cpux%d", r->ranks);
-    else snprintf(config, sizeof config, "cpux%dt%d", r->ranks, tool.threads);
+    else if (r->ranks == 1 && tool.threads == 1) snprintf(config, sizeof config, "cpu1%s", mp);
+    else if (r->ranks == 1) snprintf(config, sizeof config, "cpu1t%d%s", tool.threads, mp);
+    else if (tool.threads == 1) snprintf(config, sizeof config, "cpux%d%s", r->ranks, mp);
+    else snprintf(config, sizeof config, "cpux%dt%d%s", r->ranks, tool.threads, mp);
     if (op->dataset) snprintf(dataset, sizeof dataset, "%s", op->dataset);
     else {
         const char *base = strrchr(op->train, '/') ? strrchr(op->train, '/') + 1 : op->train;
@@ -287,7 +316,7 @@ static void write_results(const results *r) {
           "image_size,train_images,train_seconds,images_per_second,data_wait_seconds,final_train_loss,val_acc,"
           "val_auc,test_acc,test_auc,test_sensitivity,test_specificity,test_f1,peak_rss_mb,peak_gpu_mb,git_rev,"
           "started_at,sync_bn,steps,compute_seconds,allreduce_seconds,allreduce_exposed_seconds,"
-          "allreduce_full_seconds,grad_mb\n",
+          "allreduce_full_seconds,grad_mb,micro_batches,stage_busy_seconds\n",
           t.f);
     fu_csv_put(t.f, config, strlen(config));
     fputc(',', t.f);
@@ -298,8 +327,8 @@ static void write_results(const results *r) {
     char size[32];
     if (r->train->width == r->train->height) snprintf(size, sizeof size, "%u", r->train->width);
     else snprintf(size, sizeof size, "%ux%u", r->train->height, r->train->width);
-    fprintf(t.f, ",%d,%d,%s,0,%d,%d,%s,%zu,%.3f,", r->ranks, tool.threads,
-            op->o.amp == FU_AMP_OFF ? "fp32" : fu_amp_name(op->o.amp), op->o.batch, op->o.epochs, size, r->train->n,
+    fprintf(t.f, ",%d,%d,%s,%d,%d,%d,%s,%zu,%.3f,", r->ranks, tool.threads,
+            op->o.amp == FU_AMP_OFF ? "fp32" : fu_amp_name(op->o.amp), stages, op->o.batch, op->o.epochs, size, r->train->n,
             rs->train_seconds);
     put_num(t.f, "%.3f", rs->train_seconds > 0 ? (double)rs->images / rs->train_seconds : NAN);
     fprintf(t.f, ",%.3f,%.6f,%.6f,", rs->wait_seconds, r->final_train_loss, r->val->acc);
@@ -320,9 +349,9 @@ static void write_results(const results *r) {
     // Where the time went (per rank): compute = training less waiting for
     // data and for the part of the allreduce backward did not hide.
     const fu_grad_sync_stats *g = &r->sync;
-    fprintf(t.f, ",%s,%" PRId64 ",%.3f,%.3f,%.3f,%.6f,%.3f\n", op->sync_bn && r->ranks > 1 ? "yes" : "no", r->steps,
-            rs->train_seconds - rs->wait_seconds - g->exposed, g->seconds, g->exposed, r->allreduce_full,
-            r->ranks > 1 ? g->mb_per_step : 0.0);
+    fprintf(t.f, ",%s,%" PRId64 ",%.3f,%.3f,%.3f,%.6f,%.3f,%d,%s\n", op->sync_bn && r->ranks > 1 ? "yes" : "no",
+            r->steps, rs->train_seconds - rs->wait_seconds - g->exposed, g->seconds, g->exposed, r->allreduce_full,
+            r->ranks > 1 ? g->mb_per_step : 0.0, op->o.micro_batches > 1 ? op->o.micro_batches : 1, r->stage_busy);
     text_commit(&t, op->out, "results.csv");
 }
 
@@ -365,6 +394,43 @@ static void start_up_report(const options *op, const fu_model *m, const fu_train
          train->n, train->count[0], train->count[1], t->class_w[0], t->class_w[1], val->n, test ? test->n : 0,
          batches);
     if (dropped) tool_note("the last batch of every epoch would hold 1 image; it is dropped (BatchNorm needs 2)");
+    fu_pipe_stage_info info[FU_MAX_STAGES];
+    int k = fu_pipe_info(t->be, info, FU_MAX_STAGES);
+    if (!k) return;
+    char stages[1024] = "";
+    for (int i = 0, at = 0; i < k && at < (int)sizeof stages; i++) {
+        char where[32] = "";
+        if (info[i].device >= 0) snprintf(where, sizeof where, " on GPU %d", info[i].device);
+        at += snprintf(stages + at, sizeof stages - (size_t)at, "%s%d: %s%s, %.0f%% of the MACs, %.1f M parameters",
+                       i ? "; " : "", i, info[i].stage.name, where, 100 * info[i].stage.macs / s.macs,
+                       (double)info[i].stage.n_params / 1e6);
+    }
+    int micro = op->o.micro_batches > 1 ? op->o.micro_batches : 1;
+    tool_note("model parallel: %d stage%s, %d micro-batch%s of %d images per batch: %s", k, k == 1 ? "" : "s", micro,
+              micro == 1 ? "" : "es", (op->o.batch + micro - 1) / micro, stages);
+}
+
+// Each stage's busy seconds in training (evaluation excluded): what
+// fu_pipe_info's counters gained during fu_train_epoch calls.
+typedef struct {
+    int k;
+    double before[FU_MAX_STAGES], train[FU_MAX_STAGES];
+} stage_clock;
+
+static void stage_clock_mark(stage_clock *c, const fu_backend *b, bool start) {
+    fu_pipe_stage_info info[FU_MAX_STAGES];
+    c->k = fu_pipe_info(b, info, FU_MAX_STAGES);
+    for (int i = 0; i < c->k; i++) {
+        if (!start) c->train[i] += info[i].busy_seconds - c->before[i];
+        c->before[i] = info[i].busy_seconds;
+    }
+}
+
+// "12.300;11.950" (empty when not split).
+static void stage_clock_format(const stage_clock *c, char *out, size_t size) {
+    out[0] = '\0';
+    for (int i = 0, at = 0; i < c->k && at < (int)size; i++)
+        at += snprintf(out + at, size - (size_t)at, "%s%.3f", i ? ";" : "", c->train[i]);
 }
 
 // train_loss (the third field) of the last row of the log.
@@ -494,14 +560,15 @@ int main(int argc, char **argv) {
     snprintf(seed, sizeof seed, "%" PRIu64, op.o.seed);
     snprintf(n_train, sizeof n_train, "%zu", train.n);
     snprintf(n_val, sizeof n_val, "%zu", val.n);
-    char ranks[16];
+    char ranks[16], micro[16];
     snprintf(ranks, sizeof ranks, "%d", comm.size);
+    snprintf(micro, sizeof micro, "%d", op.o.micro_batches > 1 ? op.o.micro_batches : 1);
     const char *settings[] = {"image_size", size, "batch", batch, "epochs", epochs, "lr", lr, "weight_decay", wd,
                               "no_decay_bn_bias", op.o.no_decay_bn_bias ? "yes" : "no", "seed", seed,
                               "augment", op.o.augment ? "yes" : "no", "dropout", op.o.dropout ? "yes" : "no",
                               "select", SELECT_NAMES[op.select], "train_images", n_train, "val_images", n_val,
                               "ranks", ranks, "sync_bn", op.sync_bn ? "yes" : "no", "amp", fu_amp_name(op.o.amp),
-                              NULL};
+                              "micro_batches", micro, NULL};
 
     fu_run_state rs = {.best_epoch = -1, .log = strdup("")};
     if (!rs.log) tool_die("out of memory");
@@ -526,9 +593,12 @@ int main(int argc, char **argv) {
     if (op.resume) tool_note("resuming at epoch %d, batch %d (step %" PRId64 ")", rs.st.epoch + 1, rs.st.next_batch, t.step);
 
     progress pr = {.on = !tool.quiet && isatty(STDERR_FILENO), .epochs = op.o.epochs};
+    stage_clock clock = {0};
     while (rs.st.epoch < op.o.epochs) {
         double lr_now = fu_cosine_lr(op.o.lr, FU_COSINE_ETA_MIN, op.o.epochs, rs.st.epoch);
+        stage_clock_mark(&clock, t.be, true);
         int rc = fu_train_epoch(&t, &train, lr_now, op.max_steps, &rs.st, show_step, &pr);
+        stage_clock_mark(&clock, t.be, false);
         if (pr.on) fputc('\n', stderr);
         if (rc < 0) {
             fprintf(stderr, "%s: %s\n", tool.name, fu_error());
@@ -591,11 +661,15 @@ int main(int argc, char **argv) {
         tool_note("test (epoch %d's weights): acc %.4f, auc %.4f", rs.best_epoch + 1, et.acc, et.auc);
     }
     double final_loss = last_train_loss(rs.log);
-    char device_name[256];
+    char device_name[256], busy[512];
     fu_backend_device_name(t.be, device_name, sizeof device_name);
+    stage_clock_format(&clock, busy, sizeof busy);
+    if (busy[0])
+        tool_note("model parallel: each stage computed %s s of the %.1f s training took%s", busy, rs.train_seconds,
+                  op.resume ? " (since the resume)" : "");
     results r = {&op, &train, &rs, &ev, op.test ? &et : NULL, device_name, started_at, final_loss,
                  max_over_ranks(peak_rss_mb()), comm.size, t.step,
-                 t.sync ? fu_grad_sync_stats_of(t.sync) : (fu_grad_sync_stats){0}, allreduce_full};
+                 t.sync ? fu_grad_sync_stats_of(t.sync) : (fu_grad_sync_stats){0}, allreduce_full, busy};
     if (writer) write_results(&r);
 
     fu_eval_free(&ev);

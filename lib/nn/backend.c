@@ -80,6 +80,15 @@ static int cuda_create(const fu_model *m, const fu_backend_opts *o, fu_backend *
 #endif
 }
 
+int fu_backend_gpu_count(char *why, size_t size) {
+#if FU_HAVE_CUDA
+    return fu_cuda_device_count(why, size);
+#else
+    snprintf(why, size, "this build has no GPU backend (%s)", FU_CUDA_OFF_WHY);
+    return 0;
+#endif
+}
+
 static void cpu_model_name(char *out, size_t size) {
     snprintf(out, size, "unknown CPU");
     FILE *f = fopen("/proc/cpuinfo", "r");

@@ -98,6 +98,10 @@ void fu_backend_device_name(const fu_backend *b, char *out, size_t size);
 // the classes.
 int fu_backend_check_batch(const fu_backend *b, int n, const int *labels, const float *class_w, const fu_pass *pass);
 
+// GPUs the cuda backend can use (0 in a build without it, or with no device
+// or driver; `why` then says what the runtime answered).
+int fu_backend_gpu_count(char *why, size_t size);
+
 // "off", "bf16", "fp16" (for messages and results.csv).
 const char *fu_amp_name(fu_amp amp);
 // Parses "off"/"fp32", "bf16", "fp16"; -1 for anything else.

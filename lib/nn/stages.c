@@ -116,7 +116,7 @@ int fu_stages_balanced(const fu_model *m, int k, fu_stage *out) {
                 if (best[(j - 1) * n + p] < 0) continue;
                 double cost = pre[cut[c] + 1] - pre[cut[p] + 1];
                 double worst = cost > best[(j - 1) * n + p] ? cost : best[(j - 1) * n + p];
-                if (*b < 0 || worst < *b) *b = worst, from[j * n + c] = p;
+                if (*b < 0 || worst <= *b) *b = worst, from[j * n + c] = p; // ties: the later cut
             }
         }
     // Walk back from the end: stage j ends at cut[c].

@@ -6,6 +6,7 @@
 #include "core/rng.h"
 #include "dist/sampler.h"
 #include "metrics/auc.h"
+#include "nn/pipe.h"
 #include "shard/shard.h" // fu_crc32
 
 #include <math.h>
@@ -34,7 +35,11 @@ int fu_trainer_init(fu_trainer *t, const fu_model *m, const fu_train_opts *o, co
     t->adamw = fu_adamw_defaults();
     t->adamw.weight_decay = o->weight_decay;
     fu_backend_opts bo = {.batch = o->batch, .threads = threads, .amp = o->amp, .device = o->device};
-    if (fu_backend_create(backend, m, &bo, &t->be) < 0) return -1;
+    fu_pipe_opts po = {.backend = backend, .stages = o->stages > 1 ? o->stages : 1, .cuts = o->stage_cuts,
+                       .micro_batches = o->micro_batches > 1 ? o->micro_batches : 1, .shared_device = o->shared_gpu};
+    int rc = po.stages > 1 || po.micro_batches > 1 ? fu_pipe_create(m, &po, &bo, &t->be)
+                                                   : fu_backend_create(backend, m, &bo, &t->be);
+    if (rc < 0) return -1;
     size_t np = m->n_params, ns = m->n_state, nc = m->n_counts;
     size_t pix = (size_t)o->batch * 3 * m->height * m->width;
     t->params = fu_malloc(np * sizeof(float));

@@ -25,6 +25,11 @@ typedef struct {
     uint64_t seed;
     fu_amp amp;
     int device; // the GPU of the cuda backend
+    // Model parallelism (nn/pipe.h): stages > 1 or micro_batches > 1 run the
+    // model as a pipe of stages; 0 counts as 1.
+    int stages, micro_batches;
+    const char *stage_cuts; // fu_stages_parse's spec; NULL: balanced
+    bool shared_gpu;        // every stage on the rank's GPU
 } fu_train_opts;
 
 // The study's recipe: 10 epochs, batch 32, lr 1e-3, weight decay 1e-4 on

@@ -1,0 +1,379 @@
+// The model-parallel backend (pipe.h): K stage threads over K x M backends.
+//
+// Backend (s, j) runs stage s on micro-batch j, so every micro-batch's
+// forward is kept for its backward without recomputation, and the cut
+// tensors stay where their backends left them: stage s + 1 reads stage s's
+// output (its logits()) and stage s reads stage s + 1's input gradient
+// directly. A job (a forward or a backward of one batch) is posted to the
+// stage threads; each runs its micro-batches in order, waiting for the stage
+// before (forward) or after (backward) to finish the same micro-batch.
+// Each stage writes only its own ranges of the flat buffers, and does its
+// micro-batches in a fixed order, so the results do not depend on timing.
+#include "nn/pipe.h"
+
+#include "core/error.h"
+
+#include <math.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { MAX_MICRO = 64 };
+
+typedef enum { JOB_NONE, JOB_FORWARD, JOB_BACKWARD, JOB_QUIT } job_kind;
+
+typedef struct pipe pipe;
+
+typedef struct {
+    pipe *p;
+    int s;
+    pthread_t thread;
+    bool started;
+} worker;
+
+struct pipe {
+    const fu_model *m;
+    int k, micro;                         // stages, micro-batches planned
+    int threads;                          // OpenMP threads of each stage's thread
+    fu_model sub[FU_MAX_STAGES];          // stage s as a model
+    fu_pipe_stage_info info[FU_MAX_STAGES];
+    fu_backend **be;                      // (k, micro): be[s * micro + j]
+    float *scratch[FU_MAX_STAGES];        // micro > 1: stage s's gradient of one micro-batch
+    float *logits;                        // (batch, classes): the last stage's, gathered
+    worker workers[FU_MAX_STAGES];
+    // The posted job and its batch.
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    job_kind job;
+    unsigned long job_id;
+    int parts;                            // micro-batches of this batch
+    int part0[MAX_MICRO], part_n[MAX_MICRO]; // each one's first image and size
+    double share[MAX_MICRO];              // its class-weight share of the batch (training)
+    float loss[MAX_MICRO];
+    const float *params;
+    float *state, *grads;
+    int64_t *counts;
+    const float *x;                       // (n, 3, H, W)
+    const int *labels;
+    const float *class_w;
+    fu_pass pass;
+    int done[FU_MAX_STAGES];              // micro-batches stage s finished in this job
+    int finished;                         // stages done with this job
+    bool failed;                          // a stage failed: the others stop
+    char error[512], hint[256];           // the first failure
+    bool ready;                           // a training forward ran: backward may follow
+};
+
+static pipe *pipe_of(const fu_backend *b) { return b->impl; }
+static fu_backend *be_at(pipe *p, int s, int j) { return p->be[s * p->micro + j]; }
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+// Waits until stage `s` has finished micro-batch j of this job (or some
+// stage failed: false).
+static bool wait_for(pipe *p, int s, int j) {
+    pthread_mutex_lock(&p->mu);
+    while (p->done[s] <= j && !p->failed) pthread_cond_wait(&p->cv, &p->mu);
+    bool ok = !p->failed;
+    pthread_mutex_unlock(&p->mu);
+    return ok;
+}
+
+static void mark_done(pipe *p, int s) {
+    pthread_mutex_lock(&p->mu);
+    p->done[s]++;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void mark_failed(pipe *p, int s) {
+    pthread_mutex_lock(&p->mu);
+    if (!p->failed) {
+        snprintf(p->error, sizeof p->error, "stage %d (%s): %s", s, p->info[s].stage.name, fu_error());
+        snprintf(p->hint, sizeof p->hint, "%s", fu_error_hint());
+    }
+    p->failed = true;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static int forward_micro(pipe *p, int s, int j) {
+    const fu_stage *st = &p->info[s].stage;
+    fu_backend *b = be_at(p, s, j);
+    int n = p->part_n[j], first = p->part0[j];
+    const float *x = s == 0 ? p->x + (size_t)first * fu_op_numel(p->m, 0, 1) : be_at(p, s - 1, j)->logits(be_at(p, s - 1, j));
+    fu_pass pass = p->pass;
+    pass.image0 = first;
+    const int *labels = p->labels ? p->labels + first : NULL;
+    return b->forward(b, n, p->params + st->param0, p->state + st->state0, p->counts + st->count0, x, labels,
+                      p->class_w, &pass, s == p->k - 1 ? &p->loss[j] : NULL);
+}
+
+// Micro-batch j's backward through stage s; with several micro-batches its
+// gradient goes to scratch and is added to the stage's, weighed by its share.
+static int backward_micro(pipe *p, int s, int j) {
+    const fu_stage *st = &p->info[s].stage;
+    fu_backend *b = be_at(p, s, j);
+    const float *dy = s == p->k - 1 ? NULL : be_at(p, s + 1, j)->input_grad(be_at(p, s + 1, j));
+    float *grads = p->grads + st->param0; // (stage params)
+    if (p->parts == 1) return b->backward(b, p->params + st->param0, dy, grads);
+    float *g = p->scratch[s];
+    if (b->backward(b, p->params + st->param0, dy, g) < 0) return -1;
+    float w = (float)p->share[j];
+    if (j == p->parts - 1) // the first backward of this batch
+        for (size_t i = 0; i < st->n_params; i++) grads[i] = w * g[i];
+    else
+        for (size_t i = 0; i < st->n_params; i++) grads[i] += w * g[i];
+    return 0;
+}
+
+// Stage s's part of a job: forward in micro-batch order, backward in reverse
+// (GPipe: the last micro-batch's forward ends last, so its backward starts first).
+static void run_job(pipe *p, int s, job_kind job) {
+    double busy = 0;
+    for (int step = 0; step < p->parts; step++) {
+        int j = job == JOB_FORWARD ? step : p->parts - 1 - step;
+        int from = job == JOB_FORWARD ? s - 1 : s + 1; // the stage this one waits for
+        if (from >= 0 && from < p->k && !wait_for(p, from, step)) return;
+        double t0 = now();
+        int rc = job == JOB_FORWARD ? forward_micro(p, s, j) : backward_micro(p, s, j);
+        busy += now() - t0;
+        if (rc < 0) {
+            mark_failed(p, s);
+            return;
+        }
+        mark_done(p, s);
+    }
+    p->info[s].busy_seconds += busy;
+}
+
+static void *worker_main(void *arg) {
+    worker *w = arg;
+    pipe *p = w->p;
+    unsigned long seen = 0;
+    omp_set_num_threads(p->threads); // this thread's OpenMP team, for the stage's backends
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        while (p->job_id == seen) pthread_cond_wait(&p->cv, &p->mu);
+        seen = p->job_id;
+        job_kind job = p->job;
+        pthread_mutex_unlock(&p->mu);
+        if (job == JOB_QUIT) return NULL;
+        run_job(p, w->s, job);
+        pthread_mutex_lock(&p->mu);
+        p->finished++;
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+// Posts a job to every stage thread and waits for all of them.
+static int run(pipe *p, job_kind job) {
+    pthread_mutex_lock(&p->mu);
+    p->job = job;
+    p->job_id++;
+    p->finished = 0;
+    p->failed = false;
+    memset(p->done, 0, sizeof p->done);
+    pthread_cond_broadcast(&p->cv);
+    while (p->finished < p->k) pthread_cond_wait(&p->cv, &p->mu);
+    bool failed = p->failed;
+    pthread_mutex_unlock(&p->mu);
+    if (!failed) return 0;
+    fu_set_error(p->error, p->hint[0] ? p->hint : NULL);
+    return -1;
+}
+
+// Splits n images into micro-batches: as many as planned, fewer when the
+// batch is too small for 2 images each in training (BatchNorm needs two);
+// sizes differ by at most one.
+static void split(pipe *p, int n, bool train) {
+    int parts = p->micro < n ? p->micro : n;
+    if (train && parts > n / 2) parts = n / 2;
+    if (parts < 1) parts = 1;
+    p->parts = parts;
+    for (int j = 0, at = 0; j < parts; j++) {
+        p->part0[j] = at;
+        p->part_n[j] = n / parts + (j < n % parts);
+        at += p->part_n[j];
+    }
+}
+
+static int pipe_forward(fu_backend *b, int n, const float *params, float *state, int64_t *counts, const float *x,
+                        const int *labels, const float *class_w, const fu_pass *pass, float *loss) {
+    pipe *p = pipe_of(b);
+    p->ready = false;
+    if (fu_backend_check_batch(b, n, labels, class_w, pass) < 0) return -1;
+    if (pass->train && b->dist && b->dist->sum)
+        return fu_fail("model parallel", "synchronised BatchNorm across ranks is not supported with stages "
+                                         "or micro-batches");
+    split(p, n, pass->train);
+    p->params = params, p->state = state, p->counts = counts, p->x = x;
+    p->labels = labels, p->class_w = class_w, p->pass = *pass;
+    // Each micro-batch's loss is normalised by its own label weight W_j; the
+    // batch's is their sum weighed by W_j / W.
+    double w_all = 0;
+    for (int j = 0; j < p->parts; j++) {
+        double w = 0;
+        for (int i = 0; labels && i < p->part_n[j]; i++) w += class_w[labels[p->part0[j] + i]];
+        p->share[j] = w;
+        w_all += w;
+    }
+    for (int j = 0; j < p->parts; j++) p->share[j] = w_all > 0 ? p->share[j] / w_all : 1.0 / p->parts;
+    if (run(p, JOB_FORWARD) < 0) return -1;
+    int k = p->m->classes;
+    double total = 0;
+    for (int j = 0; j < p->parts; j++) {
+        fu_backend *last = be_at(p, p->k - 1, j);
+        memcpy(p->logits + (size_t)p->part0[j] * k, last->logits(last), (size_t)p->part_n[j] * k * sizeof(float));
+        total += p->share[j] * p->loss[j];
+    }
+    if (labels && loss) *loss = p->parts == 1 ? p->loss[0] : (float)total;
+    p->ready = pass->train;
+    return 0;
+}
+
+static const float *pipe_logits(fu_backend *b) { return pipe_of(b)->logits; }
+
+static int pipe_backward(fu_backend *b, const float *params, const float *dy, float *grads) {
+    pipe *p = pipe_of(b);
+    if (!p->ready) return fu_fail("model", "backward needs a training forward with labels first");
+    if (dy) return fu_fail("model", "a pipe of stages ends in the loss and takes no output gradient");
+    p->params = params, p->grads = grads;
+    p->ready = false;
+    if (run(p, JOB_BACKWARD) < 0) return -1;
+    // Data parallelism: every stage's gradients are final now (reported from
+    // this thread, which is the one that may call MPI).
+    if (b->dist && b->dist->grads_ready)
+        for (int s = p->k - 1; s >= 0; s--)
+            if (p->info[s].stage.n_params)
+                b->dist->grads_ready(b->dist->ctx, p->info[s].stage.param0, p->info[s].stage.n_params);
+    return 0;
+}
+
+static void pipe_destroy(fu_backend *b) {
+    pipe *p = pipe_of(b);
+    if (p) {
+        pthread_mutex_lock(&p->mu);
+        p->job = JOB_QUIT;
+        p->job_id++;
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+        for (int s = 0; s < p->k; s++)
+            if (p->workers[s].started) pthread_join(p->workers[s].thread, NULL);
+        for (int i = 0; p->be && i < p->k * p->micro; i++) fu_backend_destroy(p->be[i]);
+        for (int s = 0; s < p->k; s++) {
+            fu_model_free(&p->sub[s]);
+            free(p->scratch[s]);
+        }
+        free(p->be);
+        free(p->logits);
+        pthread_mutex_destroy(&p->mu);
+        pthread_cond_destroy(&p->cv);
+        free(p);
+    }
+    free(b);
+}
+
+int fu_pipe_info(const fu_backend *b, fu_pipe_stage_info *info, int max) {
+    if (!b || b->destroy != pipe_destroy) return 0;
+    const pipe *p = b->impl;
+    for (int s = 0; s < p->k && s < max; s++) info[s] = p->info[s];
+    return p->k;
+}
+
+static int check_opts(const fu_pipe_opts *po, const fu_backend_opts *o) {
+    if (po->stages < 1 || po->stages > FU_MAX_STAGES)
+        return fu_fail("model parallel", "%d stages: 1..%d can be made", po->stages, FU_MAX_STAGES);
+    if (po->micro_batches < 1 || po->micro_batches > MAX_MICRO)
+        return fu_fail("model parallel", "%d micro-batches: 1..%d are possible", po->micro_batches, MAX_MICRO);
+    if (o->batch < 2 * po->micro_batches)
+        return fu_fail("model parallel", "a batch of %d cannot make %d micro-batches of 2 images or more "
+                                         "(BatchNorm needs two)", o->batch, po->micro_batches);
+    return 0;
+}
+
+// Which GPU stage s runs on, and whether there are enough of them.
+static int place_stages(pipe *p, const fu_pipe_opts *po, const fu_backend_opts *o) {
+    bool gpu = strcmp(po->backend, "cuda") == 0;
+    for (int s = 0; s < p->k; s++)
+        p->info[s].device = !gpu ? -1 : po->shared_device ? o->device : o->device * p->k + s;
+    if (!gpu || po->shared_device || p->k == 1) return 0;
+    char why[160] = "";
+    int have = fu_backend_gpu_count(why, sizeof why), need = p->info[p->k - 1].device + 1;
+    if (have >= need) return 0;
+    fu_fail("model parallel", "%d stages on GPUs %d-%d need %d GPUs; this machine has %d%s%s", p->k,
+            p->info[0].device, need - 1, need, have, why[0] ? ": " : "", why);
+    fu_hint("--allow-shared-gpu puts every stage on one GPU");
+    return -1;
+}
+
+int fu_pipe_create(const fu_model *m, const fu_pipe_opts *po, const fu_backend_opts *o, fu_backend **out) {
+    *out = NULL;
+    if (check_opts(po, o) < 0) return -1;
+    fu_backend *b = fu_calloc(1, sizeof *b);
+    pipe *p = fu_calloc(1, sizeof *p);
+    if (!b || !p) {
+        free(b), free(p);
+        return -1;
+    }
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->m = m, p->k = po->stages, p->micro = po->micro_batches;
+    *b = (fu_backend){.m = m, .batch = o->batch, .amp = o->amp, .impl = p, .forward = pipe_forward,
+                      .logits = pipe_logits, .backward = pipe_backward, .destroy = pipe_destroy,
+                      .reports_grads = true};
+    fu_stage st[FU_MAX_STAGES];
+    int k = p->k;
+    int rc = po->cuts ? fu_stages_parse(m, po->cuts, st, FU_MAX_STAGES, &k) : fu_stages_balanced(m, p->k, st);
+    if (rc == 0 && k != p->k)
+        rc = fu_fail("model parallel", "--stages lists %d stages, not the %d asked for", k, p->k);
+    for (int s = 0; rc == 0 && s < p->k; s++) p->info[s].stage = st[s];
+    if (rc == 0) rc = place_stages(p, po, o);
+    p->be = fu_calloc((size_t)p->k * p->micro, sizeof *p->be);
+    p->logits = fu_calloc((size_t)o->batch * m->classes, sizeof *p->logits);
+    if (rc < 0 || !p->be || !p->logits) {
+        pipe_destroy(b);
+        return -1;
+    }
+    // Each backend holds one micro-batch: up to ceil(batch / M) images, or 3
+    // where a short batch makes fewer, larger ones (split()).
+    int per = (o->batch + p->micro - 1) / p->micro;
+    fu_backend_opts so = *o;
+    so.batch = p->micro > 1 && per < 3 ? 3 : per;
+    int threads = o->threads > 0 ? o->threads : omp_get_max_threads();
+    p->threads = so.threads = threads > p->k ? threads / p->k : 1; // the stages share the cores
+    for (int s = 0; s < p->k; s++) {
+        so.device = p->info[s].device < 0 ? o->device : p->info[s].device;
+        if (fu_model_stage(m, &p->info[s].stage, &p->sub[s]) < 0) rc = -1;
+        for (int j = 0; rc == 0 && j < p->micro; j++) {
+            rc = fu_backend_create(po->backend, &p->sub[s], &so, &p->be[s * p->micro + j]);
+            if (rc < 0) fu_error_prefix("stage %d (%s)", s, p->info[s].stage.name);
+            else b->act_bytes += p->be[s * p->micro + j]->act_bytes;
+        }
+        if (rc == 0 && p->micro > 1 && !(p->scratch[s] = fu_malloc((p->info[s].stage.n_params + 1) * sizeof(float))))
+            rc = -1;
+        if (rc < 0) {
+            pipe_destroy(b);
+            return -1;
+        }
+    }
+    b->name = p->be[0]->name;
+    for (int s = 0; s < p->k; s++) {
+        p->workers[s] = (worker){.p = p, .s = s};
+        if (pthread_create(&p->workers[s].thread, NULL, worker_main, &p->workers[s]) != 0) {
+            pipe_destroy(b);
+            return fu_fail("model parallel", "cannot start the thread of stage %d", s);
+        }
+        p->workers[s].started = true;
+    }
+    *out = b;
+    return 0;
+}
