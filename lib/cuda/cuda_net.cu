@@ -1,8 +1,10 @@
 // The "cuda" backend (cuda_backend.h): the op list of a fu_model on one GPU.
 //
-// Layouts inside: every activation NHWC fp32, (n, h, w, c); the image arrives
-// NCHW and is transposed on the device; vectors (n, c) after global pooling
-// are the same in both layouts. Conv weights stay OIHW in the flat parameter
+// Layouts inside: every activation NHWC fp32, (n, h, w, c); the input (the
+// image, or a stage's inner input) arrives NCHW and is transposed on the
+// device, as a stage's output and input gradient are on their way out and
+// its output gradient on its way in; vectors (n, c) after global pooling are
+// the same in both layouts. Conv weights stay OIHW in the flat parameter
 // buffer and are transposed to OHWI (cuDNN's NHWC filter layout) each forward;
 // their gradients come back OHWI -> OIHW.
 //
@@ -16,6 +18,17 @@
 // the host with the reference op, which is also where the logits must go.
 // Dropout masks are drawn on the host exactly as ref_net.inc draws them, from
 // (seed, step, op index), and uploaded: the same masks as every backend.
+//
+// Stages (model parallelism, model.h's op_base and inner_input): a model that
+// ends before the loss hands out its last op's output (logits()) and takes
+// that output's gradient in backward; one with an inner input also computes
+// the gradient of op 0, handed out by input_grad().
+//
+// Data parallelism (backend.h's fu_dist_hooks): sync-BN downloads each
+// training BN's per-channel sums (a few KB), has the hook add them over ranks
+// and uploads the global ones, weighed as ref_net.h documents; grads_ready is
+// called for every parameter, in backward op order, once the gradients are
+// on the host (at the end of backward: they are downloaded in one copy).
 //
 // As the reference, backward zeroes every gradient and each op ACCUMULATES
 // into its inputs' gradients (cuDNN and cuBLAS with beta = 1), so a tensor
@@ -34,7 +47,10 @@
 // (dynamic, as PyTorch's GradScaler: 2^16 to start, halved and backward
 // redone when a gradient overflows, doubled after 2000 clean steps) and
 // divides the gradients by it before they leave backward, so callers see
-// true gradients.
+// true gradients. A stage that ends before the loss scales its output's
+// gradient instead, and unscales its input's gradient too. With sync-BN, the
+// ranks agree on an overflow through one more sum (so that every rank redoes
+// backward, and its sums, together, and their scales stay equal).
 //
 // FU_CUDA_SYNC=1 in the environment synchronises after every op, so that an
 // asynchronous CUDA error is reported with the op that caused it.
@@ -75,6 +91,7 @@ typedef struct {
     const fu_model *m;
     fu_plan plan;  // output and saved-value offsets per op (elements), as the reference
     int batch;     // planned
+    int device;    // the GPU it runs on
     int n;         // images the descriptors and algorithms are set up for (0: none yet)
     cudnnHandle_t dnn;
     cublasHandle_t blas;
@@ -83,13 +100,14 @@ typedef struct {
     float *params, *grads, *state; // copies of the caller's flat buffers
     void *wt, *dwt;                // conv weights OHWI and their gradients: fp32, or half with amp
     float *act, *dact, *aux;       // op outputs, their gradients, saved values (plan offsets)
-    float *stage;                  // host data on its way in, NCHW: the image, a dropout mask
+    float *stage;                  // NCHW data on its way in or out: the input, a dropout mask, an output
     double *part;                  // BatchNorm partial sums
+    double *bnv;                   // one BatchNorm's per-channel sums (2 x the widest BN)
     float *coef;                   // BatchNorm per-channel coefficients
     void *ws;                      // cuDNN workspace
     void *hx, *hy;                 // amp: a conv's input and output (or their gradients) in half
     int *nonfinite;                // amp fp16: a gradient overflowed
-    size_t wt_size, stage_size, part_size, coef_size, ws_size, hx_size, hy_size; // elements (ws: bytes)
+    size_t wt_size, stage_size, part_size, coef_size, bnv_size, ws_size, hx_size, hy_size; // elements (ws: bytes)
     fu_amp amp;
     bool bf16;              // amp's half type: bfloat16, else fp16
     cudnnDataType_t dt;     // conv tensors: float, half or bfloat16
@@ -97,9 +115,18 @@ typedef struct {
     float loss_scale;       // fp16: the loss gradient's factor (1 otherwise)
     int clean_steps;        // fp16: backward passes since the scale last changed
     // host
-    float *logits, *prob, *dlogits, *mask; // (batch, classes) x 3; the largest dropout mask
-    int *labels;                           // of the last training forward
+    float *logits;            // the model's output, NCHW: (batch, classes), or a stage's last op's
+    float *prob, *dlogits;    // (batch, classes) each
+    float *mask;              // the largest dropout mask
+    float *dinput;            // inner input: its gradient, NCHW (else NULL)
+    int *labels;              // of the last training forward
     float *class_w;
+    // sync-BN (ref_net.h): the hooks of the last training forward where it ran
+    // sync-BN (NULL: BN on this batch alone), this rank's W_r, W_r / W, and
+    // the vector the hook sums (2 x the widest BN + 2)
+    const fu_dist_hooks *dist;
+    double w_rank, share;
+    double *dist_v;
     bool ready; // a training forward ran since the last backward
     bool sync;  // FU_CUDA_SYNC: synchronise after every op
     char what[192]; // the op running, for error messages
@@ -143,6 +170,51 @@ static void describe(cu_net *d, int i, int n, const char *phase) {
 
 static float *act(cu_net *d, int i) { return d->act + d->plan.act[i]; }
 static float *dact(cu_net *d, int i) { return d->dact + d->plan.act[i]; }
+
+// The gradient of op j's output where backward needs it: the image needs
+// none, a stage's inner input does (input_grad); NULL otherwise.
+static float *grad_of(cu_net *d, int j) { return j > 0 || d->m->inner_input ? dact(d, j) : NULL; }
+
+static bool ends_in_loss(const fu_model *m) { return m->ops[m->n_ops - 1].kind == FU_OP_XENT; }
+
+// The op whose output is the model's: the logits before the loss, or a
+// stage's last op.
+static int output_op(const fu_model *m) {
+    int last = m->n_ops - 1;
+    return ends_in_loss(m) ? m->ops[last].in[0] : last;
+}
+
+// The widest BN: sync-BN's sums are 2 x its channels (+ 2).
+static int widest_bn(const fu_model *m) {
+    int c = 0;
+    for (int i = 0; i < m->n_ops; i++)
+        if (m->ops[i].kind == FU_OP_BN && m->ops[i].c > c) c = m->ops[i].c;
+    return c;
+}
+
+// Host (n, C, H, W) shaped as op i's output into dst (NHWC, on the device),
+// through d->stage where the layouts differ.
+static int upload_nhwc(cu_net *d, int i, int n, const float *host, float *dst) {
+    const fu_op *op = &d->m->ops[i];
+    int hw = op->h * op->w;
+    size_t len = fu_op_numel(d->m, i, n);
+    CU(cudaMemcpy(hw > 1 ? d->stage : dst, host, len * sizeof(float), cudaMemcpyHostToDevice));
+    if (hw > 1) cu_nchw_to_nhwc((size_t)n, op->c, hw, d->stage, dst);
+    return 0;
+}
+
+// src, shaped as op i's output (NHWC, on the device), into host (n, C, H, W).
+static int download_nchw(cu_net *d, int i, int n, const float *src, float *host) {
+    const fu_op *op = &d->m->ops[i];
+    int hw = op->h * op->w;
+    size_t len = fu_op_numel(d->m, i, n);
+    if (hw > 1) {
+        cu_nhwc_to_nchw((size_t)n, op->c, hw, src, d->stage);
+        src = d->stage;
+    }
+    CU(cudaMemcpy(host, src, len * sizeof(float), cudaMemcpyDeviceToHost));
+    return 0;
+}
 
 // ---- set-up per batch size ------------------------------------------------------
 
@@ -310,6 +382,35 @@ static int conv_fwd(cu_net *d, int i, int n, const float *x, float *y) {
     return 0;
 }
 
+// Sync-BN's training forward (ref_net.h's sync_bn_fwd): this batch's (sum x,
+// sum x^2) in d->bnv, with the value count and W_r, summed over ranks; the
+// global sums go back to d->bnv and their count to *m.
+static int sync_bn_fwd(cu_net *d, int c, size_t rows, double *m) {
+    double *v = d->dist_v; // (2c + 2)
+    CU(cudaMemcpy(v, d->bnv, 2 * (size_t)c * sizeof(double), cudaMemcpyDeviceToHost));
+    v[2 * c] = (double)rows;
+    v[2 * c + 1] = d->w_rank;
+    if (d->dist->sum(d->dist->ctx, v, 2 * c + 2) < 0) {
+        fu_error_prefix("sync-BN");
+        return -1;
+    }
+    d->share = d->w_rank / v[2 * c + 1];
+    CU(cudaMemcpy(d->bnv, v, 2 * (size_t)c * sizeof(double), cudaMemcpyHostToDevice));
+    *m = v[2 * c];
+    return 0;
+}
+
+// Training BN: statistics of this batch, or of all ranks' with sync-BN.
+static int bn_train_fwd(cu_net *d, const fu_op *op, size_t rows, const float *x, float *y, float *aux) {
+    const float *gamma = d->params + op->weight, *beta = d->params + op->bias_off;
+    double m = (double)rows;
+    cu_bn_sums(rows, op->c, x, d->part, d->bnv);
+    if (d->dist && sync_bn_fwd(d, op->c, rows, &m) < 0) return -1;
+    cu_bn_global_fwd(rows, op->c, d->bnv, m, x, gamma, beta, y, aux, aux + op->c, d->state + op->mean,
+                     d->state + op->var, FU_BN_EPS, FU_BN_MOMENTUM, d->coef);
+    return 0;
+}
+
 static int op_fwd(cu_net *d, int i, int n, int64_t *counts, const float *x, const fu_pass *pass) {
     const fu_model *m = d->m;
     const fu_op *op = &m->ops[i];
@@ -320,15 +421,11 @@ static int op_fwd(cu_net *d, int i, int n, int64_t *counts, const float *x, cons
     float *aux = d->aux + d->plan.aux[i];
     size_t len = fu_op_numel(m, i, n), rows = (size_t)n * op->h * op->w;
     switch (op->kind) {
-    case FU_OP_INPUT:
-        CU(cudaMemcpy(d->stage, x, len * sizeof(float), cudaMemcpyHostToDevice));
-        cu_nchw_to_nhwc((size_t)n, op->c, op->h * op->w, d->stage, y);
-        break;
+    case FU_OP_INPUT: return upload_nhwc(d, i, n, x, y);
     case FU_OP_CONV: return conv_fwd(d, i, n, in, y);
     case FU_OP_BN:
         if (pass->train) {
-            cu_bn_train_fwd(rows, op->c, in, w, b, y, aux, aux + op->c, d->state + op->mean, d->state + op->var,
-                            FU_BN_EPS, FU_BN_MOMENTUM, d->part, d->coef);
+            if (bn_train_fwd(d, op, rows, in, y, aux) < 0) return -1;
             counts[op->count]++;
         } else {
             cu_bn_eval_fwd(rows, op->c, in, w, b, d->state + op->mean, d->state + op->var, y, FU_BN_EPS, d->coef);
@@ -360,17 +457,18 @@ static int op_fwd(cu_net *d, int i, int n, int64_t *counts, const float *x, cons
     return 0;
 }
 
+// The current device is per host thread: a backend created in one thread may
+// run in another (a rank's thread, a pipeline stage's).
+static int use_device(cu_net *d) {
+    snprintf(d->what, sizeof d->what, "selecting GPU %d", d->device);
+    CU(cudaSetDevice(d->device));
+    return 0;
+}
+
 // After each op: a launch error now, an asynchronous one too with FU_CUDA_SYNC.
 static int op_done(cu_net *d) {
     CU(cudaGetLastError());
     if (d->sync) CU(cudaDeviceSynchronize());
-    return 0;
-}
-
-static int check_inputs(const fu_backend *b, int n, const int *labels, const float *class_w, const fu_pass *pass) {
-    if (fu_backend_check_batch(b, n, labels, class_w, pass) < 0) return -1;
-    if (pass->train && b->dist && b->dist->sum)
-        return fu_fail("cuda backend", "synchronised BatchNorm (data parallel) is not implemented yet");
     return 0;
 }
 
@@ -379,8 +477,12 @@ static int cu_forward(fu_backend *b, int n, const float *params, float *state, i
     cu_net *d = (cu_net *)b->impl;
     const fu_model *m = d->m;
     d->ready = false;
-    if (check_inputs(b, n, labels, class_w, pass) < 0) return -1;
+    if (fu_backend_check_batch(b, n, labels, class_w, pass) < 0 || use_device(d) < 0) return -1;
     if (n != d->n && setup(d, n) < 0) return -1;
+    // sync-BN in training: this rank's loss normaliser W_r (ref_net.h)
+    d->dist = pass->train && b->dist && b->dist->sum ? b->dist : NULL;
+    d->w_rank = 0;
+    for (int i = 0; d->dist && i < n; i++) d->w_rank += class_w[labels[i]];
     snprintf(d->what, sizeof d->what, "uploading parameters and BatchNorm state");
     CU(cudaMemcpy(d->params, params, m->n_params * sizeof(float), cudaMemcpyHostToDevice));
     CU(cudaMemcpy(d->state, state, m->n_state * sizeof(float), cudaMemcpyHostToDevice));
@@ -388,11 +490,11 @@ static int cu_forward(fu_backend *b, int n, const float *params, float *state, i
         describe(d, i, n, "forward");
         if (op_fwd(d, i, n, counts, x, pass) < 0 || op_done(d) < 0) return -1;
     }
-    int k = m->classes, out = m->ops[m->n_ops - 1].in[0];
-    snprintf(d->what, sizeof d->what, "forward (downloading the logits)");
-    CU(cudaMemcpy(d->logits, act(d, out), (size_t)n * k * sizeof(float), cudaMemcpyDeviceToHost));
+    int k = m->classes, out = output_op(m);
+    snprintf(d->what, sizeof d->what, "forward (downloading the output of op %d)", out);
+    if (download_nchw(d, out, n, act(d, out), d->logits) < 0) return -1;
     if (pass->train) CU(cudaMemcpy(state, d->state, m->n_state * sizeof(float), cudaMemcpyDeviceToHost));
-    if (labels) {
+    if (labels && ends_in_loss(m)) {
         float l = fu_ref_xent_fwd_f32(n, k, d->logits, labels, class_w, d->prob);
         if (loss) *loss = l;
     }
@@ -454,20 +556,48 @@ static int conv_bwd(cu_net *d, int i, int n, const float *x, const float *dy, fl
     return 0;
 }
 
+// Sync-BN's backward (ref_net.h's sync_bn_bwd): this batch's (sum dy, sum dy
+// xhat) in d->bnv, weighed by this rank's share as the full loss's, summed
+// over ranks with the value count, and divided by the share again; the
+// global sums go back to d->bnv and their count to *m.
+static int sync_bn_bwd(cu_net *d, int c, size_t rows, double *m) {
+    double *v = d->dist_v; // (2c + 1)
+    CU(cudaMemcpy(v, d->bnv, 2 * (size_t)c * sizeof(double), cudaMemcpyDeviceToHost));
+    for (int k = 0; k < 2 * c; k++) v[k] *= d->share;
+    v[2 * c] = (double)rows;
+    if (d->dist->sum(d->dist->ctx, v, 2 * c + 1) < 0) {
+        fu_error_prefix("sync-BN");
+        return -1;
+    }
+    for (int k = 0; k < 2 * c; k++) v[k] /= d->share;
+    CU(cudaMemcpy(d->bnv, v, 2 * (size_t)c * sizeof(double), cudaMemcpyHostToDevice));
+    *m = v[2 * c];
+    return 0;
+}
+
+// BN's backward: gamma and beta gradients from this batch (local, also with
+// sync-BN), the input's from this batch's sums or all ranks'.
+static int bn_bwd(cu_net *d, const fu_op *op, size_t rows, const float *x, const float *aux, const float *dy,
+                  float *dx) {
+    double m = (double)rows;
+    cu_bn_bwd_sums(rows, op->c, x, aux, aux + op->c, dy, d->part, d->bnv, d->grads + op->weight,
+                   d->grads + op->bias_off);
+    if (d->dist && sync_bn_bwd(d, op->c, rows, &m) < 0) return -1;
+    cu_bn_global_bwd(rows, op->c, d->bnv, m, x, d->params + op->weight, aux, aux + op->c, dy, dx, d->coef);
+    return 0;
+}
+
 static int op_bwd(cu_net *d, int i, int n) {
     const fu_model *m = d->m;
     const fu_op *op = &m->ops[i];
     const float *y = act(d, i), *dy = dact(d, i), *in = act(d, op->in[0]);
-    float *din = op->in[0] > 0 ? dact(d, op->in[0]) : NULL; // the image needs no gradient
+    float *din = grad_of(d, op->in[0]);
     const float *aux = d->aux + d->plan.aux[i];
     size_t len = fu_op_numel(m, i, n), rows = (size_t)n * op->h * op->w;
     switch (op->kind) {
     case FU_OP_INPUT: case FU_OP_XENT: break; // the loss's gradient came from the host
     case FU_OP_CONV: return conv_bwd(d, i, n, in, dy, din);
-    case FU_OP_BN:
-        cu_bn_bwd(rows, op->c, in, d->params + op->weight, aux, aux + op->c, dy, din, d->grads + op->weight,
-                  d->grads + op->bias_off, d->part, d->coef);
-        break;
+    case FU_OP_BN: return bn_bwd(d, op, rows, in, aux, dy, din);
     case FU_OP_RELU: cu_relu_bwd(len, y, dy, din); break;
     case FU_OP_MAXPOOL:
         if (din)
@@ -482,28 +612,35 @@ static int op_bwd(cu_net *d, int i, int n) {
     case FU_OP_LINEAR: return linear_bwd(d, op, n, in, dy, din);
     case FU_OP_SIGMOID: cu_sigmoid_bwd(len, y, dy, din); break;
     case FU_OP_SCALE:
-        cu_scale_bwd(n, op->h * op->w, op->c, in, act(d, op->in[1]), dy, din, dact(d, op->in[1]));
+        cu_scale_bwd(n, op->h * op->w, op->c, in, act(d, op->in[1]), dy, din, grad_of(d, op->in[1]));
         break;
-    case FU_OP_ADD: cu_add_bwd(len, dy, din, dact(d, op->in[1])); break;
+    case FU_OP_ADD: cu_add_bwd(len, dy, din, grad_of(d, op->in[1])); break;
     case FU_OP_CONCAT:
         for (int p = 0, off = 0; p < op->n_in; off += m->ops[op->in[p]].c, p++)
-            cu_concat_bwd(rows, m->ops[op->in[p]].c, op->c, off, dy, op->in[p] > 0 ? dact(d, op->in[p]) : NULL);
+            cu_concat_bwd(rows, m->ops[op->in[p]].c, op->c, off, dy, grad_of(d, op->in[p]));
         break;
     case FU_OP_DROPOUT: cu_mul_bwd(len, aux, dy, din); break;
     }
     return 0;
 }
 
-// One backward pass into d->grads with the loss gradient times `scale`.
-static int backward_pass(cu_net *d, float scale) {
+// One backward pass into d->grads from the loss gradient, or for a stage that
+// ends before the loss from its output's gradient dy (n, C, H, W), times
+// `scale`.
+static int backward_pass(cu_net *d, const float *dy, float scale) {
     const fu_model *m = d->m;
-    int n = d->n, k = m->classes, out = m->ops[m->n_ops - 1].in[0];
-    snprintf(d->what, sizeof d->what, "backward (clearing gradients, uploading the loss gradient)");
+    int n = d->n, k = m->classes, out = output_op(m);
+    snprintf(d->what, sizeof d->what, "backward (clearing gradients, uploading the output's gradient)");
     CU(cudaMemset(d->grads, 0, m->n_params * sizeof(float)));
     CU(cudaMemset(d->dact, 0, d->plan.act_size * sizeof(float)));
-    memset(d->dlogits, 0, (size_t)n * k * sizeof(float));
-    fu_ref_xent_bwd_f32(n, k, d->prob, d->labels, d->class_w, scale, d->dlogits);
-    CU(cudaMemcpy(dact(d, out), d->dlogits, (size_t)n * k * sizeof(float), cudaMemcpyHostToDevice));
+    if (ends_in_loss(m)) {
+        memset(d->dlogits, 0, (size_t)n * k * sizeof(float));
+        fu_ref_xent_bwd_f32(n, k, d->prob, d->labels, d->class_w, scale, d->dlogits);
+        CU(cudaMemcpy(dact(d, out), d->dlogits, (size_t)n * k * sizeof(float), cudaMemcpyHostToDevice));
+    } else {
+        if (upload_nhwc(d, out, n, dy, dact(d, out)) < 0) return -1;
+        if (scale != 1) cu_mul_scalar(fu_op_numel(m, out, n), scale, dact(d, out));
+    }
     for (int i = m->n_ops - 1; i > 0; i--) {
         describe(d, i, n, "backward");
         if (op_bwd(d, i, n) < 0 || op_done(d) < 0) return -1;
@@ -511,15 +648,28 @@ static int backward_pass(cu_net *d, float scale) {
     return 0;
 }
 
-// fp16 loss scaling: the gradients divided by the scale; *overflow where one
-// of them is inf or NaN.
+// fp16 loss scaling: the gradients (and an inner input's) divided by the
+// scale; *overflow where one of them is inf or NaN.
 static int unscale(cu_net *d, bool *overflow) {
     int flag = 0;
     snprintf(d->what, sizeof d->what, "backward (unscaling fp16 gradients by %g)", d->loss_scale);
     CU(cudaMemset(d->nonfinite, 0, sizeof(int)));
     cu_unscale(d->m->n_params, d->grads, 1 / d->loss_scale, d->nonfinite);
+    if (d->m->inner_input) cu_unscale(fu_op_numel(d->m, 0, d->n), dact(d, 0), 1 / d->loss_scale, d->nonfinite);
     CU(cudaMemcpy(&flag, d->nonfinite, sizeof flag, cudaMemcpyDeviceToHost));
     *overflow = flag != 0;
+    return 0;
+}
+
+// Sync-BN with fp16: an overflow on any rank is one on every rank, so that
+// all redo backward (and its sync-BN sums) together and keep equal scales.
+static int agree_overflow(cu_net *d, bool *overflow) {
+    double v = *overflow ? 1 : 0;
+    if (d->dist->sum(d->dist->ctx, &v, 1) < 0) {
+        fu_error_prefix("fp16 loss scaling across ranks");
+        return -1;
+    }
+    *overflow = v > 0;
     return 0;
 }
 
@@ -527,13 +677,18 @@ enum { SCALE_GROWTH_STEPS = 2000 }; // clean fp16 steps before the loss scale do
 
 static int cu_backward(fu_backend *b, const float *params, const float *dy_out, float *grads) {
     cu_net *d = (cu_net *)b->impl;
-    if (dy_out) return fu_fail("cuda backend", "model-parallel stages are not supported yet");
+    const fu_model *m = d->m;
     if (!d->ready) return fu_fail("model", "backward needs a training forward with labels first");
+    if (use_device(d) < 0) return -1;
+    if (ends_in_loss(m) != !dy_out)
+        return fu_fail("model", ends_in_loss(m) ? "a model that ends in the loss takes no output gradient"
+                                                : "a stage that ends before the loss needs its output's gradient");
     for (;;) {
         bool overflow = false;
-        if (backward_pass(d, d->loss_scale) < 0) return -1;
+        if (backward_pass(d, dy_out, d->loss_scale) < 0) return -1;
         if (d->amp != FU_AMP_FP16) break;
         if (unscale(d, &overflow) < 0) return -1;
+        if (d->dist && agree_overflow(d, &overflow) < 0) return -1;
         if (!overflow) {
             if (++d->clean_steps == SCALE_GROWTH_STEPS) d->loss_scale *= 2, d->clean_steps = 0;
             break;
@@ -544,16 +699,24 @@ static int cu_backward(fu_backend *b, const float *params, const float *dy_out, 
         d->loss_scale /= 2; // and again, on the activations the forward left
     }
     snprintf(d->what, sizeof d->what, "backward (downloading the gradients)");
-    CU(cudaMemcpy(grads, d->grads, d->m->n_params * sizeof(float), cudaMemcpyDeviceToHost));
+    CU(cudaMemcpy(grads, d->grads, m->n_params * sizeof(float), cudaMemcpyDeviceToHost));
+    if (m->inner_input && download_nchw(d, 0, d->n, dact(d, 0), d->dinput) < 0) return -1;
     d->ready = false;
+    // Every range is final now; announced in backward op order, as the
+    // other backends do.
+    if (b->dist && b->dist->grads_ready)
+        for (int i = m->n_ops - 1; i > 0; i--) fu_params_ready(m, i, b->dist->grads_ready, b->dist->ctx);
     return 0;
 }
+
+static const float *cu_input_grad(fu_backend *b) { return ((cu_net *)b->impl)->dinput; }
 
 // ---- create and destroy -----------------------------------------------------------
 
 static void cu_destroy(fu_backend *b) {
     cu_net *d = (cu_net *)b->impl;
     if (d) {
+        cudaSetDevice(d->device); // where its handles and buffers live
         for (int i = 0; d->op && i < d->m->n_ops; i++) {
             cu_op *o = &d->op[i];
             if (o->x) cudnnDestroyTensorDescriptor(o->x);
@@ -563,13 +726,13 @@ static void cu_destroy(fu_backend *b) {
             if (o->pool) cudnnDestroyPoolingDescriptor(o->pool);
         }
         void *dev[] = {d->params, d->grads, d->state, d->wt, d->dwt, d->act, d->dact, d->aux, d->stage, d->part,
-                       d->coef, d->ws, d->hx, d->hy, d->nonfinite};
+                       d->bnv, d->coef, d->ws, d->hx, d->hy, d->nonfinite};
         for (size_t j = 0; j < sizeof dev / sizeof *dev; j++) cudaFree(dev[j]);
         if (d->dnn) cudnnDestroy(d->dnn);
         if (d->blas) cublasDestroy(d->blas);
         fu_plan_free(&d->plan);
-        free(d->op), free(d->logits), free(d->prob), free(d->dlogits), free(d->mask), free(d->labels),
-            free(d->class_w);
+        free(d->op), free(d->logits), free(d->prob), free(d->dlogits), free(d->mask), free(d->dinput),
+            free(d->labels), free(d->class_w), free(d->dist_v);
         free(d);
     }
     free(b);
@@ -580,10 +743,14 @@ static int dev_alloc(cu_net *d, void *p, size_t bytes) {
     return 0;
 }
 
-// Sizes of the scratch buffers from the op list at the planned batch.
+// Sizes of the scratch buffers from the op list at the planned batch. The
+// NCHW staging buffer takes the input, the model's output (a stage's goes out
+// NCHW, its gradient comes in so), and dropout masks.
 static void plan_scratch(cu_net *d) {
     const fu_model *m = d->m;
-    d->stage_size = (size_t)d->batch * 3 * m->height * m->width;
+    size_t input = fu_op_numel(m, 0, d->batch), output = fu_op_numel(m, output_op(m), d->batch);
+    d->stage_size = input > output ? input : output;
+    d->bnv_size = 2 * (size_t)widest_bn(m);
     for (int i = 0; i < m->n_ops; i++) {
         const fu_op *op = &m->ops[i];
         size_t rows = (size_t)d->batch * op->h * op->w;
@@ -626,12 +793,14 @@ static int create(cu_net *d, fu_backend *b) {
     size_t k = (size_t)m->classes, nb = (size_t)d->batch;
     if (fu_model_plan(m, d->batch, &d->plan) < 0) return -1;
     d->op = (cu_op *)fu_calloc((size_t)m->n_ops, sizeof *d->op);
-    d->logits = (float *)fu_malloc(nb * k * sizeof(float));
+    d->logits = (float *)fu_malloc(fu_op_numel(m, output_op(m), d->batch) * sizeof(float));
     d->prob = (float *)fu_malloc(nb * k * sizeof(float));
     d->dlogits = (float *)fu_malloc(nb * k * sizeof(float));
     d->labels = (int *)fu_malloc(nb * sizeof(int));
     d->class_w = (float *)fu_malloc(k * sizeof(float));
-    if (!d->op || !d->logits || !d->prob || !d->dlogits || !d->labels || !d->class_w) return -1;
+    d->dist_v = (double *)fu_malloc((2 * (size_t)widest_bn(m) + 2) * sizeof(double));
+    if (!d->op || !d->logits || !d->prob || !d->dlogits || !d->labels || !d->class_w || !d->dist_v) return -1;
+    if (m->inner_input && !(d->dinput = (float *)fu_malloc(fu_op_numel(m, 0, d->batch) * sizeof(float)))) return -1;
     plan_scratch(d);
     d->mask = (float *)fu_malloc(d->stage_size * sizeof(float));
     if (!d->mask) return -1;
@@ -649,12 +818,13 @@ static int create(cu_net *d, fu_backend *b) {
         dev_alloc(d, &d->dwt, d->wt_size * es) < 0 || dev_alloc(d, &d->act, act * f) < 0 ||
         dev_alloc(d, &d->dact, act * f) < 0 || dev_alloc(d, &d->aux, d->plan.aux_size * f) < 0 ||
         dev_alloc(d, &d->stage, d->stage_size * f) < 0 || dev_alloc(d, &d->part, d->part_size * sizeof(double)) < 0 ||
+        dev_alloc(d, &d->bnv, d->bnv_size * sizeof(double)) < 0 ||
         dev_alloc(d, &d->coef, d->coef_size * f) < 0 || dev_alloc(d, &d->hx, d->hx_size * es) < 0 ||
         dev_alloc(d, &d->hy, d->hy_size * es) < 0 || dev_alloc(d, &d->nonfinite, sizeof(int)) < 0)
         return -1;
     if (create_descriptors(d) < 0 || setup(d, d->batch) < 0) return -1;
     b->act_bytes = (2 * act + d->plan.aux_size + d->stage_size + d->coef_size) * f +
-                   (2 * d->wt_size + d->hx_size + d->hy_size) * es + d->part_size * sizeof(double) + d->ws_size;
+                   (2 * d->wt_size + d->hx_size + d->hy_size) * es + (d->part_size + d->bnv_size) * sizeof(double) + d->ws_size;
     return 0;
 }
 
@@ -696,6 +866,7 @@ int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backe
     }
     d->m = m;
     d->batch = o->batch;
+    d->device = o->device;
     d->amp = o->amp;
     d->bf16 = o->amp == FU_AMP_BF16;
     d->dt = o->amp == FU_AMP_OFF ? CUDNN_DATA_FLOAT : d->bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF;
@@ -704,7 +875,8 @@ int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backe
     const char *sync = getenv("FU_CUDA_SYNC");
     d->sync = sync && *sync && strcmp(sync, "0") != 0;
     b->name = "cuda", b->m = m, b->batch = o->batch, b->amp = o->amp, b->impl = d;
-    b->forward = cu_forward, b->logits = cu_logits, b->backward = cu_backward, b->destroy = cu_destroy;
+    b->forward = cu_forward, b->logits = cu_logits, b->backward = cu_backward, b->input_grad = cu_input_grad;
+    b->destroy = cu_destroy, b->reports_grads = true;
     if (create(d, b) < 0) {
         cu_destroy(b);
         return -1;

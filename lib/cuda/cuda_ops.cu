@@ -69,6 +69,9 @@ __global__ void k_mul_fwd(size_t n, const float *x, const float *mask, float *y)
 __global__ void k_mul_bwd(size_t n, const float *mask, const float *dy, float *dx) {
     FOR_EACH(i, n) dx[i] += dy[i] * mask[i];
 }
+__global__ void k_mul_scalar(size_t n, float a, float *x) {
+    FOR_EACH(i, n) x[i] *= a;
+}
 
 void cu_relu_fwd(size_t n, const float *x, float *y) { k_relu_fwd<<<blocks_for(n), THREADS>>>(n, x, y); }
 void cu_relu_bwd(size_t n, const float *y, const float *dy, float *dx) {
@@ -91,6 +94,7 @@ void cu_mul_fwd(size_t n, const float *x, const float *mask, float *y) {
 void cu_mul_bwd(size_t n, const float *mask, const float *dy, float *dx) {
     if (dx) k_mul_bwd<<<blocks_for(n), THREADS>>>(n, mask, dy, dx);
 }
+void cu_mul_scalar(size_t n, float a, float *x) { k_mul_scalar<<<blocks_for(n), THREADS>>>(n, a, x); }
 
 // ---- per (image, channel) -------------------------------------------------------
 // One thread per (image, channel), looping over the image's positions: the
@@ -241,30 +245,37 @@ static void bn_partial(size_t rows, int c, bool stats, const float *x, const flo
     k_bn_partial<<<grid, block>>>(rows, c, splits, stats, x, dy, mean, invstd, part);
 }
 
-// Sums the splits of channel ch in order.
-__device__ static void bn_sum(const double *part, int splits, int c, int ch, double *a, double *b) {
-    *a = *b = 0;
-    for (int s = 0; s < splits; s++) {
-        *a += part[((size_t)s * 2) * c + ch];
-        *b += part[((size_t)s * 2 + 1) * c + ch];
+// Adds the splits of each channel in order into v = (a, b) (c each); with
+// dgamma/dbeta (backward), also dgamma += b, dbeta += a.
+__global__ void k_bn_reduce(int c, int splits, const double *part, double *v, float *dgamma, float *dbeta) {
+    FOR_EACH(ch, (size_t)c) {
+        double a = 0, b = 0;
+        for (int s = 0; s < splits; s++) {
+            a += part[((size_t)s * 2) * c + ch];
+            b += part[((size_t)s * 2 + 1) * c + ch];
+        }
+        v[ch] = a;
+        v[c + ch] = b;
+        if (dgamma) {
+            dgamma[ch] += (float)b;
+            dbeta[ch] += (float)a;
+        }
     }
 }
 
 // Mean, 1/std, running stats, and y = x * coef[ch] + coef[c + ch].
-__global__ void k_bn_train_stats(size_t rows, int c, int splits, const double *part, const float *gamma,
-                                 const float *beta, float *mean, float *invstd, float *run_mean, float *run_var,
-                                 double eps, double momentum, float *coef) {
+__global__ void k_bn_train_stats(int c, const double *v, double m, const float *gamma, const float *beta, float *mean,
+                                 float *invstd, float *run_mean, float *run_var, double eps, double momentum,
+                                 float *coef) {
     FOR_EACH(ch, (size_t)c) {
-        double s, q, m = (double)rows;
-        bn_sum(part, splits, c, (int)ch, &s, &q);
-        double mu = s / m, var = q / m - mu * mu;
+        double mu = v[ch] / m, var = v[c + ch] / m - mu * mu;
         if (var < 0) var = 0; // rounding of E[x^2] - mu^2 on a constant channel
         double is = 1 / sqrt(var + eps), g = gamma[ch] * is;
         mean[ch] = (float)mu;
         invstd[ch] = (float)is;
         coef[ch] = (float)g;
         coef[c + ch] = (float)(beta[ch] - mu * g);
-        double unbiased = rows > 1 ? var * m / (m - 1) : var;
+        double unbiased = m > 1 ? var * m / (m - 1) : var;
         run_mean[ch] = (float)((1 - momentum) * run_mean[ch] + momentum * mu);
         run_var[ch] = (float)((1 - momentum) * run_var[ch] + momentum * unbiased);
     }
@@ -286,12 +297,16 @@ __global__ void k_bn_apply(size_t n, int c, const float *x, const float *coef, f
     }
 }
 
-void cu_bn_train_fwd(size_t rows, int c, const float *x, const float *gamma, const float *beta, float *y,
-                     float *mean, float *invstd, float *run_mean, float *run_var, double eps, double momentum,
-                     double *part, float *coef) {
+void cu_bn_sums(size_t rows, int c, const float *x, double *part, double *v) {
     bn_partial(rows, c, true, x, NULL, NULL, NULL, part);
-    k_bn_train_stats<<<blocks_for((size_t)c), THREADS>>>(rows, c, bn_splits(rows), part, gamma, beta, mean, invstd,
-                                                          run_mean, run_var, eps, momentum, coef);
+    k_bn_reduce<<<blocks_for((size_t)c), THREADS>>>(c, bn_splits(rows), part, v, NULL, NULL);
+}
+
+void cu_bn_global_fwd(size_t rows, int c, const double *v, double m, const float *x, const float *gamma,
+                      const float *beta, float *y, float *mean, float *invstd, float *run_mean, float *run_var,
+                      double eps, double momentum, float *coef) {
+    k_bn_train_stats<<<blocks_for((size_t)c), THREADS>>>(c, v, m, gamma, beta, mean, invstd, run_mean, run_var, eps,
+                                                          momentum, coef);
     k_bn_apply<<<blocks_for(rows * c), THREADS>>>(rows * c, c, x, coef, y);
 }
 
@@ -301,17 +316,13 @@ void cu_bn_eval_fwd(size_t rows, int c, const float *x, const float *gamma, cons
     k_bn_apply<<<blocks_for(rows * c), THREADS>>>(rows * c, c, x, coef, y);
 }
 
-// dgamma += sum dy xhat, dbeta += sum dy; coef = (gamma invstd, mean dy, mean dy xhat).
-__global__ void k_bn_bwd_stats(size_t rows, int c, int splits, const double *part, const float *gamma,
-                               const float *invstd, float *dgamma, float *dbeta, float *coef) {
+// coef = (gamma invstd, mean dy, mean dy xhat) from the sums over m values.
+__global__ void k_bn_bwd_coef(int c, const double *v, double m, const float *gamma, const float *invstd,
+                              float *coef) {
     FOR_EACH(ch, (size_t)c) {
-        double sdy, sdyx, m = (double)rows;
-        bn_sum(part, splits, c, (int)ch, &sdy, &sdyx);
-        dgamma[ch] += (float)sdyx;
-        dbeta[ch] += (float)sdy;
         coef[ch] = (float)((double)gamma[ch] * invstd[ch]);
-        coef[c + ch] = (float)(sdy / m);
-        coef[2 * c + ch] = (float)(sdyx / m);
+        coef[c + ch] = (float)(v[ch] / m);
+        coef[2 * c + ch] = (float)(v[c + ch] / m);
     }
 }
 
@@ -325,12 +336,17 @@ __global__ void k_bn_bwd_dx(size_t n, int c, const float *x, const float *mean, 
     }
 }
 
-void cu_bn_bwd(size_t rows, int c, const float *x, const float *gamma, const float *mean, const float *invstd,
-               const float *dy, float *dx, float *dgamma, float *dbeta, double *part, float *coef) {
+void cu_bn_bwd_sums(size_t rows, int c, const float *x, const float *mean, const float *invstd, const float *dy,
+                    double *part, double *v, float *dgamma, float *dbeta) {
     bn_partial(rows, c, false, x, dy, mean, invstd, part);
-    k_bn_bwd_stats<<<blocks_for((size_t)c), THREADS>>>(rows, c, bn_splits(rows), part, gamma, invstd, dgamma, dbeta,
-                                                        coef);
-    if (dx) k_bn_bwd_dx<<<blocks_for(rows * c), THREADS>>>(rows * c, c, x, mean, invstd, dy, coef, dx);
+    k_bn_reduce<<<blocks_for((size_t)c), THREADS>>>(c, bn_splits(rows), part, v, dgamma, dbeta);
+}
+
+void cu_bn_global_bwd(size_t rows, int c, const double *v, double m, const float *x, const float *gamma,
+                      const float *mean, const float *invstd, const float *dy, float *dx, float *coef) {
+    if (!dx) return;
+    k_bn_bwd_coef<<<blocks_for((size_t)c), THREADS>>>(c, v, m, gamma, invstd, coef);
+    k_bn_bwd_dx<<<blocks_for(rows * c), THREADS>>>(rows * c, c, x, mean, invstd, dy, coef, dx);
 }
 
 // ---- mixed precision -----------------------------------------------------------------

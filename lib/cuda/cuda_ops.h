@@ -27,6 +27,8 @@ void cu_add_fwd(size_t n, const float *a, const float *b, float *y);
 void cu_add_bwd(size_t n, const float *dy, float *da, float *db);
 void cu_mul_fwd(size_t n, const float *x, const float *mask, float *y);  // dropout
 void cu_mul_bwd(size_t n, const float *mask, const float *dy, float *dx);
+// x *= a (fp16 loss scaling of a stage's output gradient).
+void cu_mul_scalar(size_t n, float a, float *x);
 
 // SE scale: y (n, hw, c) = x (n, hw, c) * s (n, c).
 void cu_scale_fwd(int n, int hw, int c, const float *x, const float *s, float *y);
@@ -41,18 +43,30 @@ void cu_concat_bwd(size_t rows, int c, int ctot, int off, const float *dy, float
 void cu_bias_fwd(int n, int c, const float *b, float *y);
 void cu_bias_bwd(int n, int c, const float *dy, float *db);
 
-// BatchNorm over (rows, c), statistics per channel. part: scratch of
-// cu_bn_part_size(rows, c) doubles; coef: scratch of 3 c floats.
+// BatchNorm over (rows, c), statistics per channel, in two parts each way so
+// that synchronised BatchNorm (data parallelism) can add the per-channel sums
+// over ranks in between: sums over this batch, then the rest from sums v over
+// m values per channel (this batch's own, m = rows, or all ranks'). part:
+// scratch of cu_bn_part_size(rows, c) doubles; v: 2 c doubles; coef: scratch
+// of 3 c floats.
 size_t cu_bn_part_size(size_t rows, int c);
-// Training: batch mean and biased variance; mean/invstd (c each) saved for
-// backward; running stats updated (unbiased variance, as PyTorch).
-void cu_bn_train_fwd(size_t rows, int c, const float *x, const float *gamma, const float *beta, float *y,
-                     float *mean, float *invstd, float *run_mean, float *run_var, double eps, double momentum,
-                     double *part, float *coef);
+// Training forward, part 1: v = (sum x, sum x^2) per channel.
+void cu_bn_sums(size_t rows, int c, const float *x, double *part, double *v);
+// Part 2: normalise with mean v[ch] / m and biased variance v[c + ch] / m -
+// mean^2; mean/invstd (c each) saved for backward; running stats updated
+// (unbiased variance m / (m - 1), as PyTorch).
+void cu_bn_global_fwd(size_t rows, int c, const double *v, double m, const float *x, const float *gamma,
+                      const float *beta, float *y, float *mean, float *invstd, float *run_mean, float *run_var,
+                      double eps, double momentum, float *coef);
 void cu_bn_eval_fwd(size_t rows, int c, const float *x, const float *gamma, const float *beta, const float *run_mean,
                     const float *run_var, float *y, double eps, float *coef);
-void cu_bn_bwd(size_t rows, int c, const float *x, const float *gamma, const float *mean, const float *invstd,
-               const float *dy, float *dx, float *dgamma, float *dbeta, double *part, float *coef);
+// Backward, part 1: v = (sum dy, sum dy * xhat) per channel over this batch,
+// also added to dbeta and dgamma (which stay local).
+void cu_bn_bwd_sums(size_t rows, int c, const float *x, const float *mean, const float *invstd, const float *dy,
+                    double *part, double *v, float *dgamma, float *dbeta);
+// Part 2: dx += gamma invstd (dy - v[ch] / m - xhat v[c + ch] / m).
+void cu_bn_global_bwd(size_t rows, int c, const double *v, double m, const float *x, const float *gamma,
+                      const float *mean, const float *invstd, const float *dy, float *dx, float *coef);
 
 // ---- mixed precision (--amp) -----------------------------------------------------
 // Half tensors are fp16 (__half) or, with bf16 true, bfloat16 (__nv_bfloat16),

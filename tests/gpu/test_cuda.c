@@ -7,7 +7,13 @@
 // num_batches_tracked; with --amp bf16 and fp16 too, at looser tolerances.
 // Also: a rerun gives the same bytes; a batch of 3 on a backend planned for
 // 4; 20 training steps (trainer.h) whose losses track the cpu backend's, in
-// fp32, bf16 and fp16. Without a CUDA device: one "skip" line.
+// fp32, bf16 and fp16. Model parallelism: MedicalCNN 64x64 cut into stages
+// (balanced 2 and 3, and by hand at the global pool and inside the fc head)
+// run as a chain against the whole model, in each precision. Data
+// parallelism: sync-BN with two ranks (threads of this process, each with
+// its own backend, their sum hook meeting at a barrier) against the whole
+// batch on one; grads_ready announcing every parameter once, values final.
+// Without a CUDA device: one "skip" line.
 //   test_cuda           the checks
 //   test_cuda --bench   "#" lines: seconds per training step of MedicalCNN
 //                       224x224, batch 32, in each precision
@@ -20,10 +26,12 @@
 #include "cuda/cuda_backend.h"
 #include "nn/model.h"
 #include "nn/ref_net.h"
+#include "nn/stages.h"
 #include "nn/trainer.h"
 
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -34,6 +42,13 @@
 // fp16 11) over MedicalCNN's ~40 convolutions, to be confirmed on a GPU.
 #define TOL_BF16 1e-1
 #define TOL_FP16 3e-2
+// A chain of stages against the whole model on the same backend: the same
+// kernels on the same shapes, so fp32 and bf16 should agree to the bit (the
+// tolerance allows for a library picking another kernel for differently
+// aligned buffers); fp16 too unless a stage's own loss scale meets an
+// overflow the whole model's does not (or the other way round).
+#define TOL_STAGES 1e-4
+#define TOL_STAGES_AMP 1e-2
 
 typedef struct {
     float *grads, *state, *logits, loss;
@@ -275,6 +290,544 @@ static void check_training(const fu_model *m) {
     }
 }
 
+// ---- hooks: what grads_ready saw -----------------------------------------------------
+
+// The ranges grads_ready announced on one backend, in order, with a copy of
+// the gradients at each announcement.
+typedef struct {
+    const float *grads; // the buffer backward writes
+    size_t n_params;
+    float *seen;        // (n_params) grads[off, off + len) when the range was announced
+    int *times;         // (n_params) announcements per element
+    size_t (*order)[2]; // (off, len) per call
+    int n_order, cap_order;
+    bool out_of_range;  // a range beyond n_params
+} ready_log;
+
+static void log_init(ready_log *l, size_t n_params, const float *grads) {
+    memset(l, 0, sizeof *l);
+    l->grads = grads;
+    l->n_params = n_params;
+    l->seen = calloc(n_params ? n_params : 1, sizeof(float));
+    l->times = calloc(n_params ? n_params : 1, sizeof(int));
+}
+
+static void log_free(ready_log *l) { free(l->seen), free(l->times), free(l->order); }
+
+static void log_range(ready_log *l, size_t off, size_t len) {
+    if (off + len > l->n_params) {
+        l->out_of_range = true;
+        return;
+    }
+    if (l->n_order == l->cap_order) {
+        l->cap_order = l->cap_order ? 2 * l->cap_order : 256;
+        l->order = realloc(l->order, (size_t)l->cap_order * sizeof *l->order);
+    }
+    l->order[l->n_order][0] = off, l->order[l->n_order][1] = len;
+    l->n_order++;
+    memcpy(l->seen + off, l->grads + off, len * sizeof(float));
+    for (size_t i = off; i < off + len; i++) l->times[i]++;
+}
+
+// Every parameter announced once, its value then the final one.
+static bool ready_ok(const ready_log *l, const float *grads, char *why, size_t size) {
+    if (l->out_of_range) {
+        snprintf(why, size, "a range beyond the %zu parameters", l->n_params);
+        return false;
+    }
+    for (size_t i = 0; i < l->n_params; i++)
+        if (l->times[i] != 1) {
+            snprintf(why, size, "parameter %zu announced %d times", i, l->times[i]);
+            return false;
+        }
+    if (memcmp(l->seen, grads, l->n_params * sizeof(float))) {
+        snprintf(why, size, "a range changed after it was announced");
+        return false;
+    }
+    return true;
+}
+
+static bool same_order(const ready_log *a, const ready_log *b) {
+    return a->n_order == b->n_order && !memcmp(a->order, b->order, (size_t)a->n_order * sizeof *a->order);
+}
+
+// ||a - ref|| / ||ref|| for two float vectors (absolute where ref is 0).
+static double rel_ff(size_t n, const float *a, const float *ref) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        num += ((double)a[i] - ref[i]) * ((double)a[i] - ref[i]);
+        den += (double)ref[i] * ref[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static double *to_double(size_t n, const float *a) {
+    double *d = malloc((n ? n : 1) * sizeof(double));
+    for (size_t i = 0; i < n; i++) d[i] = a[i];
+    return d;
+}
+
+static bool all_finite(size_t n, const float *a) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(a[i])) return false;
+    return true;
+}
+
+// The worst running-stat tensor's relative error, its name into *where.
+static double worst_state(const fu_model *m, const float *a, const float *ref, const char **where) {
+    double worst = 0;
+    *where = "";
+    for (int t = 0; t < m->n_tensors; t++) {
+        const fu_tensor *ts = &m->tensors[t];
+        if (ts->buffer != FU_BUF_STATE) continue;
+        double e = rel_ff(ts->numel, a + ts->offset, ref + ts->offset);
+        if (e > worst) worst = e, *where = ts->name;
+    }
+    return worst;
+}
+
+// ---- model-parallel stages -------------------------------------------------------------
+
+// What a grads_ready hook is handed: a rank's sum world (NULL: no sync-BN)
+// and its log.
+typedef struct world world;
+typedef struct {
+    world *w;
+    int rank;
+    ready_log *log;
+} rank_ctx;
+
+static void log_ready(void *ctx, size_t off, size_t len) { log_range(((rank_ctx *)ctx)->log, off, len); }
+
+// The stages st[0..k) of m as a chain of backends, as a pipeline runs one
+// micro-batch: forward stage by stage on each one's ranges of the flat
+// buffers (a stage's logits() is the next one's input), backward from the
+// last (dy NULL), each stage's input_grad() the previous one's dy. Into r as
+// run_backend: the training step's loss, logits, gradients, state, counts;
+// then eval logits into eval_logits. Each stage's grads_ready into logs[s].
+static int run_chain(const char *backend, fu_amp amp, const fu_model *m, const fu_stage *st, int k, int n,
+                     const float *params, const float *state0, const float *x, const int *labels, const float *cw,
+                     result *r, float *eval_logits, ready_log *logs) {
+    fu_model sm[FU_MAX_STAGES];
+    fu_backend *b[FU_MAX_STAGES] = {0};
+    rank_ctx ctx[FU_MAX_STAGES];
+    fu_dist_hooks hooks[FU_MAX_STAGES];
+    fu_backend_opts bo = {.batch = n, .threads = omp_get_max_threads(), .amp = amp};
+    size_t nl = (size_t)n * m->classes;
+    r->grads = calloc(m->n_params, sizeof(float));
+    r->state = malloc((m->n_state ? m->n_state : 1) * sizeof(float));
+    r->counts = calloc(m->n_counts ? m->n_counts : 1, sizeof(int64_t));
+    r->logits = malloc(nl * sizeof(float));
+    memcpy(r->state, state0, m->n_state * sizeof(float));
+    memset(logs, 0, (size_t)k * sizeof *logs); // the caller frees all k
+    int rc = 0, made = 0;
+    for (int s = 0; s < k && rc == 0; s++) {
+        rc = fu_model_stage(m, &st[s], &sm[s]);
+        if (rc == 0) made++;
+        if (rc == 0) rc = fu_backend_create(backend, &sm[s], &bo, &b[s]);
+        if (rc < 0) break;
+        log_init(&logs[s], sm[s].n_params, r->grads + st[s].param0);
+        ctx[s] = (rank_ctx){.log = &logs[s]};
+        hooks[s] = (fu_dist_hooks){.ctx = &ctx[s], .grads_ready = log_ready};
+        b[s]->dist = &hooks[s];
+    }
+    fu_pass train = {.train = true, .dropout = true, .seed = 7, .step = 3}, eval = {0};
+    const float *in = x;
+    for (int s = 0; s < k && rc == 0; s++) {
+        rc = b[s]->forward(b[s], n, params + st[s].param0, r->state + st[s].state0, r->counts + st[s].count0, in,
+                           labels, cw, &train, s == k - 1 ? &r->loss : NULL);
+        if (rc == 0) in = b[s]->logits(b[s]);
+    }
+    if (rc == 0) memcpy(r->logits, in, nl * sizeof(float));
+    const float *dy = NULL;
+    for (int s = k - 1; s >= 0 && rc == 0; s--) {
+        rc = b[s]->backward(b[s], params + st[s].param0, dy, r->grads + st[s].param0);
+        dy = rc == 0 && b[s]->input_grad ? b[s]->input_grad(b[s]) : NULL;
+        if (rc == 0 && (s > 0) != (dy != NULL))
+            rc = fu_fail("stages", "stage %d %s an input gradient", s, s > 0 ? "has no" : "hands out");
+    }
+    if (rc == 0 && eval_logits) {
+        float *st_eval = malloc((m->n_state ? m->n_state : 1) * sizeof(float));
+        int64_t *cnt = calloc(m->n_counts ? m->n_counts : 1, sizeof(int64_t));
+        memcpy(st_eval, r->state, m->n_state * sizeof(float));
+        in = x;
+        for (int s = 0; s < k && rc == 0; s++) {
+            rc = b[s]->forward(b[s], n, params + st[s].param0, st_eval + st[s].state0, cnt + st[s].count0, in, NULL,
+                               NULL, &eval, NULL);
+            if (rc == 0) in = b[s]->logits(b[s]);
+        }
+        if (rc == 0) memcpy(eval_logits, in, nl * sizeof(float));
+        free(st_eval), free(cnt);
+    }
+    for (int s = 0; s < made; s++) {
+        fu_backend_destroy(b[s]);
+        fu_model_free(&sm[s]);
+    }
+    return rc;
+}
+
+// One way of cutting the model.
+typedef struct {
+    const char *name;
+    fu_stage st[FU_MAX_STAGES];
+    int k;
+} cut;
+
+// The chain c against the whole model's step `whole` (and eval logits) on
+// the same backend and precision.
+static void check_chain(const char *backend, fu_amp amp, const fu_model *m, const cut *c, int n, const float *params,
+                        const float *state0, const float *x, const int *labels, const float *cw, const result *whole,
+                        const float *whole_eval) {
+    size_t nl = (size_t)n * m->classes;
+    double tol = amp == FU_AMP_OFF ? TOL_STAGES : TOL_STAGES_AMP;
+    char name[256], where[80] = "", why[160] = "";
+    result r = {0};
+    ready_log logs[FU_MAX_STAGES];
+    float *eval_logits = malloc(nl * sizeof(float));
+    snprintf(name, sizeof name, "%s stages %s, amp %s: the chain runs", backend, c->name, fu_amp_name(amp));
+    int rc = run_chain(backend, amp, m, c->st, c->k, n, params, state0, x, labels, cw, &r, eval_logits, logs);
+    if (CHECK(rc == 0, name, "%s", fu_error())) {
+        double *wg = to_double(m->n_params, whole->grads);
+        const char *swhere;
+        double e_loss = fabs((double)r.loss - whole->loss) / fabs((double)whole->loss),
+               e_logits = rel_ff(nl, r.logits, whole->logits), e_eval = rel_ff(nl, eval_logits, whole_eval),
+               e_grad = worst_grad(m, r.grads, wg, where), e_state = worst_state(m, r.state, whole->state, &swhere);
+        bool counts = true, finite = all_finite(m->n_params, r.grads) && all_finite(nl, r.logits) &&
+                                     isfinite(r.loss) && all_finite(m->n_state, r.state);
+        for (size_t i = 0; i < m->n_counts; i++) counts &= r.counts[i] == 1 && whole->counts[i] == 1;
+        snprintf(name, sizeof name,
+                 "%s stages %s, amp %s: as the whole model: loss %.1e, logits %.1e, eval logits %.1e, gradients "
+                 "%.1e, running stats %.1e",
+                 backend, c->name, fu_amp_name(amp), e_loss, e_logits, e_eval, e_grad, e_state);
+        CHECK(finite && counts && e_loss <= tol && e_logits <= tol && e_eval <= tol && e_grad <= tol && e_state <= tol,
+              name, "%s; counts %s; worst gradient at %s, running stat %s", finite ? "finite" : "NOT finite",
+              counts ? "ok" : "wrong", where, swhere);
+        bool ok = true;
+        for (int s = 0; s < c->k && ok; s++) {
+            ok = ready_ok(&logs[s], r.grads + c->st[s].param0, why, sizeof why);
+            if (!ok) snprintf(why + strlen(why), sizeof why - strlen(why), " (stage %d)", s);
+        }
+        snprintf(name, sizeof name, "%s stages %s, amp %s: grads_ready covers every parameter of each stage once",
+                 backend, c->name, fu_amp_name(amp));
+        CHECK(ok, name, "%s", why);
+        free(wg);
+    }
+    for (int s = 0; s < c->k; s++) log_free(&logs[s]);
+    result_free(&r);
+    free(eval_logits);
+}
+
+// MedicalCNN cut four ways: balanced into 2 and 3 stages, by hand at the
+// global pool (the last stage takes a vector), and inside the fc head (after
+// its first dropout), each chain against the whole model in each precision
+// of amps[] (the 3-stage cut only in the half precisions).
+static void check_stages(const char *backend, const fu_model *m, const fu_amp *amps, int n_amps) {
+    enum { N = 4 };
+    cut cuts[4] = {{.name = "balanced 2"}, {.name = "balanced 3"},
+                          {.name = "stem,stage1,stage2|stage3_res,stage3_md,stage4_res|fc"},
+                          {.name = "stem,stage1,stage2,stage3_res|stage3_md,stage4_res,fc.0,fc.1|fc.4,fc.5,fc.8"}};
+    char name[200];
+    bool ok = fu_stages_balanced(m, 2, cuts[0].st) == 0 && fu_stages_balanced(m, 3, cuts[1].st) == 0 &&
+              fu_stages_parse(m, cuts[2].name, cuts[2].st, FU_MAX_STAGES, &cuts[2].k) == 0 &&
+              fu_stages_parse(m, cuts[3].name, cuts[3].st, FU_MAX_STAGES, &cuts[3].k) == 0;
+    cuts[0].k = 2, cuts[1].k = 3;
+    if (!CHECK(ok, "MedicalCNN 64x64: cut into stages", "%s", fu_error())) return;
+    float *params = malloc(m->n_params * sizeof(float)), *state = malloc(m->n_state * sizeof(float)),
+          *x = random_batch(m, N, 21), cw[2] = {0.6f, 0.4f}, *whole_eval = malloc((size_t)N * m->classes * sizeof(float));
+    int64_t *counts = calloc(m->n_counts, sizeof(int64_t));
+    int labels[N] = {0, 1, 1, 0};
+    fu_model_init(m, 21, params, state, counts);
+    for (int a = 0; a < n_amps; a++) {
+        result whole = {0};
+        snprintf(name, sizeof name, "%s MedicalCNN 64x64, amp %s: the whole model runs", backend,
+                 fu_amp_name(amps[a]));
+        if (CHECK(run_backend(backend, amps[a], m, N, params, state, x, labels, cw, &whole, whole_eval) == 0, name,
+                  "%s", fu_error()))
+            for (int c = 0; c < 4; c++)
+                if (amps[a] == FU_AMP_OFF || c == 1)
+                    check_chain(backend, amps[a], m, &cuts[c], N, params, state, x, labels, cw, &whole, whole_eval);
+        result_free(&whole);
+    }
+    free(params), free(state), free(x), free(counts), free(whole_eval);
+}
+
+// ---- data parallelism: sync-BN over simulated ranks --------------------------------------
+
+#define RANKS 2
+#define DP_BATCH 8
+#define MAX_SUM 2048 // doubles in one sum: 2 x 512 channels + 2
+
+// Ranks are threads; their sum hook meets at a barrier and adds the ranks'
+// vectors in rank order.
+struct world {
+    pthread_barrier_t barrier;
+    int ranks;
+    double slot[RANKS][MAX_SUM];
+    int calls[RANKS]; // sum calls per rank
+};
+
+static world *world_make(int ranks) {
+    world *w = calloc(1, sizeof *w);
+    w->ranks = ranks;
+    pthread_barrier_init(&w->barrier, NULL, (unsigned)ranks);
+    return w;
+}
+
+static void world_free(world *w) {
+    pthread_barrier_destroy(&w->barrier);
+    free(w);
+}
+
+static int world_sum(void *ctx, double *v, int n) {
+    rank_ctx *r = ctx;
+    world *w = r->w;
+    if (n > MAX_SUM) return fu_fail("test sum", "%d values, at most %d", n, MAX_SUM);
+    w->calls[r->rank]++;
+    memcpy(w->slot[r->rank], v, (size_t)n * sizeof *v);
+    pthread_barrier_wait(&w->barrier);
+    for (int i = 0; i < n; i++) {
+        double s = 0;
+        for (int k = 0; k < w->ranks; k++) s += w->slot[k][i];
+        v[i] = s;
+    }
+    pthread_barrier_wait(&w->barrier); // nobody overwrites a slot still being read
+    return 0;
+}
+
+static int fail_sum(void *ctx, double *v, int n) { return fu_fail("comm", "the peer is gone"); }
+
+// One rank's training step (dropout off: masks would be drawn per rank).
+typedef struct {
+    fu_backend *b;
+    int n;
+    const float *x, *params, *cw;
+    const int *labels;
+    float *state, *grads, *logits, loss;
+    int64_t *counts;
+    int rc;
+    char err[256];
+} step;
+
+static void *run_step(void *arg) {
+    step *s = arg;
+    const fu_model *m = s->b->m;
+    fu_pass train = {.train = true, .seed = 5, .step = 1};
+    s->rc = s->b->forward(s->b, s->n, s->params, s->state, s->counts, s->x, s->labels, s->cw, &train, &s->loss);
+    if (s->rc == 0) memcpy(s->logits, s->b->logits(s->b), (size_t)s->n * m->classes * sizeof(float));
+    if (s->rc == 0) s->rc = s->b->backward(s->b, s->params, NULL, s->grads);
+    if (s->rc < 0) snprintf(s->err, sizeof s->err, "%s", fu_error());
+    return NULL;
+}
+
+// A step of n images from image `at` of the problem, on a new backend with
+// hooks h (NULL: none).
+typedef struct {
+    fu_model m;
+    float *params, *state, *x, cw[2];
+    int labels[DP_BATCH];
+} problem;
+
+static int step_make(const char *backend, const problem *p, int at, int n, const fu_dist_hooks *h, step *s) {
+    const fu_model *m = &p->m;
+    memset(s, 0, sizeof *s);
+    s->n = n;
+    s->x = p->x + (size_t)at * 3 * m->height * m->width;
+    s->labels = p->labels + at, s->params = p->params, s->cw = p->cw;
+    s->state = malloc(m->n_state * sizeof(float));
+    memcpy(s->state, p->state, m->n_state * sizeof(float));
+    s->counts = calloc(m->n_counts, sizeof(int64_t));
+    s->grads = malloc(m->n_params * sizeof(float));
+    memset(s->grads, 0xff, m->n_params * sizeof(float)); // NaN: backward must overwrite every one
+    s->logits = malloc((size_t)n * m->classes * sizeof(float));
+    if (fu_backend_create(backend, m, &(fu_backend_opts){.batch = n}, &s->b) < 0) {
+        snprintf(s->err, sizeof s->err, "%s", fu_error());
+        return -1;
+    }
+    s->b->dist = h;
+    return 0;
+}
+
+static void step_free(step *s) {
+    fu_backend_destroy(s->b);
+    free(s->state), free(s->counts), free(s->grads), free(s->logits);
+}
+
+static void problem_make(problem *p, int side) {
+    fu_medicalcnn(&p->m, side, side);
+    const fu_model *m = &p->m;
+    p->params = malloc(m->n_params * sizeof(float));
+    p->state = malloc(m->n_state * sizeof(float));
+    int64_t *counts = calloc(m->n_counts, sizeof(int64_t));
+    fu_model_init(m, 17, p->params, p->state, counts);
+    free(counts);
+    // Running stats and BN affine away from their initial values, so the
+    // running-stat update and gamma are really exercised.
+    fu_rng r = fu_rng_make(17, 3, 0);
+    for (size_t i = 0; i < m->n_state; i++) p->state[i] += (float)(0.1 * fu_rng_uniform(&r));
+    for (int i = 0; i < m->n_ops; i++)
+        if (m->ops[i].kind == FU_OP_BN)
+            for (int c = 0; c < m->ops[i].c; c++) {
+                p->params[m->ops[i].weight + c] = (float)(1 + 0.2 * fu_rng_normal(&r));
+                p->params[m->ops[i].bias_off + c] = (float)(0.1 * fu_rng_normal(&r));
+            }
+    p->x = random_batch(m, DP_BATCH, 17);
+    static const int labels[DP_BATCH] = {0, 1, 1, 0, 1, 1, 1, 0};
+    memcpy(p->labels, labels, sizeof labels);
+    p->cw[0] = 0.7f, p->cw[1] = 0.3f; // unequal: ranks' shares differ from their image counts
+}
+
+static void problem_free(problem *p) {
+    free(p->params), free(p->state), free(p->x);
+    fu_model_free(&p->m);
+}
+
+// Ranks part[0] + part[1] = DP_BATCH with sync-BN and grads_ready against
+// the whole batch `full` (sync-BN in a world of one rank).
+static void check_split(const char *backend, const problem *p, const step *full, const ready_log *full_log,
+                        const int part[RANKS]) {
+    const fu_model *m = &p->m;
+    char name[200], why[160] = "";
+    world *w = world_make(RANKS);
+    step s[RANKS];
+    rank_ctx ctx[RANKS];
+    ready_log log[RANKS];
+    fu_dist_hooks hooks[RANKS];
+    double share[RANKS] = {0, 0}, wsum = 0;
+    bool made = true;
+    for (int r = 0, at = 0; r < RANKS; at += part[r], r++) {
+        ctx[r] = (rank_ctx){.w = w, .rank = r, .log = &log[r]};
+        hooks[r] = (fu_dist_hooks){.ctx = &ctx[r], .sum = world_sum, .grads_ready = log_ready};
+        made &= step_make(backend, p, at, part[r], &hooks[r], &s[r]) == 0;
+        log_init(&log[r], m->n_params, s[r].grads);
+        for (int i = 0; i < part[r]; i++) share[r] += p->cw[p->labels[at + i]];
+        wsum += share[r];
+    }
+    snprintf(name, sizeof name, "%s sync-BN, ranks %d+%d: steps run", backend, part[0], part[1]);
+    pthread_t th[RANKS];
+    if (made) {
+        for (int r = 0; r < RANKS; r++) pthread_create(&th[r], NULL, run_step, &s[r]);
+        for (int r = 0; r < RANKS; r++) pthread_join(th[r], NULL);
+    }
+    if (CHECK(made && s[0].rc == 0 && s[1].rc == 0, name, "%s | %s", s[0].err, s[1].err)) {
+        for (int r = 0; r < RANKS; r++) share[r] /= wsum;
+        const char *where;
+        double e_state = worst_state(m, s[0].state, full->state, &where);
+        bool ranks_same = !memcmp(s[0].state, s[1].state, m->n_state * sizeof(float)), counts = true;
+        for (size_t i = 0; i < m->n_counts; i++) counts &= s[0].counts[i] == 1 && s[1].counts[i] == 1;
+        snprintf(name, sizeof name,
+                 "%s sync-BN, ranks %d+%d: running mean/var as the whole batch's (%.1e), same on every rank",
+                 backend, part[0], part[1], e_state);
+        CHECK(e_state <= 1e-5 && ranks_same && counts, name, "worst %.3g at %s; ranks %s; counts %s", e_state, where,
+              ranks_same ? "agree" : "differ", counts ? "ok" : "wrong");
+
+        size_t nl = (size_t)DP_BATCH * m->classes, n0 = (size_t)part[0] * m->classes;
+        float *logits = malloc(nl * sizeof(float));
+        memcpy(logits, s[0].logits, n0 * sizeof(float));
+        memcpy(logits + n0, s[1].logits, (nl - n0) * sizeof(float));
+        double e_logits = rel_ff(nl, logits, full->logits);
+        double loss = share[0] * s[0].loss + share[1] * s[1].loss, e_loss = fabs(loss - full->loss) / fabs(full->loss);
+        snprintf(name, sizeof name, "%s sync-BN, ranks %d+%d: logits (%.1e), loss = sum share_r loss_r (%.1e)",
+                 backend, part[0], part[1], e_logits, e_loss);
+        CHECK(e_logits <= 1e-4 && e_loss <= 1e-4, name, "relative errors %.3g, %.3g", e_logits, e_loss);
+
+        // Per tensor: whole == sum_r share_r grads_r, relative to the larger of
+        // |whole| and sum_r share_r |grads_r| (a bias feeding a BN has a zero
+        // gradient, rounding noise to which the ranks' parts add up).
+        double e_grad = 0;
+        const char *worst = "";
+        for (int t = 0; t < m->n_tensors; t++) {
+            const fu_tensor *ts = &m->tensors[t];
+            if (ts->buffer != FU_BUF_PARAMS) continue;
+            double d2 = 0, f2 = 0, p0 = 0, p1 = 0;
+            for (size_t i = ts->offset; i < ts->offset + ts->numel; i++) {
+                double sum = share[0] * s[0].grads[i] + share[1] * s[1].grads[i];
+                d2 += (sum - full->grads[i]) * (sum - full->grads[i]);
+                f2 += (double)full->grads[i] * full->grads[i];
+                p0 += (double)s[0].grads[i] * s[0].grads[i], p1 += (double)s[1].grads[i] * s[1].grads[i];
+            }
+            double den = fmax(sqrt(f2), share[0] * sqrt(p0) + share[1] * sqrt(p1));
+            double e = den > 0 ? sqrt(d2) / den : sqrt(d2);
+            if (e > e_grad) e_grad = e, worst = ts->name;
+        }
+        snprintf(name, sizeof name, "%s sync-BN, ranks %d+%d: whole-batch gradients = sum share_r grads_r (%.1e)",
+                 backend, part[0], part[1], e_grad);
+        CHECK(e_grad <= 1e-4, name, "worst %.3g at %s", e_grad, worst);
+
+        bool ok = true;
+        for (int r = 0; r < RANKS && ok; r++) ok = ready_ok(&log[r], s[r].grads, why, sizeof why);
+        snprintf(name, sizeof name, "%s sync-BN, ranks %d+%d: grads_ready covers every parameter once, values final",
+                 backend, part[0], part[1]);
+        CHECK(ok, name, "%s", why);
+        snprintf(name, sizeof name, "%s sync-BN, ranks %d+%d: grads_ready in the same order on every rank (%d ranges)",
+                 backend, part[0], part[1], log[0].n_order);
+        CHECK(same_order(&log[0], &log[1]) && same_order(&log[0], full_log), name, "orders differ (%d, %d, %d ranges)",
+              log[0].n_order, log[1].n_order, full_log->n_order);
+        int bns = 0;
+        for (int i = 0; i < m->n_ops; i++) bns += m->ops[i].kind == FU_OP_BN;
+        snprintf(name, sizeof name, "%s sync-BN, ranks %d+%d: sum called once per BN in forward and in backward",
+                 backend, part[0], part[1]);
+        CHECK(w->calls[0] == 2 * bns && w->calls[1] == 2 * bns, name, "%d and %d calls for %d BNs", w->calls[0],
+              w->calls[1], bns);
+        free(logits);
+    }
+    for (int r = 0; r < RANKS; r++) step_free(&s[r]), log_free(&log[r]);
+    world_free(w);
+}
+
+// Sync-BN and grads_ready: the whole batch without hooks, with grads_ready
+// only, and with sync-BN in a world of one rank (the same arithmetic as
+// plain BN: the "sum" of one rank changes no bit); then two ranks 4+4 and
+// 5+3 against it; a failing sum fails the forward.
+static void check_dist(const char *backend, int side) {
+    problem p;
+    problem_make(&p, side);
+    const fu_model *m = &p.m;
+    char name[200], why[160] = "";
+    step plain = {0}, ready = {0}, one = {0}, broken = {0};
+    ready_log full_log;
+    world *w1 = world_make(1);
+    rank_ctx ready_ctx = {.log = &full_log}, one_ctx = {.w = w1};
+    fu_dist_hooks only_ready = {.ctx = &ready_ctx, .grads_ready = log_ready}, sync1 = {.ctx = &one_ctx, .sum = world_sum},
+                  fails = {.sum = fail_sum};
+    bool made = step_make(backend, &p, 0, DP_BATCH, NULL, &plain) == 0 &&
+                step_make(backend, &p, 0, DP_BATCH, &only_ready, &ready) == 0 &&
+                step_make(backend, &p, 0, DP_BATCH, &sync1, &one) == 0 &&
+                step_make(backend, &p, 0, DP_BATCH, &fails, &broken) == 0;
+    log_init(&full_log, m->n_params, ready.grads);
+    if (made) run_step(&plain), run_step(&ready), run_step(&one), run_step(&broken);
+    snprintf(name, sizeof name, "%s %dx%d, batch %d: whole batch runs with and without hooks", backend, side, side,
+             DP_BATCH);
+    if (CHECK(made && plain.rc == 0 && ready.rc == 0 && one.rc == 0, name, "%s%s%s%s", plain.err, ready.err, one.err,
+              broken.err)) {
+        snprintf(name, sizeof name, "%s: reports_grads, and hooks without sum change no byte", backend);
+        CHECK(ready.b->reports_grads && ready.loss == plain.loss &&
+                  !memcmp(ready.grads, plain.grads, m->n_params * sizeof(float)) &&
+                  !memcmp(ready.state, plain.state, m->n_state * sizeof(float)),
+              name, "reports_grads %d; they differ", ready.b->reports_grads);
+        snprintf(name, sizeof name, "%s, one process: grads_ready covers every parameter once, values final (%d ranges)",
+                 backend, full_log.n_order);
+        CHECK(ready_ok(&full_log, ready.grads, why, sizeof why), name, "%s", why);
+        const char *where;
+        double e_state = worst_state(m, one.state, plain.state, &where),
+               e_logits = rel_ff((size_t)DP_BATCH * m->classes, one.logits, plain.logits),
+               e_grads = rel_ff(m->n_params, one.grads, plain.grads);
+        snprintf(name, sizeof name,
+                 "%s: sync-BN on one rank = plain BN (running stats %.1e, logits %.1e, all gradients %.1e)", backend,
+                 e_state, e_logits, e_grads);
+        CHECK(e_state <= 1e-6 && e_logits <= 1e-6 && e_grads <= 1e-6, name, "running stats %.3g (%s), logits %.3g, "
+              "gradients %.3g", e_state, where, e_logits, e_grads);
+        check_split(backend, &p, &one, &full_log, (int[RANKS]){4, 4});
+        check_split(backend, &p, &one, &full_log, (int[RANKS]){5, 3});
+        snprintf(name, sizeof name, "%s: a failing sum fails the forward with its message", backend);
+        CHECK(broken.rc < 0 && strstr(broken.err, "the peer is gone") && strstr(broken.err, "sync-BN"), name,
+              "rc %d, '%s'", broken.rc, broken.err);
+    }
+    step_free(&plain), step_free(&ready), step_free(&one), step_free(&broken);
+    log_free(&full_log);
+    world_free(w1);
+    problem_free(&p);
+}
+
 static double now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -363,8 +916,11 @@ int main(int argc, char **argv) {
             check_determinism(&m, 4);
             check_smaller_batch(&m);
             check_training(&m);
+            static const fu_amp amps[] = {FU_AMP_OFF, FU_AMP_BF16, FU_AMP_FP16};
+            check_stages("cuda", &m, amps, 3);
         }
         fu_model_free(&m);
     }
+    check_dist("cuda", 64);
     return check_done();
 }
