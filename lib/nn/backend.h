@@ -49,6 +49,8 @@ typedef struct {
     // calls it once in forward with (sum x, sum x^2) per channel and once in
     // backward with (sum dy, sum dy * xhat) per channel, so that statistics,
     // running averages and input gradients are those of the global batch.
+    // The cuda backend in fp16 also sums its overflow flag (one value) after
+    // each backward, so that all ranks redo an overflowed backward together.
     int (*sum)(void *ctx, double *v, int n);
     // Called in backward as soon as grads[off, off + len) hold their final
     // values: every parameter exactly once per backward, ranges in the same

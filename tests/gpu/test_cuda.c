@@ -25,6 +25,7 @@
 #include "core/rng.h"
 #include "cuda/cuda_backend.h"
 #include "nn/model.h"
+#include "nn/pipe.h"
 #include "nn/ref_net.h"
 #include "nn/stages.h"
 #include "nn/trainer.h"
@@ -245,23 +246,66 @@ static void check_smaller_batch(const fu_model *m) {
 
 enum { STEPS = 20 };
 
-// STEPS optimizer steps (AdamW, clipping, dropout) from the same weights on
-// the same batches; the losses go to loss[].
-static int train_losses(const fu_model *m, const char *backend, fu_amp amp, float loss[STEPS]) {
-    fu_train_opts o = fu_train_defaults();
-    o.batch = 4, o.augment = false, o.seed = 5, o.amp = amp;
+// `steps` optimizer steps (AdamW, clipping, dropout) of batches of n from
+// the same weights on the same batches, with the trainer options o (batch,
+// amp, model parallelism); the losses go to loss[].
+static int train_losses_with(const fu_model *m, const char *backend, fu_train_opts o, int steps, float *loss) {
+    o.augment = false, o.seed = 5;
+    int n = o.batch;
     fu_trainer t;
     if (fu_trainer_init(&t, m, &o, backend, omp_get_max_threads()) < 0) return -1;
     t.class_w[0] = 0.4f, t.class_w[1] = 0.6f;
     int rc = 0;
-    for (int s = 0; s < STEPS && rc == 0; s++) {
-        float *x = random_batch(m, 4, 100 + (uint64_t)s);
-        int labels[4] = {s % 2, 1, 0, (s / 2) % 2}, correct, seen;
-        rc = fu_train_step(&t, 4, x, labels, o.lr, &loss[s], &correct, &seen);
+    for (int s = 0; s < steps && rc == 0; s++) {
+        float *x = random_batch(m, n, 100 + (uint64_t)s);
+        int labels[64], correct, seen;
+        for (int i = 0; i < n; i++) labels[i] = i == 0 ? s % 2 : i == 3 ? (s / 2) % 2 : (i + 1) % 2;
+        rc = fu_train_step(&t, n, x, labels, o.lr, &loss[s], &correct, &seen);
         free(x);
     }
     fu_trainer_free(&t);
     return rc;
+}
+
+static int train_losses(const fu_model *m, const char *backend, fu_amp amp, float loss[STEPS]) {
+    fu_train_opts o = fu_train_defaults();
+    o.batch = 4, o.amp = amp;
+    return train_losses_with(m, backend, o, STEPS, loss);
+}
+
+// Model parallelism on the GPU (nn/pipe.h): stages sharing this GPU, each
+// driven by its own thread, through the trainer. 2 stages x 1 micro-batch
+// train what the unsplit model does; 2 stages x 4 what 1 stage x 4 does.
+static void check_pipe(const fu_model *m) {
+    enum { PIPE_STEPS = 5 };
+    static const struct {
+        int k, micro;
+        int ref_k, ref_micro;
+    } runs[] = {{2, 1, 1, 1}, {3, 1, 1, 1}, {2, 4, 1, 4}};
+    for (size_t r = 0; r < sizeof runs / sizeof *runs; r++) {
+        fu_train_opts o = fu_train_defaults(), ref = o;
+        o.batch = ref.batch = 8;
+        o.stages = runs[r].k, o.micro_batches = runs[r].micro, o.shared_gpu = true;
+        ref.stages = runs[r].ref_k, ref.micro_batches = runs[r].ref_micro;
+        float got[PIPE_STEPS], want[PIPE_STEPS];
+        char name[160];
+        snprintf(name, sizeof name, "%d stages x %d micro-batches on one GPU train as %d x %d (%d steps)",
+                 runs[r].k, runs[r].micro, runs[r].ref_k, runs[r].ref_micro, PIPE_STEPS);
+        int rc = train_losses_with(m, "cuda", ref, PIPE_STEPS, want);
+        if (rc == 0) rc = train_losses_with(m, "cuda", o, PIPE_STEPS, got);
+        double worst = 0;
+        for (int s = 0; rc == 0 && s < PIPE_STEPS; s++)
+            worst = fmax(worst, fabs((double)got[s] - want[s]) / fmax(1, fabs(want[s])));
+        CHECK(rc == 0 && worst <= TOL_STAGES, name, "rc %d (%s), losses differ by %.3g", rc, fu_error(), worst);
+    }
+    char why[160];
+    if (fu_cuda_device_count(why, sizeof why) < 2) {
+        fu_train_opts o = fu_train_defaults();
+        o.batch = 8, o.stages = 2;
+        fu_trainer t;
+        CHECK(fu_trainer_init(&t, m, &o, "cuda", 1) < 0 && strstr(fu_error(), "need 2 GPUs"),
+              "2 stages on a 1-GPU machine without --allow-shared-gpu refused", "%s", fu_error());
+    }
 }
 
 // The cuda backend's losses, in each precision, against the cpu backend's (fp32).
@@ -918,6 +962,7 @@ int main(int argc, char **argv) {
             check_training(&m);
             static const fu_amp amps[] = {FU_AMP_OFF, FU_AMP_BF16, FU_AMP_FP16};
             check_stages("cuda", &m, amps, 3);
+            check_pipe(&m);
         }
         fu_model_free(&m);
     }
