@@ -30,6 +30,16 @@
 // else (BN, the head, loss, optimizer, the flat params and grads) stays
 // fp32, and so do the activations between ops. oneDNN has no bf16 Winograd:
 // bf16 convolutions run direct.
+//
+// A stage of a model cut for model parallelism (model.h, nn/stages.h) runs
+// the same way: its input op holds the tensor it receives (a feature map,
+// blocked from the caller's NCHW, or a vector), whose gradient backward then
+// computes like any other op's and hands out in NCHW (input_grad); where it
+// ends before the loss, its last op's output goes out in NCHW (logits) and
+// the caller's gradient of it (backward's dy) comes in as that op's gradient.
+// Fusion is decided within the stage: a BN or add cut from its ReLU runs
+// unfused (same values); a stage ending in a fused ReLU takes dy as the
+// fused op's gradient, as the ReLU's readers would have written it.
 #include "nn/dnnl_net.h"
 
 #include "core/error.h"
@@ -105,6 +115,10 @@ typedef struct {
     double *bn_part, *bn_sums, share;
     fu_amp amp;
     void *dbf; // --amp bf16: a conv's output gradient in bf16, (n, C, H, W) nChw16c, one conv at a time
+    // A stage's crossings where they are feature maps (vectors are plain
+    // already): its output (n, C, H, W) NCHW after forward, where it ends
+    // before the loss; its input's gradient (n, C, H, W) NCHW after backward.
+    float *out, *in_grad;
     size_t bf_size; // bytes of the bf16 input copies and dbf
     size_t pad_size; // bytes of the padded input copies
 } dn_net;
@@ -117,6 +131,19 @@ typedef struct {
     } while (0)
 
 static size_t align_up(size_t n) { return (n + DN_ALIGN - 1) & ~(size_t)(DN_ALIGN - 1); }
+
+// Whether op j is the image (NCHW as given, no gradient), rather than a
+// stage's inner input or any other op.
+static bool is_image(const fu_model *m, int j) { return j == 0 && !m->inner_input; }
+
+// The op whose output is the model's: the logits before the loss, or a
+// stage's last op.
+static int output_op(const fu_model *m) {
+    int last = m->n_ops - 1;
+    return m->ops[last].kind == FU_OP_XENT ? m->ops[last].in[0] : last;
+}
+
+static bool ends_in_loss(const fu_model *m) { return m->ops[m->n_ops - 1].kind == FU_OP_XENT; }
 
 static dn_op *src_of(dn_net *d, const fu_op *op, int k) { return &d->op[d->op[op->in[k]].owner]; }
 
@@ -205,7 +232,7 @@ static dnnl_memory_desc_t md1(int c) {
 
 static dnnl_memory_desc_t act_md(dn_net *d, int i, int n) {
     const fu_op *op = &d->m->ops[i];
-    return md4(n, op->c, op->h, op->w, op->kind == FU_OP_INPUT ? dnnl_nchw : dnnl_nChw16c);
+    return md4(n, op->c, op->h, op->w, is_image(d->m, i) ? dnnl_nchw : dnnl_nChw16c);
 }
 
 // A primitive descriptor with the user-managed scratchpad.
@@ -281,7 +308,7 @@ static dnnl_memory_desc_t bf16_src_md(dn_net *d, int i, int n) {
     const dn_op *s = src_of(d, op, 0);
     if (s->bf_by != i)
         return s->bf_md;
-    if (op->in[0] == 0) {
+    if (is_image(d->m, op->in[0])) {
         const fu_op *x = &d->m->ops[0];
         return as_bf16(md4(n, x->c, x->h, x->w, dnnl_format_tag_any));
     }
@@ -342,7 +369,7 @@ static int padded_bwd_w(dn_net *d, int i, int n, dnnl_alg_kind_t alg, const dnnl
     dn_op *o = &d->op[i];
     dnnl_dims_t stride, kernel, dil, pl, pr, none = {0, 0};
     window(op, x, stride, kernel, dil, pl, pr);
-    if (op->in[0] == 0 || pr[0] < 0 || pr[1] < 0)
+    if (is_image(d->m, op->in[0]) || pr[0] < 0 || pr[1] < 0)
         return 0;
     dnnl_dims_t dims = {n, x->c, x->h + pl[0] + pr[0], x->w + pl[1] + pr[1]}, inner = {n, x->c, x->h, x->w},
                 at = {0, 0, pl[0], pl[1]};
@@ -441,7 +468,7 @@ static int build_conv(dn_net *d, int i, int n) {
     if (dnnl_memory_desc_equal(wmd, &user_w))
         o->m_wb = m_wf; // plain weights: handle set per step
 
-    if (op->in[0] > 0) { // the image needs no gradient
+    if (!is_image(d->m, op->in[0])) { // the image needs no gradient; a stage's inner input does
         DN(dnnl_dilated_convolution_backward_data_desc_init(&cd, alg, &src, &any_w, &cddst, stride, dil, pl, pr));
         dnnl_primitive_desc_t bpd;
         if (pd_create(d, &bpd, &cd, fpd) < 0)
@@ -694,7 +721,7 @@ static int plan_gradients(dn_net *d) {
     for (int i = 0; i < n; i++) {
         const fu_op *op = &m->ops[i];
         if (d->op[i].owner == i)
-            size[i] = i == 0 ? 0 : align_up(fu_op_numel(m, i, d->batch) * sizeof(float));
+            size[i] = is_image(m, i) ? 0 : align_up(fu_op_numel(m, i, d->batch) * sizeof(float));
         for (int k = 0; k < op->n_in; k++) {
             int o = d->op[op->in[k]].owner;
             if (i > last[o] && d->op[i].owner != o)
@@ -742,9 +769,28 @@ static void *big_alloc(size_t bytes) {
     return p;
 }
 
+// A stage's inner input is a vector where the whole model's op it stands
+// for is one: (C, 1, 1) read only by the head's kinds of op. (A 1x1 feature
+// map, stage 4 of a 32x32 image, is read by convolutions, adds or pooling.)
+static bool vector_input(const fu_model *m) {
+    const fu_op *x = &m->ops[0];
+    if (!m->inner_input || x->h != 1 || x->w != 1)
+        return false;
+    for (int j = 1; j < m->n_ops; j++)
+        for (int k = 0; k < m->ops[j].n_in; k++) {
+            fu_op_kind r = m->ops[j].kind;
+            if (m->ops[j].in[k] == 0 && r != FU_OP_LINEAR && r != FU_OP_BN && r != FU_OP_RELU &&
+                r != FU_OP_SIGMOID && r != FU_OP_DROPOUT && r != FU_OP_XENT)
+                return false;
+        }
+    return true;
+}
+
 static bool is_vec(const fu_model *m, const dn_op *ops, int i) {
     const fu_op *op = &m->ops[i];
     switch (op->kind) {
+    case FU_OP_INPUT:
+        return vector_input(m);
     case FU_OP_GAP:
     case FU_OP_LINEAR:
     case FU_OP_SIGMOID:
@@ -768,7 +814,7 @@ static int plan(dn_net *d) {
         d->op[i].vec = is_vec(m, d->op, i);
         for (int k = 0; k < op->n_in; k++)
             d->op[op->in[k]].readers++;
-        if (!d->op[i].vec && op->kind != FU_OP_INPUT && op->c % 16)
+        if (!d->op[i].vec && !is_image(m, i) && op->c % 16)
             return fu_fail("cpu backend", "op %d has %d channels, not a multiple of 16", i, op->c);
         // The head's vector ops run the reference ops on (n, C); dropout on
         // a feature map would need its mask in NCHW order over nChw16c.
@@ -832,7 +878,12 @@ static int plan(dn_net *d) {
     d->written = calloc((size_t)m->n_ops, sizeof *d->written);
     d->labels = calloc((size_t)batch, sizeof *d->labels);
     d->class_w = calloc((size_t)m->classes, sizeof *d->class_w);
-    if (!d->act || !d->dact || !d->aux || !d->tmp || !d->written || !d->labels || !d->class_w)
+    if (!ends_in_loss(m) && !d->op[output_op(m)].vec)
+        d->out = malloc(fu_op_numel(m, output_op(m), batch) * sizeof *d->out);
+    if (m->inner_input && !d->op[0].vec)
+        d->in_grad = malloc(fu_op_numel(m, 0, batch) * sizeof *d->in_grad);
+    if (!d->act || !d->dact || !d->aux || !d->tmp || !d->written || !d->labels || !d->class_w ||
+        (!ends_in_loss(m) && !d->op[output_op(m)].vec && !d->out) || (m->inner_input && !d->op[0].vec && !d->in_grad))
         return fu_fail("cpu backend", "out of memory for %.1f MiB of activations",
                        (double)(act + d->dact_size) / (1 << 20));
     memset(d->aux, 0, aux); // masks and statistics are always written before use; keeps valgrind quiet
@@ -985,6 +1036,30 @@ static void pass_grad(size_t n, const float *dy, float *dx, bool acc) {
 #pragma omp parallel for
     for (size_t i = 0; i < n; i += DN_CHUNK)
         add_run(n - i < DN_CHUNK ? n - i : DN_CHUNK, dy + i, dx + i);
+}
+
+// A stage's crossings: (n, C, H, W) NCHW <-> (n, C/16, H, W, 16) nChw16c,
+// one (image, block) per iteration.
+static void to_blocked(int n, int c, size_t hw, const float *x, float *y) {
+#pragma omp parallel for
+    for (int nb = 0; nb < n * (c / 16); nb++) {
+        const float *xb = x + (size_t)nb * 16 * hw; // 16 channels of one image, hw apart
+        float *yb = y + (size_t)nb * hw * 16;
+        for (size_t p = 0; p < hw; p++)
+            for (int l = 0; l < 16; l++)
+                yb[p * 16 + l] = xb[l * hw + p];
+    }
+}
+
+static void to_plain(int n, int c, size_t hw, const float *x, float *y) {
+#pragma omp parallel for
+    for (int nb = 0; nb < n * (c / 16); nb++) {
+        const float *xb = x + (size_t)nb * hw * 16;
+        float *yb = y + (size_t)nb * 16 * hw;
+        for (size_t p = 0; p < hw; p++)
+            for (int l = 0; l < 16; l++)
+                yb[l * hw + p] = xb[p * 16 + l];
+    }
 }
 
 // ---- sync-BN ---------------------------------------------------------------------
@@ -1245,8 +1320,11 @@ static int dn_forward(fu_backend *b, int n, const float *params, float *state, i
         float *aux = (float *)(d->aux + o->aux);
         size_t numel = fu_op_numel(m, i, n), hw = (size_t)op->h * op->w;
         switch (op->kind) {
-        case FU_OP_INPUT:
-            memcpy(y, x, numel * sizeof *y);
+        case FU_OP_INPUT: // the image, or a stage's input: a vector as is, a feature map blocked
+            if (is_image(m, i) || o->vec)
+                memcpy(y, x, numel * sizeof *y);
+            else
+                to_blocked(n, op->c, hw, x, y);
             break;
         case FU_OP_CONV:
             if (exec(d, &o->src_to_bf) < 0 || exec(d, &o->w_to_fwd) < 0 || exec(d, &o->fwd) < 0)
@@ -1348,6 +1426,10 @@ static int dn_forward(fu_backend *b, int n, const float *params, float *state, i
             break;
         }
     }
+    if (d->out) { // a stage ending at a feature map: its output in NCHW
+        const fu_op *op = &m->ops[output_op(m)];
+        to_plain(n, op->c, (size_t)op->h * op->w, act_of(d, output_op(m)), d->out);
+    }
     if (pass->train) {
         memcpy(d->labels, labels, (size_t)n * sizeof *labels);
         memcpy(d->class_w, class_w, (size_t)m->classes * sizeof *class_w);
@@ -1358,8 +1440,14 @@ static int dn_forward(fu_backend *b, int n, const float *params, float *state, i
 
 static const float *dn_logits(fu_backend *b) {
     dn_net *d = b->impl;
-    const fu_model *m = d->m;
-    return act_of(d, m->ops[m->n_ops - 1].in[0]);
+    return d->out ? d->out : act_of(d, output_op(d->m));
+}
+
+static const float *dn_input_grad(fu_backend *b) {
+    dn_net *d = b->impl;
+    if (!d->m->inner_input)
+        return NULL;
+    return d->in_grad ? d->in_grad : dact_of(d, 0);
 }
 
 // The gradient of op t's output to write: in place the first time (acc
@@ -1454,16 +1542,33 @@ static int sync_bn_bwd(dn_net *d, const fu_dist_hooks *h, int i, int n, const fl
     return 0;
 }
 
+// A stage ending before the loss: dy (n, C, H, W) NCHW, the gradient of its
+// output, becomes its output op's (a fused ReLU's: its BN's or add's, which
+// is where the ReLU's readers would have written it).
+static void put_output_grad(dn_net *d, const float *dy, int n) {
+    int y = output_op(d->m);
+    const fu_op *op = &d->m->ops[y];
+    bool acc;
+    float *g = grad_to(d, y, &acc);
+    if (d->op[y].vec)
+        memcpy(g, dy, fu_op_numel(d->m, y, n) * sizeof *g);
+    else
+        to_blocked(n, op->c, (size_t)op->h * op->w, dy, g);
+}
+
 static int dn_backward(fu_backend *b, const float *params, const float *dy_out, float *grads) {
     dn_net *d = b->impl;
     const fu_model *m = d->m;
     int n = d->built;
     if (!d->ready)
         return fu_fail("model", "backward needs a training forward with labels first");
-    if (dy_out)
-        return fu_fail("cpu backend", "model-parallel stages are not supported yet");
+    if (ends_in_loss(m) != !dy_out)
+        return fu_fail("model", ends_in_loss(m) ? "a model that ends in the loss takes no output gradient"
+                                               : "a stage that ends before the loss needs its output's gradient");
     omp_set_num_threads(d->threads);
     memset(d->written, 0, (size_t)m->n_ops * sizeof *d->written);
+    if (dy_out)
+        put_output_grad(d, dy_out, n);
     // the reference ops accumulate into their parameter gradients
     for (int i = 0; i < m->n_ops; i++) {
         const fu_op *op = &m->ops[i];
@@ -1483,7 +1588,7 @@ static int dn_backward(fu_backend *b, const float *params, const float *dy_out, 
             memset(dact_of(d, i), 0, fu_op_numel(m, i, n) * sizeof(float));
         const float *y = act_of(d, i), *dy = dact_of(d, i);
         const float *in = act_of(d, op->in[0]);
-        bool need_din = op->in[0] > 0;
+        bool need_din = !is_image(m, op->in[0]);
         const float *w = op->weight >= 0 ? params + op->weight : NULL;
         float *dw = op->weight >= 0 ? grads + op->weight : NULL;
         float *db = op->bias_off >= 0 ? grads + op->bias_off : NULL;
@@ -1572,6 +1677,13 @@ static int dn_backward(fu_backend *b, const float *params, const float *dy_out, 
         if (b->dist && b->dist->grads_ready)
             fu_params_ready(m, i, b->dist->grads_ready, b->dist->ctx);
     }
+    if (m->inner_input) { // the input's gradient, to NCHW for the stage before
+        const fu_op *x = &m->ops[0];
+        if (!d->written[0])
+            memset(dact_of(d, 0), 0, fu_op_numel(m, 0, n) * sizeof(float));
+        if (d->in_grad)
+            to_plain(n, x->c, (size_t)x->h * x->w, dact_of(d, 0), d->in_grad);
+    }
     d->ready = false;
     return 0;
 }
@@ -1600,6 +1712,8 @@ static void dn_destroy(fu_backend *b) {
         free(d->tmp);
         free(d->scratch);
         free(d->dbf);
+        free(d->out);
+        free(d->in_grad);
         free(d->written);
         free(d->labels);
         free(d->class_w);
@@ -1671,8 +1785,9 @@ static int create(const fu_model *m, int batch, int threads, fu_backend *b, dn_n
             weights += (size_t)op->c * m->ops[op->in[0]].c * op->k * op->k *
                        (wbytes * (!!o->w_fwd + !!o->w_bwd) + sizeof(float) * !!o->dw);
     }
-    b->act_bytes =
-        d->act_size + d->dact_size + d->aux_size + d->tmp_size + d->scratch_size + weights + d->bf_size + d->pad_size;
+    size_t io = (d->out ? fu_op_numel(m, output_op(m), batch) : 0) + (d->in_grad ? fu_op_numel(m, 0, batch) : 0);
+    b->act_bytes = d->act_size + d->dact_size + d->aux_size + d->tmp_size + d->scratch_size + weights + d->bf_size +
+                   d->pad_size + io * sizeof(float);
     return 0;
 }
 
@@ -1696,6 +1811,7 @@ int fu_dnnl_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backe
                       .forward = dn_forward,
                       .logits = dn_logits,
                       .backward = dn_backward,
+                      .input_grad = dn_input_grad,
                       .reports_grads = true,
                       .destroy = dn_destroy};
     d->amp = o->amp;

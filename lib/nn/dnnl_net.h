@@ -4,7 +4,8 @@
 // OpenMP loops for the rest (SE scale, global pooling, add, concat); the
 // vector head after global pooling (linear, BatchNorm1d, dropout, loss)
 // runs the reference ops, whose cost is negligible. Same flat buffers and
-// interface as every backend (backend.h).
+// interface as every backend (backend.h), stages of a cut model included
+// (nn/stages.h: input and output in NCHW, input_grad).
 #ifndef FU_NN_DNNL_NET_H
 #define FU_NN_DNNL_NET_H
 
