@@ -65,6 +65,7 @@ $(eval $(call param,resize,SIZE=$(SIZE)))
 $(eval $(call param,clahe,CLIP=$(CLIP) TILES=$(TILES) GAMMA=$(GAMMA) MEDIAN=$(MEDIAN)))
 $(eval $(call param,augment,AUGMENT=$(AUGMENT) SEED=$(SEED)))
 $(eval $(call param,train,EPOCHS=$(EPOCHS) BATCH=$(BATCH) SEED=$(SEED)))
+$(eval $(call param,mp,MP_STAGES=$(MP_STAGES) MICRO_BATCHES=$(MICRO_BATCHES)))
 endif
 
 .PHONY: data
@@ -119,8 +120,15 @@ $(W)/ready/val.shard $(W)/ready/test.shard: $(W)/ready/%.shard: $(W)/clahe/%.sha
 #   cpu1, cpu1tT               one process, 1 or T threads
 #   cpuxN, cpuxNtT             N MPI ranks ($(MPI_CMD) N), 1 or T threads each
 #   ..._bf16                   bf16 compute (cnn-train --amp bf16)
-#   GPUxN[_amp|_bf16][_mp]     N GPUs of one model: v100x4_amp, h100x1_amp, h100x2_amp_mp
+#   ..._mp                     model parallel: MP_STAGES stages per rank, MICRO_BATCHES micro-batches
+#                              (cnn-train --model-parallel, --micro-batches); on the CPU the
+#                              stages are threads sharing the rank's threads
+#   GPUxN[_amp|_bf16][_mp]     N GPUs of one model: v100x4_amp, h100x1_amp, h100x2_amp_mp; with
+#                              _mp, N / MP_STAGES ranks of MP_STAGES GPUs each, or on one GPU
+#                              the stages share it (--allow-shared-gpu)
 # Runs time themselves: run them one at a time (make -j1), not beside other work.
+MP_STAGES     ?= 2
+MICRO_BATCHES ?= 4
 MPI_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 MPI_CMD ?= mpirun $(MPI_ROOT_FLAG) --oversubscribe -np
 
@@ -132,7 +140,7 @@ num = $(if $(and $(1),$(filter-out 0%,$(1)),$(if $(call no_digits,$(1)),,ok)),$(
 cpu_base = $(firstword $(subst _, ,$(1)))
 cpu_flags = $(wordlist 2,9,$(subst _, ,$(1)))
 cpu_parts = $(subst t, ,$(call cpu_base,$(1)))
-cpu_shape_ok = $(if $(findstring tt,$(1))$(filter t% %t,$(call cpu_base,$(1)))$(word 3,$(call cpu_parts,$(1)))$(filter-out bf16,$(call cpu_flags,$(1))),,ok)
+cpu_shape_ok = $(if $(findstring tt,$(1))$(filter t% %t,$(call cpu_base,$(1)))$(word 3,$(call cpu_parts,$(1)))$(filter-out bf16 mp,$(call cpu_flags,$(1))),,ok)
 cpu_ranks = $(if $(call cpu_shape_ok,$(1)),$(if $(filter x%,$(1)),$(call num,$(patsubst x%,%,$(firstword $(call cpu_parts,$(1))))),$(filter 1,$(firstword $(call cpu_parts,$(1))))))
 cpu_threads = $(if $(word 2,$(call cpu_parts,$(1))),$(call num,$(word 2,$(call cpu_parts,$(1)))),1)
 
@@ -150,12 +158,15 @@ GPU_NAMES = { names=$$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/
 gpu_have = $(shell $(GPU_NAMES) | sort | uniq -c | sed 's/^ *\([0-9]*\) */\1 x /' | paste -sd, - | sed 's/,/, /g')
 gpu_matching = $(shell $(GPU_NAMES) | grep -icE '(^|[^a-z0-9])$(1)([^a-z0-9]|$$)')
 upper = $(shell echo '$(1)' | tr a-z A-Z)
-# With the GPUs there, what is not built yet: model parallelism (_mp).
-gpu_why = $(if $(shell [ "$(call gpu_matching,$(2))" -ge $(3) ] && echo yes),$(if $(filter mp,$(4)),$(1): model parallelism (cnn-train --model-parallel) is not built yet),$(1): needs $(3) x $(call upper,$(2)); this machine has $(or $(gpu_have),no NVIDIA GPU))
+# With the GPUs there, a model-parallel count that does not split into stages.
+gpu_why = $(if $(shell [ "$(call gpu_matching,$(2))" -ge $(3) ] && echo yes),$(if $(filter mp,$(4)),$(call mp_why,$(1),$(3))),$(1): needs $(3) x $(call upper,$(2)); this machine has $(or $(gpu_have),no NVIDIA GPU))
+mp_why = $(if $(shell [ $(2) = 1 ] || [ $$(( $(2) % $(MP_STAGES) )) = 0 ] && echo yes),,$(1): $(2) GPUs do not make ranks of MP_STAGES=$(MP_STAGES) stages)
+# The cnn-train options of the flags (bf16, mp; amp for GPUs).
+mp_args = $(if $(filter mp,$(1)),--model-parallel $(MP_STAGES) --micro-batches $(MICRO_BATCHES) )
 
 # $(call result_why,PATH): why results PATH cannot be made here; empty when it can.
 RESULT_TABLES := $(RESULTS)/cpu-scaling.csv $(RESULTS)/gpu-scaling.csv $(RESULTS)/scaling-model.csv
-bad_name = $(1): not a results name: cpu1, cpu1tT, cpuxN, cpuxNtT (N ranks x T threads, optional _bf16) or GPUxN[_amp|_bf16][_mp] (v100x4_amp)
+bad_name = $(1): not a results name: cpu1, cpu1tT, cpuxN, cpuxNtT (N ranks x T threads, optional _bf16, _mp) or GPUxN[_amp|_bf16][_mp] (v100x4_amp)
 name_why = $(if $(filter cpu%,$(2)),$(if $(and $(call cpu_ranks,$(3)),$(call cpu_threads,$(3))),,$(call bad_name,$(1))),$(if $(call gpu_name_ok,$(2)),$(call gpu_why,$(1),$(call gpu_model,$(2)),$(call gpu_count,$(2)),$(call gpu_flags,$(2))),$(call bad_name,$(1))))
 result_why = $(if $(filter $(RESULT_TABLES),$(1)),,$(call name_why,$(1),$(basename $(notdir $(1))),$(patsubst cpu%,%,$(basename $(notdir $(1))))))
 
@@ -166,25 +177,31 @@ READY := $(SPLITS:%=$(W)/ready/%.shard)
 TRAIN_ARGS = --train $(W)/ready/train.shard --val $(W)/ready/val.shard --test $(W)/ready/test.shard \
              --epochs $(EPOCHS) --batch $(BATCH) --seed $(SEED) --dataset $(DATA) --backend cpu --quiet
 
-# cpu1 and cpu1tT run as one process; cpuxN... under $(MPI_CMD) N.
-$(RESULTS)/cpu%.csv: $(READY) $(W)/train.params bin/cnn-train
+# cpu1 and cpu1tT run as one process; cpuxN... under $(MPI_CMD) N. Only
+# model-parallel runs (_mp) depend on the model-parallel settings.
+.SECONDEXPANSION:
+mp_params = $(if $(filter mp,$(subst _, ,$(1))),$(W)/mp.params)
+$(RESULTS)/cpu%.csv: $(READY) $(W)/train.params $$(call mp_params,$$*) bin/cnn-train
 	$(if $(call result_why,$@),@echo '$(call result_why,$@)' >&2; exit 1)
 	@mkdir -p $(@D)
 	rm -rf $(W)/runs/cpu$*
 	$(if $(filter x%,$*),$(MPI_CMD) $(call cpu_ranks,$*) )bin/cnn-train $(TRAIN_ARGS) --threads $(call cpu_threads,$*) \
-	  $(if $(call cpu_flags,$*),--amp bf16 )--config cpu$* --out $(W)/runs/cpu$*
+	  $(if $(filter bf16,$(call cpu_flags,$*)),--amp bf16 )$(call mp_args,$(call cpu_flags,$*))--config cpu$* \
+	  --out $(W)/runs/cpu$*
 	cp $(W)/runs/cpu$*/results.csv $@.tmp && mv $@.tmp $@
 
 # Every other name: a GPU configuration (one rank per GPU, the cuda backend;
 # _amp = fp16 autocast with loss scaling, as the study's AMP; _bf16), or a
 # mistake, which is refused before anything runs.
-$(RESULTS)/%.csv: $(READY) $(W)/train.params bin/cnn-train
+# With _mp, each rank drives MP_STAGES GPUs; on one GPU the stages share it.
+gpu_ranks = $(if $(filter mp,$(call gpu_flags,$(1))),$(if $(filter 1,$(call gpu_count,$(1))),1,$(shell echo $$(( $(call gpu_count,$(1)) / $(MP_STAGES) )))),$(call gpu_count,$(1)))
+$(RESULTS)/%.csv: $(READY) $(W)/train.params $$(call mp_params,$$*) bin/cnn-train
 	$(if $(call result_why,$@),@echo '$(call result_why,$@)' >&2; exit 1)
 	@mkdir -p $(@D)
 	rm -rf $(W)/runs/$*
-	$(if $(filter-out 1,$(call gpu_count,$*)),$(MPI_CMD) $(call gpu_count,$*) )bin/cnn-train \
+	$(if $(filter-out 1,$(call gpu_ranks,$*)),$(MPI_CMD) $(call gpu_ranks,$*) )bin/cnn-train \
 	  $(subst --backend cpu,--device cuda,$(TRAIN_ARGS)) --threads 4 \
-	  $(if $(filter amp,$(call gpu_flags,$*)),--amp fp16 )$(if $(filter bf16,$(call gpu_flags,$*)),--amp bf16 )--config $* \
+	  $(if $(filter amp,$(call gpu_flags,$*)),--amp fp16 )$(if $(filter bf16,$(call gpu_flags,$*)),--amp bf16 )$(call mp_args,$(call gpu_flags,$*))$(if $(and $(filter mp,$(call gpu_flags,$*)),$(filter 1,$(call gpu_count,$*))),--allow-shared-gpu )--config $* \
 	  --out $(W)/runs/$*
 	cp $(W)/runs/$*/results.csv $@.tmp && mv $@.tmp $@
 

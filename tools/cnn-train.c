@@ -316,7 +316,7 @@ static void write_results(const results *r) {
           "image_size,train_images,train_seconds,images_per_second,data_wait_seconds,final_train_loss,val_acc,"
           "val_auc,test_acc,test_auc,test_sensitivity,test_specificity,test_f1,peak_rss_mb,peak_gpu_mb,git_rev,"
           "started_at,sync_bn,steps,compute_seconds,allreduce_seconds,allreduce_exposed_seconds,"
-          "allreduce_full_seconds,grad_mb,micro_batches,stage_busy_seconds\n",
+          "allreduce_full_seconds,grad_mb,micro_batches,stage_busy_seconds,gpus_per_rank\n",
           t.f);
     fu_csv_put(t.f, config, strlen(config));
     fputc(',', t.f);
@@ -349,9 +349,12 @@ static void write_results(const results *r) {
     // Where the time went (per rank): compute = training less waiting for
     // data and for the part of the allreduce backward did not hide.
     const fu_grad_sync_stats *g = &r->sync;
-    fprintf(t.f, ",%s,%" PRId64 ",%.3f,%.3f,%.3f,%.6f,%.3f,%d,%s\n", op->sync_bn && r->ranks > 1 ? "yes" : "no",
+    // GPUs: one per rank, or one per stage unless the stages share it.
+    int gpus = strcmp(op->backend, "cuda") ? 0 : op->o.shared_gpu ? 1 : stages;
+    fprintf(t.f, ",%s,%" PRId64 ",%.3f,%.3f,%.3f,%.6f,%.3f,%d,%s,%d\n", op->sync_bn && r->ranks > 1 ? "yes" : "no",
             r->steps, rs->train_seconds - rs->wait_seconds - g->exposed, g->seconds, g->exposed, r->allreduce_full,
-            r->ranks > 1 ? g->mb_per_step : 0.0, op->o.micro_batches > 1 ? op->o.micro_batches : 1, r->stage_busy);
+            r->ranks > 1 ? g->mb_per_step : 0.0, op->o.micro_batches > 1 ? op->o.micro_batches : 1, r->stage_busy,
+            gpus);
     text_commit(&t, op->out, "results.csv");
 }
 

@@ -27,6 +27,12 @@ case "$got" in "bin/cnn-train "*" --threads 2 "*"--config cpu1t2 "*) ok "cpu1t2:
 got=$(cmd cpux2_bf16)
 case "$got" in *"-np 2 bin/cnn-train "*" --amp bf16 --config cpux2_bf16 "*) ok "cpux2_bf16: --amp bf16" ;;
 *) not_ok "cpux2_bf16: --amp bf16" "$got" ;; esac
+got=$(cmd cpux2_mp)
+case "$got" in *"-np 2 bin/cnn-train "*" --model-parallel 2 --micro-batches 4 --config cpux2_mp "*) ok "cpux2_mp: 2 ranks of 2 stages x 4 micro-batches" ;;
+*) not_ok "cpux2_mp: 2 ranks of 2 stages x 4 micro-batches" "$got" ;; esac
+got=$(cmd cpu1t2_bf16_mp MP_STAGES=3 MICRO_BATCHES=2)
+case "$got" in "bin/cnn-train "*" --threads 2 --amp bf16 --model-parallel 3 --micro-batches 2 --config cpu1t2_bf16_mp "*) ok "cpu1t2_bf16_mp, MP_STAGES=3 MICRO_BATCHES=2" ;;
+*) not_ok "cpu1t2_bf16_mp, MP_STAGES=3 MICRO_BATCHES=2" "$got" ;; esac
 got=$(cmd cpux2 MPI_CMD='srun -n')
 case "$got" in "srun -n 2 bin/cnn-train "*) ok "MPI_CMD overrides the launcher" ;; *) not_ok "MPI_CMD overrides the launcher" "$got" ;; esac
 if [ "$(id -u)" = 0 ]; then
@@ -58,10 +64,21 @@ chmod +x "$T/h100/nvidia-smi"
 PATH="$T/h100:$PATH"
 refused v100x4_amp 'v100x4_amp.csv: needs 4 x V100; this machine has 1 x NVIDIA H100 80GB HBM3\.  Stop\.$'
 refused h100x2_amp_mp 'h100x2_amp_mp.csv: needs 2 x H100; this machine has 1 x NVIDIA H100 80GB HBM3'
-refused h100x1_amp_mp 'h100x1_amp_mp.csv: model parallelism \(cnn-train --model-parallel\) is not built yet'
+got=$(cmd h100x1_amp_mp)
+case "$got" in "bin/cnn-train "*" --device cuda "*" --amp fp16 --model-parallel 2 --micro-batches 4 --allow-shared-gpu --config h100x1_amp_mp "*)
+    ok "h100x1_amp_mp: 2 stages sharing the GPU" ;;
+*) not_ok "h100x1_amp_mp: 2 stages sharing the GPU" "$got" ;; esac
 got=$(cmd h100x1_amp)
 case "$got" in "bin/cnn-train "*" --device cuda "*" --amp fp16 --config h100x1_amp "*) ok "h100x1_amp there: the cuda backend, fp16 AMP" ;;
 *) not_ok "h100x1_amp there: the cuda backend, fp16 AMP" "$got" ;; esac
+PATH=${PATH#"$T/h100:"}
+printf '#!/bin/sh\nfor i in 0 1 2 3; do echo "NVIDIA H100 80GB HBM3"; done\n' >"$T/h100/nvidia-smi"
+PATH="$T/h100:$PATH"
+got=$(cmd h100x4_amp_mp)
+case "$got" in "mpirun "*"-np 2 bin/cnn-train "*" --amp fp16 --model-parallel 2 --micro-batches 4 --config h100x4_amp_mp "*)
+    ok "h100x4_amp_mp on 4 GPUs: 2 ranks of 2 stages" ;;
+*) not_ok "h100x4_amp_mp on 4 GPUs: 2 ranks of 2 stages" "$got" ;; esac
+refused h100x3_mp 'h100x3_mp.csv: 3 GPUs do not make ranks of MP_STAGES=2 stages'
 PATH=${PATH#"$T/h100:"}
 
 # The study's grid on a 2-core machine: what it runs, what it skips and why.
