@@ -4,13 +4,17 @@
 // PyTorch. Prints one line of key=value pairs (img/s over all timed steps and
 // of the best step, per-part seconds, peak RSS).
 //   train_step [--batch 32] [--size 224] [--threads 2] [--steps 3] [--warmup 1] [--amp off|bf16] [--dump FILE]
+//              [--stages K] [--micro M]
 // --dump writes the loss and gradients of the first step (raw floats), to
-// compare runs with different thread counts byte for byte.
+// compare runs with different thread counts byte for byte. --stages and
+// --micro run the model as K pipelined stages (nn/pipe.h, the threads shared
+// among them) with M micro-batches, and print each stage's busy seconds.
 #include "core/error.h"
 #include "core/rng.h"
 #include "nn/adamw.h"
 #include "nn/dnnl_net.h"
 #include "nn/model.h"
+#include "nn/pipe.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +29,7 @@ static double now(void) {
 }
 
 int main(int argc, char **argv) {
-    int batch = 32, size = 224, threads = 2, steps = 3, warmup = 1;
+    int batch = 32, size = 224, threads = 2, steps = 3, warmup = 1, stages = 1, micro = 1;
     const char *dump = NULL;
     fu_amp amp = FU_AMP_OFF;
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -47,6 +51,10 @@ int main(int argc, char **argv) {
             steps = v;
         else if (!strcmp(argv[i], "--warmup"))
             warmup = v;
+        else if (!strcmp(argv[i], "--stages"))
+            stages = v;
+        else if (!strcmp(argv[i], "--micro"))
+            micro = v;
         else {
             fprintf(stderr, "train_step: unknown option %s\n", argv[i]);
             return 2;
@@ -55,7 +63,10 @@ int main(int argc, char **argv) {
     fu_model m;
     fu_backend *b;
     fu_backend_opts bo = {.batch = batch, .threads = threads, .amp = amp};
-    if (fu_medicalcnn(&m, size, size) < 0 || fu_dnnl_backend_create(&m, &bo, &b) < 0) {
+    fu_pipe_opts po = {.backend = "cpu", .stages = stages, .micro_batches = micro};
+    bool pipe = stages > 1 || micro > 1;
+    if (fu_medicalcnn(&m, size, size) < 0 ||
+        (pipe ? fu_pipe_create(&m, &po, &bo, &b) : fu_dnnl_backend_create(&m, &bo, &b)) < 0) {
         fprintf(stderr, "train_step: %s\n", fu_error());
         return 1;
     }
@@ -116,6 +127,10 @@ int main(int argc, char **argv) {
            "peak_rss_mib=%.0f\n",
            steps * batch / total, batch / best, total / steps, t_fwd / steps, t_bwd / steps, t_opt / steps, loss,
            b->act_bytes / 1048576.0, ru.ru_maxrss / 1024.0);
+    fu_pipe_stage_info info[FU_MAX_STAGES];
+    int k = fu_pipe_info(b, info, FU_MAX_STAGES);
+    for (int i = 0; i < k; i++) // busy over warm-up and timed steps
+        printf("stage=%d name=%s busy_s_per_step=%.3f\n", i, info[i].stage.name, info[i].busy_seconds / (warmup + steps));
     b->destroy(b);
     free(groups);
     fu_model_free(&m);
