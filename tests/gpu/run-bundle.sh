@@ -4,8 +4,10 @@
 # of the python3 on PATH, else the CUDA toolkit's lib64), runs the test with
 # the packed loader and libraries, and ends with "N passed, N failed, N
 # skipped" as `make test-gpu` does; then, where every check passed, the
-# timing lines of `test_cuda --bench` (BENCH=0: not). FU_CUDA_SYNC=1 in the
-# environment passes through (errors then name the op that faulted).
+# timing lines of `test_cuda --bench` (BENCH=0: not) and PyTorch's beside
+# them (bench/train_gpu.py; BENCH_TORCH=0: not). Run from the repository's
+# root. FU_CUDA_SYNC=1 in the environment passes through (errors then name the
+# op that faulted).
 #   sh tests/gpu/run-bundle.sh [build/gpu-bundle.tar.xz]
 set -u
 tarball=${1:-build/gpu-bundle.tar.xz}
@@ -37,5 +39,13 @@ if [ "$rc" != 0 ] && [ "$f" = 0 ]; then
 fi
 echo "$p passed, $f failed, $s skipped"
 [ "$f" = 0 ] || exit 1
-# Speed, once the checks pass (BENCH=0: skip).
-[ "${BENCH:-1}" = 0 ] || "$b/lib/ld-linux.so" --library-path "$path" "$b/test_cuda" --bench
+# Speed, once the checks pass (BENCH=0: skip), then PyTorch's on the same GPU
+# where python3 has a CUDA torch (BENCH_TORCH=0: skip; TORCH_ARGS: its options).
+[ "${BENCH:-1}" = 0 ] && exit 0
+"$b/lib/ld-linux.so" --library-path "$path" "$b/test_cuda" --bench | tee "$dir/ours"
+[ "${BENCH_TORCH:-1}" = 0 ] && exit 0
+if python3 -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
+    python3 bench/train_gpu.py --ours "$dir/ours" ${TORCH_ARGS:---batches 32,256}
+else
+    echo "skip - PyTorch on the GPU: python3 has no CUDA torch"
+fi
