@@ -395,6 +395,10 @@ static void test_refusals(void) {
     CHECK(pipe_make(2, 1, "stem,stage1,stage2|stage3_res,stage3_md|stage4_res,fc", &b) < 0 &&
               strstr(fu_error(), "lists 3 stages, not the 2"),
           "a hand cut with the wrong number of stages refused", "%s", fu_error());
+    fu_pipe_opts pc = {.backend = "cpu", .stages = 2, .micro_batches = 1};
+    fu_backend_opts fp16 = {.batch = BATCH, .amp = FU_AMP_FP16};
+    CHECK(fu_pipe_create(model(), &pc, &fp16, &b) < 0 && strncmp(fu_error(), "stage 0 (stem..", 15) == 0,
+          "a stage's backend refusing names the stage", "%s", fu_error());
     fu_pipe_opts po = {.backend = "cuda", .stages = 2, .micro_batches = 1};
     fu_backend_opts o = {.batch = BATCH};
     char why[160];
