@@ -106,13 +106,14 @@ def main():
     ap.add_argument("--amps", default="fp32,fp16,bf16")
     ap.add_argument("--no-compile", action="store_true", help="eager only")
     ap.add_argument("--compile-batches", default="32", help="batch sizes torch.compile runs at (compiling is slow)")
+    ap.add_argument("--compile-amps", default="fp32,fp16,bf16", help="precisions torch.compile runs in")
     ap.add_argument("--device", default="cuda", help="cuda; cpu only to check this script")
     ap.add_argument("--timeout", type=int, default=600, help="seconds per run")
     ap.add_argument("--ours", help="our `test_cuda --bench` output, for the ratios")
     a = ap.parse_args()
     best = {}
     for amp in a.amps.split(","):
-        for compiled in ([False] if a.no_compile else [False, True]):
+        for compiled in ([False] if a.no_compile or amp not in a.compile_amps.split(",") else [False, True]):
             for batch in (int(b) for b in (a.compile_batches if compiled else a.batches).split(",")):
                 r = torch_run(a, batch, amp, compiled)
                 what = f"torch {amp} {'compile' if compiled else 'eager'} batch {batch}"

@@ -1,19 +1,25 @@
 #!/bin/sh
-# Packs the GPU test for a machine that has a GPU, the CUDA 13 runtime and
-# cuDNN 9 but not this project's build dependencies (oneDNN, libpng, OpenMPI,
-# ...), such as the lent device machines: build/tests/gpu/test_cuda with every
-# shared library it loads except the CUDA ones and the driver, and this
-# machine's dynamic loader (so that its C library comes along), into
-# build/gpu-bundle.tar.xz. Run it there with tests/gpu/run-bundle.sh.
+# Packs the GPU test and the tools for a machine that has a GPU, the CUDA 13
+# runtime and cuDNN 9 but not this project's build dependencies (oneDNN,
+# libpng, OpenMPI, ...), such as the lent device machines: build/tests/gpu/
+# test_cuda and bin/* with every shared library they load except the CUDA
+# ones (cuDNN, cuBLAS, the runtime, NCCL: found there) and the driver, and
+# this machine's dynamic loader (so that its C library comes along), into
+# build/gpu-bundle.tar.xz. There, tests/gpu/run-bundle.sh runs the test and
+# tests/gpu/device.sh everything (the tools get wrappers in bin/ that start
+# them with the packed loader).
 set -eu
 cd "$(dirname "$0")/../.."
-make -s USE_CUDA=1 build/tests/gpu/test_cuda
+make -s USE_CUDA=1 all build/tests/gpu/test_cuda
 out=build/gpu-bundle
 rm -rf "$out" build/gpu-bundle.tar.xz
-mkdir -p "$out/lib"
+mkdir -p "$out/lib" "$out/bin"
 cp build/tests/gpu/test_cuda "$out/"
-ldd build/tests/gpu/test_cuda | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | while read -r lib; do
-    case "${lib##*/}" in libcudnn* | libcublas* | libcudart* | libcuda.so* | libnvidia*) continue ;; esac
+cp bin/* "$out/bin/"
+for exe in build/tests/gpu/test_cuda bin/*; do
+    ldd "$exe" | awk '$2 == "=>" && $3 ~ /^\// {print $3}'
+done | sort -u | while read -r lib; do
+    case "${lib##*/}" in libcudnn* | libcublas* | libcudart* | libcuda.so* | libnvidia* | libnccl*) continue ;; esac
     cp -L "$lib" "$out/lib/"
 done
 loader=$(ldd build/tests/gpu/test_cuda | awk '$1 ~ /ld-linux/ {print $1}')

@@ -13,19 +13,10 @@ set -u
 tarball=${1:-build/gpu-bundle.tar.xz}
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-tar -C "$dir" -xJf "$tarball" || exit 1
-b=$dir/gpu-bundle
-# Every lib folder of pip's nvidia-* wheels (nvidia/cudnn/lib, nvidia/cu13/lib, ...).
-wheels=$(python3 -c '
-import os, nvidia
-for p in nvidia.__path__:
-    for d in sorted(os.listdir(p)):
-        if os.path.isdir(os.path.join(p, d, "lib")):
-            print(os.path.join(p, d, "lib"))
-' 2>/dev/null | tr '\n' ':')
-path=$b/lib:${wheels}${CUDA_HOME:-/usr/local/cuda}/lib64:/usr/local/nvidia/lib64:/usr/lib/x86_64-linux-gnu
+. tests/gpu/bundle-env.sh
+unpack_bundle "$tarball" "$dir" || exit 1
 echo "# libraries:"
-"$b/lib/ld-linux.so" --library-path "$path" --list "$b/test_cuda" | grep -E 'cud|cublas|not found' | sed 's/^/#   /'
+"$b/lib/ld-linux.so" --library-path "$path" --list "$b/test_cuda" | grep -E 'cud|cublas|nccl|not found' | sed 's/^/#   /'
 log=$dir/log
 "$b/lib/ld-linux.so" --library-path "$path" "$b/test_cuda" >"$log" 2>&1
 rc=$?

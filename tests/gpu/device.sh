@@ -1,0 +1,58 @@
+#!/bin/sh
+# Everything a session lent a GPU machine runs there, in one call (docs/gpu.md):
+# what the machine is, `make test-gpu` (the packed test), our speed and
+# PyTorch's beside it, then the DAG on real data: the study's recipe on ACRIMA
+# (`make results/<gpu>x1.csv DATA=acrima`), 2 model-parallel stages sharing
+# the GPU with AMP, and a 4 x V100 request that must be refused. Logs and the
+# results rows go to $OUT.
+#   here:  sh tests/gpu/bundle.sh && rm -rf build/acrima && cp -rL ../shared/data/acrima build/acrima
+#   there: sh tests/gpu/device.sh        (carry: build/gpu-bundle.tar.xz, build/acrima)
+# TEST_S, BENCH_S, ACRIMA_S, MP_S: each part's time limit in seconds; EPOCHS (10) for ACRIMA.
+set -u
+OUT=${OUT:-/tmp/device-out}
+mkdir -p "$OUT"
+start=$(date +%s)
+say() { echo "[$(($(date +%s) - start)) s] $*" | tee -a "$OUT/summary.txt"; }
+
+{
+    nvidia-smi
+    nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv
+    ldconfig -p | grep -E 'cudnn|cublas|nccl|libmpi|libdnnl' || true
+    python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.is_available())'
+    command -v make mpirun nvcc compute-sanitizer
+    nproc; free -g; df -h .
+} >"$OUT/probe.txt" 2>&1
+say "probe: $(nvidia-smi --query-gpu=name --format=csv,noheader | paste -sd, -)"
+
+# 1. The GPU test, then (where it passes) our bench and PyTorch's.
+TORCH_ARGS=${TORCH_ARGS:---batches 32,256 --compile-amps fp16} \
+    timeout "${TEST_S:-420}" sh tests/gpu/run-bundle.sh >"$OUT/test-gpu.log" 2>&1
+say "test-gpu + bench: exit $?; $(grep -E '^[0-9]+ passed' "$OUT/test-gpu.log")"
+grep -E '^not ok|^# bench|x$|img/s' "$OUT/test-gpu.log" | head -40 >>"$OUT/summary.txt"
+
+# 2. The tools, started by wrappers with the packed loader; make takes them as built.
+dir=$(mktemp -d)
+. tests/gpu/bundle-env.sh
+unpack_bundle build/gpu-bundle.tar.xz "$dir" || exit 1
+mkdir -p bin
+for t in "$b"/bin/*; do
+    printf '#!/bin/sh\nexec "%s/lib/ld-linux.so" --library-path "%s" "%s" "$@"\n' "$b" "$path" "$t" >"bin/${t##*/}"
+    chmod +x "bin/${t##*/}"
+done
+old=$(for t in bin/*; do printf -- '-o %s ' "$t"; done)
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -oiE '\b[a-z][0-9]{2,4}\b' | head -1 | tr A-Z a-z)
+V="DATA=acrima ACRIMA_DIR=build/acrima WORK=build/dev-work RESULTS=build/dev-results PLOTS=build/dev-plots"
+if ! command -v make >/dev/null; then say "no make here: the DAG parts are skipped"; exit 0; fi
+
+# 3. The study's recipe on ACRIMA on this GPU (fp32), then 2 stages sharing it with AMP.
+timeout "${ACRIMA_S:-300}" make $old $V EPOCHS="${EPOCHS:-10}" "build/dev-results/${gpu}x1.csv" >"$OUT/acrima.log" 2>&1
+say "results/${gpu}x1.csv (ACRIMA, ${EPOCHS:-10} epochs): exit $?"
+timeout "${MP_S:-200}" make $old $V EPOCHS=2 "build/dev-results/${gpu}x1_amp_mp.csv" >"$OUT/mp.log" 2>&1
+say "results/${gpu}x1_amp_mp.csv (2 epochs): exit $?"
+cp build/dev-results/*.csv "$OUT/" 2>/dev/null
+for f in build/dev-results/*.csv; do [ -e "$f" ] && cut -d, -f1,3,4,7,8,13,14,20 "$f" >>"$OUT/summary.txt"; done
+grep -h 'cnn-train' "$OUT/acrima.log" "$OUT/mp.log" | tail -8 >>"$OUT/summary.txt"
+
+# 4. Asking for GPUs that are not there: one line, no run.
+make $old $V "build/dev-results/v100x4_amp.csv" >"$OUT/refuse.log" 2>&1
+say "v100x4_amp: exit $? ($(tail -1 "$OUT/refuse.log"))"
