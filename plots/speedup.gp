@@ -1,5 +1,6 @@
-# Speedup against the serial baseline vs workers: measured CPU (and GPU)
-# runs, the ideal line, the scaling model's prediction dashed.
+# Speedup against the serial baseline vs workers: the ideal line, each
+# measured series (common.gp: CPU, DDP, DDP+AMP, DDP+AMP+MP...), the scaling
+# model's prediction dashed in its colour.
 load 'plots/common.gp'
 set title sprintf('Speedup over %s%s', baseline, datanote)
 set xlabel 'workers (CPU: ranks x threads; GPU: GPUs)'
@@ -10,8 +11,4 @@ set xrange [0.8:40]
 # one core stays on the chart with the CPU runs.
 set logscale y 2
 set yrange [0.5:*]
-eval "plot x title 'ideal' ls 3" \
-    . ", cpu using 'workers':(on_cpu(column('speedup'))) with linespoints ls 1 title 'CPU, measured'" \
-    . series(has_model, "model using 'workers':(model_cpu(column('speedup'))) with lines ls 4 title 'CPU, scaling model'") \
-    . series(has_gpu, "gpu using 'workers':(on_gpu(column('speedup'))) with points ls 2 title 'GPU, measured'") \
-    . series(has_model && has_gpu, "model using 'workers':(model_gpu(column('speedup'))) with lines ls 5 title 'GPU, scaling model'")
+eval "plot x title 'ideal' ls 3".series_lines('speedup', 'speedup')

@@ -43,10 +43,13 @@ static const char USAGE[] =
     "  --pool          one report over the rows of all files\n"
     "  --table         read results CSVs (DESIGN.md section 6) and print, per config,\n"
     "                  config,device,workers,runs,train_seconds,speedup,efficiency,\n"
-    "                  test_acc,test_auc: speedup = T(baseline) / T(config),\n"
+    "                  test_acc,test_auc,baseline,series: speedup = T(baseline) / T(config),\n"
     "                  efficiency = speedup / workers, workers = ranks x threads_per_rank\n"
-    "                  on CPUs and ranks on GPUs; runs of one config are averaged;\n"
-    "                  CPU configs first, by workers; a last column names the baseline\n"
+    "                  on CPUs, the GPUs used (ranks x gpus_per_rank) on GPUs; runs of one\n"
+    "                  config are averaged; CPU configs first, by series, then workers;\n"
+    "                  baseline names the baseline, series the chart line: CPU or DDP,\n"
+    "                  +AMP (fp16) or +bf16, +MP (model parallel): CPU, CPU+MP, DDP,\n"
+    "                  DDP+AMP, DDP+AMP+MP...\n"
     "  --predict       the scaling model (docs/experiments.md): from a 1-rank and a 2-rank\n"
     "                  run (allreduce columns), training time, speedup and efficiency on\n"
     "                  1..32 CPU ranks (1..8 GPUs) beside what was measured; assumptions\n"
@@ -245,24 +248,35 @@ typedef struct {
     const fu_table_row *base;
 } results;
 
-// Tables list CPU configs first, then by workers, then by name.
-static int by_kind_workers(bool cpu_a, int workers_a, const char *a, bool cpu_b, int workers_b, const char *b) {
-    if (cpu_a != cpu_b) return cpu_a ? -1 : 1;
-    if (workers_a != workers_b) return workers_a < workers_b ? -1 : 1;
-    return strcmp(a, b);
+// Tables list CPU configs first, then by series, workers and name: a
+// series' rows follow each other, the line a chart draws through them.
+typedef struct {
+    bool cpu;
+    const char *series;
+    int workers;
+    const char *config;
+} sort_key;
+
+static int by_kind_series_workers(sort_key a, sort_key b) {
+    if (a.cpu != b.cpu) return a.cpu ? -1 : 1;
+    int c = strcmp(a.series, b.series);
+    if (c) return c;
+    if (a.workers != b.workers) return a.workers < b.workers ? -1 : 1;
+    return strcmp(a.config, b.config);
 }
 
 static int cmp_run(const void *pa, const void *pb) {
     const fu_run *a = pa, *b = pb;
-    int c = by_kind_workers(a->cpu, a->workers, a->config, b->cpu, b->workers, b->config);
+    int c = by_kind_series_workers((sort_key){a->cpu, a->series, a->workers, a->config},
+                                   (sort_key){b->cpu, b->series, b->workers, b->config});
     if (c) return c;
     return a->file != b->file ? strcmp(a->file, b->file) : (a->line > b->line) - (a->line < b->line);
 }
 
 static int cmp_row(const void *pa, const void *pb) {
     const fu_table_row *a = pa, *b = pb;
-    return by_kind_workers(strncmp(a->device, "cpu", 3) == 0, a->workers, a->config,
-                           strncmp(b->device, "cpu", 3) == 0, b->workers, b->config);
+    return by_kind_series_workers((sort_key){strncmp(a->device, "cpu", 3) == 0, a->series, a->workers, a->config},
+                                  (sort_key){strncmp(b->device, "cpu", 3) == 0, b->series, b->workers, b->config});
 }
 
 static void load_results(results *r, const char *const *paths, int n, const char *baseline) {
@@ -280,7 +294,7 @@ static void print_optional(FILE *out, double v) {
 }
 
 static void table_csv(FILE *out, const results *r) {
-    fputs("config,device,workers,runs,train_seconds,speedup,efficiency,test_acc,test_auc,baseline\n", out);
+    fputs("config,device,workers,runs,train_seconds,speedup,efficiency,test_acc,test_auc,baseline,series\n", out);
     for (size_t i = 0; i < r->n_rows; i++) {
         const fu_table_row *t = &r->rows[i];
         fu_csv_put(out, t->config, strlen(t->config));
@@ -292,12 +306,16 @@ static void table_csv(FILE *out, const results *r) {
         print_optional(out, t->test_auc);
         fputc(',', out);
         fu_csv_put(out, r->base->config, strlen(r->base->config));
+        fputc(',', out);
+        fu_csv_put(out, t->series, strlen(t->series));
         fputc('\n', out);
     }
 }
 
 // The model's families: runs that differ only in their rank count (cpu1,
-// cpux2, cpux4: "cpux*"; h100x1_amp, h100x2_amp: "h100x*_amp").
+// cpux2, cpux4: "cpux*"; h100x1_amp, h100x2_amp: "h100x*_amp"). Model-parallel
+// GPU ranks of G GPUs each form their own ("h100x*_amp_mp (2 GPUs/rank)":
+// h100x2_amp_mp, h100x4_amp_mp), apart from stages sharing one GPU.
 #define MAX_FAMILIES 64
 #define MAX_CPU_RANKS 32
 #define MAX_GPU_RANKS 8
@@ -305,13 +323,17 @@ static void table_csv(FILE *out, const results *r) {
 
 typedef struct {
     char name[80];
+    char series[FU_SERIES_LEN];
     bool cpu;
-    int threads;
+    int threads, gpus; // per rank
     const fu_run *one, *two; // the first 1-rank and 2-rank runs
     bool fitted;
     char why[300]; // not fitted: why
     fu_scaling_model m;
 } family;
+
+// GPUs one rank of a GPU run drives (older files: one).
+static int gpus_per_rank(const fu_run *r) { return r->gpus_per_rank >= 1 ? (int)r->gpus_per_rank : 1; }
 
 static void family_name(const fu_run *r, char *out, size_t n) {
     const char *suffix = strchr(r->config, '_') ? strchr(r->config, '_') : "";
@@ -329,7 +351,9 @@ static void family_name(const fu_run *r, char *out, size_t n) {
     }
     const char *end = x + 1;
     while (isdigit((unsigned char)*end)) end++;
-    snprintf(out, n, "%.*s*%s", (int)(x + 1 - r->config), r->config, end);
+    char per_rank[32] = "";
+    if (gpus_per_rank(r) > 1) snprintf(per_rank, sizeof per_rank, " (%d GPUs/rank)", gpus_per_rank(r));
+    snprintf(out, n, "%.*s*%s%s", (int)(x + 1 - r->config), r->config, end, per_rank);
 }
 
 static size_t find_families(const results *r, family *f, double latency) {
@@ -342,7 +366,8 @@ static size_t find_families(const results *r, family *f, double latency) {
         while (i < n && strcmp(f[i].name, name) != 0) i++;
         if (i == n) {
             if (n == MAX_FAMILIES) tool_die("more than %d kinds of run: the model takes fewer", MAX_FAMILIES);
-            f[n] = (family){.cpu = run->cpu, .threads = run->threads_per_rank};
+            f[n] = (family){.cpu = run->cpu, .threads = run->threads_per_rank, .gpus = gpus_per_rank(run)};
+            snprintf(f[n].series, sizeof f[n].series, "%s", run->series);
             snprintf(f[n++].name, sizeof f[i].name, "%s", name);
         }
         if (run->ranks == 1 && !f[i].one) f[i].one = run;
@@ -430,9 +455,9 @@ static void cellf(FILE *out, format fmt, int k, const char *f, double v) {
 static void model_rows(FILE *out, const results *r, const family *f, size_t n, format fmt) {
     static const char *const head[] = {"family", "ranks", "workers", "steps", "allreduce_s", "exposed_s", "seconds",
                                        "speedup", "efficiency", "measured_s", "measured_speedup",
-                                       "measured_efficiency"};
-    for (int k = 0; k < 12; k++) cell(out, fmt, k, head[k]);
-    fputs(fmt == FMT_MD ? "|\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" : "\n", out);
+                                       "measured_efficiency", "series"};
+    for (int k = 0; k < 13; k++) cell(out, fmt, k, head[k]);
+    fputs(fmt == FMT_MD ? "|\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n" : "\n", out);
     double base = r->base->train_seconds;
     for (size_t i = 0; i < n; i++) {
         if (!f[i].fitted) continue;
@@ -440,7 +465,7 @@ static void model_rows(FILE *out, const results *r, const family *f, size_t n, f
         for (int ranks = 1; ranks <= max; ranks++) {
             if (!shown(r, &f[i], ranks, fmt)) continue;
             fu_scaling_point p = fu_scaling_predict(&f[i].m, ranks);
-            int workers = f[i].cpu ? ranks * f[i].threads : ranks;
+            int workers = ranks * (f[i].cpu ? f[i].threads : f[i].gpus);
             double got = measured(r, &f[i], ranks);
             cell(out, fmt, 0, f[i].name);
             cellf(out, fmt, 1, "%.0f", ranks);
@@ -454,6 +479,7 @@ static void model_rows(FILE *out, const results *r, const family *f, size_t n, f
             cellf(out, fmt, 9, "%.3f", got);
             cellf(out, fmt, 10, "%.4f", base / got);
             cellf(out, fmt, 11, "%.4f", base / got / workers);
+            cell(out, fmt, 12, f[i].series);
             fputs(fmt == FMT_MD ? "|\n" : "\n", out);
         }
     }
@@ -509,18 +535,46 @@ static void md_scaling(FILE *out, const results *r, bool cpu) {
         fprintf(out, "No %s runs measured yet.\n", cpu ? "other CPU" : "GPU");
         return;
     }
-    fputs("| config | workers | runs | train s | speedup | efficiency | test acc | test AUC |\n"
-          "|---|---:|---:|---:|---:|---:|---:|---:|\n", out);
+    fputs("| config | series | workers | runs | train s | speedup | efficiency | test acc | test AUC |\n"
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|\n", out);
     for (size_t i = 0; i < r->n_rows; i++) {
         const fu_table_row *t = &r->rows[i];
         if (t != r->base && row_on_cpu(t) != cpu) continue;
-        fprintf(out, "| %s%s | %d | %d", t->config, t == r->base ? " (baseline)" : "", t->workers, t->runs);
+        fprintf(out, "| %s%s | %s | %d | %d", t->config, t == r->base ? " (baseline)" : "", t->series, t->workers,
+                t->runs);
         md_num(out, "%.1f", t->train_seconds);
         md_num(out, "%.3f", t->speedup);
         md_num(out, "%.3f", t->efficiency);
         md_num(out, "%.4f", t->test_acc);
         md_num(out, "%.4f", t->test_auc);
         fputs(" |\n", out);
+    }
+}
+
+// The model-parallel runs: how each rank was split and how busy its stages were.
+static void md_model_parallel(FILE *out, const results *r) {
+    bool any = false;
+    for (size_t i = 0; i < r->n_runs; i++) {
+        const fu_run *u = &r->runs[i];
+        if (!(u->model_parallel > 1)) continue;
+        if (!any)
+            fputs("\n## Model parallel\n\n"
+                  "| config | series | ranks | stages | micro-batches | GPUs/rank | train s | stage busy s | file |\n"
+                  "|---|---|---:|---:|---:|---:|---:|---|---|\n", out);
+        any = true;
+        fprintf(out, "| %s | %s | %d", u->config, u->series, u->ranks);
+        md_num(out, "%.0f", u->model_parallel);
+        md_num(out, "%.0f", u->micro_batches);
+        // The CPU's stages share the rank's cores: no GPUs.
+        md_num(out, "%.0f", u->cpu ? NAN : gpus_per_rank(u));
+        md_num(out, "%.1f", u->train_seconds);
+        fputs(" | ", out);
+        for (const char *p = u->stage_busy; *p; p++) {
+            if (*p == ';') fputs(", ", out);
+            else fputc(*p, out);
+        }
+        if (!*u->stage_busy) fputs("-", out);
+        fprintf(out, " | %s |\n", u->file);
     }
 }
 
@@ -534,11 +588,13 @@ static void summary(FILE *out, const results *r, double latency) {
             break;
         }
     fprintf(out, "Baseline: **%s** (%d worker%s, %.1f s). Speedup = T(%s) / T(config); efficiency = speedup / "
-                 "workers, workers = ranks x threads per rank on CPUs, ranks on GPUs. Times are train_seconds "
-                 "(training epochs, not evaluation), means over a config's runs.\n\n",
+                 "workers, workers = ranks x threads per rank on CPUs, the GPUs used (ranks x GPUs per rank) on "
+                 "GPUs. Series: CPU or DDP (GPUs), +AMP (fp16) or +bf16, +MP (model parallel). Times are "
+                 "train_seconds (training epochs, not evaluation), means over a config's runs.\n\n",
             b->config, b->workers, b->workers == 1 ? "" : "s", b->train_seconds, b->config);
     fputs("## Runs\n\n", out);
     md_runs(out, r);
+    md_model_parallel(out, r);
     fputs("\n## CPU scaling\n\n", out);
     md_scaling(out, r, true);
     fputs("\n## GPU scaling\n\n", out);

@@ -15,17 +15,17 @@ enum {
     // required
     COL_CONFIG, COL_DEVICE, COL_RANKS, COL_THREADS, COL_SECONDS, COL_ACC, COL_AUC, N_REQUIRED,
     // optional, text
-    COL_DATASET = N_REQUIRED, COL_DEVICE_NAME, COL_AMP, COL_IMAGE_SIZE,
+    COL_DATASET = N_REQUIRED, COL_DEVICE_NAME, COL_AMP, COL_IMAGE_SIZE, COL_STAGE_BUSY,
     // optional, numbers
     COL_MP, COL_BATCH, COL_EPOCHS, COL_IMAGES, COL_RATE, COL_WAIT, COL_STEPS, COL_ALLREDUCE, COL_EXPOSED,
-    COL_FULL, COL_GRAD_MB, COL_COMPUTE, N_COLS
+    COL_FULL, COL_GRAD_MB, COL_COMPUTE, COL_MICRO, COL_GPUS, N_COLS
 };
 static const char *const col_names[N_COLS] = {
     "config", "device", "ranks", "threads_per_rank", "train_seconds", "test_acc", "test_auc",
-    "dataset", "device_name", "amp", "image_size",
+    "dataset", "device_name", "amp", "image_size", "stage_busy_seconds",
     "model_parallel", "batch_per_rank", "epochs", "train_images", "images_per_second", "data_wait_seconds",
     "steps", "allreduce_seconds", "allreduce_exposed_seconds", "allreduce_full_seconds", "grad_mb",
-    "compute_seconds"};
+    "compute_seconds", "micro_batches", "gpus_per_rank"};
 
 typedef struct {
     fu_run *v;
@@ -51,6 +51,14 @@ static void put_text(char *dst, size_t n, const fu_csv *c, int col) {
     snprintf(dst, n, "%s", col >= 0 ? c->fields[col] : "");
 }
 
+// The run's series (table.h): its kind, precision and model parallelism.
+// The amp column says fp32 (older files: off, 0 or nothing) unless it ran
+// fp16 or bf16.
+static void series_of(fu_run *r) {
+    const char *amp = strcmp(r->amp, "fp16") == 0 ? "+AMP" : strcmp(r->amp, "bf16") == 0 ? "+bf16" : "";
+    snprintf(r->series, sizeof r->series, "%s%s%s", r->cpu ? "CPU" : "DDP", amp, r->model_parallel > 1 ? "+MP" : "");
+}
+
 static int parse_run(fu_csv *c, const int *col, fu_run *r) {
     memset(r, 0, sizeof *r);
     const char *config = c->fields[col[COL_CONFIG]];
@@ -63,6 +71,7 @@ static int parse_run(fu_csv *c, const int *col, fu_run *r) {
     put_text(r->device_name, sizeof r->device_name, c, col[COL_DEVICE_NAME]);
     put_text(r->amp, sizeof r->amp, c, col[COL_AMP]);
     put_text(r->image_size, sizeof r->image_size, c, col[COL_IMAGE_SIZE]);
+    put_text(r->stage_busy, sizeof r->stage_busy, c, col[COL_STAGE_BUSY]);
     r->file = c->name, r->line = c->line;
 
     double ranks = 0, threads = 0;
@@ -74,7 +83,8 @@ static int parse_run(fu_csv *c, const int *col, fu_run *r) {
         return -1;
     double *opt[] = {&r->model_parallel, &r->batch_per_rank, &r->epochs, &r->train_images, &r->images_per_second,
                      &r->data_wait_seconds, &r->steps, &r->allreduce_seconds, &r->allreduce_exposed_seconds,
-                     &r->allreduce_full_seconds, &r->grad_mb, &r->compute_seconds};
+                     &r->allreduce_full_seconds, &r->grad_mb, &r->compute_seconds, &r->micro_batches,
+                     &r->gpus_per_rank};
     for (int k = COL_MP; k < N_COLS; k++) {
         double *v = opt[k - COL_MP];
         if (col[k] < 0) *v = NAN;
@@ -83,9 +93,15 @@ static int parse_run(fu_csv *c, const int *col, fu_run *r) {
     if (ranks < 1 || threads < 1 || ranks != floor(ranks) || threads != floor(threads) || ranks * threads > 1e6)
         return fu_fail(c->name, "line %ld: ranks and threads_per_rank must be positive integers", c->line);
     if (!(r->train_seconds > 0)) return fu_fail(c->name, "line %ld: train_seconds must be > 0", c->line);
+    double gpus = r->gpus_per_rank;
+    if (!isnan(gpus) && (gpus < 0 || gpus != floor(gpus) || gpus > 1024))
+        return fu_fail(c->name, "line %ld: gpus_per_rank must be an integer from 0 to 1024", c->line);
     r->ranks = (int)ranks, r->threads_per_rank = (int)threads;
     r->cpu = strncmp(r->device, "cpu", 3) == 0;
-    r->workers = r->cpu ? r->ranks * r->threads_per_rank : r->ranks;
+    // A GPU run's workers are the GPUs it used; an older file (no
+    // gpus_per_rank) ran one per rank.
+    r->workers = r->cpu ? r->ranks * r->threads_per_rank : r->ranks * (gpus >= 1 ? (int)gpus : 1);
+    series_of(r);
     return 0;
 }
 
@@ -162,12 +178,18 @@ int fu_table_of_runs(const fu_run *runs, size_t n_runs, const char *baseline, fu
             memset(&t[n], 0, sizeof t[n]);
             snprintf(t[n].config, sizeof t[n].config, "%s", r->config);
             snprintf(t[n].device, sizeof t[n].device, "%s", r->device);
+            snprintf(t[n].series, sizeof t[n].series, "%s", r->series);
             t[n++].workers = r->workers;
         }
         if (t[i].workers != r->workers) {
             free(t);
             return fu_fail(r->file, "line %ld: config %s has %d workers here but %d in an earlier run", r->line,
                            r->config, r->workers, t[i].workers);
+        }
+        if (strcmp(t[i].series, r->series) != 0) {
+            free(t);
+            return fu_fail(r->file, "line %ld: config %s is a %s run here but %s in an earlier run", r->line,
+                           r->config, r->series, t[i].series);
         }
         // Sums for now; NaN sticks: a mean over runs that lack a value is undefined.
         t[i].runs++;

@@ -89,7 +89,10 @@ rc=$?
 # Speedup tables. cpu1 1000 s is the baseline; cpux2 (2 ranks x 1 thread)
 # 500 s: speedup 2, efficiency 1; cpux4t2 (4 x 2 = 8 workers) 200 s and 300 s:
 # mean 250 s, speedup 4, efficiency 0.5; h100x1_amp (1 rank on a GPU, its 8
-# host threads not counted) 40 s: speedup 25, efficiency 25.
+# host threads not counted; an older file: no gpus_per_rank, amp 0, series
+# DDP) 40 s: speedup 25, efficiency 25. h100x4_amp_mp (today's columns: 2
+# ranks of 2 stages on a GPU each, fp16) 10 s: 4 GPUs, speedup 100,
+# efficiency 25, series DDP+AMP+MP.
 H=config,dataset,device,device_name,ranks,threads_per_rank,amp,model_parallel,batch_per_rank,epochs,image_size,train_images,train_seconds,images_per_second,data_wait_seconds,final_train_loss,val_acc,val_auc,test_acc,test_auc,test_sensitivity,test_specificity,test_f1,peak_rss_mb,peak_gpu_mb,git_rev,started_at
 row() { # config device ranks threads seconds acc auc
     echo "$1,acrima,$2,x,$3,$4,0,0,32,10,224,493,$5,1,0,0.3,0.8,0.9,$6,$7,0.8,0.8,0.8,100,0,abc,2026-01-01"
@@ -98,15 +101,40 @@ row() { # config device ranks threads seconds acc auc
 { echo "$H"; row cpux2 cpu 2 1 500 0.81 0.91; } >"$T/cpux2.csv"
 { echo "$H"; row cpux4t2 cpu 4 2 200 0.8 0.9; row cpux4t2 cpu 4 2 300 0.9 0.8; } >"$T/cpux4t2.csv"
 { echo "$H"; row h100x1_amp cuda 1 8 40 0.85 ""; } >"$T/h100.csv"
+H2=$H,sync_bn,steps,compute_seconds,allreduce_seconds,allreduce_exposed_seconds,allreduce_full_seconds,grad_mb,micro_batches,stage_busy_seconds,gpus_per_rank
+mrow() { # config device ranks threads amp model_parallel gpus_per_rank seconds
+    echo "$1,acrima,$2,x,$3,$4,$5,$6,32,10,224,493,$8,1,0,0.3,0.8,0.9,0.9,0.95,0.8,0.8,0.8,100,0,abc,2026-01-01,no,80,9,1,0.5,0.2,90,4,4.500;4.400,$7"
+}
+{ echo "$H2"; mrow h100x4_amp_mp cuda 2 4 fp16 2 2 10; } >"$T/h100mp.csv"
 cat >"$T/want-table.csv" <<'TXT'
-config,device,workers,runs,train_seconds,speedup,efficiency,test_acc,test_auc,baseline
-cpu1,cpu,1,1,1000.000,1.0000,1.0000,0.8000,0.9000,cpu1
-cpux2,cpu,2,1,500.000,2.0000,1.0000,0.8100,0.9100,cpu1
-cpux4t2,cpu,8,2,250.000,4.0000,0.5000,0.8500,0.8500,cpu1
-h100x1_amp,cuda,1,1,40.000,25.0000,25.0000,0.8500,,cpu1
+config,device,workers,runs,train_seconds,speedup,efficiency,test_acc,test_auc,baseline,series
+cpu1,cpu,1,1,1000.000,1.0000,1.0000,0.8000,0.9000,cpu1,CPU
+cpux2,cpu,2,1,500.000,2.0000,1.0000,0.8100,0.9100,cpu1,CPU
+cpux4t2,cpu,8,2,250.000,4.0000,0.5000,0.8500,0.8500,cpu1,CPU
+h100x1_amp,cuda,1,1,40.000,25.0000,25.0000,0.8500,,cpu1,DDP
+h100x4_amp_mp,cuda,4,1,10.000,100.0000,25.0000,0.9000,0.9500,cpu1,DDP+AMP+MP
 TXT
-check "--table" metrics-report --table --baseline cpu1 "$T/cpu1.csv" "$T/cpux2.csv" "$T/cpux4t2.csv" "$T/h100.csv"
+check "--table" metrics-report --table --baseline cpu1 "$T/cpu1.csv" "$T/cpux2.csv" "$T/cpux4t2.csv" "$T/h100.csv" "$T/h100mp.csv"
 same "--table: golden" "$T/.out" "$T/want-table.csv"
+# The series: precision and model parallelism from the columns, CPU or DDP
+# from the device; a config's runs must agree on it.
+{ echo "$H2"; mrow cpux2_bf16_mp cpu 2 1 bf16 2 0 400; mrow cpu1t2_bf16 cpu 1 2 bf16 1 0 600;
+  mrow h100x2_bf16 cuda 2 4 bf16 1 1 20; mrow h100x1_mp cuda 1 4 fp32 2 1 30; } >"$T/series.csv"
+got=$(metrics-report --table --baseline cpu1 "$T/cpu1.csv" "$T/series.csv" 2>&1 | cut -d, -f1,3,11 | tr '\n' ' ')
+[ "$got" = "config,workers,series cpu1,1,CPU cpu1t2_bf16,2,CPU+bf16 cpux2_bf16_mp,2,CPU+bf16+MP h100x1_mp,1,DDP+MP h100x2_bf16,2,DDP+bf16 " ] &&
+    ok "--table: series CPU+bf16, CPU+bf16+MP, DDP+MP (shared GPU: 1 worker), DDP+bf16" || not_ok "--table: series" "$got"
+{ echo "$H2"; mrow h100x4_amp_mp cuda 2 4 fp32 2 2 12; } >"$T/h100mp-fp32.csv"
+check_fails "--table: a config in two series" 1 "metrics-report: .*h100mp-fp32.csv: line 2: config h100x4_amp_mp is a DDP\+MP run here but DDP\+AMP\+MP" \
+    metrics-report --table --baseline cpu1 "$T/cpu1.csv" "$T/h100mp.csv" "$T/h100mp-fp32.csv"
+{ echo "$H2"; mrow h100x2 cuda 2 4 fp32 1 -1 12; } >"$T/badgpus.csv"
+check_fails "--table: bad gpus_per_rank" 1 "metrics-report: .*badgpus.csv: line 2: gpus_per_rank must be an integer" \
+    metrics-report --table --baseline cpu1 "$T/cpu1.csv" "$T/badgpus.csv"
+metrics-report --summary --baseline cpu1 "$T/cpu1.csv" "$T/h100mp.csv" >"$T/summary.md" 2>"$T/err"
+grep -q '^## Model parallel' "$T/summary.md" && grep -q '^| h100x4_amp_mp | DDP+AMP+MP | 2 | 2 | 4 | 2 | 10.0 | 4.500, 4.400 |' "$T/summary.md" &&
+    ok "--summary: model-parallel runs, their stages and busy seconds" || not_ok "--summary: model parallel" "$(cat "$T/summary.md" "$T/err" | head -c 600)"
+metrics-report --summary --baseline cpu1 "$T/cpu1.csv" "$T/cpux2.csv" >"$T/summary.md" 2>"$T/err"
+! grep -q '^## Model parallel' "$T/summary.md" && ok "--summary: no model-parallel section without such runs" ||
+    not_ok "--summary: no model-parallel section" "$(head -c 300 "$T/summary.md")"
 metrics-report --table --baseline cpux2 "$T/cpu1.csv" "$T/cpux2.csv" >"$T/t2.csv" 2>"$T/err"
 [ "$(sed -n 2p "$T/t2.csv" | cut -d, -f1,6,7)" = "cpu1,0.5000,0.5000" ] && ok "--table: another baseline" ||
     not_ok "--table: another baseline" "$(cat "$T/t2.csv")"

@@ -1,13 +1,15 @@
 // lib/metrics/scaling: the scaling model's arithmetic. A ring allreduce's
 // cost, steps per rank, a fit that gives back the 1-rank time exactly and
 // the 2-rank allreduce and exposed times, efficiency falling with N, and the
-// fit's refusals.
+// fit's refusals; the table's workers and series of model-parallel runs.
 #include "check.h"
 #include "core/error.h"
 #include "metrics/scaling.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int near(double a, double b) { return fabs(a - b) <= 1e-9 * fmax(1, fabs(b)); }
 
@@ -116,10 +118,64 @@ static void test_refusals(void) {
     CHECK(fu_scaling_fit(&b, &a, 1e-3, &m) < 0, "ranks the wrong way round refused", "%s", fu_error());
 }
 
+static char *write_tmp(const char *text) {
+    char *path = strdup("/tmp/test_scaling.XXXXXX");
+    int fd = mkstemp(path);
+    if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text)) abort();
+    close(fd);
+    return path;
+}
+
+// Workers are the GPUs a GPU run used, ranks x threads a CPU run's; the
+// series follows amp and model_parallel. An older file has neither
+// gpus_per_rank nor a meaningful amp: one GPU per rank, plain DDP.
+static void test_table_workers(void) {
+    char *now = write_tmp("config,device,ranks,threads_per_rank,amp,model_parallel,gpus_per_rank,micro_batches,"
+                          "stage_busy_seconds,train_seconds,test_acc,test_auc\n"
+                          "cpu1,cpu,1,1,fp32,1,0,1,,100,0.8,0.9\n"
+                          "cpux2t2_bf16_mp,cpu,2,2,bf16,2,0,4,20.000;19.500,40,0.8,0.9\n"
+                          "h100x1_amp_mp,cuda,1,4,fp16,2,1,4,3.000;2.900,10,0.8,0.9\n"
+                          "h100x4_amp_mp,cuda,2,4,fp16,2,2,4,1.500;1.400,4,0.8,0.9\n"
+                          "h100x2_bf16,cuda,2,4,bf16,1,1,1,,5,0.8,0.9\n");
+    char *old = write_tmp("config,device,ranks,threads_per_rank,amp,model_parallel,train_seconds,test_acc,test_auc\n"
+                          "v100x4_amp,cuda,4,8,0,0,8,0.8,0.9\n");
+    const char *paths[] = {now, old};
+    fu_run *runs;
+    size_t n;
+    int rc = fu_runs_load(paths, 2, &runs, &n);
+    CHECK(rc == 0 && n == 6, "table: results with and without the model-parallel columns", "rc %d n %zu: %s", rc, n,
+          fu_error());
+    if (rc == 0 && n == 6) {
+        static const int want_workers[] = {1, 4, 1, 4, 2, 4};
+        static const char *const want_series[] = {"CPU", "CPU+bf16+MP", "DDP+AMP+MP", "DDP+AMP+MP", "DDP+bf16", "DDP"};
+        for (size_t i = 0; i < n; i++)
+            CHECK(runs[i].workers == want_workers[i] && strcmp(runs[i].series, want_series[i]) == 0,
+                  runs[i].config, "workers %d (want %d), series %s (want %s)", runs[i].workers, want_workers[i],
+                  runs[i].series, want_series[i]);
+        CHECK(runs[3].micro_batches == 4 && strcmp(runs[3].stage_busy, "1.500;1.400") == 0 &&
+                  isnan(runs[5].gpus_per_rank) && isnan(runs[5].micro_batches) && !*runs[5].stage_busy,
+              "table: micro-batches and stage busy seconds read, absent in older files", "%g '%s' %g",
+              runs[3].micro_batches, runs[3].stage_busy, runs[5].gpus_per_rank);
+        fu_table_row *t;
+        size_t rows;
+        rc = fu_table_of_runs(runs, n, "cpu1", &t, &rows);
+        CHECK(rc == 0 && rows == 6 && strcmp(t[3].series, "DDP+AMP+MP") == 0 && near(t[3].speedup, 25) &&
+                  near(t[3].efficiency, 25.0 / 4),
+              "table: h100x4_amp_mp: 2 ranks x 2 GPUs, efficiency per GPU", "rc %d: %s", rc, fu_error());
+        if (rc == 0) free(t);
+    }
+    free(runs);
+    for (char *p[] = {now, old}, **q = p; q < p + 2; q++) {
+        unlink(*q);
+        free(*q);
+    }
+}
+
 int main(void) {
     test_ring();
     test_fit();
     test_full_allreduce();
     test_refusals();
+    test_table_workers();
     return check_done();
 }
