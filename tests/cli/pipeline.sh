@@ -25,7 +25,7 @@ m CLIP=3.0 >/dev/null
 
 check "results/cpu1.csv: the serial baseline" r
 if [ "$(wc -l <"$T/results/cpu1.csv")" = 2 ] && head -1 "$T/results/cpu1.csv" | grep -q '^config,dataset,device,' &&
-    sed -n 2p "$T/results/cpu1.csv" | grep -q '^cpu1,synth,cpu,.*,1,1,fp32,0,8,1,64,'; then ok "results row says what ran"
+    sed -n 2p "$T/results/cpu1.csv" | grep -q '^cpu1,synth,cpu,.*,1,1,fp32,1,8,1,64,'; then ok "results row says what ran"
 else not_ok "results row says what ran" "$(cat "$T/results/cpu1.csv")"; fi
 [ -z "$(r -n)" ] && ok "make -n after the run prints nothing" || not_ok "make -n after the run" "$(r -n | head -3)"
 got=$(r -n EPOCHS=2 | grep -o 'bin/[a-z-]*' | sort -u | tr '\n' ' ')
@@ -46,7 +46,7 @@ got=$(t -n EPOCHS=2 | grep -o 'bin/[a-z-]*' | sort -u | tr '\n' ' ')
 x2() { make -s -C "$FU_ROOT" --no-print-directory "$T/results/cpux2.csv" RESULTS="$T/results" DATA=synth WORK="$T/work" \
     SYNTH_COUNT=24 SYNTH_SIZE=128 SIZE=64 EPOCHS=1 BATCH=8 "$@"; }
 check "results/cpux2.csv: 2 MPI ranks" x2
-if sed -n 2p "$T/results/cpux2.csv" | grep -q '^cpux2,synth,cpu,.*,2,1,fp32,0,8,1,64,' &&
+if sed -n 2p "$T/results/cpux2.csv" | grep -q '^cpux2,synth,cpu,.*,2,1,fp32,1,8,1,64,' &&
     head -1 "$T/results/cpux2.csv" | grep -q ',steps,.*allreduce_seconds,allreduce_exposed_seconds,'; then
     ok "cpux2 row: 2 ranks x 1 thread, the allreduce columns"
 else not_ok "cpux2 row: 2 ranks x 1 thread, the allreduce columns" "$(cat "$T/results/cpux2.csv")"; fi
