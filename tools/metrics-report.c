@@ -55,6 +55,9 @@ static const char USAGE[] =
     "                  1..32 CPU ranks (1..8 GPUs) beside what was measured; assumptions\n"
     "                  in the header lines (#); --csv: every N, no header lines\n"
     "  --latency S     the model's latency per ring hop in seconds (default 2e-05)\n"
+    "  --bandwidth GB/s  GPU kinds of run with a 1-rank run only (one GPU at hand) are\n"
+    "                  predicted with this ring bus bandwidth (NCCL's busbw: NVLink,\n"
+    "                  PCIe) for --grad-mb MB of gradients per step (MedicalCNN's 89.98)\n"
     "  --summary       markdown: every run, the CPU and GPU scaling tables, the model\n"
     "  --baseline C    the config speedups are relative to (e.g. cpu1)\n"
     "  -o, --output FILE  write FILE (atomically) instead of stdout\n"
@@ -62,7 +65,7 @@ static const char USAGE[] =
     "example: metrics-report --ci --roc roc.csv run/predictions-test.csv\n";
 
 enum { OPT_THRESHOLD = TOOL_OPT_FIRST_FREE, OPT_CI, OPT_BOOT, OPT_SEED, OPT_ROC, OPT_CSV, OPT_POOL, OPT_TABLE,
-       OPT_BASELINE, OPT_PREDICT, OPT_LATENCY, OPT_SUMMARY };
+       OPT_BASELINE, OPT_PREDICT, OPT_LATENCY, OPT_SUMMARY, OPT_BANDWIDTH, OPT_GRAD_MB };
 
 typedef struct {
     double *p;
@@ -320,6 +323,13 @@ static void table_csv(FILE *out, const results *r) {
 #define MAX_CPU_RANKS 32
 #define MAX_GPU_RANKS 8
 #define DEFAULT_LATENCY 2e-5
+#define MEDICALCNN_GRAD_MB 89.977096 // 22,494,274 fp32 gradients
+
+// How the model is fitted: ring latency; for kinds of run with a 1-rank run
+// only, a nominal bandwidth (bytes/s; 0: none) and the bytes all-reduced.
+typedef struct {
+    double latency, bandwidth, grad_bytes;
+} model_opts;
 
 typedef struct {
     char name[80];
@@ -327,7 +337,7 @@ typedef struct {
     bool cpu;
     int threads, gpus; // per rank
     const fu_run *one, *two; // the first 1-rank and 2-rank runs
-    bool fitted;
+    bool fitted, nominal; // nominal: from the 1-rank run and --bandwidth
     char why[300]; // not fitted: why
     fu_scaling_model m;
 } family;
@@ -356,7 +366,7 @@ static void family_name(const fu_run *r, char *out, size_t n) {
     snprintf(out, n, "%.*s*%s%s", (int)(x + 1 - r->config), r->config, end, per_rank);
 }
 
-static size_t find_families(const results *r, family *f, double latency) {
+static size_t find_families(const results *r, family *f, const model_opts *mo) {
     size_t n = 0;
     for (size_t k = 0; k < r->n_runs; k++) {
         const fu_run *run = &r->runs[k];
@@ -375,8 +385,11 @@ static size_t find_families(const results *r, family *f, double latency) {
     }
     // A kind of run that cannot be fitted is said so; the others still are.
     for (size_t i = 0; i < n; i++) {
-        if (!f[i].one || !f[i].two) snprintf(f[i].why, sizeof f[i].why, "no %d-rank run", f[i].one ? 2 : 1);
-        else if (fu_scaling_fit(f[i].one, f[i].two, latency, &f[i].m) < 0) snprintf(f[i].why, sizeof f[i].why, "%s", fu_error());
+        f[i].nominal = !f[i].cpu && f[i].one && !f[i].two && mo->bandwidth > 0; // GPUs: NCCL over a known link
+        int rc = f[i].nominal ? fu_scaling_fit_nominal(f[i].one, mo->grad_bytes, mo->bandwidth, mo->latency, &f[i].m)
+                 : f[i].one && f[i].two ? fu_scaling_fit(f[i].one, f[i].two, mo->latency, &f[i].m)
+                                        : fu_fail("", "no %d-rank run", f[i].one ? 2 : 1);
+        if (rc < 0) snprintf(f[i].why, sizeof f[i].why, "%s", fu_error());
         else f[i].fitted = true;
     }
     return n;
@@ -405,11 +418,22 @@ static const char *const ASSUMPTIONS[] = {
     "the allreduce overlaps with backward: the part longer than what the 2-rank run hid (or, when it hid all, "
     "than backward's 2/3 of compute) adds to the step",
     "train time besides the steps (fixed) stays as measured at 1 rank; evaluation is not in train_seconds",
+    "GPUs with a 1-rank run only (--bandwidth): the allreduce at the nominal ring bus bandwidth, overlapping all of "
+    "backward (2/3 of a step's compute), the GPUs fed as fast as the one was: a ceiling, not a fit",
     NULL};
 
-static void describe_fit(FILE *out, const family *f, const char *prefix) {
+static void describe_fit(FILE *out, const family *f, const char *prefix, const model_opts *mo) {
     const fu_scaling_model *m = &f->m;
     double full = fu_ring_allreduce_seconds(2, m->bytes_per_bw, m->latency);
+    if (f->nominal) {
+        fprintf(out, "%s%s: predicted from %s (%s) alone: compute %.4f s/step, data wait %.4f s/step, fixed %.3f s; "
+                     "a nominal ring bus bandwidth of %.1f GB/s for %.1f MB of gradients (one allreduce on 2 ranks "
+                     "%.4f s), latency %.0f us/hop, hidden behind backward up to %.4f s/step\n",
+                prefix, f->name, f->one->config, f->one->file, m->step_compute, m->step_wait,
+                fabs(m->fixed) < 5e-4 ? 0 : m->fixed, mo->bandwidth / 1e9, mo->grad_bytes / 1e6, full,
+                m->latency * 1e6, m->hide);
+        return;
+    }
     fprintf(out, "%s%s: fitted to %s (%s) and %s (%s): compute %.4f s/step, data wait %.4f s/step, fixed %.3f s; "
                  "at 2 ranks the allreduce took %.4f s/step, %.4f s of it exposed; ",
             prefix, f->name, f->one->config, f->one->file, f->two->config, f->two->file, m->step_compute,
@@ -421,13 +445,13 @@ static void describe_fit(FILE *out, const family *f, const char *prefix) {
     fprintf(out, ", latency %.0f us/hop, hidden behind backward up to %.4f s/step\n", m->latency * 1e6, m->hide);
 }
 
-static void model_header(FILE *out, const results *r, const family *f, size_t n, format fmt) {
+static void model_header(FILE *out, const results *r, const family *f, size_t n, format fmt, const model_opts *mo) {
     const char *pre = fmt == FMT_MD ? "- " : "# ";
     if (fmt == FMT_TEXT)
         fputs("# scaling model (docs/experiments.md): training time of N data-parallel ranks, predicted\n", out);
     for (int k = 0; ASSUMPTIONS[k]; k++) fprintf(out, "%s%s\n", pre, ASSUMPTIONS[k]);
     for (size_t i = 0; i < n; i++) {
-        if (f[i].fitted) describe_fit(out, &f[i], pre);
+        if (f[i].fitted) describe_fit(out, &f[i], pre, mo);
         else fprintf(out, "%s%s: not fitted: %s\n", pre, f[i].name, f[i].why);
     }
     fprintf(out, "%sspeedup = T(%s) / T, %s measured: %.3f s; efficiency = speedup / workers\n", pre,
@@ -485,13 +509,15 @@ static void model_rows(FILE *out, const results *r, const family *f, size_t n, f
     }
 }
 
-static void predict(FILE *out, const results *r, double latency, format fmt) {
+static void predict(FILE *out, const results *r, const model_opts *mo, format fmt) {
     family f[MAX_FAMILIES];
-    size_t n = find_families(r, f, latency);
+    size_t n = find_families(r, f, mo);
     size_t fitted = 0;
     for (size_t i = 0; i < n; i++) fitted += f[i].fitted;
-    if (!fitted && fmt != FMT_MD) tool_note("no kind of run has both a 1-rank and a 2-rank run: nothing to predict (make results/cpux2.csv)");
-    if (fmt != FMT_CSV) model_header(out, r, f, n, fmt);
+    if (!fitted && fmt != FMT_MD)
+        tool_note("no kind of run has both a 1-rank and a 2-rank run: nothing to predict (make results/cpux2.csv; "
+                  "or --bandwidth for a nominal link)");
+    if (fmt != FMT_CSV) model_header(out, r, f, n, fmt, mo);
     if (fitted || fmt == FMT_CSV) model_rows(out, r, f, n, fmt);
 }
 
@@ -578,7 +604,7 @@ static void md_model_parallel(FILE *out, const results *r) {
     }
 }
 
-static void summary(FILE *out, const results *r, double latency) {
+static void summary(FILE *out, const results *r, const model_opts *mo) {
     const fu_table_row *b = r->base;
     fputs("# Results summary\n\n", out);
     for (size_t i = 0; i < r->n_runs; i++)
@@ -600,7 +626,7 @@ static void summary(FILE *out, const results *r, double latency) {
     fputs("\n## GPU scaling\n\n", out);
     md_scaling(out, r, false);
     fputs("\n## Scaling model\n\n", out);
-    predict(out, r, latency, FMT_MD);
+    predict(out, r, mo, FMT_MD);
 }
 
 int main(int argc, char **argv) {
@@ -617,12 +643,14 @@ int main(int argc, char **argv) {
                                          {"baseline", required_argument, 0, OPT_BASELINE},
                                          {"predict", no_argument, 0, OPT_PREDICT},
                                          {"latency", required_argument, 0, OPT_LATENCY},
+                                         {"bandwidth", required_argument, 0, OPT_BANDWIDTH},
+                                         {"grad-mb", required_argument, 0, OPT_GRAD_MB},
                                          {"summary", no_argument, 0, OPT_SUMMARY},
                                          {0, 0, 0, 0}};
     report_opts o = {.threshold = -1, .boot = 1000, .seed = 42};
     bool pool = false, as_table = false, as_predict = false, as_summary = false;
     const char *baseline = NULL;
-    double latency = DEFAULT_LATENCY;
+    model_opts mo = {.latency = DEFAULT_LATENCY, .grad_bytes = MEDICALCNN_GRAD_MB * 1e6};
     int c;
     while ((c = tool_getopt(argc, argv, TOOL_COMMON_SHORTOPTS, opts)) != -1) {
         switch (c) {
@@ -636,7 +664,9 @@ int main(int argc, char **argv) {
         case OPT_TABLE: as_table = true; break;
         case OPT_BASELINE: baseline = optarg; break;
         case OPT_PREDICT: as_predict = true; break;
-        case OPT_LATENCY: latency = tool_parse_double("--latency", optarg, 0, 10); break;
+        case OPT_LATENCY: mo.latency = tool_parse_double("--latency", optarg, 0, 10); break;
+        case OPT_BANDWIDTH: mo.bandwidth = 1e9 * tool_parse_double("--bandwidth", optarg, 1e-6, 1e6); break;
+        case OPT_GRAD_MB: mo.grad_bytes = 1e6 * tool_parse_double("--grad-mb", optarg, 1e-6, 1e9); break;
         case OPT_SUMMARY: as_summary = true; break;
         default: tool_usage_error("unexpected option");
         }
@@ -654,8 +684,8 @@ int main(int argc, char **argv) {
         load_results(&r, files, n_files, baseline);
         FILE *out = tool_open_output(false);
         if (as_table) table_csv(out, &r);
-        else if (as_predict) predict(out, &r, latency, o.csv ? FMT_CSV : FMT_TEXT);
-        else summary(out, &r, latency);
+        else if (as_predict) predict(out, &r, &mo, o.csv ? FMT_CSV : FMT_TEXT);
+        else summary(out, &r, &mo);
         tool_commit_output();
         free(r.runs), free(r.rows);
         return 0;

@@ -32,13 +32,44 @@ static int need(const fu_run *r, const char *col, double v) {
     return 0;
 }
 
+// The recipe of a 1-rank run, its per-step compute and wait; whatever else
+// the run spent is fixed.
+static void fit_one(const fu_run *one, fu_scaling_model *m) {
+    *m = (fu_scaling_model){.images = one->train_images, .epochs = one->epochs, .batch = one->batch_per_rank};
+    double steps1 = fu_scaling_steps(m, 1);
+    double wait1 = isnan(one->data_wait_seconds) ? 0 : one->data_wait_seconds;
+    double compute1 = isnan(one->compute_seconds) ? one->train_seconds - wait1 : one->compute_seconds;
+    m->step_compute = compute1 / steps1;
+    m->step_wait = wait1 / steps1;
+    m->fixed = one->train_seconds - compute1 - wait1;
+}
+
+static int need_recipe(const fu_run *one) {
+    if (need(one, "epochs", one->epochs) < 0 || need(one, "train_images", one->train_images) < 0 ||
+        need(one, "batch_per_rank", one->batch_per_rank) < 0)
+        return -1;
+    return 0;
+}
+
+int fu_scaling_fit_nominal(const fu_run *one, double grad_bytes, double bandwidth, double latency,
+                           fu_scaling_model *m) {
+    if (one->ranks != 1) return fu_fail(one->config, "the scaling model fits a 1-rank run, not %d ranks", one->ranks);
+    if (!(grad_bytes > 0) || !(bandwidth > 0) || !(latency >= 0))
+        return fu_fail(one->config, "a nominal fit needs positive gradient bytes and bandwidth");
+    if (need_recipe(one) < 0) return -1;
+    fit_one(one, m);
+    m->bytes_per_bw = grad_bytes / bandwidth;
+    m->latency = latency;
+    m->allreduce2 = m->exposed2 = NAN;
+    m->hide = BACKWARD_SHARE * m->step_compute; // buckets overlapping all of backward
+    return 0;
+}
+
 int fu_scaling_fit(const fu_run *one, const fu_run *two, double latency, fu_scaling_model *m) {
     if (one->ranks != 1 || two->ranks != 2)
         return fu_fail(one->config, "the scaling model fits a 1-rank and a 2-rank run, not %d and %d ranks", one->ranks,
                        two->ranks);
-    if (need(one, "epochs", one->epochs) < 0 || need(one, "train_images", one->train_images) < 0 ||
-        need(one, "batch_per_rank", one->batch_per_rank) < 0 ||
-        need(two, "allreduce_seconds", two->allreduce_seconds) < 0 ||
+    if (need_recipe(one) < 0 || need(two, "allreduce_seconds", two->allreduce_seconds) < 0 ||
         need(two, "allreduce_exposed_seconds", two->allreduce_exposed_seconds) < 0)
         return -1;
     if (two->epochs != one->epochs || two->train_images != one->train_images ||
@@ -47,15 +78,7 @@ int fu_scaling_fit(const fu_run *one, const fu_run *two, double latency, fu_scal
                                     "not one recipe",
                        two->epochs, two->train_images, two->batch_per_rank, one->config, one->epochs,
                        one->train_images, one->batch_per_rank);
-    *m = (fu_scaling_model){.images = one->train_images, .epochs = one->epochs, .batch = one->batch_per_rank};
-
-    // One rank: per-step compute and wait; whatever else the run spent is fixed.
-    double steps1 = fu_scaling_steps(m, 1);
-    double wait1 = isnan(one->data_wait_seconds) ? 0 : one->data_wait_seconds;
-    double compute1 = isnan(one->compute_seconds) ? one->train_seconds - wait1 : one->compute_seconds;
-    m->step_compute = compute1 / steps1;
-    m->step_wait = wait1 / steps1;
-    m->fixed = one->train_seconds - compute1 - wait1;
+    fit_one(one, m);
 
     // Two ranks: the allreduce per step, what backward hid of it, and the
     // bandwidth term, best from one clean blocking allreduce of the gradient.

@@ -52,4 +52,11 @@ fu_scaling_point fu_scaling_predict(const fu_scaling_model *m, int ranks);
 // (different recipe, missing columns).
 int fu_scaling_fit(const fu_run *one, const fu_run *two, double latency, fu_scaling_model *m);
 
+// The same from a 1-rank run alone and a nominal link: grad_bytes all-reduced
+// per step at `bandwidth` bytes/s of ring bus bandwidth (NCCL's busbw, e.g. a
+// GPU's NVLink figure) and `latency` s per hop, overlapping up to backward's
+// share of the step. For GPUs where only one is at hand: a prediction, no fit.
+int fu_scaling_fit_nominal(const fu_run *one, double grad_bytes, double bandwidth, double latency,
+                           fu_scaling_model *m);
+
 #endif

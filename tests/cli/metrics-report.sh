@@ -141,6 +141,18 @@ metrics-report --table --baseline cpux2 "$T/cpu1.csv" "$T/cpux2.csv" >"$T/t2.csv
 check_fails "--table: missing baseline" 1 "metrics-report: cpu9: no run of this baseline config" \
     metrics-report --table --baseline cpu9 "$T/cpu1.csv" "$T/cpux2.csv"
 check_fails "--table without --baseline" 2 "metrics-report: --table needs --baseline" metrics-report --table "$T/cpu1.csv"
+# One GPU at hand: --bandwidth predicts its kind from the 1-GPU run and a
+# nominal link. h100x1_amp: 160 steps in 40 s = 0.25 s/step; 100 MB at
+# 100 GB/s = 1 ms a hop-free ring term, 2 ranks: 1 ms + 2 x 20 us, all hidden
+# behind backward (0.167 s/step); 80 steps: 20 s; 4 ranks: 40 steps, 10 s.
+metrics-report --predict --csv --baseline cpu1 --bandwidth 100 --grad-mb 100 "$T/cpu1.csv" "$T/h100.csv" >"$T/nom.csv" 2>"$T/nom.err"
+if grep -qx 'h100x\*_amp,2,2,80,0.0010,0.0000,20.000,50.0000,25.0000,,,,DDP' "$T/nom.csv" &&
+    grep -qx 'h100x\*_amp,4,4,40,0.0016,0.0000,10.000,100.0000,25.0000,,,,DDP' "$T/nom.csv" &&
+    ! grep -q '^cpux' "$T/nom.csv"; then ok "--predict --bandwidth: a GPU kind from its 1-GPU run and a nominal link"
+else not_ok "--predict --bandwidth: a GPU kind from its 1-GPU run and a nominal link" "$(cat "$T/nom.err" "$T/nom.csv")"; fi
+metrics-report --predict --baseline cpu1 --bandwidth 100 --grad-mb 100 "$T/cpu1.csv" "$T/h100.csv" >"$T/nom.txt" 2>&1
+grep -q '^# h100x\*_amp: predicted from h100x1_amp (.*h100.csv) alone: .*nominal ring bus bandwidth of 100.0 GB/s' "$T/nom.txt" &&
+    ok "--predict --bandwidth says what it assumed" || not_ok "--predict --bandwidth says what it assumed" "$(cat "$T/nom.txt")"
 check_fails "--predict without --baseline" 2 "metrics-report: --predict needs --baseline" metrics-report --predict "$T/cpu1.csv"
 check_fails "--table with --summary" 2 "metrics-report: --table, --predict and --summary: one at a time" \
     metrics-report --table --summary --baseline cpu1 "$T/cpu1.csv"
