@@ -87,8 +87,12 @@ int main(int argc, char **argv) {
     int n_groups = fu_param_groups(&m, false, &groups);
     fu_adamw_opts opts = fu_adamw_defaults();
     double t_fwd = 0, t_bwd = 0, t_opt = 0, best = 1e30;
+    fu_pipe_stage_info warm[FU_MAX_STAGES]; // each stage's busy time after the warm-up
+    int k = 0;
     float loss = 0;
     for (int s = 0; s < warmup + steps; s++) {
+        if (s == warmup)
+            k = fu_pipe_info(b, warm, FU_MAX_STAGES);
         fu_pass pass = {.train = true, .dropout = true, .seed = 42, .step = (uint64_t)s};
         double t0 = now();
         if (b->forward(b, batch, params, state, counts, x, labels, class_w, &pass, &loss) < 0)
@@ -128,9 +132,10 @@ int main(int argc, char **argv) {
            steps * batch / total, batch / best, total / steps, t_fwd / steps, t_bwd / steps, t_opt / steps, loss,
            b->act_bytes / 1048576.0, ru.ru_maxrss / 1024.0);
     fu_pipe_stage_info info[FU_MAX_STAGES];
-    int k = fu_pipe_info(b, info, FU_MAX_STAGES);
-    for (int i = 0; i < k; i++) // busy over warm-up and timed steps
-        printf("stage=%d name=%s busy_s_per_step=%.3f\n", i, info[i].stage.name, info[i].busy_seconds / (warmup + steps));
+    fu_pipe_info(b, info, FU_MAX_STAGES);
+    for (int i = 0; i < k; i++) // busy over the timed steps (their forward and backward)
+        printf("stage=%d name=%s busy_s_per_step=%.3f\n", i, info[i].stage.name,
+               (info[i].busy_seconds - warm[i].busy_seconds) / steps);
     b->destroy(b);
     free(groups);
     fu_model_free(&m);
