@@ -174,8 +174,13 @@ static void *worker_main(void *arg) {
     }
 }
 
-// Posts a job to every stage thread and waits for all of them.
-static int run(pipe *p, job_kind job) {
+// Posts a job to every stage thread and waits for all of them. With `report`
+// (a backward under data parallelism), each stage's gradients go to its
+// grads_ready from this thread, the one that may call MPI, as soon as that
+// stage is done: stage s finishes after stage s + 1 (its last micro-batch
+// waits for theirs), so the ranges come last stage first on every rank, and
+// their allreduce overlaps the earlier stages' backward.
+static int run(pipe *p, job_kind job, const fu_dist_hooks *report) {
     pthread_mutex_lock(&p->mu);
     p->job = job;
     p->job_id++;
@@ -183,7 +188,17 @@ static int run(pipe *p, job_kind job) {
     p->failed = false;
     memset(p->done, 0, sizeof p->done);
     pthread_cond_broadcast(&p->cv);
-    while (p->finished < p->k) pthread_cond_wait(&p->cv, &p->mu);
+    int next = p->k - 1; // the next stage to report
+    for (;;) {
+        while (report && !p->failed && next >= 0 && p->done[next] == p->parts) {
+            const fu_stage *st = &p->info[next--].stage;
+            pthread_mutex_unlock(&p->mu);
+            if (st->n_params) report->grads_ready(report->ctx, st->param0, st->n_params);
+            pthread_mutex_lock(&p->mu);
+        }
+        if (p->finished == p->k) break;
+        pthread_cond_wait(&p->cv, &p->mu);
+    }
     bool failed = p->failed;
     pthread_mutex_unlock(&p->mu);
     if (!failed) return 0;
@@ -227,7 +242,7 @@ static int pipe_forward(fu_backend *b, int n, const float *params, float *state,
         w_all += w;
     }
     for (int j = 0; j < p->parts; j++) p->share[j] = w_all > 0 ? p->share[j] / w_all : 1.0 / p->parts;
-    if (run(p, JOB_FORWARD) < 0) return -1;
+    if (run(p, JOB_FORWARD, NULL) < 0) return -1;
     int k = p->m->classes;
     double total = 0;
     for (int j = 0; j < p->parts; j++) {
@@ -248,14 +263,7 @@ static int pipe_backward(fu_backend *b, const float *params, const float *dy, fl
     if (dy) return fu_fail("model", "a pipe of stages ends in the loss and takes no output gradient");
     p->params = params, p->grads = grads;
     p->ready = false;
-    if (run(p, JOB_BACKWARD) < 0) return -1;
-    // Data parallelism: every stage's gradients are final now (reported from
-    // this thread, which is the one that may call MPI).
-    if (b->dist && b->dist->grads_ready)
-        for (int s = p->k - 1; s >= 0; s--)
-            if (p->info[s].stage.n_params)
-                b->dist->grads_ready(b->dist->ctx, p->info[s].stage.param0, p->info[s].stage.n_params);
-    return 0;
+    return run(p, JOB_BACKWARD, b->dist && b->dist->grads_ready ? b->dist : NULL);
 }
 
 static void pipe_destroy(fu_backend *b) {

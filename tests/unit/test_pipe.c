@@ -382,6 +382,42 @@ static void test_trainer(void) {
     fu_trainer_free(&a), fu_trainer_free(&b);
 }
 
+// What grads_ready saw: the ranges in order, and the values then.
+typedef struct {
+    const float *grads;
+    float *seen; // (n_params)
+    size_t ranges[FU_MAX_STAGES][2];
+    int n;
+} ready_log;
+
+static void log_ready(void *ctx, size_t off, size_t len) {
+    ready_log *l = ctx;
+    if (l->n < FU_MAX_STAGES) l->ranges[l->n][0] = off, l->ranges[l->n][1] = len;
+    l->n++;
+    memcpy(l->seen + off, l->grads + off, len * sizeof(float));
+}
+
+// Data parallelism sees every stage's gradients once, final, last stage first.
+static void test_reports(void) {
+    const fu_model *m = model();
+    run_bufs r;
+    bufs_init(&r);
+    ready_log log = {.grads = r.grads, .seen = calloc(m->n_params, sizeof(float))};
+    fu_dist_hooks hooks = {.ctx = &log, .grads_ready = log_ready};
+    fu_backend *b = NULL;
+    fu_stage st[3];
+    fu_stages_balanced(m, 3, st);
+    int rc = pipe_make(3, 2, NULL, &b);
+    if (rc == 0) b->dist = &hooks, rc = train_on(b, &r);
+    bool ok = rc == 0 && log.n == 3 && memcmp(log.seen, r.grads, m->n_params * sizeof(float)) == 0;
+    for (int i = 0; ok && i < 3; i++) ok = log.ranges[i][0] == st[2 - i].param0 && log.ranges[i][1] == st[2 - i].n_params;
+    CHECK(ok, "grads_ready: each stage's range once, final, last stage first", "rc %d (%s), %d reports", rc, fu_error(),
+          log.n);
+    fu_backend_destroy(b);
+    free(log.seen);
+    bufs_free(&r);
+}
+
 // A sync-BN sum the pipe must refuse before calling.
 static int never_sum(void *ctx, double *v, int n) {
     (void)ctx, (void)v, (void)n;
@@ -429,6 +465,7 @@ int main(void) {
     test_pipe();
     test_pipe_eval();
     test_trainer();
+    test_reports();
     test_refusals();
     return check_done();
 }
