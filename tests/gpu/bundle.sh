@@ -4,7 +4,9 @@
 # ...), such as the lent device machines: build/tests/gpu/test_cuda with every
 # shared library it loads except the CUDA ones and the driver, and this
 # machine's dynamic loader (so that its C library comes along), into
-# build/gpu-bundle.tar.xz. Run it there with tests/gpu/run-bundle.sh.
+# build/gpu-bundle.tar.xz. Run it there with tests/gpu/run-bundle.sh. NCCL
+# (200 MB) is not packed: the test loads it at run time from the machine's
+# own installation (pip's nvidia-nccl wheel or the CUDA toolkit's folders).
 set -eu
 cd "$(dirname "$0")/../.."
 make -s USE_CUDA=1 build/tests/gpu/test_cuda

@@ -24,6 +24,19 @@ for p in nvidia.__path__:
 path=$b/lib:${wheels}${CUDA_HOME:-/usr/local/cuda}/lib64:/usr/local/nvidia/lib64:/usr/lib/x86_64-linux-gnu
 echo "# libraries:"
 "$b/lib/ld-linux.so" --library-path "$path" --list "$b/test_cuda" | grep -E 'cud|cublas|not found' | sed 's/^/#   /'
+# NCCL is loaded at run time (dlopen, lib/cuda/nccl_sync.h), from the same
+# folders: without it the NCCL checks print one "skip" line.
+nccl="not in these folders (the NCCL checks skip unless the loader's cache has it)"
+old_ifs=$IFS
+IFS=:
+for d in $path; do
+    if [ -e "$d/libnccl.so.2" ]; then
+        nccl=$d/libnccl.so.2
+        break
+    fi
+done
+IFS=$old_ifs
+echo "#   libnccl.so.2 (dlopen) => $nccl"
 log=$dir/log
 "$b/lib/ld-linux.so" --library-path "$path" "$b/test_cuda" >"$log" 2>&1
 rc=$?
