@@ -55,6 +55,8 @@ static const char USAGE[] =
     "  --sync-bn              BatchNorm on the statistics of all ranks' images (default: per rank)\n"
     "  --lr-scale none|linear linear: lr x ranks (the global batch grows with the ranks)\n"
     "  --bucket-mb N          gradient allreduce buckets of N MB (25)\n"
+    "  --allreduce nccl|mpi   with --device cuda: gradients summed by NCCL on the GPUs (default) or by\n"
+    "                         MPI through host memory; the CPU backends always use MPI\n"
     "Model parallel: the model cut into K stages, each on its own GPU (or CPU thread),\n"
     "micro-batches pipelined through them (GPipe); with mpirun, each rank runs K stages.\n"
     "  --model-parallel K     K stages (1); cut where compute balances, unless\n"
@@ -69,7 +71,7 @@ enum {
     OPT_TRAIN = TOOL_OPT_FIRST_FREE, OPT_VAL, OPT_TEST, OPT_EPOCHS, OPT_BATCH, OPT_LR, OPT_WD, OPT_NO_DECAY,
     OPT_SELECT, OPT_SEED, OPT_BACKEND, OPT_RESUME, OPT_MAX_STEPS, OPT_NO_AUGMENT, OPT_NO_DROPOUT, OPT_CONFIG,
     OPT_DATASET, OPT_AMP, OPT_SYNC_BN, OPT_LR_SCALE, OPT_BUCKET_MB, OPT_DEVICE, OPT_MODEL_PARALLEL, OPT_STAGES,
-    OPT_MICRO_BATCHES, OPT_SHARED_GPU
+    OPT_MICRO_BATCHES, OPT_SHARED_GPU, OPT_ALLREDUCE
 };
 
 typedef enum { SELECT_AUC, SELECT_ACC, SELECT_LAST } select_by;
@@ -114,6 +116,7 @@ static options parse(int argc, char **argv) {
         {"stages", required_argument, 0, OPT_STAGES},
         {"micro-batches", required_argument, 0, OPT_MICRO_BATCHES},
         {"allow-shared-gpu", no_argument, 0, OPT_SHARED_GPU},
+        {"allreduce", required_argument, 0, OPT_ALLREDUCE},
         {0, 0, 0, 0},
     };
     options op = {.backend = "auto", .o = fu_train_defaults(), .select = SELECT_AUC, .max_steps = -1, .bucket_mb = 25};
@@ -163,6 +166,11 @@ static options parse(int argc, char **argv) {
         case OPT_STAGES: op.o.stage_cuts = optarg; break;
         case OPT_MICRO_BATCHES: op.o.micro_batches = (int)tool_parse_long("--micro-batches", optarg, 1, 64); break;
         case OPT_SHARED_GPU: op.o.shared_gpu = true; break;
+        case OPT_ALLREDUCE:
+            if (strcmp(optarg, "nccl") && strcmp(optarg, "mpi"))
+                tool_usage_error("--allreduce: nccl or mpi, not '%s'", optarg);
+            op.o.mpi_allreduce = strcmp(optarg, "mpi") == 0;
+            break;
         }
     }
     if (optind < argc) tool_usage_error("%s: unexpected argument (the splits go with --train/--val/--test)", argv[optind]);
@@ -581,15 +589,18 @@ int main(int argc, char **argv) {
     setup_done();
     if (fu_trainer_distribute(&t, &comm, op.sync_bn, (size_t)(op.bucket_mb * 1e6)) < 0) tool_fail();
     double allreduce_full = 0;
-    if (t.sync && fu_grad_sync_calibrate(t.sync, 3, &allreduce_full) < 0) tool_fail();
+    if (fu_trainer_allreduce_calibrate(&t, 3, &allreduce_full) < 0) tool_fail();
 
     start_up_report(&op, &m, &t, &train, &val, op.test ? &test : NULL, batches, dropped);
-    if (comm.size > 1)
+    if (comm.size > 1) {
+        bool nccl = strcmp(fu_trainer_allreduce_name(&t), "NCCL") == 0;
         tool_note("data parallel: %d ranks of %d thread%s, batch %d per rank (%d global), lr %g; BatchNorm %s; "
-                  "gradients %.1f MB in %d buckets, one blocking allreduce of them %.1f ms",
+                  "gradients %.1f MB in %d buckets summed by %s, one blocking allreduce of them %.1f ms",
                   comm.size, tool.threads, tool.threads == 1 ? "" : "s", op.o.batch, op.o.batch * comm.size, op.o.lr,
                   op.sync_bn ? "synchronised across ranks" : "per rank", (double)m.n_params * 4 / 1e6,
-                  fu_grad_sync_stats_of(t.sync).buckets, allreduce_full * 1e3);
+                  fu_trainer_allreduce_stats(&t).buckets,
+                  nccl ? "NCCL on the GPUs" : "MPI through host memory", allreduce_full * 1e3);
+    }
     if (single_class(&val)) tool_note("%s: a single class: val AUC is undefined (left empty); accuracy is reported", op.val);
     if (op.test && single_class(&test))
         tool_note("%s: a single class: test AUC is undefined (left empty); accuracy is reported", op.test);
@@ -672,7 +683,7 @@ int main(int argc, char **argv) {
                   op.resume ? " (since the resume)" : "");
     results r = {&op, &train, &rs, &ev, op.test ? &et : NULL, device_name, started_at, final_loss,
                  max_over_ranks(peak_rss_mb()), comm.size, t.step,
-                 t.sync ? fu_grad_sync_stats_of(t.sync) : (fu_grad_sync_stats){0}, allreduce_full, busy};
+                 fu_trainer_allreduce_stats(&t), allreduce_full, busy};
     if (writer) write_results(&r);
 
     fu_eval_free(&ev);

@@ -18,7 +18,9 @@ extern "C" {
 // or a stage of one (model.h, nn/stages.h). o->amp: off (fp32), bf16 or fp16
 // (convolutions in half with fp32 accumulation; fp16 with dynamic loss
 // scaling inside backward). The backend takes backend.h's data-parallel hooks
-// (sync-BN, grads_ready). Fails with "no CUDA device: ..." where there is none.
+// (sync-BN, grads_ready) and sets fu_backend.nccl: NCCL gradient sums on the
+// device for data parallelism (nccl_sync.h). Fails with "no CUDA device: ..."
+// where there is none.
 int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backend **out);
 
 // CUDA devices this process sees (0 with no driver or no device); `why` gets

@@ -29,6 +29,11 @@
 // and uploads the global ones, weighed as ref_net.h documents; grads_ready is
 // called for every parameter, in backward op order, once the gradients are
 // on the host (at the end of backward: they are downloaded in one copy).
+// With an NCCL sync attached (fu_backend.nccl, nccl_sync.h) the gradients are
+// summed on the device instead: each op's parameter ranges are reported to
+// it as soon as the op is enqueued, its buckets all-reduce on their own
+// stream while backward goes on, and backward waits for them before the
+// download; grads_ready is then never called.
 //
 // As the reference, backward zeroes every gradient and each op ACCUMULATES
 // into its inputs' gradients (cuDNN and cuBLAS with beta = 1), so a tensor
@@ -50,12 +55,15 @@
 // true gradients. A stage that ends before the loss scales its output's
 // gradient instead, and unscales its input's gradient too. With sync-BN, the
 // ranks agree on an overflow through one more sum (so that every rank redoes
-// backward, and its sums, together, and their scales stay equal).
+// backward, and its sums, together, and their scales stay equal); with NCCL
+// the gradients are summed while still scaled (every rank has the same
+// scale), unscaled after, and the ranks agree on an overflow over NCCL.
 //
 // FU_CUDA_SYNC=1 in the environment synchronises after every op, so that an
 // asynchronous CUDA error is reported with the op that caused it.
 #include "cuda/cuda_backend.h"
 #include "cuda/cuda_ops.h"
+#include "cuda/nccl_sync.h"
 
 extern "C" {
 #include "core/error.h"
@@ -127,6 +135,7 @@ typedef struct {
     const fu_dist_hooks *dist;
     double w_rank, share;
     double *dist_v;
+    fu_nccl_sync *nccl; // gradients summed over ranks on the device (NULL: not)
     bool ready; // a training forward ran since the last backward
     bool sync;  // FU_CUDA_SYNC: synchronise after every op
     char what[192]; // the op running, for error messages
@@ -624,6 +633,8 @@ static int op_bwd(cu_net *d, int i, int n) {
     return 0;
 }
 
+static void nccl_ready(void *sync, size_t off, size_t len) { fu_nccl_sync_ready((fu_nccl_sync *)sync, off, len); }
+
 // One backward pass into d->grads from the loss gradient, or for a stage that
 // ends before the loss from its output's gradient dy (n, C, H, W), times
 // `scale`.
@@ -633,6 +644,7 @@ static int backward_pass(cu_net *d, const float *dy, float scale) {
     snprintf(d->what, sizeof d->what, "backward (clearing gradients, uploading the output's gradient)");
     CU(cudaMemset(d->grads, 0, m->n_params * sizeof(float)));
     CU(cudaMemset(d->dact, 0, d->plan.act_size * sizeof(float)));
+    if (d->nccl) fu_nccl_sync_begin(d->nccl);
     if (ends_in_loss(m)) {
         memset(d->dlogits, 0, (size_t)n * k * sizeof(float));
         fu_ref_xent_bwd_f32(n, k, d->prob, d->labels, d->class_w, scale, d->dlogits);
@@ -644,18 +656,24 @@ static int backward_pass(cu_net *d, const float *dy, float scale) {
     for (int i = m->n_ops - 1; i > 0; i--) {
         describe(d, i, n, "backward");
         if (op_bwd(d, i, n) < 0 || op_done(d) < 0) return -1;
+        // Op i wrote its parameters' gradients for the last time.
+        if (d->nccl) fu_params_ready(m, i, nccl_ready, d->nccl);
     }
     return 0;
 }
 
 // fp16 loss scaling: the gradients (and an inner input's) divided by the
-// scale; *overflow where one of them is inf or NaN.
+// scale; *overflow where one of them is inf or NaN. With NCCL the gradients
+// are the ranks' sum, and the flag is agreed over NCCL too (an inner
+// input's gradient is the rank's own), so that all ranks redo backward, and
+// its allreduce, together.
 static int unscale(cu_net *d, bool *overflow) {
     int flag = 0;
     snprintf(d->what, sizeof d->what, "backward (unscaling fp16 gradients by %g)", d->loss_scale);
     CU(cudaMemset(d->nonfinite, 0, sizeof(int)));
     cu_unscale(d->m->n_params, d->grads, 1 / d->loss_scale, d->nonfinite);
     if (d->m->inner_input) cu_unscale(fu_op_numel(d->m, 0, d->n), dact(d, 0), 1 / d->loss_scale, d->nonfinite);
+    if (d->nccl && fu_nccl_sync_max(d->nccl, d->nonfinite) < 0) return -1;
     CU(cudaMemcpy(&flag, d->nonfinite, sizeof flag, cudaMemcpyDeviceToHost));
     *overflow = flag != 0;
     return 0;
@@ -686,9 +704,11 @@ static int cu_backward(fu_backend *b, const float *params, const float *dy_out, 
     for (;;) {
         bool overflow = false;
         if (backward_pass(d, dy_out, d->loss_scale) < 0) return -1;
+        // Summed over ranks still scaled: every rank has the same loss scale.
+        if (d->nccl && fu_nccl_sync_end(d->nccl) < 0) return -1;
         if (d->amp != FU_AMP_FP16) break;
         if (unscale(d, &overflow) < 0) return -1;
-        if (d->dist && agree_overflow(d, &overflow) < 0) return -1;
+        if (d->dist && !d->nccl && agree_overflow(d, &overflow) < 0) return -1;
         if (!overflow) {
             if (++d->clean_steps == SCALE_GROWTH_STEPS) d->loss_scale *= 2, d->clean_steps = 0;
             break;
@@ -703,8 +723,8 @@ static int cu_backward(fu_backend *b, const float *params, const float *dy_out, 
     if (m->inner_input && download_nchw(d, 0, d->n, dact(d, 0), d->dinput) < 0) return -1;
     d->ready = false;
     // Every range is final now; announced in backward op order, as the
-    // other backends do.
-    if (b->dist && b->dist->grads_ready)
+    // other backends do (not with NCCL: the sum is done).
+    if (b->dist && b->dist->grads_ready && !d->nccl)
         for (int i = m->n_ops - 1; i > 0; i--) fu_params_ready(m, i, b->dist->grads_ready, b->dist->ctx);
     return 0;
 }
@@ -717,6 +737,7 @@ static void cu_destroy(fu_backend *b) {
     cu_net *d = (cu_net *)b->impl;
     if (d) {
         cudaSetDevice(d->device); // where its handles and buffers live
+        fu_nccl_sync_free(d->nccl); // before the buffer it sums
         for (int i = 0; d->op && i < d->m->n_ops; i++) {
             cu_op *o = &d->op[i];
             if (o->x) cudnnDestroyTensorDescriptor(o->x);
@@ -849,6 +870,20 @@ int fu_cuda_device_name(char *out, size_t size) {
     return 0;
 }
 
+// fu_nccl_api.attach: the sync on this backend's device gradient buffer.
+static int cu_attach_nccl(fu_backend *b, fu_comm *c, size_t bucket_bytes, fu_nccl_sync **out) {
+    cu_net *d = (cu_net *)b->impl;
+    *out = NULL;
+    if (d->nccl) return fu_fail("cuda backend", "an NCCL gradient sync is attached already");
+    if (fu_nccl_sync_create(c, d->device, d->grads, d->m->n_params, bucket_bytes, &d->nccl) < 0) return -1;
+    b->reports_grads = false;
+    *out = d->nccl;
+    return 0;
+}
+
+static const fu_nccl_api NCCL_API = {cu_attach_nccl, fu_nccl_sync_set_scale, fu_nccl_sync_stats_of,
+                                     fu_nccl_sync_calibrate};
+
 int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backend **out) {
     *out = NULL;
     char why[160];
@@ -876,7 +911,7 @@ int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backe
     d->sync = sync && *sync && strcmp(sync, "0") != 0;
     b->name = "cuda", b->m = m, b->batch = o->batch, b->amp = o->amp, b->impl = d;
     b->forward = cu_forward, b->logits = cu_logits, b->backward = cu_backward, b->input_grad = cu_input_grad;
-    b->destroy = cu_destroy, b->reports_grads = true;
+    b->destroy = cu_destroy, b->reports_grads = true, b->nccl = &NCCL_API;
     if (create(d, b) < 0) {
         cu_destroy(b);
         return -1;

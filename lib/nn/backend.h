@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 typedef struct fu_backend fu_backend;
+struct fu_nccl_api; // cuda/nccl_sync.h
 
 // Mixed precision: OFF computes in fp32; BF16 runs convolutions and matmuls
 // on bfloat16 inputs with fp32 accumulation, fp32 master weights, BN and loss
@@ -67,6 +68,11 @@ struct fu_backend {
     const fu_dist_hooks *dist; // set by the caller after create; NULL: single process
     bool reports_grads; // backward calls dist->grads_ready for every parameter (else never)
     size_t act_bytes;   // activation memory it planned (for the start-up report)
+    // Optional, NULL but in the cuda backend: its gradient allreduce on the
+    // GPU with NCCL (cuda/nccl_sync.h), used instead of dist->grads_ready and
+    // a host-side sum. Function pointers, so that callers compiled without
+    // CUDA (the trainer) link in every build.
+    const struct fu_nccl_api *nccl;
     void *impl;
     // Forward pass on n images. In training (pass->train), BN uses batch
     // statistics and updates state and counts, the loss of (labels, class_w)

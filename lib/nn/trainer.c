@@ -78,12 +78,33 @@ int fu_trainer_distribute(fu_trainer *t, fu_comm *c, bool sync_bn, size_t bucket
         fu_comm_bcast(c, t->state, m->n_state * sizeof(float), 0) < 0 ||
         fu_comm_bcast(c, t->counts, m->n_counts * sizeof(int64_t), 0) < 0)
         return -1;
-    if (fu_grad_sync_create(c, t->grads, m->n_params, bucket_bytes, &t->sync) < 0) return -1;
+    // Every rank has the same backend and options, so all take the same
+    // branch (attaching NCCL is collective).
+    if (t->be->nccl && !t->o.mpi_allreduce) {
+        if (t->be->nccl->attach(t->be, c, bucket_bytes, &t->nccl) < 0) return -1;
+    } else if (fu_grad_sync_create(c, t->grads, m->n_params, bucket_bytes, &t->sync) < 0) {
+        return -1;
+    }
     t->comm = c;
-    t->hooks = (fu_dist_hooks){.ctx = t, .sum = sync_bn ? dist_sum : NULL, .grads_ready = dist_grads_ready};
+    // With NCCL the backend sums in backward: the host must not sum again.
+    t->hooks = (fu_dist_hooks){.ctx = t, .sum = sync_bn ? dist_sum : NULL,
+                               .grads_ready = t->sync ? dist_grads_ready : NULL};
     t->be->dist = &t->hooks;
     fu_trainer_keep_best(t);
     return fu_trainer_check_in_sync(t);
+}
+
+const char *fu_trainer_allreduce_name(const fu_trainer *t) { return t->nccl ? "NCCL" : t->sync ? "MPI" : NULL; }
+
+fu_grad_sync_stats fu_trainer_allreduce_stats(const fu_trainer *t) {
+    if (t->nccl) return t->be->nccl->stats_of(t->nccl);
+    return t->sync ? fu_grad_sync_stats_of(t->sync) : (fu_grad_sync_stats){0};
+}
+
+int fu_trainer_allreduce_calibrate(fu_trainer *t, int reps, double *seconds) {
+    *seconds = 0;
+    if (t->nccl) return t->be->nccl->calibrate(t->nccl, reps, seconds);
+    return t->sync ? fu_grad_sync_calibrate(t->sync, reps, seconds) : 0;
 }
 
 int fu_trainer_check_in_sync(fu_trainer *t) {
@@ -153,6 +174,7 @@ int fu_train_step(fu_trainer *t, int n, const float *x, const int *labels, doubl
     double global_loss = g[1] / g[0];
     if (!isfinite(global_loss)) return fu_fail("training", "step %lld: the loss is %f", (long long)step, global_loss);
     if (t->sync) fu_grad_sync_begin(t->sync, w_mine / g[0]);
+    if (t->nccl) t->be->nccl->set_scale(t->nccl, w_mine / g[0]);
     if (t->be->backward(t->be, t->params, NULL, t->grads) < 0) return -1;
     if (t->sync && fu_grad_sync_end(t->sync) < 0) return -1;
     double norm = fu_clip_grad_norm(t->grads, t->m->n_params, t->o.max_grad_norm);

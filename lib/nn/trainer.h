@@ -7,6 +7,7 @@
 #ifndef FU_NN_TRAINER_H
 #define FU_NN_TRAINER_H
 
+#include "cuda/nccl_sync.h" // C declarations only: reached through fu_backend.nccl
 #include "dist/comm.h"
 #include "dist/grad_sync.h"
 #include "nn/adamw.h"
@@ -30,6 +31,10 @@ typedef struct {
     int stages, micro_batches;
     const char *stage_cuts; // fu_stages_parse's spec; NULL: balanced
     bool shared_gpu;        // every stage on the rank's GPU
+    // Data parallel on the cuda backend: sum gradients through MPI on the
+    // host (dist/grad_sync.h), not with NCCL on the GPUs (the default there);
+    // other backends always use MPI.
+    bool mpi_allreduce;
 } fu_train_opts;
 
 // The study's recipe: 10 epochs, batch 32, lr 1e-3, weight decay 1e-4 on
@@ -54,7 +59,8 @@ typedef struct {
     int *labels[2];
     // Data parallel (fu_trainer_distribute); comm NULL: one process.
     fu_comm *comm;
-    fu_grad_sync *sync;
+    fu_grad_sync *sync;  // gradients summed on the host (MPI), or
+    fu_nccl_sync *nccl;  // on the GPUs by the backend (NCCL; the backend owns it)
     fu_dist_hooks hooks;
 } fu_trainer;
 
@@ -65,11 +71,21 @@ void fu_trainer_free(fu_trainer *t);
 
 // Makes t one rank of c's data-parallel job: rank 0's initial weights and
 // BN state go to every rank (and are checked), gradients are summed across
-// ranks in buckets of bucket_bytes overlapping backward, and with sync_bn
-// BatchNorm uses the statistics of the global batch. Epochs then train each
-// rank on its slice of the order (dist/sampler.h), and fu_evaluate splits a
-// split across ranks and gathers every prediction on every rank.
+// ranks in buckets of bucket_bytes overlapping backward (with NCCL on the
+// GPUs where the backend has it, fu_backend.nccl, unless o.mpi_allreduce;
+// else with MPI on the host), and with sync_bn BatchNorm uses the statistics
+// of the global batch. Epochs then train each rank on its slice of the order
+// (dist/sampler.h), and fu_evaluate splits a split across ranks and gathers
+// every prediction on every rank.
 int fu_trainer_distribute(fu_trainer *t, fu_comm *c, bool sync_bn, size_t bucket_bytes);
+
+// How gradients are summed: "NCCL", "MPI", or NULL for one process.
+const char *fu_trainer_allreduce_name(const fu_trainer *t);
+// The gradient allreduce's figures so far (zeros for one process).
+fu_grad_sync_stats fu_trainer_allreduce_stats(const fu_trainer *t);
+// Seconds one blocking allreduce of every gradient takes (median of reps;
+// 0 for one process). Collective.
+int fu_trainer_allreduce_calibrate(fu_trainer *t, int reps, double *seconds);
 
 // Whether every rank holds the same weights (a checksum compared across
 // ranks); fails naming the first rank that differs.

@@ -7,7 +7,9 @@
 # this machine's dynamic loader (so that its C library comes along), into
 # build/gpu-bundle.tar.xz. There, tests/gpu/run-bundle.sh runs the test and
 # tests/gpu/device.sh everything (the tools get wrappers in bin/ that start
-# them with the packed loader).
+# them with the packed loader). NCCL (200 MB) is not packed: the programs
+# load it at run time (dlopen, lib/cuda/nccl_sync.h) from the machine's own
+# installation (pip's nvidia-nccl wheel or the CUDA toolkit's folders).
 set -eu
 cd "$(dirname "$0")/../.."
 make -s USE_CUDA=1 all build/tests/gpu/test_cuda

@@ -17,6 +17,19 @@ trap 'rm -rf "$dir"' EXIT
 unpack_bundle "$tarball" "$dir" || exit 1
 echo "# libraries:"
 "$b/lib/ld-linux.so" --library-path "$path" --list "$b/test_cuda" | grep -E 'cud|cublas|nccl|not found' | sed 's/^/#   /'
+# NCCL is loaded at run time (dlopen, lib/cuda/nccl_sync.h), from the same
+# folders: without it the NCCL checks print one "skip" line.
+nccl="not in these folders (the NCCL checks skip unless the loader's cache has it)"
+old_ifs=$IFS
+IFS=:
+for d in $path; do
+    if [ -e "$d/libnccl.so.2" ]; then
+        nccl=$d/libnccl.so.2
+        break
+    fi
+done
+IFS=$old_ifs
+echo "#   libnccl.so.2 (dlopen) => $nccl"
 log=$dir/log
 "$b/lib/ld-linux.so" --library-path "$path" "$b/test_cuda" >"$log" 2>&1
 rc=$?

@@ -24,6 +24,8 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "cuda/cuda_backend.h"
+#include "cuda/nccl_sync.h"
+#include "dist/comm.h"
 #include "nn/model.h"
 #include "nn/pipe.h"
 #include "nn/ref_net.h"
@@ -36,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define TOL 1e-3
 // Mixed precision against the double oracle and the fp32 cpu trainer: first
@@ -671,7 +674,8 @@ typedef struct {
     int labels[DP_BATCH];
 } problem;
 
-static int step_make(const char *backend, const problem *p, int at, int n, const fu_dist_hooks *h, step *s) {
+static int step_make_amp(const char *backend, const problem *p, int at, int n, fu_amp amp, const fu_dist_hooks *h,
+                         step *s) {
     const fu_model *m = &p->m;
     memset(s, 0, sizeof *s);
     s->n = n;
@@ -683,12 +687,16 @@ static int step_make(const char *backend, const problem *p, int at, int n, const
     s->grads = malloc(m->n_params * sizeof(float));
     memset(s->grads, 0xff, m->n_params * sizeof(float)); // NaN: backward must overwrite every one
     s->logits = malloc((size_t)n * m->classes * sizeof(float));
-    if (fu_backend_create(backend, m, &(fu_backend_opts){.batch = n}, &s->b) < 0) {
+    if (fu_backend_create(backend, m, &(fu_backend_opts){.batch = n, .amp = amp}, &s->b) < 0) {
         snprintf(s->err, sizeof s->err, "%s", fu_error());
         return -1;
     }
     s->b->dist = h;
     return 0;
+}
+
+static int step_make(const char *backend, const problem *p, int at, int n, const fu_dist_hooks *h, step *s) {
+    return step_make_amp(backend, p, at, n, FU_AMP_OFF, h, s);
 }
 
 static void step_free(step *s) {
@@ -878,10 +886,182 @@ static double now(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+// ---- NCCL gradient allreduce, one rank ------------------------------------------------
+
+#define NCCL_BUCKET_BYTES ((size_t)4 << 20) // 4 MB: 23 buckets of MedicalCNN's 90 MB
+#define NCCL_STEPS 3
+
+// NCCL_STEPS training steps of the problem's whole batch on a new cuda
+// backend in `amp` with hooks h; with c, a sync over c attached first
+// (gradients times scale) into *sync. The last step's results into s.
+static int nccl_run(const problem *p, fu_amp amp, const fu_dist_hooks *h, fu_comm *c, double scale, step *s,
+                    fu_nccl_sync **sync) {
+    if (step_make_amp("cuda", p, 0, DP_BATCH, amp, h, s) < 0) return -1;
+    if (c) {
+        if (s->b->nccl->attach(s->b, c, NCCL_BUCKET_BYTES, sync) < 0) return -1;
+        s->b->nccl->set_scale(*sync, scale);
+    }
+    for (int k = 0; k < NCCL_STEPS && s->rc == 0; k++) run_step(s);
+    if (s->rc < 0) fu_set_error(s->err, NULL);
+    return s->rc;
+}
+
+// The bucket plan: consecutive from the end of the buffer, every float once;
+// *early: every bucket started while backward ran.
+static bool plan_ok(const fu_nccl_bucket *b, int nb, size_t n, bool *early, char *why, size_t size) {
+    size_t end = n;
+    *early = true;
+    for (int k = 0; k < nb; k++) {
+        if (b[k].len == 0 || b[k].off + b[k].len != end) {
+            snprintf(why, size, "bucket %d is [%zu, %zu), expected to end at %zu", k, b[k].off, b[k].off + b[k].len, end);
+            return false;
+        }
+        end = b[k].off;
+        *early &= b[k].early;
+    }
+    if (end != 0) snprintf(why, size, "the buckets leave [0, %zu) out", end);
+    return end == 0;
+}
+
+// A two-rank communicator whose second rank never comes: creating it must
+// fail within FU_NCCL_TIMEOUT (3 s here), not hang. SIGALRM ends the test
+// if it hangs anyway.
+static void check_nccl_timeout(const problem *p) {
+    fu_comm lonely = {.rank = 0, .size = 2, .local_rank = 0, .local_size = 1};
+    step s;
+    fu_nccl_sync *sync = NULL;
+    setenv("FU_NCCL_TIMEOUT", "3", 1);
+    alarm(120);
+    double t0 = now();
+    bool made = step_make("cuda", p, 0, DP_BATCH, NULL, &s) == 0;
+    int rc = made ? s.b->nccl->attach(s.b, &lonely, NCCL_BUCKET_BYTES, &sync) : 0;
+    double took = now() - t0;
+    alarm(0);
+    unsetenv("FU_NCCL_TIMEOUT");
+    char name[200];
+    snprintf(name, sizeof name, "NCCL: a communicator missing a rank fails in %.1f s (limit 3 s), not hangs: %s", took,
+             fu_error());
+    CHECK(made && rc < 0 && strstr(fu_error(), "no progress") && took < 30, name, "rc %d, '%s'", rc, fu_error());
+    step_free(&s);
+}
+
+// The NCCL sync on one rank (a world of one process: NCCL's sum of one is
+// the identity) against no sync: gradients bit for bit in fp32 and fp16
+// (which also agrees on overflows over NCCL), times the share bit for bit;
+// grads_ready never called; the bucket plan, the stats, a calibration.
+static void check_nccl(fu_comm *one, int side) {
+    problem p;
+    problem_make(&p, side);
+    const fu_model *m = &p.m;
+    size_t np = m->n_params;
+    char name[240], why[200] = "";
+    static const fu_amp amps[] = {FU_AMP_OFF, FU_AMP_FP16};
+    // grads_ready must not be called; where it is, the log copies from scratch.
+    float *scratch = calloc(np, sizeof(float));
+    bool no_lib = false;
+    for (size_t a = 0; a < sizeof amps / sizeof *amps && !no_lib; a++) {
+        step plain, synced, halved;
+        fu_nccl_sync *sync = NULL, *sync_half = NULL;
+        ready_log log;
+        log_init(&log, np, scratch);
+        rank_ctx ctx = {.log = &log};
+        fu_dist_hooks hooks = {.ctx = &ctx, .grads_ready = log_ready};
+        memset(&plain, 0, sizeof plain), memset(&synced, 0, sizeof synced), memset(&halved, 0, sizeof halved);
+        int rc = nccl_run(&p, amps[a], NULL, NULL, 1, &plain, NULL);
+        if (rc == 0) rc = nccl_run(&p, amps[a], &hooks, one, 1, &synced, &sync);
+        no_lib = rc < 0 && strstr(fu_error(), "cannot load libnccl");
+        if (no_lib) printf("skip - NCCL: %s\n", fu_error());
+        if (rc == 0) rc = nccl_run(&p, amps[a], NULL, one, 0.5, &halved, &sync_half);
+        snprintf(name, sizeof name, "NCCL, 1 rank, amp %s: %d steps with and without the sync run", fu_amp_name(amps[a]),
+                 NCCL_STEPS);
+        if (!no_lib && CHECK(rc == 0, name, "%s", fu_error())) {
+            double e = rel_ff(np, synced.grads, plain.grads);
+            snprintf(name, sizeof name, "NCCL, 1 rank, amp %s: gradients = without it, bit for bit (%.1e); loss the same",
+                     fu_amp_name(amps[a]), e);
+            CHECK(!memcmp(synced.grads, plain.grads, np * sizeof(float)) && synced.loss == plain.loss, name,
+                  "relative error %.3g; loss %.9g vs %.9g", e, synced.loss, plain.loss);
+            size_t bad = 0;
+            for (size_t i = 0; i < np; i++) bad += halved.grads[i] != 0.5f * plain.grads[i];
+            snprintf(name, sizeof name, "NCCL, 1 rank, amp %s: scale 0.5 gives half of every gradient, bit for bit",
+                     fu_amp_name(amps[a]));
+            CHECK(bad == 0, name, "%zu of %zu differ", bad, np);
+            snprintf(name, sizeof name, "NCCL, amp %s: backward never calls grads_ready, reports_grads off",
+                     fu_amp_name(amps[a]));
+            CHECK(log.n_order == 0 && !synced.b->reports_grads, name, "%d calls; reports_grads %d", log.n_order,
+                  synced.b->reports_grads);
+        }
+        if (rc == 0 && amps[a] == FU_AMP_OFF) {
+            fu_nccl_bucket plan[256];
+            int nb = fu_nccl_sync_plan(sync, plan, 256);
+            bool early = false, ok = nb <= 256 && plan_ok(plan, nb, np, &early, why, sizeof why);
+            snprintf(name, sizeof name, "NCCL: %d buckets of <= %zu MB cover every parameter once, from the end", nb,
+                     NCCL_BUCKET_BYTES >> 20);
+            CHECK(ok, name, "%s", why);
+            snprintf(name, sizeof name, "NCCL: every bucket started during backward (overlapping it)");
+            CHECK(ok && early, name, "some started only after backward");
+            fu_grad_sync_stats st = fu_nccl_sync_stats_of(sync);
+            snprintf(name, sizeof name, "NCCL: stats filled: %d buckets, %.1f MB per step, %.2f ms allreduce and "
+                     "%.2f ms exposed per step", st.buckets, st.mb_per_step, 1e3 * st.seconds / NCCL_STEPS,
+                     1e3 * st.exposed / NCCL_STEPS);
+            CHECK(st.buckets == nb && fabs(st.mb_per_step - (double)np * 4 / 1e6) < 1e-9 && st.seconds > 0 &&
+                      st.exposed >= 0 && st.exposed <= st.seconds, name, "buckets %d, %.3f MB, %.3g s, exposed %.3g s",
+                  st.buckets, st.mb_per_step, st.seconds, st.exposed);
+            double t = 0;
+            int crc = fu_nccl_sync_calibrate(sync, 3, &t);
+            snprintf(name, sizeof name, "NCCL: calibrate: one blocking allreduce of %.1f MB takes %.3f ms (1 rank)",
+                     (double)np * 4 / 1e6, 1e3 * t);
+            CHECK(crc == 0 && t > 0, name, "rc %d, %.3g s: %s", crc, t, fu_error());
+        }
+        log_free(&log);
+        step_free(&plain), step_free(&synced), step_free(&halved);
+    }
+    if (!no_lib) check_nccl_timeout(&p);
+    free(scratch);
+    problem_free(&p);
+}
+
+// fp32 training steps of the bench's problem with a one-rank NCCL sync
+// attached (25 MB buckets, as cnn-train), then NCCL's calibration: in-place
+// allreduces of the whole 90 MB gradient. One rank moves no data (the sum of
+// one is itself), so that time is the call's own cost, not a bandwidth: bus
+// bandwidth needs 2+ GPUs (`mpirun -np 2 cnn-train --device cuda` prints it).
+static int bench_nccl(fu_comm *one, const fu_model *m, const float *params, float *state, int64_t *counts,
+                      const float *x, const int *labels, const float *cw, int n, int warm, int timed) {
+    fu_backend *b;
+    fu_nccl_sync *sync;
+    float *grads = malloc(m->n_params * sizeof(float)), loss;
+    if (fu_backend_create("cuda", m, &(fu_backend_opts){.batch = n}, &b) < 0) return free(grads), -1;
+    int rc = b->nccl->attach(b, one, 25000000, &sync);
+    double busy = 0;
+    fu_grad_sync_stats warmup = {0}, st = {0};
+    for (int s = 0; s < warm + timed && rc == 0; s++) {
+        fu_pass pass = {.train = true, .dropout = true, .seed = 1, .step = (uint64_t)s};
+        if (s == warm) warmup = fu_nccl_sync_stats_of(sync);
+        double t0 = now();
+        rc = b->forward(b, n, params, state, counts, x, labels, cw, &pass, &loss);
+        if (rc == 0) rc = b->backward(b, params, NULL, grads);
+        if (s >= warm) busy += now() - t0;
+    }
+    if (rc == 0) st = fu_nccl_sync_stats_of(sync);
+    double full = 0;
+    if (rc == 0) rc = fu_nccl_sync_calibrate(sync, 5, &full);
+    if (rc == 0)
+        printf("# bench: NCCL, 1 rank, fp32: %.1f ms per training step with the sync attached (%d buckets of 25 MB; "
+               "allreduce %.2f ms, exposed %.2f ms per step); in-place allreduce of %.1f MB: %.3f ms (median of 5: "
+               "one rank moves no data, so this is the call's cost, not a bandwidth; bus bandwidth needs 2+ GPUs)\n",
+               1e3 * busy / timed, st.buckets, 1e3 * (st.seconds - warmup.seconds) / timed,
+               1e3 * (st.exposed - warmup.exposed) / timed, st.mb_per_step, 1e3 * full);
+    else
+        printf("# bench: NCCL: %s\n", fu_error());
+    fu_backend_destroy(b);
+    free(grads);
+    return rc;
+}
+
 // Forward + backward of the study's size through the host-pointer interface
 // (parameter, state and gradient copies included): set-up, then 2 steps
-// warm-up and 10 timed, per precision.
-static int bench(void) {
+// warm-up and 10 timed, per precision; then the same with NCCL (bench_nccl).
+static int bench(fu_comm *one) {
     enum { N = 32, SIDE = 224, WARM = 2, TIMED = 10 };
     fu_model m;
     if (fu_medicalcnn(&m, SIDE, SIDE) < 0) return 1;
@@ -919,6 +1099,7 @@ static int bench(void) {
             printf("# bench: amp %s: %s\n", fu_amp_name(amps[a]), fu_error());
         fu_backend_destroy(b);
     }
+    if (rc == 0) rc = bench_nccl(one, &m, params, state, counts, x, labels, cw, N, WARM, TIMED) < 0;
     free(params), free(grads), free(state), free(x), free(counts);
     fu_model_free(&m);
     return rc;
@@ -931,7 +1112,12 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (fu_cuda_device_name(device, sizeof device) == 0) printf("# device: %s\n", device);
-    if (argc > 1 && strcmp(argv[1], "--bench") == 0) return bench();
+    fu_comm one; // a world of one process, for NCCL
+    if (fu_comm_init(&one, &argc, &argv) < 0 || one.size != 1) {
+        printf("not ok - a world of one process: %s\n", fu_error());
+        return 1;
+    }
+    if (argc > 1 && strcmp(argv[1], "--bench") == 0) return bench(&one);
     // (h, w, k, stride, pad, dil): 1x1, 3x3 stride 1/2, dilation 1-4, 7x7/2, odd sides
     static const int cfg[][6] = {{13, 11, 1, 1, 0, 1}, {13, 11, 3, 1, 1, 1}, {17, 15, 3, 2, 1, 1},
                                  {15, 13, 3, 1, 2, 2}, {19, 17, 3, 2, 3, 3}, {21, 19, 3, 1, 4, 4},
@@ -967,5 +1153,6 @@ int main(int argc, char **argv) {
         fu_model_free(&m);
     }
     check_dist("cuda", 64);
+    check_nccl(&one, 64);
     return check_done();
 }

@@ -1,0 +1,110 @@
+// Gradient allreduce on the GPU with NCCL, overlapping backward: what
+// dist/grad_sync.h does on the host with MPI, for the cuda backend's device
+// gradient buffer. One rank per GPU; the communicator is bootstrapped from a
+// fu_comm (rank 0's ncclUniqueId broadcast over MPI).
+//
+// The buffer is cut into buckets as grad_sync cuts it (from its end, since
+// backward finishes the head first). The backend reports ranges as its ops
+// enqueue their last write of them (fu_nccl_sync_ready); a bucket whose every
+// value is reported records an event on the compute stream (the default
+// stream, where the backend runs), and the NCCL stream (non-blocking, so it
+// never serialises with the default stream) waits for that event, multiplies
+// the bucket by the rank's share and starts ncclAllReduce (sum, in place),
+// while the compute stream goes on with backward.
+//
+// Waiting is done by the host, not by a stream: fu_nccl_sync_end polls the
+// NCCL stream's completion and NCCL's asynchronous error state, and after a
+// timeout (30 s, FU_NCCL_TIMEOUT=seconds in the environment) aborts the
+// communicator and fails naming NCCL's error, instead of hanging in the next
+// cudaMemcpy behind a kernel that waits for a rank that died. The
+// communicator is non-blocking (ncclConfig_t.blocking = 0) so that its
+// initialisation can time out too.
+//
+// libnccl.so.2 is loaded at run time (dlopen), not linked: programs built
+// with the GPU backend start on machines without NCCL, and only creating a
+// sync there fails ("NCCL: cannot load libnccl.so.2: ...").
+//
+// C linkage, as cuda_backend.h: the trainer (C11) and C tests call it, the
+// trainer through fu_backend.nccl (struct fu_nccl_api below) only, so that
+// builds without CUDA link.
+#ifndef FU_CUDA_NCCL_SYNC_H
+#define FU_CUDA_NCCL_SYNC_H
+
+#ifdef __cplusplus
+// dist/comm.h is C11: its one _Noreturn is C++'s [[noreturn]].
+#define _Noreturn [[noreturn]]
+extern "C" {
+#endif
+
+#include "dist/comm.h"
+#include "dist/grad_sync.h" // fu_grad_sync_stats
+#include "nn/backend.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct fu_nccl_sync fu_nccl_sync;
+
+// A sync of the device buffer grads (n floats, on GPU `device`) over c's
+// ranks, buckets of about bucket_bytes. Collective: every rank of c calls it.
+// The ranks agree on failures (a rank that cannot load NCCL, or whose
+// communicator does not come up) so that all fail together.
+int fu_nccl_sync_create(fu_comm *c, int device, float *grads, size_t n, size_t bucket_bytes, fu_nccl_sync **out);
+// Finalises (or, after an error, has aborted) the communicator.
+void fu_nccl_sync_free(fu_nccl_sync *s);
+
+// The trainer, before backward: gradients are multiplied by scale (the rank's
+// share of the global batch's loss weight, as grad_sync) before the sum; 1
+// until set.
+void fu_nccl_sync_set_scale(fu_nccl_sync *s, double scale);
+// The backend: at the start of each backward pass (again when fp16 redoes
+// one), after the pass has cleared the gradients.
+void fu_nccl_sync_begin(fu_nccl_sync *s);
+// The backend, in backward: grads[off, off + len) are written by work already
+// enqueued on the compute stream. Errors are kept for fu_nccl_sync_end.
+void fu_nccl_sync_ready(fu_nccl_sync *s, size_t off, size_t len);
+// The backend, after the pass: starts the buckets not yet started (in bucket
+// order; a backend that reports nothing still works, without overlap) and
+// waits for all of them. Afterwards the buffer holds the sum over ranks of
+// scale x gradient, the same bytes on every rank.
+int fu_nccl_sync_end(fu_nccl_sync *s);
+// The largest of a device int over the ranks, in place, waited for (fp16:
+// the ranks agree on an overflow, so that all redo backward together).
+int fu_nccl_sync_max(fu_nccl_sync *s, int *dev_value);
+
+// Seconds: first bucket started -> last one done on the GPU, and the part of
+// it after backward's last kernel (exposed), summed over backward passes.
+fu_grad_sync_stats fu_nccl_sync_stats_of(const fu_nccl_sync *s);
+
+// Seconds one blocking allreduce of the whole buffer's size takes (median of
+// reps, each after a one-float allreduce that lines the ranks up), on a
+// scratch buffer: the bandwidth figure the scaling model extrapolates from.
+int fu_nccl_sync_calibrate(fu_nccl_sync *s, int reps, double *seconds);
+
+// A bucket of the plan: floats [off, off + len) of the buffer, and whether
+// the last backward pass started it before fu_nccl_sync_end (overlapping).
+typedef struct {
+    size_t off, len;
+    bool early;
+} fu_nccl_bucket;
+// The buckets (at most max into out); returns how many there are.
+int fu_nccl_sync_plan(const fu_nccl_sync *s, fu_nccl_bucket *out, int max);
+
+// What code built without CUDA reaches through fu_backend.nccl (set by the
+// cuda backend only).
+struct fu_nccl_api {
+    // Makes b's backward sum its device gradients over c's ranks with a new
+    // sync, which b owns (freed with b); *out for the calls below. b then
+    // never calls dist->grads_ready. Collective, as fu_nccl_sync_create.
+    int (*attach)(fu_backend *b, fu_comm *c, size_t bucket_bytes, fu_nccl_sync **out);
+    void (*set_scale)(fu_nccl_sync *s, double scale);
+    fu_grad_sync_stats (*stats_of)(const fu_nccl_sync *s);
+    int (*calibrate)(fu_nccl_sync *s, int reps, double *seconds);
+};
+
+#ifdef __cplusplus
+}
+#undef _Noreturn
+#endif
+
+#endif
