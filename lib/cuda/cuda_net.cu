@@ -764,6 +764,30 @@ static int dev_alloc(cu_net *d, void *p, size_t bytes) {
     return 0;
 }
 
+// Device bytes create() allocates for d->batch images (after plan_scratch;
+// without the convolution workspace, chosen later and capped), and in *fixed
+// the part that does not grow with the batch: weights, their gradients and
+// half copies, BN state.
+static size_t planned_bytes(const cu_net *d, size_t *fixed) {
+    const fu_model *m = d->m;
+    size_t f = sizeof(float), es = d->es;
+    *fixed = (2 * m->n_params + m->n_state) * f + 2 * d->wt_size * es + d->bnv_size * sizeof(double);
+    return *fixed + (2 * d->plan.act_size + d->plan.aux_size + d->stage_size + d->coef_size) * f +
+           (d->hx_size + d->hy_size) * es + d->part_size * sizeof(double) + sizeof(int);
+}
+
+// Out of GPU memory at this batch: says so with the largest batch that would
+// fit what the GPU has free (batch memory grows linearly with the batch).
+static int fail_oom(const cu_net *d, size_t need, size_t fixed, size_t free_bytes) {
+    double mib = 1.0 / (1 << 20), per_image = (double)(need - fixed) / d->batch;
+    long fits = free_bytes > fixed + WORKSPACE_CAP ? (long)((free_bytes - fixed - WORKSPACE_CAP) / per_image) : 0;
+    fu_fail("cuda backend", "out of GPU memory: a batch of %d needs %.0f MiB (%.0f MiB of it the weights), "
+                            "and %.0f MiB are free", d->batch, need * mib, fixed * mib, free_bytes * mib);
+    if (fits >= 2) fu_hint("--batch %ld or less fits (with up to %zu MiB of convolution workspace)", fits, WORKSPACE_CAP >> 20);
+    else fu_hint("not even a batch of 2 fits: free the GPU, or use --model-parallel to split the model");
+    return -1;
+}
+
 // Sizes of the scratch buffers from the op list at the planned batch. The
 // NCHW staging buffer takes the input, the model's output (a stage's goes out
 // NCHW, its gradient comes in so), and dropout masks.
@@ -834,6 +858,9 @@ static int create(cu_net *d, fu_backend *b) {
     bool amp = d->amp != FU_AMP_OFF;
     if (!amp) d->hx_size = d->hy_size = 0;
     snprintf(d->what, sizeof d->what, "allocating device memory for a batch of %d", d->batch);
+    size_t fixed, need = planned_bytes(d, &fixed), free_bytes = 0, total_bytes = 0;
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess && need > free_bytes)
+        return fail_oom(d, need, fixed, free_bytes);
     if (dev_alloc(d, &d->params, m->n_params * f) < 0 || dev_alloc(d, &d->grads, m->n_params * f) < 0 ||
         dev_alloc(d, &d->state, m->n_state * f) < 0 || dev_alloc(d, &d->wt, d->wt_size * es) < 0 ||
         dev_alloc(d, &d->dwt, d->wt_size * es) < 0 || dev_alloc(d, &d->act, act * f) < 0 ||
