@@ -26,6 +26,7 @@
 #include "cuda/cuda_backend.h"
 #include "cuda/nccl_sync.h"
 #include "dist/comm.h"
+#include "nn/adamw.h"
 #include "nn/model.h"
 #include "nn/pipe.h"
 #include "nn/ref_net.h"
@@ -1058,15 +1059,46 @@ static int bench_nccl(fu_comm *one, const fu_model *m, const float *params, floa
     return rc;
 }
 
+// One bench subject's timed steps: forward, backward and the host's clipping
+// + AdamW (what the trainer does after backward), seconds per step.
+typedef struct {
+    double fwd, bwd, opt;
+} step_times;
+
+static int time_steps(fu_backend *b, const fu_model *m, int n, float *params, float *state, int64_t *counts,
+                      const float *x, const int *labels, const float *cw, int warm, int timed, step_times *t) {
+    float *grads = malloc(m->n_params * sizeof(float)), *m1 = calloc(m->n_params, sizeof(float)),
+          *m2 = calloc(m->n_params, sizeof(float)), loss;
+    fu_param_group *groups = NULL;
+    int n_groups = fu_param_groups(m, false, &groups), rc = grads && m1 && m2 && n_groups > 0 ? 0 : -1;
+    fu_adamw_opts o = fu_adamw_defaults();
+    *t = (step_times){0};
+    for (int s = 0; s < warm + timed && rc == 0; s++) {
+        fu_pass pass = {.train = true, .dropout = true, .seed = 1, .step = (uint64_t)s};
+        double t0 = now();
+        rc = b->forward(b, n, params, state, counts, x, labels, cw, &pass, &loss);
+        double t1 = now();
+        if (rc == 0) rc = b->backward(b, params, NULL, grads);
+        double t2 = now();
+        fu_clip_grad_norm(grads, m->n_params, 1.0);
+        fu_adamw_step(&o, 1e-6, s + 1, groups, n_groups, params, grads, m1, m2);
+        if (s >= warm) t->fwd += (t1 - t0) / timed, t->bwd += (t2 - t1) / timed, t->opt += (now() - t2) / timed;
+    }
+    free(grads), free(m1), free(m2), free(groups);
+    return rc;
+}
+
 // Forward + backward of the study's size through the host-pointer interface
-// (parameter, state and gradient copies included): set-up, then 2 steps
-// warm-up and 10 timed, per precision; then the same with NCCL (bench_nccl).
+// (parameter, state and gradient copies included) and the host's clipping +
+// AdamW: set-up, then 2 steps warm-up and 10 timed, per precision; 2 stages
+// sharing the GPU (the cost of the split), then the same with NCCL
+// (bench_nccl).
 static int bench(fu_comm *one) {
     enum { N = 32, SIDE = 224, WARM = 2, TIMED = 10 };
     fu_model m;
     if (fu_medicalcnn(&m, SIDE, SIDE) < 0) return 1;
-    float *params = malloc(m.n_params * sizeof(float)), *grads = malloc(m.n_params * sizeof(float)),
-          *state = malloc(m.n_state * sizeof(float)), *x = random_batch(&m, N, 1), cw[2] = {0.5f, 0.5f}, loss;
+    float *params = malloc(m.n_params * sizeof(float)), *state = malloc(m.n_state * sizeof(float)),
+          *x = random_batch(&m, N, 1), cw[2] = {0.5f, 0.5f};
     int64_t *counts = calloc(m.n_counts, sizeof(int64_t));
     int labels[N];
     for (int i = 0; i < N; i++) labels[i] = i % 2;
@@ -1076,31 +1108,42 @@ static int bench(fu_comm *one) {
     for (size_t a = 0; a < sizeof amps / sizeof *amps && rc == 0; a++) {
         fu_backend *b;
         double t0 = now();
-        if (fu_backend_create("cuda", &m, &(fu_backend_opts){.batch = N, .amp = amps[a]}, &b) < 0) {
+        step_times t;
+        if (fu_backend_create("cuda", &m, &(fu_backend_opts){.batch = N, .amp = amps[a]}, &b) < 0 ||
+            time_steps(b, &m, N, params, state, counts, x, labels, cw, WARM, TIMED, &t) < 0) {
             printf("# bench: amp %s: %s\n", fu_amp_name(amps[a]), fu_error());
             rc = 1;
-            break;
-        }
-        double setup = now() - t0, fwd = 0, bwd = 0;
-        for (int s = 0; s < WARM + TIMED && rc == 0; s++) {
-            fu_pass pass = {.train = true, .dropout = true, .seed = 1, .step = (uint64_t)s};
-            double t1 = now();
-            rc = b->forward(b, N, params, state, counts, x, labels, cw, &pass, &loss);
-            double t2 = now();
-            if (rc == 0) rc = b->backward(b, params, NULL, grads);
-            if (s >= WARM) fwd += t2 - t1, bwd += now() - t2;
-        }
-        if (rc == 0)
+        } else {
             printf("# bench: MedicalCNN %dx%d, batch %d, amp %s: %.1f ms per training step (forward %.1f, "
-                   "backward %.1f; mean of %d), set-up %.2f s, %.0f MiB of device buffers\n",
-                   SIDE, SIDE, N, fu_amp_name(amps[a]), 1e3 * (fwd + bwd) / TIMED, 1e3 * fwd / TIMED,
-                   1e3 * bwd / TIMED, TIMED, setup, b->act_bytes / 1048576.0);
-        else
-            printf("# bench: amp %s: %s\n", fu_amp_name(amps[a]), fu_error());
+                   "backward %.1f, host clipping + AdamW %.1f; mean of %d), set-up and warm-up %.2f s, %.0f MiB "
+                   "of device buffers\n",
+                   SIDE, SIDE, N, fu_amp_name(amps[a]), 1e3 * (t.fwd + t.bwd + t.opt), 1e3 * t.fwd, 1e3 * t.bwd,
+                   1e3 * t.opt, TIMED, now() - t0 - TIMED * (t.fwd + t.bwd + t.opt), b->act_bytes / 1048576.0);
+        }
+        fu_backend_destroy(b);
+    }
+    // Model parallel: 2 stages on this one GPU, each driven by its thread.
+    static const int micro[] = {1, 4};
+    for (size_t k = 0; k < sizeof micro / sizeof *micro && rc == 0; k++) {
+        fu_backend *b = NULL;
+        fu_pipe_opts po = {.backend = "cuda", .stages = 2, .micro_batches = micro[k], .shared_device = true};
+        step_times t;
+        fu_pipe_stage_info info[2];
+        if (fu_pipe_create(&m, &po, &(fu_backend_opts){.batch = N}, &b) < 0 ||
+            time_steps(b, &m, N, params, state, counts, x, labels, cw, WARM, TIMED, &t) < 0) {
+            printf("# bench: 2 stages x %d: %s\n", micro[k], fu_error());
+            rc = 1;
+        } else {
+            fu_pipe_info(b, info, 2);
+            printf("# bench: 2 stages sharing the GPU x %d micro-batch%s, fp32: %.1f ms per training step (forward "
+                   "%.1f, backward %.1f, host clipping + AdamW %.1f); busy since set-up: %s %.2f s, %s %.2f s\n",
+                   micro[k], micro[k] == 1 ? "" : "es", 1e3 * (t.fwd + t.bwd + t.opt), 1e3 * t.fwd, 1e3 * t.bwd,
+                   1e3 * t.opt, info[0].stage.name, info[0].busy_seconds, info[1].stage.name, info[1].busy_seconds);
+        }
         fu_backend_destroy(b);
     }
     if (rc == 0) rc = bench_nccl(one, &m, params, state, counts, x, labels, cw, N, WARM, TIMED) < 0;
-    free(params), free(grads), free(state), free(x), free(counts);
+    free(params), free(state), free(x), free(counts);
     fu_model_free(&m);
     return rc;
 }
