@@ -20,6 +20,7 @@
 // Run by `make test-gpu` (not by `make test`).
 #include "../unit/check.h"
 #include "../unit/mini_net.h"
+#include "../unit/sim_ranks.h"
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -338,76 +339,7 @@ static void check_training(const fu_model *m) {
     }
 }
 
-// ---- hooks: what grads_ready saw -----------------------------------------------------
-
-// The ranges grads_ready announced on one backend, in order, with a copy of
-// the gradients at each announcement.
-typedef struct {
-    const float *grads; // the buffer backward writes
-    size_t n_params;
-    float *seen;        // (n_params) grads[off, off + len) when the range was announced
-    int *times;         // (n_params) announcements per element
-    size_t (*order)[2]; // (off, len) per call
-    int n_order, cap_order;
-    bool out_of_range;  // a range beyond n_params
-} ready_log;
-
-static void log_init(ready_log *l, size_t n_params, const float *grads) {
-    memset(l, 0, sizeof *l);
-    l->grads = grads;
-    l->n_params = n_params;
-    l->seen = calloc(n_params ? n_params : 1, sizeof(float));
-    l->times = calloc(n_params ? n_params : 1, sizeof(int));
-}
-
-static void log_free(ready_log *l) { free(l->seen), free(l->times), free(l->order); }
-
-static void log_range(ready_log *l, size_t off, size_t len) {
-    if (off + len > l->n_params) {
-        l->out_of_range = true;
-        return;
-    }
-    if (l->n_order == l->cap_order) {
-        l->cap_order = l->cap_order ? 2 * l->cap_order : 256;
-        l->order = realloc(l->order, (size_t)l->cap_order * sizeof *l->order);
-    }
-    l->order[l->n_order][0] = off, l->order[l->n_order][1] = len;
-    l->n_order++;
-    memcpy(l->seen + off, l->grads + off, len * sizeof(float));
-    for (size_t i = off; i < off + len; i++) l->times[i]++;
-}
-
-// Every parameter announced once, its value then the final one.
-static bool ready_ok(const ready_log *l, const float *grads, char *why, size_t size) {
-    if (l->out_of_range) {
-        snprintf(why, size, "a range beyond the %zu parameters", l->n_params);
-        return false;
-    }
-    for (size_t i = 0; i < l->n_params; i++)
-        if (l->times[i] != 1) {
-            snprintf(why, size, "parameter %zu announced %d times", i, l->times[i]);
-            return false;
-        }
-    if (memcmp(l->seen, grads, l->n_params * sizeof(float))) {
-        snprintf(why, size, "a range changed after it was announced");
-        return false;
-    }
-    return true;
-}
-
-static bool same_order(const ready_log *a, const ready_log *b) {
-    return a->n_order == b->n_order && !memcmp(a->order, b->order, (size_t)a->n_order * sizeof *a->order);
-}
-
-// ||a - ref|| / ||ref|| for two float vectors (absolute where ref is 0).
-static double rel_ff(size_t n, const float *a, const float *ref) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        num += ((double)a[i] - ref[i]) * ((double)a[i] - ref[i]);
-        den += (double)ref[i] * ref[i];
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
+// ---- comparisons ------------------------------------------------------------------------
 
 static double *to_double(size_t n, const float *a) {
     double *d = malloc((n ? n : 1) * sizeof(double));
@@ -421,31 +353,7 @@ static bool all_finite(size_t n, const float *a) {
     return true;
 }
 
-// The worst running-stat tensor's relative error, its name into *where.
-static double worst_state(const fu_model *m, const float *a, const float *ref, const char **where) {
-    double worst = 0;
-    *where = "";
-    for (int t = 0; t < m->n_tensors; t++) {
-        const fu_tensor *ts = &m->tensors[t];
-        if (ts->buffer != FU_BUF_STATE) continue;
-        double e = rel_ff(ts->numel, a + ts->offset, ref + ts->offset);
-        if (e > worst) worst = e, *where = ts->name;
-    }
-    return worst;
-}
-
 // ---- model-parallel stages -------------------------------------------------------------
-
-// What a grads_ready hook is handed: a rank's sum world (NULL: no sync-BN)
-// and its log.
-typedef struct world world;
-typedef struct {
-    world *w;
-    int rank;
-    ready_log *log;
-} rank_ctx;
-
-static void log_ready(void *ctx, size_t off, size_t len) { log_range(((rank_ctx *)ctx)->log, off, len); }
 
 // The stages st[0..k) of m as a chain of backends, as a pipeline runs one
 // micro-batch: forward stage by stage on each one's ranges of the flat
@@ -599,48 +507,9 @@ static void check_stages(const char *backend, const fu_model *m, const fu_amp *a
     free(params), free(state), free(x), free(counts), free(whole_eval);
 }
 
-// ---- data parallelism: sync-BN over simulated ranks --------------------------------------
+// ---- data parallelism: sync-BN over simulated ranks (sim_ranks.h) -------------------------
 
-#define RANKS 2
 #define DP_BATCH 8
-#define MAX_SUM 2048 // doubles in one sum: 2 x 512 channels + 2
-
-// Ranks are threads; their sum hook meets at a barrier and adds the ranks'
-// vectors in rank order.
-struct world {
-    pthread_barrier_t barrier;
-    int ranks;
-    double slot[RANKS][MAX_SUM];
-    int calls[RANKS]; // sum calls per rank
-};
-
-static world *world_make(int ranks) {
-    world *w = calloc(1, sizeof *w);
-    w->ranks = ranks;
-    pthread_barrier_init(&w->barrier, NULL, (unsigned)ranks);
-    return w;
-}
-
-static void world_free(world *w) {
-    pthread_barrier_destroy(&w->barrier);
-    free(w);
-}
-
-static int world_sum(void *ctx, double *v, int n) {
-    rank_ctx *r = ctx;
-    world *w = r->w;
-    if (n > MAX_SUM) return fu_fail("test sum", "%d values, at most %d", n, MAX_SUM);
-    w->calls[r->rank]++;
-    memcpy(w->slot[r->rank], v, (size_t)n * sizeof *v);
-    pthread_barrier_wait(&w->barrier);
-    for (int i = 0; i < n; i++) {
-        double s = 0;
-        for (int k = 0; k < w->ranks; k++) s += w->slot[k][i];
-        v[i] = s;
-    }
-    pthread_barrier_wait(&w->barrier); // nobody overwrites a slot still being read
-    return 0;
-}
 
 static int fail_sum(void *ctx, double *v, int n) { return fu_fail("comm", "the peer is gone"); }
 
@@ -710,19 +579,7 @@ static void problem_make(problem *p, int side) {
     const fu_model *m = &p->m;
     p->params = malloc(m->n_params * sizeof(float));
     p->state = malloc(m->n_state * sizeof(float));
-    int64_t *counts = calloc(m->n_counts, sizeof(int64_t));
-    fu_model_init(m, 17, p->params, p->state, counts);
-    free(counts);
-    // Running stats and BN affine away from their initial values, so the
-    // running-stat update and gamma are really exercised.
-    fu_rng r = fu_rng_make(17, 3, 0);
-    for (size_t i = 0; i < m->n_state; i++) p->state[i] += (float)(0.1 * fu_rng_uniform(&r));
-    for (int i = 0; i < m->n_ops; i++)
-        if (m->ops[i].kind == FU_OP_BN)
-            for (int c = 0; c < m->ops[i].c; c++) {
-                p->params[m->ops[i].weight + c] = (float)(1 + 0.2 * fu_rng_normal(&r));
-                p->params[m->ops[i].bias_off + c] = (float)(0.1 * fu_rng_normal(&r));
-            }
+    sim_weights(m, p->params, p->state);
     p->x = random_batch(m, DP_BATCH, 17);
     static const int labels[DP_BATCH] = {0, 1, 1, 0, 1, 1, 1, 0};
     memcpy(p->labels, labels, sizeof labels);

@@ -15,6 +15,7 @@
 //     against plain BN; a failing sum fails the pass.
 // The mathematics also in double on the reference network (1e-9).
 #include "check.h"
+#include "sim_ranks.h"
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -29,84 +30,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define RANKS 2
 #define BATCH 8
-#define MAX_SUM 2048 // doubles in one sum: 2 * 512 channels + 2
-
-// ---- the simulated ranks ------------------------------------------------------
-
-typedef struct {
-    pthread_barrier_t barrier;
-    int ranks;
-    double slot[RANKS][MAX_SUM];
-    int calls[RANKS]; // sum calls per rank
-} world;
-
-// What grads_ready saw: the ranges in order, and a copy of grads at each call.
-typedef struct {
-    const float *grads;          // the buffer backward writes
-    float *seen;                 // (n_params) grads[off, off + len) when the range was announced
-    int *times;                  // (n_params) announcements per element
-    size_t (*order)[2];          // (off, len) per call
-    int n_order, cap_order;
-} ready_log;
-
-typedef struct {
-    world *w;
-    int rank;
-    ready_log *log; // NULL: no grads_ready
-} rank_ctx;
-
-static world *world_make(int ranks) {
-    world *w = calloc(1, sizeof *w);
-    w->ranks = ranks;
-    pthread_barrier_init(&w->barrier, NULL, (unsigned)ranks);
-    return w;
-}
-
-static void world_free(world *w) {
-    pthread_barrier_destroy(&w->barrier);
-    free(w);
-}
-
-static int world_sum(void *ctx, double *v, int n) {
-    rank_ctx *r = ctx;
-    world *w = r->w;
-    if (n > MAX_SUM) return fu_fail("test sum", "%d values, at most %d", n, MAX_SUM);
-    w->calls[r->rank]++;
-    memcpy(w->slot[r->rank], v, (size_t)n * sizeof *v);
-    pthread_barrier_wait(&w->barrier);
-    for (int i = 0; i < n; i++) {
-        double s = 0;
-        for (int k = 0; k < w->ranks; k++) s += w->slot[k][i];
-        v[i] = s;
-    }
-    pthread_barrier_wait(&w->barrier); // nobody overwrites a slot still being read
-    return 0;
-}
-
-static void log_ready(void *ctx, size_t off, size_t len) {
-    ready_log *l = ((rank_ctx *)ctx)->log;
-    if (l->n_order == l->cap_order) {
-        l->cap_order = l->cap_order ? 2 * l->cap_order : 256;
-        l->order = realloc(l->order, (size_t)l->cap_order * sizeof *l->order);
-    }
-    l->order[l->n_order][0] = off, l->order[l->n_order][1] = len;
-    l->n_order++;
-    memcpy(l->seen + off, l->grads + off, len * sizeof(float));
-    for (size_t i = off; i < off + len; i++) l->times[i]++;
-}
-
-static void log_init(ready_log *l, const fu_model *m, const float *grads) {
-    memset(l, 0, sizeof *l);
-    l->grads = grads;
-    l->seen = calloc(m->n_params, sizeof(float));
-    l->times = calloc(m->n_params, sizeof(int));
-}
-
-static void log_free(ready_log *l) {
-    free(l->seen), free(l->times), free(l->order);
-}
 
 // One training step's inputs and what it gives.
 typedef struct {
@@ -166,20 +90,6 @@ static double dist(size_t n, const double *a, const float *b) {
     return sqrt(s);
 }
 
-// ||a - ref|| / ||ref|| (absolute when ref is 0)
-static double rel(size_t n, const double *a, const float *ref) {
-    double den = l2(n, ref);
-    return den > 0 ? dist(n, a, ref) / den : dist(n, a, ref);
-}
-
-static double rel_f(size_t n, const float *a, const float *ref) {
-    double *d = malloc(n * sizeof *d);
-    for (size_t i = 0; i < n; i++) d[i] = a[i];
-    double e = rel(n, d, ref);
-    free(d);
-    return e;
-}
-
 typedef struct {
     const char *backend;
     int h, w;
@@ -198,19 +108,7 @@ static void problem_make(problem *p, int h, int w) {
     const fu_model *m = &p->m;
     p->params = malloc(m->n_params * sizeof(float));
     p->state = malloc(m->n_state * sizeof(float));
-    int64_t *counts = calloc(m->n_counts, sizeof(int64_t));
-    fu_model_init(m, 17, p->params, p->state, counts);
-    free(counts);
-    // Running stats and BN affine away from their initial values, so the
-    // running-stat update and gamma are really exercised.
-    fu_rng r = fu_rng_make(17, 3, 0);
-    for (size_t i = 0; i < m->n_state; i++) p->state[i] += (float)(0.1 * fu_rng_uniform(&r));
-    for (int i = 0; i < m->n_ops; i++)
-        if (m->ops[i].kind == FU_OP_BN)
-            for (int c = 0; c < m->ops[i].c; c++) {
-                p->params[m->ops[i].weight + c] = (float)(1 + 0.2 * fu_rng_normal(&r));
-                p->params[m->ops[i].bias_off + c] = (float)(0.1 * fu_rng_normal(&r));
-            }
+    fu_rng r = sim_weights(m, p->params, p->state);
     size_t nx = (size_t)BATCH * 3 * h * w;
     p->x = malloc(nx * sizeof(float));
     for (size_t i = 0; i < nx; i++) p->x[i] = (float)fu_rng_normal(&r);
@@ -238,7 +136,7 @@ static int run_full(const setup *su, const problem *p, const fu_dist_hooks *h, r
         snprintf(s->err, sizeof s->err, "%s", fu_error());
         return -1;
     }
-    if (log) log_init(log, &p->m, s->grads);
+    if (log) log_init(log, p->m.n_params, s->grads);
     s->b->dist = h;
     s->x = p->x, s->labels = p->labels, s->params = p->params, s->cw = p->cw;
     run_step(s);
@@ -250,38 +148,6 @@ static bool same_bytes(const fu_model *m, const step *a, const step *b) {
            !memcmp(a->state, b->state, m->n_state * sizeof(float)) &&
            !memcmp(a->logits, b->logits, (size_t)a->n * m->classes * sizeof(float)) &&
            !memcmp(a->counts, b->counts, m->n_counts * sizeof(int64_t));
-}
-
-// grads_ready's record against the final gradients: each element once, the
-// values final when announced.
-static bool ready_ok(const fu_model *m, const ready_log *l, const float *grads, char *why, size_t size) {
-    for (size_t i = 0; i < m->n_params; i++) {
-        if (l->times[i] != 1) {
-            snprintf(why, size, "parameter %zu announced %d times", i, l->times[i]);
-            return false;
-        }
-    }
-    if (memcmp(l->seen, grads, m->n_params * sizeof(float))) {
-        snprintf(why, size, "a range changed after it was announced");
-        return false;
-    }
-    return true;
-}
-
-static bool same_order(const ready_log *a, const ready_log *b) {
-    return a->n_order == b->n_order && !memcmp(a->order, b->order, (size_t)a->n_order * sizeof *a->order);
-}
-
-static double worst_state(const fu_model *m, const float *a, const float *ref, const char **where) {
-    double worst = 0;
-    *where = "";
-    for (int t = 0; t < m->n_tensors; t++) {
-        const fu_tensor *ts = &m->tensors[t];
-        if (ts->buffer != FU_BUF_STATE) continue;
-        double e = rel_f(ts->numel, a + ts->offset, ref + ts->offset);
-        if (e > worst) worst = e, *where = ts->name;
-    }
-    return worst;
 }
 
 // The split part[0] + part[1] = BATCH on two ranks with sync-BN and
@@ -307,7 +173,7 @@ static void check_split(const setup *su, const problem *p, const step *full, con
         s[r].x = p->x + (size_t)at * 3 * m->height * m->width;
         s[r].labels = p->labels + at;
         s[r].params = p->params, s[r].cw = p->cw;
-        log_init(&log[r], m, s[r].grads);
+        log_init(&log[r], m->n_params, s[r].grads);
         ctx[r] = (rank_ctx){.w = w, .rank = r, .log = &log[r]};
         hooks[r] = (fu_dist_hooks){.ctx = &ctx[r], .sum = world_sum, .grads_ready = log_ready};
         s[r].b->dist = &hooks[r];
@@ -344,7 +210,7 @@ static void check_split(const setup *su, const problem *p, const step *full, con
     float *logits = malloc(nl * sizeof(float));
     memcpy(logits, s[0].logits, (size_t)part[0] * m->classes * sizeof(float));
     memcpy(logits + (size_t)part[0] * m->classes, s[1].logits, (size_t)part[1] * m->classes * sizeof(float));
-    double e_logits = rel_f(nl, logits, full->logits);
+    double e_logits = rel_ff(nl, logits, full->logits);
     double loss = share[0] * s[0].loss + share[1] * s[1].loss, e_loss = fabs(loss - full->loss) / fabs(full->loss);
     snprintf(name, sizeof name, "%s %dx%d, ranks %d+%d: logits (%.1e), loss = sum share_r loss_r (%.1e)", su->backend,
              m->width, m->height, part[0], part[1], e_logits, e_loss);
@@ -374,7 +240,7 @@ static void check_split(const setup *su, const problem *p, const step *full, con
 
     // grads_ready
     bool ok = true;
-    for (int r = 0; r < RANKS && ok; r++) ok = ready_ok(m, &log[r], s[r].grads, why, sizeof why);
+    for (int r = 0; r < RANKS && ok; r++) ok = ready_ok(&log[r], s[r].grads, why, sizeof why);
     snprintf(name, sizeof name, "%s, ranks %d+%d: grads_ready covers every parameter once, values final when announced",
              su->backend, part[0], part[1]);
     CHECK(ok, name, "%s", why);
@@ -418,7 +284,7 @@ static void check_backend(const setup *su) {
     snprintf(name, sizeof name, "%s: hooks without sum (grads_ready only) change no byte", su->backend);
     CHECK(same_bytes(m, &plain, &ready), name, "they differ");
     snprintf(name, sizeof name, "%s, one process: grads_ready covers every parameter once, values final", su->backend);
-    CHECK(ready_ok(m, &full_log, ready.grads, why, sizeof why), name, "%s", why);
+    CHECK(ready_ok(&full_log, ready.grads, why, sizeof why), name, "%s", why);
 
     // Sync-BN on one rank is plain BN computed another way (sums in double
     // rather than oneDNN's statistics): forward to rounding; gradients too,
@@ -426,8 +292,8 @@ static void check_backend(const setup *su) {
     // moves cpu gradients by ~1% against the reference backend just the same.
     const char *where;
     double e_state = worst_state(m, one.state, plain.state, &where);
-    double e_logits = rel_f((size_t)BATCH * m->classes, one.logits, plain.logits);
-    double e_grads = rel_f(m->n_params, one.grads, plain.grads);
+    double e_logits = rel_ff((size_t)BATCH * m->classes, one.logits, plain.logits);
+    double e_grads = rel_ff(m->n_params, one.grads, plain.grads);
     snprintf(name, sizeof name,
              "%s: sync-BN on one rank = plain BN (running stats %.1e, logits %.1e, all gradients %.1e)", su->backend,
              e_state, e_logits, e_grads);
