@@ -108,7 +108,8 @@ static int forward_micro(pipe *p, int s, int j) {
     const fu_stage *st = &p->info[s].stage;
     fu_backend *b = be_at(p, s, j);
     int n = p->part_n[j], first = p->part0[j];
-    const float *x = s == 0 ? p->x + (size_t)first * fu_op_numel(p->m, 0, 1) : be_at(p, s - 1, j)->logits(be_at(p, s - 1, j));
+    fu_backend *prev = s > 0 ? be_at(p, s - 1, j) : NULL; // its output is this stage's input
+    const float *x = prev ? prev->logits(prev) : p->x + (size_t)first * fu_op_numel(p->m, 0, 1); // (n, C, H, W)
     fu_pass pass = p->pass;
     pass.image0 = first;
     const int *labels = p->labels ? p->labels + first : NULL;
@@ -121,7 +122,8 @@ static int forward_micro(pipe *p, int s, int j) {
 static int backward_micro(pipe *p, int s, int j) {
     const fu_stage *st = &p->info[s].stage;
     fu_backend *b = be_at(p, s, j);
-    const float *dy = s == p->k - 1 ? NULL : be_at(p, s + 1, j)->input_grad(be_at(p, s + 1, j));
+    fu_backend *next = s < p->k - 1 ? be_at(p, s + 1, j) : NULL; // its input gradient is this stage's dy
+    const float *dy = next ? next->input_grad(next) : NULL; // (n, C, H, W); NULL: the loss stage
     float *grads = p->grads + st->param0; // (stage params)
     if (p->parts == 1) return b->backward(b, p->params + st->param0, dy, grads);
     float *g = p->scratch[s];
