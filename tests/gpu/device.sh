@@ -53,6 +53,20 @@ cp build/dev-results/*.csv "$OUT/" 2>/dev/null
 for f in build/dev-results/*.csv; do [ -e "$f" ] && cut -d, -f1,3,4,7,8,13,14,20 "$f" >>"$OUT/summary.txt"; done
 grep -h 'cnn-train' "$OUT/acrima.log" "$OUT/mp.log" | tail -8 >>"$OUT/summary.txt"
 
+# 3b. The GPU run's checkpoint on the CPU: cnn-predict with the cpu backend on
+# the test split must give the GPU run's test predictions (issue 5: checkpoints
+# move between devices).
+run=build/dev-work/acrima/runs/${gpu}x1
+if [ -s "$run/model.safetensors" ]; then
+    bin/cnn-predict --backend cpu -m "$run/model.safetensors" -o "$OUT/cpu-predictions-test.csv" \
+        build/dev-work/acrima/ready/test.shard 2>>"$OUT/acrima.log"
+    gpu_auc=$(bin/metrics-report "$run/predictions-test.csv" 2>/dev/null | awk '$1 == "auc" {print $2}')
+    cpu_auc=$(bin/metrics-report "$OUT/cpu-predictions-test.csv" 2>/dev/null | awk '$1 == "auc" {print $2}')
+    diff=$(paste -d, "$run/predictions-test.csv" "$OUT/cpu-predictions-test.csv" |
+        awk -F, 'NR > 1 {d = $3 - $7; if (d < 0) d = -d; if (d > m) m = d} END {printf "%.2g", m}')
+    say "the GPU checkpoint on the CPU: test AUC ${cpu_auc:-?} (GPU run ${gpu_auc:-?}), largest |p_glaucoma difference| $diff"
+fi
+
 # 4. Asking for GPUs that are not there: one line, no run.
 make $old $V "build/dev-results/v100x4_amp.csv" >"$OUT/refuse.log" 2>&1
 say "v100x4_amp: exit $? ($(tail -1 "$OUT/refuse.log"))"
