@@ -61,6 +61,15 @@ typedef struct {
     int64_t *counts;
 } result;
 
+// Buffers for a training step of n images, the BN state starting at state0.
+static void result_alloc(result *r, const fu_model *m, int n, const float *state0) {
+    r->grads = calloc(m->n_params, sizeof(float));
+    r->state = malloc((m->n_state ? m->n_state : 1) * sizeof(float));
+    r->counts = calloc(m->n_counts ? m->n_counts : 1, sizeof(int64_t));
+    r->logits = malloc((size_t)n * m->classes * sizeof(float));
+    memcpy(r->state, state0, m->n_state * sizeof(float));
+}
+
 static void result_free(result *r) { free(r->grads), free(r->state), free(r->counts), free(r->logits); }
 
 // One training step (BN on batch statistics, dropout masks from the pass,
@@ -72,11 +81,7 @@ static int run_backend(const char *name, fu_amp amp, const fu_model *m, int n, c
     fu_backend_opts bo = {.batch = n, .threads = omp_get_max_threads(), .amp = amp};
     if (fu_backend_create(name, m, &bo, &b) < 0) return -1;
     size_t nl = (size_t)n * m->classes;
-    r->grads = calloc(m->n_params, sizeof(float));
-    r->state = malloc((m->n_state ? m->n_state : 1) * sizeof(float));
-    r->counts = calloc(m->n_counts ? m->n_counts : 1, sizeof(int64_t));
-    r->logits = malloc(nl * sizeof(float));
-    memcpy(r->state, state0, m->n_state * sizeof(float));
+    result_alloc(r, m, n, state0);
     fu_pass train = {.train = true, .dropout = true, .seed = 7, .step = 3}, eval = {0};
     int rc = b->forward(b, n, params0, r->state, r->counts, x, labels, cw, &train, &r->loss);
     if (rc == 0) memcpy(r->logits, b->logits(b), nl * sizeof(float));
@@ -370,11 +375,7 @@ static int run_chain(const char *backend, fu_amp amp, const fu_model *m, const f
     fu_dist_hooks hooks[FU_MAX_STAGES];
     fu_backend_opts bo = {.batch = n, .threads = omp_get_max_threads(), .amp = amp};
     size_t nl = (size_t)n * m->classes;
-    r->grads = calloc(m->n_params, sizeof(float));
-    r->state = malloc((m->n_state ? m->n_state : 1) * sizeof(float));
-    r->counts = calloc(m->n_counts ? m->n_counts : 1, sizeof(int64_t));
-    r->logits = malloc(nl * sizeof(float));
-    memcpy(r->state, state0, m->n_state * sizeof(float));
+    result_alloc(r, m, n, state0);
     memset(logs, 0, (size_t)k * sizeof *logs); // the caller frees all k
     int rc = 0, made = 0;
     for (int s = 0; s < k && rc == 0; s++) {
