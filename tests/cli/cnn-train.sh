@@ -74,5 +74,6 @@ check_fails "an empty split" 1 'no records: the split is empty' cnn-train $S --t
 : >"$T/file"
 check_fails "unwritable --out" 1 'file' cnn-train $S --out "$T/file/run"
 check_fails "missing --val" 2 'required' cnn-train --train "$T/s/train.shard" --out "$T/x"
+check_fails "--allreduce: nccl or mpi" 2 "cnn-train: --allreduce: nccl or mpi, not 'gloo'" cnn-train $S --allreduce gloo --out "$T/x"
 no_tmp_left "no temporaries left" "$T/a"
 finish
