@@ -62,6 +62,7 @@ static const char USAGE[] =
     "  --model-parallel K     K stages (1); cut where compute balances, unless\n"
     "  --stages SPEC          the cut by modules: stem,stage1|stage2,stage3_res|stage3_md,stage4_res,fc\n"
     "  --micro-batches M      M micro-batches per batch (1); BatchNorm then uses each one's statistics\n"
+    "  --deferred-bn          ... but updates its running statistics once per batch, with the batch's\n"
     "  --allow-shared-gpu     every stage on the rank's one GPU (tests the split on one GPU)\n"
     "  -q, --quiet            no start-up report, notes or progress\n"
     "  -h, --help   this text;  --version   the version\n"
@@ -71,7 +72,7 @@ enum {
     OPT_TRAIN = TOOL_OPT_FIRST_FREE, OPT_VAL, OPT_TEST, OPT_EPOCHS, OPT_BATCH, OPT_LR, OPT_WD, OPT_NO_DECAY,
     OPT_SELECT, OPT_SEED, OPT_BACKEND, OPT_RESUME, OPT_MAX_STEPS, OPT_NO_AUGMENT, OPT_NO_DROPOUT, OPT_CONFIG,
     OPT_DATASET, OPT_AMP, OPT_SYNC_BN, OPT_LR_SCALE, OPT_BUCKET_MB, OPT_DEVICE, OPT_MODEL_PARALLEL, OPT_STAGES,
-    OPT_MICRO_BATCHES, OPT_SHARED_GPU, OPT_ALLREDUCE
+    OPT_MICRO_BATCHES, OPT_SHARED_GPU, OPT_DEFERRED_BN, OPT_ALLREDUCE
 };
 
 typedef enum { SELECT_AUC, SELECT_ACC, SELECT_LAST } select_by;
@@ -116,6 +117,7 @@ static options parse(int argc, char **argv) {
         {"stages", required_argument, 0, OPT_STAGES},
         {"micro-batches", required_argument, 0, OPT_MICRO_BATCHES},
         {"allow-shared-gpu", no_argument, 0, OPT_SHARED_GPU},
+        {"deferred-bn", no_argument, 0, OPT_DEFERRED_BN},
         {"allreduce", required_argument, 0, OPT_ALLREDUCE},
         {0, 0, 0, 0},
     };
@@ -166,6 +168,7 @@ static options parse(int argc, char **argv) {
         case OPT_STAGES: op.o.stage_cuts = optarg; break;
         case OPT_MICRO_BATCHES: op.o.micro_batches = (int)tool_parse_long("--micro-batches", optarg, 1, 64); break;
         case OPT_SHARED_GPU: op.o.shared_gpu = true; break;
+        case OPT_DEFERRED_BN: op.o.deferred_bn = true; break;
         case OPT_ALLREDUCE:
             if (strcmp(optarg, "nccl") && strcmp(optarg, "mpi"))
                 tool_usage_error("--allreduce: nccl or mpi, not '%s'", optarg);
@@ -579,7 +582,7 @@ int main(int argc, char **argv) {
                               "augment", op.o.augment ? "yes" : "no", "dropout", op.o.dropout ? "yes" : "no",
                               "select", SELECT_NAMES[op.select], "train_images", n_train, "val_images", n_val,
                               "ranks", ranks, "sync_bn", op.sync_bn ? "yes" : "no", "amp", fu_amp_name(op.o.amp),
-                              "micro_batches", micro, NULL};
+                              "micro_batches", micro, "deferred_bn", op.o.deferred_bn ? "yes" : "no", NULL};
 
     fu_run_state rs = {.best_epoch = -1, .log = strdup("")};
     if (!rs.log) tool_die("out of memory");

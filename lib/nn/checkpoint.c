@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { MAX_META = 64 };
+enum { MAX_META = 96 }; // metadata entries (names and values) of the state file
 
 static void path_in(char *out, size_t n, const char *dir, const char *file) { snprintf(out, n, "%s/%s", dir, file); }
 
@@ -40,7 +40,8 @@ int fu_checkpoint_save(const char *dir, const fu_trainer *t, const fu_run_state 
                            "wait_seconds", twait, "images", images, "log", s->log ? s->log : ""};
     int k = 0;
     for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) meta[k++] = fixed[i];
-    for (int i = 0; settings && settings[i] && k + 2 < MAX_META; i += 2) {
+    for (int i = 0; settings && settings[i]; i += 2) {
+        if (k + 2 >= MAX_META) return fu_fail(dir, "more run settings than a checkpoint holds (%d)", MAX_META / 2);
         meta[k++] = settings[i];
         meta[k++] = settings[i + 1];
     }

@@ -42,6 +42,12 @@ struct pipe {
     fu_pipe_stage_info info[FU_MAX_STAGES];
     fu_backend **be;                      // (k, micro): be[s * micro + j]
     float *scratch[FU_MAX_STAGES];        // micro > 1: stage s's gradient of one micro-batch
+    // Deferred BN (micro > 1): stage s's running statistics before the
+    // batch and after each micro-batch, (micro + 1, stage n_state), and its
+    // BatchNorm counts before the batch.
+    bool deferred_bn;
+    float *bn_seen[FU_MAX_STAGES];
+    int64_t *counts_before[FU_MAX_STAGES];
     float *logits;                        // (batch, classes): the last stage's, gathered
     worker workers[FU_MAX_STAGES];
     // The posted job and its batch.
@@ -104,17 +110,62 @@ static void mark_failed(pipe *p, int s) {
     pthread_mutex_unlock(&p->mu);
 }
 
+// Deferred BN: whether this forward defers, and stage s's state range.
+static bool defers(const pipe *p) { return p->deferred_bn && p->pass.train && p->parts > 1; }
+
 static int forward_micro(pipe *p, int s, int j) {
     const fu_stage *st = &p->info[s].stage;
     fu_backend *b = be_at(p, s, j);
+    if (defers(p) && j == 0) {
+        memcpy(p->bn_seen[s], p->state + st->state0, st->n_state * sizeof(float));
+        memcpy(p->counts_before[s], p->counts + st->count0, st->n_counts * sizeof(int64_t));
+    }
     int n = p->part_n[j], first = p->part0[j];
     fu_backend *prev = s > 0 ? be_at(p, s - 1, j) : NULL; // its output is this stage's input
     const float *x = prev ? prev->logits(prev) : p->x + (size_t)first * fu_op_numel(p->m, 0, 1); // (n, C, H, W)
     fu_pass pass = p->pass;
     pass.image0 = first;
     const int *labels = p->labels ? p->labels + first : NULL;
-    return b->forward(b, n, p->params + st->param0, p->state + st->state0, p->counts + st->count0, x, labels,
-                      p->class_w, &pass, s == p->k - 1 ? &p->loss[j] : NULL);
+    int rc = b->forward(b, n, p->params + st->param0, p->state + st->state0, p->counts + st->count0, x, labels,
+                        p->class_w, &pass, s == p->k - 1 ? &p->loss[j] : NULL);
+    if (rc == 0 && defers(p))
+        memcpy(p->bn_seen[s] + (size_t)(j + 1) * st->n_state, p->state + st->state0, st->n_state * sizeof(float));
+    return rc;
+}
+
+// Deferred BN, once stage s has run every micro-batch forward: each
+// micro-batch's statistics are read back from the running statistics' steps
+// (r_j = (1 - m) r_(j-1) + m s_j), pooled into the whole batch's (mean; the
+// variance within and between micro-batches, unbiased), and the running
+// statistics set to one update with those, the counts to one more batch.
+static void defer_bn(pipe *p, int s) {
+    const fu_model *sub = &p->sub[s];
+    const fu_stage *st = &p->info[s].stage;
+    const float *seen = p->bn_seen[s]; // (parts + 1, n_state)
+    float *state = p->state + st->state0;
+    const double m = FU_BN_MOMENTUM;
+    for (int i = 0; i < sub->n_ops; i++) {
+        const fu_op *op = &sub->ops[i];
+        if (op->kind != FU_OP_BN) continue;
+        for (int c = 0; c < op->c; c++) {
+            size_t mo = (size_t)op->mean + c, vo = (size_t)op->var + c;
+            double n_all = 0, sum = 0, within = 0, mu_j[MAX_MICRO], n_j[MAX_MICRO];
+            for (int j = 0; j < p->parts; j++) {
+                const float *before = seen + (size_t)j * st->n_state, *after = before + st->n_state;
+                n_j[j] = (double)p->part_n[j] * op->h * op->w;
+                mu_j[j] = (after[mo] - (1 - m) * before[mo]) / m;
+                double unbiased = (after[vo] - (1 - m) * before[vo]) / m;
+                within += unbiased * (n_j[j] - 1); // n_j x the biased variance
+                sum += n_j[j] * mu_j[j];
+                n_all += n_j[j];
+            }
+            double mu = sum / n_all, between = 0;
+            for (int j = 0; j < p->parts; j++) between += n_j[j] * (mu_j[j] - mu) * (mu_j[j] - mu);
+            state[mo] = (float)((1 - m) * seen[mo] + m * mu);
+            state[vo] = (float)((1 - m) * seen[vo] + m * (within + between) / (n_all - 1));
+        }
+    }
+    for (size_t c = 0; c < st->n_counts; c++) p->counts[st->count0 + c] = p->counts_before[s][c] + 1;
 }
 
 // Micro-batch j's backward through stage s; with several micro-batches its
@@ -153,6 +204,7 @@ static void run_job(pipe *p, int s, job_kind job) {
         }
         mark_done(p, s);
     }
+    if (job == JOB_FORWARD && defers(p)) defer_bn(p, s);
     p->info[s].busy_seconds += busy;
 }
 
@@ -281,7 +333,7 @@ static void pipe_destroy(fu_backend *b) {
         for (int i = 0; p->be && i < p->k * p->micro; i++) fu_backend_destroy(p->be[i]);
         for (int s = 0; s < p->k; s++) {
             fu_model_free(&p->sub[s]);
-            free(p->scratch[s]);
+            free(p->scratch[s]), free(p->bn_seen[s]), free(p->counts_before[s]);
         }
         free(p->be);
         free(p->logits);
@@ -325,6 +377,25 @@ static int place_stages(pipe *p, const fu_pipe_opts *po, const fu_backend_opts *
     return -1;
 }
 
+// Stage s: its model, its M backends (one per micro-batch) and, with several
+// micro-batches, its gradient scratch and deferred BN's snapshots.
+static int make_stage(pipe *p, int s, const char *backend, const fu_backend_opts *so) {
+    const fu_stage *st = &p->info[s].stage;
+    if (fu_model_stage(p->m, st, &p->sub[s]) < 0) return -1;
+    for (int j = 0; j < p->micro; j++)
+        if (fu_backend_create(backend, &p->sub[s], so, &p->be[s * p->micro + j]) < 0) {
+            fu_error_prefix("stage %d (%s)", s, st->name);
+            return -1;
+        }
+    if (p->micro == 1) return 0;
+    if (!(p->scratch[s] = fu_malloc((st->n_params + 1) * sizeof(float)))) return -1;
+    if (p->deferred_bn &&
+        (!(p->bn_seen[s] = fu_malloc(((size_t)p->micro + 1) * st->n_state * sizeof(float) + 1)) ||
+         !(p->counts_before[s] = fu_malloc((st->n_counts + 1) * sizeof(int64_t)))))
+        return -1;
+    return 0;
+}
+
 int fu_pipe_create(const fu_model *m, const fu_pipe_opts *po, const fu_backend_opts *o, fu_backend **out) {
     *out = NULL;
     if (check_opts(po, o) < 0) return -1;
@@ -336,7 +407,7 @@ int fu_pipe_create(const fu_model *m, const fu_pipe_opts *po, const fu_backend_o
     }
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
-    p->m = m, p->k = po->stages, p->micro = po->micro_batches;
+    p->m = m, p->k = po->stages, p->micro = po->micro_batches, p->deferred_bn = po->deferred_bn;
     *b = (fu_backend){.m = m, .batch = o->batch, .amp = o->amp, .impl = p, .forward = pipe_forward,
                       .logits = pipe_logits, .backward = pipe_backward, .destroy = pipe_destroy,
                       .reports_grads = true};
@@ -362,18 +433,11 @@ int fu_pipe_create(const fu_model *m, const fu_pipe_opts *po, const fu_backend_o
     p->threads = so.threads = threads > p->k ? threads / p->k : 1; // the stages share the cores
     for (int s = 0; s < p->k; s++) {
         so.device = p->info[s].device < 0 ? o->device : p->info[s].device;
-        if (fu_model_stage(m, &p->info[s].stage, &p->sub[s]) < 0) rc = -1;
-        for (int j = 0; rc == 0 && j < p->micro; j++) {
-            rc = fu_backend_create(po->backend, &p->sub[s], &so, &p->be[s * p->micro + j]);
-            if (rc < 0) fu_error_prefix("stage %d (%s)", s, p->info[s].stage.name);
-            else b->act_bytes += p->be[s * p->micro + j]->act_bytes;
-        }
-        if (rc == 0 && p->micro > 1 && !(p->scratch[s] = fu_malloc((p->info[s].stage.n_params + 1) * sizeof(float))))
-            rc = -1;
-        if (rc < 0) {
+        if (make_stage(p, s, po->backend, &so) < 0) {
             pipe_destroy(b);
             return -1;
         }
+        for (int j = 0; j < p->micro; j++) b->act_bytes += be_at(p, s, j)->act_bytes;
     }
     b->name = p->be[0]->name;
     for (int s = 0; s < p->k; s++) {

@@ -14,8 +14,11 @@
 // share of the class weights, as data parallelism weighs ranks); dropout
 // masks are the whole batch's (fu_pass.image0); BatchNorm normalises each
 // micro-batch with its own statistics and updates the running statistics
-// once per micro-batch, as PyTorch's BatchNorm does under GPipe. With M = 1
-// the stages compute exactly what the unsplit model does.
+// once per micro-batch, as PyTorch's BatchNorm does under GPipe — or, with
+// deferred_bn (torchgpipe's deferred batch norm), once per batch with the
+// whole batch's statistics, pooled from the micro-batches', so that the
+// running statistics (what evaluation uses) are the unsplit model's. With
+// M = 1 the stages compute exactly what the unsplit model does.
 #ifndef FU_NN_PIPE_H
 #define FU_NN_PIPE_H
 
@@ -30,6 +33,7 @@ typedef struct {
     const char *cuts;    // fu_stages_parse's spec, or NULL: balanced by compute
     int micro_batches;   // M >= 1; the batch must hold 2 images per micro-batch
     bool shared_device;  // every stage on o->device; else stage s on GPU o->device * K + s
+    bool deferred_bn;    // running statistics once per batch, of the whole batch (above)
 } fu_pipe_opts;
 
 // A backend of K stages x M micro-batches for o->batch images. o->threads

@@ -36,7 +36,8 @@ int fu_trainer_init(fu_trainer *t, const fu_model *m, const fu_train_opts *o, co
     t->adamw.weight_decay = o->weight_decay;
     fu_backend_opts bo = {.batch = o->batch, .threads = threads, .amp = o->amp, .device = o->device};
     fu_pipe_opts po = {.backend = backend, .stages = o->stages > 1 ? o->stages : 1, .cuts = o->stage_cuts,
-                       .micro_batches = o->micro_batches > 1 ? o->micro_batches : 1, .shared_device = o->shared_gpu};
+                       .micro_batches = o->micro_batches > 1 ? o->micro_batches : 1, .shared_device = o->shared_gpu,
+                       .deferred_bn = o->deferred_bn};
     int rc = po.stages > 1 || po.micro_batches > 1 ? fu_pipe_create(m, &po, &bo, &t->be)
                                                    : fu_backend_create(backend, m, &bo, &t->be);
     if (rc < 0) return -1;

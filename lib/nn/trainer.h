@@ -31,6 +31,7 @@ typedef struct {
     int stages, micro_batches;
     const char *stage_cuts; // fu_stages_parse's spec; NULL: balanced
     bool shared_gpu;        // every stage on the rank's GPU
+    bool deferred_bn;       // micro-batches: running statistics once per batch (nn/pipe.h)
     // Data parallel on the cuda backend: sum gradients through MPI on the
     // host (dist/grad_sync.h), not with NCCL on the GPUs (the default there);
     // other backends always use MPI.

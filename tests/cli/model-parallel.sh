@@ -1,8 +1,9 @@
 # cnn-train --model-parallel on synthetic 32x32 images, on the CPU (each
 # stage a thread; docs/model-parallel.md): 2 stages train the plain run's
 # weights bit for bit; K stages x M micro-batches equal 1 stage x M; a hand
-# cut by module names; results.csv says stages, micro-batches and each
-# stage's busy time; 2 ranks x 2 stages combine; bad options get one line.
+# cut by module names; deferred BN; results.csv says stages, micro-batches
+# and each stage's busy time; 2 ranks x 2 stages combine; bad options get one
+# line.
 . tests/cli/lib.sh
 
 fundus-synth --count 40 --size 32 --seed 5 --format pixels -q -o "$T/all.shard"
@@ -38,6 +39,13 @@ if cmp -s "$T/mb2/last.safetensors" "$T/plain2/last.safetensors"; then
 else ok "2 micro-batches differ from 1 (BatchNorm on each one's images)"; fi
 check_fails "resuming with other micro-batches refused" 1 "started with micro_batches 2, this one has 1" \
     cnn-train $S --backend "$B" --resume --out "$T/mb2"
+# Deferred BN: running statistics once per batch: other BN state, a run of its own to resume.
+check "1 stage x 2 micro-batches, deferred BN" cnn-train $S $M --backend "$B" --micro-batches 2 --deferred-bn --out "$T/mb2d"
+if cmp -s "$T/mb2/last.safetensors" "$T/mb2d/last.safetensors"; then
+    not_ok "deferred BN changes the running statistics" "identical"
+else ok "deferred BN changes the running statistics"; fi
+check_fails "resuming without --deferred-bn refused" 1 "started with deferred_bn yes, this one has no" \
+    cnn-train $S --backend "$B" --micro-batches 2 --resume --out "$T/mb2d"
 
 # Data parallel x model parallel: 2 ranks of 2 stages.
 if command -v mpirun >/dev/null 2>&1; then

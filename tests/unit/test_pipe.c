@@ -308,6 +308,46 @@ static void test_pipe(void) {
     bufs_free(&one), bufs_free(&two);
 }
 
+// Deferred BN: one update of the running statistics per batch, with the
+// whole batch's statistics pooled from the micro-batches'. Where a BN's input
+// does not depend on earlier BNs (the stem's), that is the unsplit model's
+// update; deeper ones see inputs normalised per micro-batch. The counts are
+// the unsplit model's; gradients and loss are per-micro-batch BN's, which it
+// leaves alone.
+static void test_deferred_bn(void) {
+    const fu_model *m = model();
+    const run_bufs *w = whole();
+    run_bufs plain, deferred;
+    bufs_init(&plain), bufs_init(&deferred);
+    fu_backend *b = NULL;
+    fu_pipe_opts po = {.backend = "ref", .stages = 2, .micro_batches = 2, .deferred_bn = true};
+    fu_backend_opts o = {.batch = BATCH, .threads = 2};
+    int rc = fu_pipe_create(m, &po, &o, &b);
+    if (rc == 0) rc = train_on(b, &deferred);
+    fu_backend_destroy(b);
+    int rc2 = pipe_run(2, 2, &plain);
+    const fu_tensor *mean = fu_model_find(m, "stem.1.running_mean"), *var = fu_model_find(m, "stem.1.running_var");
+    double worst = 0;
+    for (size_t c = 0; c < mean->numel; c++)
+        for (int k = 0; k < 2; k++) {
+            size_t i = (k ? var : mean)->offset + c;
+            worst = fmax(worst, fabs((double)deferred.state[i] - w->state[i]) / fmax(1e-3, fabs(w->state[i])));
+        }
+    CHECK(rc == 0 && worst < 1e-5 && memcmp(deferred.counts, w->counts, m->n_counts * sizeof(int64_t)) == 0,
+          "deferred BN, 2 micro-batches: the stem's running statistics and every count are the unsplit model's",
+          "rc %d, worst %.3g", rc, worst);
+    CHECK(rc == 0 && rc2 == 0 && memcmp(deferred.grads, plain.grads, m->n_params * sizeof(float)) == 0 &&
+              memcmp(deferred.logits, plain.logits, sizeof plain.logits) == 0 && deferred.loss == plain.loss,
+          "deferred BN: the same gradients and loss as per-micro-batch BN", "rc %d %d", rc, rc2);
+    double apart = 0;
+    for (size_t c = 0; c < mean->numel; c++)
+        apart = fmax(apart, fabs((double)plain.state[var->offset + c] - w->state[var->offset + c]));
+    CHECK(rc2 == 0 && apart > 1e-4 && plain.counts[0] == 2,
+          "per-micro-batch BN's running statistics differ from the unsplit model's (the control)",
+          "largest difference %.3g, count %lld", apart, (long long)plain.counts[0]);
+    bufs_free(&plain), bufs_free(&deferred);
+}
+
 // Eval: per image, so micro-batches and stages change nothing.
 static void test_pipe_eval(void) {
     const fu_model *m = model();
@@ -464,6 +504,7 @@ int main(void) {
     test_chain(0, "stem|stage1,stage2,stage3_res,stage3_md,stage4_res|fc");
     test_pipe();
     test_pipe_eval();
+    test_deferred_bn();
     test_trainer();
     test_reports();
     test_refusals();
