@@ -110,7 +110,7 @@ static void mark_failed(pipe *p, int s) {
     pthread_mutex_unlock(&p->mu);
 }
 
-// Deferred BN: whether this forward defers, and stage s's state range.
+// Deferred BN: whether this training forward defers the running statistics.
 static bool defers(const pipe *p) { return p->deferred_bn && p->pass.train && p->parts > 1; }
 
 static int forward_micro(pipe *p, int s, int j) {
