@@ -294,6 +294,7 @@ typedef struct {
     const fu_eval *val, *test;
     const char *device_name, *started_at;
     double final_train_loss, peak_rss_mb;
+    double peak_gpu_mb; // device memory the backend planned (0 on the CPU)
     int ranks;
     int64_t steps;
     fu_grad_sync_stats sync;
@@ -356,7 +357,10 @@ static void write_results(const results *r) {
     } else {
         fputs(",,,,", t.f);
     }
-    fprintf(t.f, ",%.1f,0,%s,%s", r->peak_rss_mb, rev, r->started_at);
+    fprintf(t.f, ",%.1f,", r->peak_rss_mb);
+    if (r->peak_gpu_mb > 0) fprintf(t.f, "%.1f", r->peak_gpu_mb);
+    else fputc('0', t.f);
+    fprintf(t.f, ",%s,%s", rev, r->started_at);
     // Where the time went (per rank): compute = training less waiting for
     // data and for the part of the allreduce backward did not hide.
     const fu_grad_sync_stats *g = &r->sync;
@@ -640,7 +644,7 @@ int main(int argc, char **argv) {
         if (better) {
             rs.best_epoch = rs.st.epoch;
             rs.best_score = score;
-            fu_trainer_keep_best(&t);
+            if (fu_trainer_keep_best(&t) < 0) tool_fail();
             char ep[16];
             snprintf(ep, sizeof ep, "%d", rs.st.epoch + 1);
             const char *meta[] = {"epoch", ep, "selected_by", SELECT_NAMES[op.select], NULL};
@@ -685,7 +689,8 @@ int main(int argc, char **argv) {
         tool_note("model parallel: each stage computed %s s of the %.1f s training took%s", busy, rs.train_seconds,
                   op.resume ? " (since the resume)" : "");
     results r = {&op, &train, &rs, &ev, op.test ? &et : NULL, device_name, started_at, final_loss,
-                 max_over_ranks(peak_rss_mb()), comm.size, t.step,
+                 max_over_ranks(peak_rss_mb()), max_over_ranks((double)t.be->device_bytes / (1 << 20)), comm.size,
+                 t.step,
                  fu_trainer_allreduce_stats(&t), allreduce_full, busy};
     if (writer) write_results(&r);
 

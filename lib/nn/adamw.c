@@ -1,5 +1,6 @@
 // AdamW and gradient clipping (adamw.h).
 #include "nn/adamw.h"
+#include "nn/adamw_math.h"
 
 #include "core/error.h"
 
@@ -41,26 +42,14 @@ int fu_param_groups(const fu_model *m, bool no_decay_bn_bias, fu_param_group **g
 
 void fu_adamw_step(const fu_adamw_opts *o, double lr, int64_t t, const fu_param_group *groups, int n_groups,
                    float *p, const float *g, float *m1, float *m2) {
-    // The scalars as PyTorch forms them (Python floats, i.e. double), applied
-    // to float tensors in its order of operations.
-    float b1 = (float)o->beta1, b2 = (float)o->beta2, a1 = (float)(1 - o->beta1), a2 = (float)(1 - o->beta2);
-    double bias1 = 1 - pow(o->beta1, (double)t), bias2 = 1 - pow(o->beta2, (double)t);
-    float step_size = (float)(lr / bias1), bias2_sqrt = (float)sqrt(bias2), eps = (float)o->eps;
-    for (int k = 0; k < n_groups; k++) {
-        const fu_param_group *gr = &groups[k];
-        float decay = gr->decay ? (float)(1 - lr * o->weight_decay) : 1.0f;
+    fu_adamw_coef k = fu_adamw_coef_of(o->beta1, o->beta2, o->eps, o->weight_decay, lr, t);
+    for (int j = 0; j < n_groups; j++) {
+        const fu_param_group *gr = &groups[j];
         float *pk = p + gr->offset, *mk = m1 + gr->offset, *vk = m2 + gr->offset;
         const float *gk = g + gr->offset;
+        int decay = gr->decay;
 #pragma omp parallel for schedule(static) if (gr->count > 65536)
-        for (size_t i = 0; i < gr->count; i++) {
-            float q = pk[i] * decay;
-            float mi = mk[i] * b1 + gk[i] * a1;
-            float vi = vk[i] * b2 + gk[i] * gk[i] * a2;
-            float denom = sqrtf(vi) / bias2_sqrt + eps;
-            mk[i] = mi;
-            vk[i] = vi;
-            pk[i] = q - step_size * (mi / denom);
-        }
+        for (size_t i = 0; i < gr->count; i++) fu_adamw_elem(&k, decay, gk[i], &pk[i], &mk[i], &vk[i]);
     }
 }
 
@@ -84,7 +73,7 @@ double fu_clip_grad_norm(float *g, size_t n, double max_norm) {
     }
     double norm = sqrt(sum);
     if (norm > max_norm) {
-        float coef = (float)(max_norm / (norm + 1e-6));
+        float coef = fu_clip_coef(norm, max_norm);
 #pragma omp parallel for schedule(static)
         for (size_t i = 0; i < n; i++) g[i] *= coef;
     }

@@ -16,6 +16,7 @@
 #ifndef FU_NN_BACKEND_H
 #define FU_NN_BACKEND_H
 
+#include "nn/adamw.h"
 #include "nn/model.h"
 #include "nn/ref_net.h" // fu_pass
 
@@ -60,6 +61,28 @@ typedef struct {
     void (*grads_ready)(void *ctx, size_t off, size_t len);
 } fu_dist_hooks;
 
+// Optional (NULL in the ref and cpu backends, which compute in host memory):
+// the live training state held where the backend computes (the cuda
+// backend: on its GPU), so that a step's weights, gradients and AdamW
+// moments never cross the bus. The trainer (trainer.h) then passes params,
+// state and grads NULL to forward and backward, meaning "the ones the
+// backend holds", and moves them to and from the host only for checkpoints,
+// evaluation and the ranks' checks. A forward given host params and state
+// still uploads them, and they replace the held ones.
+typedef struct {
+    // Host -> backend: weights (n_params), BN state (n_state), AdamW's
+    // moments (n_params each); a NULL one stays as it is.
+    int (*load)(fu_backend *b, const float *params, const float *state, const float *m1, const float *m2);
+    // Backend -> host, the same four (a NULL one is not copied).
+    int (*store)(fu_backend *b, float *params, float *state, float *m1, float *m2);
+    // One optimizer step on the gradients of the last backward, as
+    // fu_clip_grad_norm then fu_adamw_step (adamw.h) on the host, t the step
+    // (1, 2, ...); *norm: the gradients' norm before clipping. Where it is not
+    // finite the weights and moments are left as they were.
+    int (*step)(fu_backend *b, const fu_adamw_opts *o, const fu_param_group *groups, int n_groups, double lr,
+                int64_t t, double max_norm, double *norm);
+} fu_resident_api;
+
 struct fu_backend {
     const char *name;   // "ref", "cpu", "cuda"
     const fu_model *m;
@@ -73,11 +96,18 @@ struct fu_backend {
     // a host-side sum. Function pointers, so that callers compiled without
     // CUDA (the trainer) link in every build.
     const struct fu_nccl_api *nccl;
+    const fu_resident_api *resident; // optional (see above)
+    // Optional: host memory the backend copies in from fastest (page-locked
+    // for the cuda backend), for input batches; NULL: plain malloc/free.
+    void *(*host_alloc)(size_t bytes);
+    void (*host_free)(void *p);
+    size_t device_bytes; // memory it holds on its GPU (0 on the CPU), for results.csv's peak_gpu_mb
     void *impl;
     // Forward pass on n images. In training (pass->train), BN uses batch
     // statistics and updates state and counts, the loss of (labels, class_w)
     // goes to *loss, and the pass is remembered for backward (n >= 2: BN1d
     // needs two values per channel). In eval, labels may be NULL (no loss).
+    // params and state NULL (backends with `resident` only): the held ones.
     int (*forward)(fu_backend *b, int n, const float *params, float *state, int64_t *counts, const float *x,
                    const int *labels, const float *class_w, const fu_pass *pass, float *loss);
     // The model's output of the last forward: the logits (n, classes) where
@@ -85,7 +115,9 @@ struct fu_backend {
     const float *(*logits)(fu_backend *b);
     // Gradient of the last training forward's loss; overwrites grads. A model
     // that ends before the loss takes its output's gradient as dy (same shape
-    // as logits()); one that ends in the loss takes dy NULL.
+    // as logits()); one that ends in the loss takes dy NULL. params NULL uses
+    // the held weights and grads NULL keeps the gradients where the backend
+    // computes them, for resident->step (backends with `resident` only).
     int (*backward)(fu_backend *b, const float *params, const float *dy, float *grads);
     // After backward, for a model with inner_input: the gradient of its input
     // x (n, C, H, W) NCHW. NULL in backends or models without one.

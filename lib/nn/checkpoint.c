@@ -13,8 +13,9 @@ enum { MAX_META = 96 }; // metadata entries (names and values) of the state file
 
 static void path_in(char *out, size_t n, const char *dir, const char *file) { snprintf(out, n, "%s/%s", dir, file); }
 
-int fu_checkpoint_save(const char *dir, const fu_trainer *t, const fu_run_state *s, const char *const *settings) {
+int fu_checkpoint_save(const char *dir, fu_trainer *t, const fu_run_state *s, const char *const *settings) {
     const fu_model *m = t->m;
+    if (fu_trainer_pull(t) < 0) return -1;
     char path[4096], step[32], epoch[32], next[32], loss[64], seen[32], correct[32], secs[64], wait[64];
     char best_epoch[32], best_score[64], tsecs[64], twait[64], images[32];
     snprintf(tsecs, sizeof tsecs, "%a", s->train_seconds);
@@ -109,6 +110,7 @@ int fu_checkpoint_load(const char *dir, fu_trainer *t, fu_run_state *s, const ch
                 lstep ? lstep : "?", v[0]);
         goto done;
     }
+    fu_trainer_host_changed(t); // the host buffers are written from here on
     if (fu_model_load(last, m, t->params, t->state, t->counts) < 0) goto done;
     if (moments_in(f, path, "adamw.exp_avg", m->n_params, t->m1) < 0 ||
         moments_in(f, path, "adamw.exp_avg_sq", m->n_params, t->m2) < 0)

@@ -23,7 +23,8 @@ typedef struct {
 
 // settings: NULL-terminated key, value, ... list describing the run (batch,
 // seed, image size, ...); a resumed run must present the same values.
-int fu_checkpoint_save(const char *dir, const fu_trainer *t, const fu_run_state *s, const char *const *settings);
+// Brings the live weights to the host first (fu_trainer_pull).
+int fu_checkpoint_save(const char *dir, fu_trainer *t, const fu_run_state *s, const char *const *settings);
 // Restores the live weights, moments, step and the run state, and the best
 // weights from DIR/model.safetensors when an epoch was selected. Fails with a
 // message naming the difference when the settings differ.

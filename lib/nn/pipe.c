@@ -437,7 +437,14 @@ int fu_pipe_create(const fu_model *m, const fu_pipe_opts *po, const fu_backend_o
             pipe_destroy(b);
             return -1;
         }
-        for (int j = 0; j < p->micro; j++) b->act_bytes += be_at(p, s, j)->act_bytes;
+        size_t on_gpu = 0; // this stage's, on its GPU
+        for (int j = 0; j < p->micro; j++) {
+            b->act_bytes += be_at(p, s, j)->act_bytes;
+            on_gpu += be_at(p, s, j)->device_bytes;
+        }
+        // The busiest GPU's: all of them where the stages share one.
+        if (po->shared_device) b->device_bytes += on_gpu;
+        else if (on_gpu > b->device_bytes) b->device_bytes = on_gpu;
     }
     b->name = p->be[0]->name;
     for (int s = 0; s < p->k; s++) {

@@ -24,23 +24,32 @@ void fu_trainer_free(fu_trainer *t) {
     fu_backend_destroy(t->be);
     free(t->params), free(t->grads), free(t->m1), free(t->m2), free(t->state), free(t->counts);
     free(t->best_params), free(t->best_state), free(t->best_counts), free(t->groups);
-    for (int k = 0; k < 2; k++) free(t->x[k]), free(t->labels[k]);
+    void (*x_free)(void *) = t->x_free ? t->x_free : free;
+    for (int k = 0; k < 2; k++) x_free(t->x[k]), free(t->labels[k]);
     memset(t, 0, sizeof *t);
 }
 
 int fu_trainer_init(fu_trainer *t, const fu_model *m, const fu_train_opts *o, const char *backend, int threads) {
     memset(t, 0, sizeof *t);
-    t->m = m;
-    t->o = *o;
-    t->adamw = fu_adamw_defaults();
-    t->adamw.weight_decay = o->weight_decay;
     fu_backend_opts bo = {.batch = o->batch, .threads = threads, .amp = o->amp, .device = o->device};
     fu_pipe_opts po = {.backend = backend, .stages = o->stages > 1 ? o->stages : 1, .cuts = o->stage_cuts,
                        .micro_batches = o->micro_batches > 1 ? o->micro_batches : 1, .shared_device = o->shared_gpu,
                        .deferred_bn = o->deferred_bn};
-    int rc = po.stages > 1 || po.micro_batches > 1 ? fu_pipe_create(m, &po, &bo, &t->be)
-                                                   : fu_backend_create(backend, m, &bo, &t->be);
-    if (rc < 0) return -1;
+    fu_backend *be;
+    int rc = po.stages > 1 || po.micro_batches > 1 ? fu_pipe_create(m, &po, &bo, &be)
+                                                   : fu_backend_create(backend, m, &bo, &be);
+    return rc < 0 ? -1 : fu_trainer_init_with(t, m, o, be);
+}
+
+int fu_trainer_init_with(fu_trainer *t, const fu_model *m, const fu_train_opts *o, fu_backend *be) {
+    memset(t, 0, sizeof *t);
+    t->m = m;
+    t->o = *o;
+    t->be = be;
+    t->adamw = fu_adamw_defaults();
+    t->adamw.weight_decay = o->weight_decay;
+    t->resident = be->resident && !o->host_step;
+    t->device_stale = t->resident; // the weights are made here, below
     size_t np = m->n_params, ns = m->n_state, nc = m->n_counts;
     size_t pix = (size_t)o->batch * 3 * m->height * m->width;
     t->params = fu_malloc(np * sizeof(float));
@@ -52,8 +61,11 @@ int fu_trainer_init(fu_trainer *t, const fu_model *m, const fu_train_opts *o, co
     t->best_params = fu_malloc(np * sizeof(float));
     t->best_state = fu_malloc(ns * sizeof(float));
     t->best_counts = fu_calloc(nc, sizeof(int64_t));
+    // Input batches where the backend copies from fastest (pinned for a GPU).
+    t->x_free = be->host_alloc ? be->host_free : free;
     for (int k = 0; k < 2; k++) {
-        t->x[k] = fu_malloc(pix * sizeof(float));
+        t->x[k] = be->host_alloc ? be->host_alloc(pix * sizeof(float)) : fu_malloc(pix * sizeof(float));
+        if (!t->x[k] && be->host_alloc) fu_fail("trainer", "cannot allocate %zu MiB of pinned host memory", (pix * sizeof(float)) >> 20);
         t->labels[k] = fu_calloc((size_t)o->batch, sizeof(int));
     }
     t->n_groups = fu_param_groups(m, o->no_decay_bn_bias, &t->groups);
@@ -64,7 +76,26 @@ int fu_trainer_init(fu_trainer *t, const fu_model *m, const fu_train_opts *o, co
         return -1;
     }
     fu_model_init(m, o->seed, t->params, t->state, t->counts);
-    fu_trainer_keep_best(t);
+    return fu_trainer_keep_best(t);
+}
+
+int fu_trainer_pull(fu_trainer *t) {
+    if (!t->resident || !t->host_stale) return 0;
+    if (t->be->resident->store(t->be, t->params, t->state, t->m1, t->m2) < 0) return -1;
+    t->host_stale = false;
+    return 0;
+}
+
+void fu_trainer_host_changed(fu_trainer *t) {
+    t->host_stale = false;
+    t->device_stale = t->resident;
+}
+
+// Before the backend computes with the weights it holds.
+static int push(fu_trainer *t) {
+    if (!t->resident || !t->device_stale) return 0;
+    if (t->be->resident->load(t->be, t->params, t->state, t->m1, t->m2) < 0) return -1;
+    t->device_stale = false;
     return 0;
 }
 
@@ -75,6 +106,7 @@ static void dist_grads_ready(void *ctx, size_t off, size_t len) { fu_grad_sync_r
 int fu_trainer_distribute(fu_trainer *t, fu_comm *c, bool sync_bn, size_t bucket_bytes) {
     if (c->size < 2) return 0;
     const fu_model *m = t->m;
+    if (fu_trainer_pull(t) < 0) return -1;
     if (fu_comm_bcast(c, t->params, m->n_params * sizeof(float), 0) < 0 ||
         fu_comm_bcast(c, t->state, m->n_state * sizeof(float), 0) < 0 ||
         fu_comm_bcast(c, t->counts, m->n_counts * sizeof(int64_t), 0) < 0)
@@ -86,12 +118,16 @@ int fu_trainer_distribute(fu_trainer *t, fu_comm *c, bool sync_bn, size_t bucket
     } else if (fu_grad_sync_create(c, t->grads, m->n_params, bucket_bytes, &t->sync) < 0) {
         return -1;
     }
+    // Summed on the host, the gradients must come to the host, and the step
+    // runs there too.
+    if (t->sync) t->resident = false;
+    fu_trainer_host_changed(t);
     t->comm = c;
     // With NCCL the backend sums in backward: the host must not sum again.
     t->hooks = (fu_dist_hooks){.ctx = t, .sum = sync_bn ? dist_sum : NULL,
                                .grads_ready = t->sync ? dist_grads_ready : NULL};
     t->be->dist = &t->hooks;
-    fu_trainer_keep_best(t);
+    if (fu_trainer_keep_best(t) < 0) return -1;
     return fu_trainer_check_in_sync(t);
 }
 
@@ -111,6 +147,7 @@ int fu_trainer_allreduce_calibrate(fu_trainer *t, int reps, double *seconds) {
 int fu_trainer_check_in_sync(fu_trainer *t) {
     if (!t->comm) return 0;
     const fu_model *m = t->m;
+    if (fu_trainer_pull(t) < 0) return -1;
     // Two CRC-32s (weights, BN state) per rank, compared with rank 0's.
     double mine[2] = {fu_crc32(t->params, m->n_params * sizeof(float)),
                       fu_crc32(t->state, m->n_state * sizeof(float))};
@@ -126,10 +163,12 @@ int fu_trainer_check_in_sync(fu_trainer *t) {
     return rc;
 }
 
-void fu_trainer_keep_best(fu_trainer *t) {
+int fu_trainer_keep_best(fu_trainer *t) {
+    if (fu_trainer_pull(t) < 0) return -1;
     memcpy(t->best_params, t->params, t->m->n_params * sizeof(float));
     memcpy(t->best_state, t->state, t->m->n_state * sizeof(float));
     memcpy(t->best_counts, t->counts, t->m->n_counts * sizeof(int64_t));
+    return 0;
 }
 
 int fu_class_weights(const size_t *count, int classes, float *w) {
@@ -162,7 +201,12 @@ int fu_train_step(fu_trainer *t, int n, const float *x, const int *labels, doubl
     fu_pass pass = {.train = true, .dropout = t->o.dropout, .seed = dropout_seed(t), .step = (uint64_t)t->step};
     int64_t step = t->step + 1; // as people count them
     float l = NAN;
-    if (t->be->forward(t->be, n, t->params, t->state, t->counts, x, labels, t->class_w, &pass, &l) < 0) return -1;
+    // Held by the backend: NULL buffers are its own (backend.h).
+    bool held = t->resident;
+    float *params = held ? NULL : t->params, *state = held ? NULL : t->state, *grads = held ? NULL : t->grads;
+    if (push(t) < 0) return -1;
+    if (t->be->forward(t->be, n, params, state, t->counts, x, labels, t->class_w, &pass, &l) < 0) return -1;
+    t->host_stale = held; // the BN running statistics moved there
     const float *logits = t->be->logits(t->be);
     int hits = 0, k = t->m->classes;
     for (int i = 0; i < n; i++) hits += argmax(logits + (size_t)i * k, k) == labels[i];
@@ -176,12 +220,18 @@ int fu_train_step(fu_trainer *t, int n, const float *x, const int *labels, doubl
     if (!isfinite(global_loss)) return fu_fail("training", "step %lld: the loss is %f", (long long)step, global_loss);
     if (t->sync) fu_grad_sync_begin(t->sync, w_mine / g[0]);
     if (t->nccl) t->be->nccl->set_scale(t->nccl, w_mine / g[0]);
-    if (t->be->backward(t->be, t->params, NULL, t->grads) < 0) return -1;
+    if (t->be->backward(t->be, params, NULL, grads) < 0) return -1;
     if (t->sync && fu_grad_sync_end(t->sync) < 0) return -1;
-    double norm = fu_clip_grad_norm(t->grads, t->m->n_params, t->o.max_grad_norm);
+    double norm;
+    if (held) {
+        if (t->be->resident->step(t->be, &t->adamw, t->groups, t->n_groups, lr, step, t->o.max_grad_norm, &norm) < 0)
+            return -1;
+    } else {
+        norm = fu_clip_grad_norm(t->grads, t->m->n_params, t->o.max_grad_norm);
+    }
     t->grad_norm = norm;
     if (!isfinite(norm)) return fu_fail("training", "step %lld: the gradient norm is %f", (long long)step, norm);
-    fu_adamw_step(&t->adamw, lr, step, t->groups, t->n_groups, t->params, t->grads, t->m1, t->m2);
+    if (!held) fu_adamw_step(&t->adamw, lr, step, t->groups, t->n_groups, t->params, t->grads, t->m1, t->m2);
     t->step = step;
     *loss = (float)global_loss;
     *correct = (int)g[2];
@@ -329,10 +379,11 @@ int fu_train_epoch(fu_trainer *t, const fu_dataset *d, double lr, int64_t max_st
         // BN running statistics are per rank unless synchronised: every rank
         // takes rank 0's (as DDP's broadcast_buffers does), so evaluation and
         // checkpoints see one model; then the weights must agree bit for bit.
-        if (fu_comm_bcast(t->comm, t->state, t->m->n_state * sizeof(float), 0) < 0 ||
-            fu_comm_bcast(t->comm, t->counts, t->m->n_counts * sizeof(int64_t), 0) < 0 ||
-            fu_trainer_check_in_sync(t) < 0)
+        if (fu_trainer_pull(t) < 0 || fu_comm_bcast(t->comm, t->state, t->m->n_state * sizeof(float), 0) < 0 ||
+            fu_comm_bcast(t->comm, t->counts, t->m->n_counts * sizeof(int64_t), 0) < 0)
             return -1;
+        fu_trainer_host_changed(t);
+        if (fu_trainer_check_in_sync(t) < 0) return -1;
     }
     return rc;
 }
@@ -406,6 +457,16 @@ int fu_evaluate(fu_trainer *t, const fu_dataset *d, const float *params, const f
         fu_eval_free(out);
         return -1;
     }
+    // The live weights where the backend holds them are used there; others
+    // are uploaded by each forward and replace the held ones, which the host
+    // must have first and give back before the next step.
+    bool live = params == t->params && state == t->state, replaced = t->resident && !live;
+    if (t->resident && (live ? push(t) : fu_trainer_pull(t)) < 0) {
+        free(order);
+        fu_eval_free(out);
+        return -1;
+    }
+    if (t->resident && live) params = NULL, state = NULL;
     // Rank r of s evaluates records r, r + s, ...: no padding, no record twice.
     int rank = t->comm ? t->comm->rank : 0, size = t->comm ? t->comm->size : 1;
     size_t mine = 0;
@@ -414,6 +475,7 @@ int fu_evaluate(fu_trainer *t, const fu_dataset *d, const float *params, const f
     eval_ctx e = {t, params, (float *)state, order, out, 0, 0};
     int batches = (int)((mine + (size_t)t->o.batch - 1) / (size_t)t->o.batch);
     int rc = run_batches(t, d, order, mine, 0, batches, false, 0, &out->wait, eval_batch, &e);
+    if (replaced) fu_trainer_host_changed(t);
     if (t->comm) {
         // Every rank takes part in the collectives even when its own part
         // failed, so the job ends together instead of hanging.

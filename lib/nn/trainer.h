@@ -4,6 +4,13 @@
 // current one computes, and evaluation in eval mode. Owns the flat buffers
 // (params, grads, AdamW moments, BN state, counts) and a real copy of the
 // best weights.
+//
+// Where the backend can hold the training state itself (fu_backend.resident:
+// the cuda backend, on its GPU), the steps run there and the host buffers
+// are a copy brought up to date only when read: fu_trainer_pull before
+// anything reads params, state, m1 or m2 (the trainer's own functions and
+// fu_checkpoint_save do), fu_trainer_host_changed after anything writes
+// them (fu_checkpoint_load does). grads then stays unused.
 #ifndef FU_NN_TRAINER_H
 #define FU_NN_TRAINER_H
 
@@ -36,6 +43,9 @@ typedef struct {
     // host (dist/grad_sync.h), not with NCCL on the GPUs (the default there);
     // other backends always use MPI.
     bool mpi_allreduce;
+    // Clipping and AdamW on the host even where the backend could hold the
+    // training state (fu_backend.resident): for comparisons.
+    bool host_step;
 } fu_train_opts;
 
 // The study's recipe: 10 epochs, batch 32, lr 1e-3, weight decay 1e-4 on
@@ -63,12 +73,26 @@ typedef struct {
     fu_grad_sync *sync;  // gradients summed on the host (MPI), or
     fu_nccl_sync *nccl;  // on the GPUs by the backend (NCCL; the backend owns it)
     fu_dist_hooks hooks;
+    // The backend holds the live weights, state and moments (see above);
+    // which side has the newer copy.
+    bool resident, host_stale, device_stale;
+    void (*x_free)(void *p); // how x[] was allocated (the backend's host_alloc, or malloc)
 } fu_trainer;
 
 // Allocates everything for batches of o->batch images of the model's size
 // on backend `backend`, and initialises the weights from o->seed.
 int fu_trainer_init(fu_trainer *t, const fu_model *m, const fu_train_opts *o, const char *backend, int threads);
+// The same on a backend created by the caller, which t then owns (and
+// destroys, also when this fails).
+int fu_trainer_init_with(fu_trainer *t, const fu_model *m, const fu_train_opts *o, fu_backend *be);
 void fu_trainer_free(fu_trainer *t);
+
+// Brings params, state, m1 and m2 on the host up to date where the backend
+// holds newer ones (no-op otherwise).
+int fu_trainer_pull(fu_trainer *t);
+// Says the host buffers were written (a resume): the backend takes them
+// before the next step.
+void fu_trainer_host_changed(fu_trainer *t);
 
 // Makes t one rank of c's data-parallel job: rank 0's initial weights and
 // BN state go to every rank (and are checked), gradients are summed across
@@ -143,6 +167,6 @@ int fu_evaluate(fu_trainer *t, const fu_dataset *d, const float *params, const f
 void fu_eval_free(fu_eval *e);
 
 // Copies the live weights into the best-weights buffers.
-void fu_trainer_keep_best(fu_trainer *t);
+int fu_trainer_keep_best(fu_trainer *t);
 
 #endif
