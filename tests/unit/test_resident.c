@@ -1,0 +1,313 @@
+// The trainer over a backend that holds the training state (backend.h's
+// fu_resident_api, the cuda backend's way): a stand-in that keeps its own
+// copies of the weights, BN state, gradients and AdamW moments (as a GPU
+// would) over the cpu backend, counting every transfer. Training, evaluation,
+// the best weights, checkpoints and a resume must give the same bytes as the
+// plain trainer, and a step must move nothing across "the bus": a forgotten
+// pull (stale host weights) or push (stale held weights) shows as a
+// difference here.
+#include "check.h"
+#include "core/error.h"
+#include "nn/checkpoint.h"
+#include "nn/trainer.h"
+#include "shard/shard.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SIZE 32
+#define BATCH 4
+#define IMAGES 10
+
+// ---- the stand-in ---------------------------------------------------------
+
+typedef struct {
+    fu_backend *inner;
+    float *params, *state, *grads, *m1, *m2; // "device" copies
+    bool loaded; // weights held (load, or a forward with host weights)
+    int loads, stores, steps, host_weights;  // transfers, steps, forwards given host weights
+} held;
+
+static held *held_of(fu_backend *b) { return b->impl; }
+
+static int held_forward(fu_backend *b, int n, const float *params, float *state, int64_t *counts, const float *x,
+                        const int *labels, const float *class_w, const fu_pass *pass, float *loss) {
+    held *h = held_of(b);
+    const fu_model *m = b->m;
+    if (!params != !state) return fu_fail("held", "params and state must both be host buffers or both NULL");
+    if (params) {
+        memcpy(h->params, params, m->n_params * sizeof(float));
+        memcpy(h->state, state, m->n_state * sizeof(float));
+        h->loaded = true, h->host_weights++;
+    }
+    if (!h->loaded) return fu_fail("held", "a forward on held weights before any were loaded");
+    int rc = h->inner->forward(h->inner, n, h->params, h->state, counts, x, labels, class_w, pass, loss);
+    if (rc == 0 && state && pass->train) memcpy(state, h->state, m->n_state * sizeof(float));
+    return rc;
+}
+
+static const float *held_logits(fu_backend *b) { return held_of(b)->inner->logits(held_of(b)->inner); }
+
+static int held_backward(fu_backend *b, const float *params, const float *dy, float *grads) {
+    held *h = held_of(b);
+    if (h->inner->backward(h->inner, h->params, dy, h->grads) < 0) return -1;
+    if (grads) memcpy(grads, h->grads, b->m->n_params * sizeof(float));
+    return 0;
+}
+
+static void copy_in(float *dst, const float *src, size_t n, int *count) {
+    if (src) memcpy(dst, src, n * sizeof(float)), ++*count;
+}
+
+static int held_load(fu_backend *b, const float *params, const float *state, const float *m1, const float *m2) {
+    held *h = held_of(b);
+    size_t np = b->m->n_params;
+    copy_in(h->params, params, np, &h->loads);
+    copy_in(h->state, state, b->m->n_state, &h->loads);
+    copy_in(h->m1, m1, np, &h->loads);
+    copy_in(h->m2, m2, np, &h->loads);
+    h->loaded = h->loaded || params;
+    return 0;
+}
+
+static int held_store(fu_backend *b, float *params, float *state, float *m1, float *m2) {
+    held *h = held_of(b);
+    size_t np = b->m->n_params;
+    int stores = 0;
+    copy_in(params, h->params, params ? np : 0, &stores);
+    copy_in(state, h->state, state ? b->m->n_state : 0, &stores);
+    copy_in(m1, h->m1, m1 ? np : 0, &stores);
+    copy_in(m2, h->m2, m2 ? np : 0, &stores);
+    h->stores += stores;
+    return 0;
+}
+
+static int held_step(fu_backend *b, const fu_adamw_opts *o, const fu_param_group *groups, int n_groups, double lr,
+                     int64_t t, double max_norm, double *norm) {
+    held *h = held_of(b);
+    h->steps++;
+    *norm = fu_clip_grad_norm(h->grads, b->m->n_params, max_norm);
+    if (isfinite(*norm)) fu_adamw_step(o, lr, t, groups, n_groups, h->params, h->grads, h->m1, h->m2);
+    return 0;
+}
+
+static int allocations;
+static void *counted_alloc(size_t bytes) { return allocations++, malloc(bytes); }
+static void counted_free(void *p) {
+    if (p) allocations--;
+    free(p);
+}
+
+static void held_destroy(fu_backend *b) {
+    held *h = held_of(b);
+    fu_backend_destroy(h->inner);
+    free(h->params), free(h->state), free(h->grads), free(h->m1), free(h->m2), free(h);
+    free(b);
+}
+
+static const fu_resident_api HELD_API = {held_load, held_store, held_step};
+
+static fu_backend *held_create(const fu_model *m) {
+    fu_backend_opts bo = {.batch = BATCH, .threads = 2};
+    fu_backend *b = calloc(1, sizeof *b);
+    held *h = calloc(1, sizeof *h);
+    if (!b || !h || fu_backend_create("cpu", m, &bo, &h->inner) < 0) abort();
+    h->params = malloc(m->n_params * sizeof(float)), h->grads = malloc(m->n_params * sizeof(float));
+    h->m1 = malloc(m->n_params * sizeof(float)), h->m2 = malloc(m->n_params * sizeof(float));
+    h->state = malloc(m->n_state * sizeof(float));
+    *b = (fu_backend){.name = "held", .m = m, .batch = BATCH, .impl = h, .forward = held_forward,
+                      .logits = held_logits, .backward = held_backward, .destroy = held_destroy,
+                      .resident = &HELD_API, .host_alloc = counted_alloc, .host_free = counted_free};
+    return b;
+}
+
+// ---- data -------------------------------------------------------------------
+
+static const fu_model *model(void) {
+    static fu_model m;
+    if (!m.ops && fu_medicalcnn(&m, SIZE, SIZE) < 0) abort();
+    return &m;
+}
+
+// IMAGES pixel records of SIZE x SIZE, labels alternating.
+static int write_shard(const char *path) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    fu_shard_writer w;
+    fu_shard_writer_init(&w, f, path);
+    static uint8_t px[3 * SIZE * SIZE];
+    for (int i = 0; i < IMAGES; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "img%d", i);
+        for (size_t k = 0; k < sizeof px; k++) px[k] = (uint8_t)((k * (size_t)(i + 3) + k / 97) % 256);
+        fu_record r = {.kind = FU_KIND_PIXELS, .label = i % 2, .height = SIZE, .width = SIZE, .channels = 3,
+                       .id = id, .id_len = (uint32_t)strlen(id), .payload = px, .payload_len = sizeof px};
+        fu_shard_write(&w, &r);
+    }
+    int rc = fu_shard_finish(&w);
+    return fclose(f) == 0 ? rc : -1;
+}
+
+static fu_dataset data;
+static float x[BATCH * 3 * SIZE * SIZE];
+static int labels[BATCH];
+
+static int train(fu_trainer *t, int steps) {
+    for (int s = 0; s < steps; s++) {
+        uint32_t idx[BATCH];
+        for (int i = 0; i < BATCH; i++) idx[i] = (uint32_t)((t->step * BATCH + i) % IMAGES);
+        float loss;
+        int hits, seen;
+        if (fu_load_batch(&data, idx, BATCH, true, 7, (uint64_t)t->step, x, labels) < 0 ||
+            fu_train_step(t, BATCH, x, labels, 1e-3, &loss, &hits, &seen) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static fu_train_opts opts(void) {
+    fu_train_opts o = fu_train_defaults();
+    o.batch = BATCH, o.seed = 5;
+    return o;
+}
+
+static int make(fu_trainer *t, bool resident, bool host_step) {
+    fu_train_opts o = opts();
+    o.host_step = host_step;
+    int rc = resident ? fu_trainer_init_with(t, model(), &o, held_create(model()))
+                      : fu_trainer_init(t, model(), &o, "cpu", 2);
+    if (rc == 0) t->class_w[0] = 0.6f, t->class_w[1] = 0.4f;
+    return rc;
+}
+
+// Live weights, state and moments of two trainers, bit for bit.
+static bool same_live(fu_trainer *a, fu_trainer *b) {
+    const fu_model *m = model();
+    size_t np = m->n_params * sizeof(float);
+    return fu_trainer_pull(a) == 0 && fu_trainer_pull(b) == 0 && a->step == b->step &&
+           memcmp(a->params, b->params, np) == 0 && memcmp(a->m1, b->m1, np) == 0 && memcmp(a->m2, b->m2, np) == 0 &&
+           memcmp(a->state, b->state, m->n_state * sizeof(float)) == 0 &&
+           memcmp(a->counts, b->counts, m->n_counts * sizeof(int64_t)) == 0;
+}
+
+static bool same_eval(const fu_eval *a, const fu_eval *b) {
+    return a->n == b->n && memcmp(a->p1, b->p1, a->n * sizeof *a->p1) == 0 && a->loss == b->loss;
+}
+
+static int read_file(const char *path, char **out, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    rewind(f);
+    *out = malloc(*n ? *n : 1);
+    size_t got = *out ? fread(*out, 1, *n, f) : 0;
+    fclose(f);
+    return got == *n ? 0 : -1;
+}
+
+static bool same_file(const char *a, const char *b) {
+    char *x_ = NULL, *y_ = NULL;
+    size_t nx = 0, ny = 0;
+    bool same = read_file(a, &x_, &nx) == 0 && read_file(b, &y_, &ny) == 0 && nx == ny && memcmp(x_, y_, nx) == 0;
+    free(x_), free(y_);
+    return same;
+}
+
+// ---- the checks -------------------------------------------------------------
+
+static void test_training(const char *dir) {
+    fu_trainer plain, res;
+    if (make(&plain, false, false) < 0 || make(&res, true, false) < 0) {
+        CHECK(0, "trainers made", "%s", fu_error());
+        return;
+    }
+    held *h = held_of(res.be);
+    CHECK(res.resident && !plain.resident && allocations == 2, "a backend with resident holds the state; inputs in its host memory",
+          "resident %d, %d buffers from host_alloc", res.resident, allocations);
+
+    bool ok = train(&plain, 3) == 0 && train(&res, 3) == 0;
+    CHECK(ok && h->steps == 3 && h->loads == 4 && h->stores == 0 && h->host_weights == 0,
+          "3 steps: one push of weights, state and moments, then nothing crosses", "%s; %d steps, %d loads, %d stores, "
+          "%d forwards on host weights", fu_error(), h->steps, h->loads, h->stores, h->host_weights);
+    CHECK(ok && same_live(&plain, &res) && h->stores == 4, "pulled after 3 steps: the plain trainer's bytes",
+          "%d stores", h->stores);
+
+    // Evaluating the live weights runs on the held ones: no transfer.
+    fu_eval ep, er;
+    int loads = h->loads, stores = h->stores;
+    ok = train(&plain, 1) == 0 && train(&res, 1) == 0 && fu_evaluate(&plain, &data, plain.params, plain.state, &ep) == 0 &&
+         fu_evaluate(&res, &data, res.params, res.state, &er) == 0;
+    CHECK(ok && same_eval(&ep, &er) && h->loads == loads && h->stores == stores && h->host_weights == 0,
+          "evaluating the live weights: the same predictions, on the held weights", "%s; %d loads, %d stores",
+          fu_error(), h->loads - loads, h->stores - stores);
+    if (ok) fu_eval_free(&ep), fu_eval_free(&er);
+
+    // The best weights: kept (a pull), evaluated (uploaded: they replace
+    // the held ones), then training goes on from the live ones.
+    ok = fu_trainer_keep_best(&plain) == 0 && fu_trainer_keep_best(&res) == 0 && train(&plain, 2) == 0 &&
+         train(&res, 2) == 0 && fu_evaluate(&plain, &data, plain.best_params, plain.best_state, &ep) == 0 &&
+         fu_evaluate(&res, &data, res.best_params, res.best_state, &er) == 0;
+    CHECK(ok && memcmp(plain.best_params, res.best_params, model()->n_params * sizeof(float)) == 0 &&
+              same_eval(&ep, &er) && h->host_weights > 0,
+          "the best weights: kept from the held ones, evaluated by upload", "%s", fu_error());
+    if (ok) fu_eval_free(&ep), fu_eval_free(&er);
+    ok = train(&plain, 2) == 0 && train(&res, 2) == 0;
+    CHECK(ok && same_live(&plain, &res), "training after evaluating other weights goes on from the live ones",
+          "%s", fu_error());
+
+    // Checkpoints: the same files; a resumed resident trainer goes on as the plain one.
+    char a[256], b[256], fa[300], fb[300];
+    snprintf(a, sizeof a, "%s/plain", dir), snprintf(b, sizeof b, "%s/res", dir);
+    fu_run_state rs = {.best_epoch = -1, .log = ""};
+    ok = train(&res, 1) == 0 && train(&plain, 1) == 0 && mkdir(a, 0777) == 0 && mkdir(b, 0777) == 0 &&
+         fu_checkpoint_save(a, &plain, &rs, NULL) == 0 && fu_checkpoint_save(b, &res, &rs, NULL) == 0;
+    snprintf(fa, sizeof fa, "%s/last.safetensors", a), snprintf(fb, sizeof fb, "%s/last.safetensors", b);
+    bool same = ok && same_file(fa, fb);
+    snprintf(fa, sizeof fa, "%s/state.safetensors", a), snprintf(fb, sizeof fb, "%s/state.safetensors", b);
+    CHECK(same && same_file(fa, fb), "a checkpoint right after held steps: the plain trainer's files", "%s",
+          fu_error());
+
+    fu_trainer back;
+    fu_run_state rs2 = {0};
+    ok = make(&back, true, false) == 0 && train(&back, 2) == 0 && fu_checkpoint_load(b, &back, &rs2, NULL) == 0 &&
+         train(&back, 2) == 0 && train(&plain, 2) == 0;
+    CHECK(ok && same_live(&plain, &back), "resumed from the checkpoint (over other held weights): as the plain run",
+          "%s", fu_error());
+    if (back.be) fu_trainer_free(&back);
+    free(rs2.log);
+    fu_trainer_free(&plain), fu_trainer_free(&res);
+    CHECK(allocations == 0, "input buffers go back to host_free", "%d left", allocations);
+}
+
+// host_step: the same backend run the host way, for comparisons.
+static void test_host_step(void) {
+    fu_trainer plain, host;
+    bool ok = make(&plain, false, false) == 0 && make(&host, true, true) == 0;
+    held *h = ok ? held_of(host.be) : NULL;
+    ok = ok && !host.resident && train(&plain, 2) == 0 && train(&host, 2) == 0;
+    CHECK(ok && h->steps == 0 && h->host_weights == 2 && same_live(&plain, &host),
+          "host_step: weights uploaded each forward, the step on the host, the same bytes", "%s", fu_error());
+    if (ok) fu_trainer_free(&plain), fu_trainer_free(&host);
+}
+
+int main(void) {
+    char dir[] = "/tmp/fu-test-resident-XXXXXX", path[128];
+    if (!mkdtemp(dir)) return perror("mkdtemp"), 1;
+    snprintf(path, sizeof path, "%s/data.shard", dir);
+    if (write_shard(path) < 0 || fu_dataset_open(&data, path, 2) < 0) {
+        printf("not ok - test data: %s\n", fu_error());
+        return 1;
+    }
+    test_training(dir);
+    test_host_step();
+    fu_dataset_close(&data);
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) printf("# could not remove %s\n", dir);
+    return check_done();
+}
