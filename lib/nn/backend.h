@@ -101,6 +101,13 @@ struct fu_backend {
     // for the cuda backend), for input batches; NULL: plain malloc/free.
     void *(*host_alloc)(size_t bytes);
     void (*host_free)(void *p);
+    // Optional: starts copying input batch x (n images, in memory from
+    // host_alloc) to where the backend computes, on a stream of its own, so
+    // that the copy overlaps the step before; a later forward given the same
+    // x and n waits for that copy instead of making its own. Called from the
+    // trainer's loading thread while a forward or backward may be running on
+    // another batch; x stays unchanged until that forward. NULL: none.
+    int (*prefetch)(fu_backend *b, const float *x, int n);
     size_t device_bytes; // memory it holds on its GPU (0 on the CPU), for results.csv's peak_gpu_mb
     void *impl;
     // Forward pass on n images. In training (pass->train), BN uses batch

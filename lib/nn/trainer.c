@@ -252,6 +252,7 @@ int fu_trainer_batches(const fu_trainer *t, size_t n, bool *dropped_one) {
 // ---- the next batch, made in a background thread --------------------------
 
 typedef struct {
+    fu_backend *be; // its prefetch, when it has one
     const fu_dataset *d;
     const uint32_t *indices;
     int n;
@@ -268,6 +269,8 @@ typedef struct {
 static void *load_main(void *arg) {
     loading *j = arg;
     j->rc = fu_load_batch(j->d, j->indices, j->n, j->augment, j->seed, j->epoch, j->x, j->labels);
+    // On its way to the GPU while the step before computes.
+    if (j->rc == 0 && j->be->prefetch) j->rc = j->be->prefetch(j->be, j->x, j->n);
     if (j->rc < 0) {
         snprintf(j->err, sizeof j->err, "%s", fu_error());
         snprintf(j->hint, sizeof j->hint, "%s", fu_error_hint());
@@ -298,7 +301,7 @@ static int load_finish(loading *j, double *wait) {
 static loading job_of(fu_trainer *t, const fu_dataset *d, const uint32_t *order, size_t total, int k, int s,
                       bool augment, uint64_t epoch) {
     size_t off = (size_t)k * (size_t)t->o.batch, left = total - off;
-    return (loading){.d = d, .indices = order + off, .n = (int)(left < (size_t)t->o.batch ? left : (size_t)t->o.batch),
+    return (loading){.be = t->be, .d = d, .indices = order + off, .n = (int)(left < (size_t)t->o.batch ? left : (size_t)t->o.batch),
                      .augment = augment, .seed = t->o.seed, .epoch = epoch, .x = t->x[s], .labels = t->labels[s]};
 }
 

@@ -13,6 +13,7 @@
 #include "shard/shard.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,11 +26,21 @@
 
 // ---- the stand-in ---------------------------------------------------------
 
+// A batch prefetched: the host buffer it came from, and its copy.
+typedef struct {
+    const float *from;
+    int n;
+    float *copy; // (BATCH, 3, SIZE, SIZE)
+} slot;
+
 typedef struct {
     fu_backend *inner;
     float *params, *state, *grads, *m1, *m2; // "device" copies
     bool loaded; // weights held (load, or a forward with host weights)
     int loads, stores, steps, host_weights;  // transfers, steps, forwards given host weights
+    slot slots[2];            // prefetched inputs (the trainer's two batch buffers)
+    pthread_mutex_t lock;     // prefetch runs in the loading thread
+    int prefetched, from_slot; // prefetch calls, forwards that used one
 } held;
 
 static held *held_of(fu_backend *b) { return b->impl; }
@@ -45,6 +56,10 @@ static int held_forward(fu_backend *b, int n, const float *params, float *state,
         h->loaded = true, h->host_weights++;
     }
     if (!h->loaded) return fu_fail("held", "a forward on held weights before any were loaded");
+    pthread_mutex_lock(&h->lock);
+    for (int k = 0; k < 2; k++)
+        if (h->slots[k].from == x && h->slots[k].n == n) x = h->slots[k].copy, h->from_slot++;
+    pthread_mutex_unlock(&h->lock);
     int rc = h->inner->forward(h->inner, n, h->params, h->state, counts, x, labels, class_w, pass, loss);
     if (rc == 0 && state && pass->train) memcpy(state, h->state, m->n_state * sizeof(float));
     return rc;
@@ -95,6 +110,19 @@ static int held_step(fu_backend *b, const fu_adamw_opts *o, const fu_param_group
     return 0;
 }
 
+// The copy a GPU would start on its copy stream: taken now, so that a
+// trainer that changed x before its forward would be caught.
+static int held_prefetch(fu_backend *b, const float *x, int n) {
+    held *h = held_of(b);
+    pthread_mutex_lock(&h->lock);
+    slot *s = h->slots[0].from == x || !h->slots[0].from ? &h->slots[0] : &h->slots[1];
+    s->from = x, s->n = n;
+    memcpy(s->copy, x, (size_t)n * 3 * SIZE * SIZE * sizeof(float));
+    h->prefetched++;
+    pthread_mutex_unlock(&h->lock);
+    return 0;
+}
+
 static int allocations;
 static void *counted_alloc(size_t bytes) { return allocations++, malloc(bytes); }
 static void counted_free(void *p) {
@@ -105,7 +133,10 @@ static void counted_free(void *p) {
 static void held_destroy(fu_backend *b) {
     held *h = held_of(b);
     fu_backend_destroy(h->inner);
-    free(h->params), free(h->state), free(h->grads), free(h->m1), free(h->m2), free(h);
+    free(h->params), free(h->state), free(h->grads), free(h->m1), free(h->m2);
+    free(h->slots[0].copy), free(h->slots[1].copy);
+    pthread_mutex_destroy(&h->lock);
+    free(h);
     free(b);
 }
 
@@ -119,9 +150,12 @@ static fu_backend *held_create(const fu_model *m) {
     h->params = malloc(m->n_params * sizeof(float)), h->grads = malloc(m->n_params * sizeof(float));
     h->m1 = malloc(m->n_params * sizeof(float)), h->m2 = malloc(m->n_params * sizeof(float));
     h->state = malloc(m->n_state * sizeof(float));
+    for (int k = 0; k < 2; k++) h->slots[k].copy = malloc(sizeof(float) * BATCH * 3 * SIZE * SIZE);
+    pthread_mutex_init(&h->lock, NULL);
     *b = (fu_backend){.name = "held", .m = m, .batch = BATCH, .impl = h, .forward = held_forward,
                       .logits = held_logits, .backward = held_backward, .destroy = held_destroy,
-                      .resident = &HELD_API, .host_alloc = counted_alloc, .host_free = counted_free};
+                      .resident = &HELD_API, .host_alloc = counted_alloc, .host_free = counted_free,
+                      .prefetch = held_prefetch};
     return b;
 }
 
@@ -284,6 +318,28 @@ static void test_training(const char *dir) {
     CHECK(allocations == 0, "input buffers go back to host_free", "%d left", allocations);
 }
 
+// Whole epochs through the loading thread: every batch prefetched, and the
+// forward takes the prefetched copy.
+static void test_epochs(void) {
+    fu_trainer plain, res;
+    bool ok = make(&plain, false, false) == 0 && make(&res, true, false) == 0;
+    held *h = ok ? held_of(res.be) : NULL;
+    fu_epoch_stats sp = {0}, sr = {0};
+    for (int e = 0; ok && e < 2; e++) {
+        sp = sr = (fu_epoch_stats){.epoch = e};
+        ok = fu_train_epoch(&plain, &data, 1e-3, -1, &sp, NULL, NULL) == 0 &&
+             fu_train_epoch(&res, &data, 1e-3, -1, &sr, NULL, NULL) == 0;
+    }
+    bool dropped;
+    int batches = fu_epoch_batches(IMAGES, BATCH, &dropped);
+    CHECK(ok && same_live(&plain, &res) && sp.loss_sum == sr.loss_sum && h->prefetched == 2 * batches &&
+              h->from_slot == 2 * batches,
+          "2 epochs: each batch prefetched from the loading thread and used; the plain trainer's bytes",
+          "%s; %d prefetched, %d used, %d batches", fu_error(), ok ? h->prefetched : 0, ok ? h->from_slot : 0,
+          2 * batches);
+    if (ok) fu_trainer_free(&plain), fu_trainer_free(&res);
+}
+
 // host_step: the same backend run the host way, for comparisons.
 static void test_host_step(void) {
     fu_trainer plain, host;
@@ -304,6 +360,7 @@ int main(void) {
         return 1;
     }
     test_training(dir);
+    test_epochs();
     test_host_step();
     fu_dataset_close(&data);
     char cmd[160];
