@@ -57,6 +57,8 @@ static const char USAGE[] =
     "  --bucket-mb N          gradient allreduce buckets of N MB (25)\n"
     "  --allreduce nccl|mpi   with --device cuda: gradients summed by NCCL on the GPUs (default) or by\n"
     "                         MPI through host memory; the CPU backends always use MPI\n"
+    "  --host-optimizer       with --device cuda: clipping and AdamW on the host, the weights uploaded\n"
+    "                         every step (slower; for comparisons: by default they stay on the GPU)\n"
     "Model parallel: the model cut into K stages, each on its own GPU (or CPU thread),\n"
     "micro-batches pipelined through them (GPipe); with mpirun, each rank runs K stages.\n"
     "  --model-parallel K     K stages (1); cut where compute balances, unless\n"
@@ -72,7 +74,7 @@ enum {
     OPT_TRAIN = TOOL_OPT_FIRST_FREE, OPT_VAL, OPT_TEST, OPT_EPOCHS, OPT_BATCH, OPT_LR, OPT_WD, OPT_NO_DECAY,
     OPT_SELECT, OPT_SEED, OPT_BACKEND, OPT_RESUME, OPT_MAX_STEPS, OPT_NO_AUGMENT, OPT_NO_DROPOUT, OPT_CONFIG,
     OPT_DATASET, OPT_AMP, OPT_SYNC_BN, OPT_LR_SCALE, OPT_BUCKET_MB, OPT_DEVICE, OPT_MODEL_PARALLEL, OPT_STAGES,
-    OPT_MICRO_BATCHES, OPT_SHARED_GPU, OPT_DEFERRED_BN, OPT_ALLREDUCE
+    OPT_MICRO_BATCHES, OPT_SHARED_GPU, OPT_DEFERRED_BN, OPT_ALLREDUCE, OPT_HOST_OPTIMIZER
 };
 
 typedef enum { SELECT_AUC, SELECT_ACC, SELECT_LAST } select_by;
@@ -119,6 +121,7 @@ static options parse(int argc, char **argv) {
         {"allow-shared-gpu", no_argument, 0, OPT_SHARED_GPU},
         {"deferred-bn", no_argument, 0, OPT_DEFERRED_BN},
         {"allreduce", required_argument, 0, OPT_ALLREDUCE},
+        {"host-optimizer", no_argument, 0, OPT_HOST_OPTIMIZER},
         {0, 0, 0, 0},
     };
     options op = {.backend = "auto", .o = fu_train_defaults(), .select = SELECT_AUC, .max_steps = -1, .bucket_mb = 25};
@@ -169,6 +172,7 @@ static options parse(int argc, char **argv) {
         case OPT_MICRO_BATCHES: op.o.micro_batches = (int)tool_parse_long("--micro-batches", optarg, 1, 64); break;
         case OPT_SHARED_GPU: op.o.shared_gpu = true; break;
         case OPT_DEFERRED_BN: op.o.deferred_bn = true; break;
+        case OPT_HOST_OPTIMIZER: op.o.host_step = true; break;
         case OPT_ALLREDUCE:
             if (strcmp(optarg, "nccl") && strcmp(optarg, "mpi"))
                 tool_usage_error("--allreduce: nccl or mpi, not '%s'", optarg);
@@ -407,6 +411,12 @@ static void start_up_report(const options *op, const fu_model *m, const fu_train
          "%.1f MiB (%s backend, batch %d)",
          (double)m->n_params * 4 * mib, (double)m->n_params * 4 * mib, (double)m->n_params * 8 * mib,
          (double)m->n_params * 4 * mib, (double)t->be->act_bytes * mib, t->be->name, op->o.batch);
+    if (t->be->device_bytes)
+        tool_note("GPU memory: %.0f MiB planned (all of it allocated now; the convolution workspace grows only for a "
+                  "batch size not seen yet); %s", (double)t->be->device_bytes * mib,
+                  t->resident ? "weights, gradients, BN state and AdamW moments live there, and the optimizer step "
+                                "runs there"
+                              : "the optimizer step runs on the host");
     tool_note("data: train %zu images (%zu class 0, %zu class 1; loss weights %.4f, %.4f), val %zu, test %zu; %d "
          "batches per epoch",
          train->n, train->count[0], train->count[1], t->class_w[0], t->class_w[1], val->n, test ? test->n : 0,
