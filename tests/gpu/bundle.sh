@@ -24,6 +24,23 @@ done | sort -u | while read -r lib; do
     case "${lib##*/}" in libcudnn* | libcublas* | libcudart* | libcuda.so* | libnvidia* | libnccl*) continue ;; esac
     cp -L "$lib" "$out/lib/"
 done
+# compute-sanitizer (a short run must be clean under memcheck), from NVIDIA's
+# wheel of this toolkit's release, fetched once into build/ when pip reaches
+# PyPI; without it, run-bundle.sh uses the GPU machine's own, if any.
+release=$("${NVCC:-nvcc}" --version 2>/dev/null | sed -n 's/.*release \([0-9]*\.[0-9]*\).*/\1/p')
+san=build/compute-sanitizer
+if [ ! -x "$san/compute-sanitizer" ] && [ -n "$release" ]; then
+    wheels=build/wheels
+    if pip download -q --no-deps -d "$wheels" "nvidia-cuda-sanitizer-api==$release.*" 2>/dev/null; then
+        rm -rf "$san.tmp" && mkdir -p "$san.tmp"
+        ${PYTHON:-/usr/bin/python3} -m zipfile -e "$(ls "$wheels"/nvidia_cuda_sanitizer_api-"$release".*.whl | tail -1)" "$san.tmp"
+        rm -rf "$san" && mv "$san.tmp"/nvidia/*/compute-sanitizer "$san" && rm -rf "$san.tmp" "$san/docs"
+        chmod +x "$san/compute-sanitizer" "$san"/TreeLauncher* "$san"/x86/TreeLauncher* 2>/dev/null || true
+    else
+        echo "bundle: no compute-sanitizer $release from pip; the GPU machine's own will be used, if it has one" >&2
+    fi
+fi
+[ -x "$san/compute-sanitizer" ] && cp -r "$san" "$out/compute-sanitizer"
 loader=$(ldd build/tests/gpu/test_cuda | awk '$1 ~ /ld-linux/ {print $1}')
 cp -L "$loader" "$out/lib/ld-linux.so"
 tar -C build -cJf build/gpu-bundle.tar.xz gpu-bundle

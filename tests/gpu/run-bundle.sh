@@ -41,6 +41,30 @@ if [ "$rc" != 0 ] && [ "$f" = 0 ]; then
     echo "not ok - test_cuda exited with status $rc"
     f=1
 fi
+# A short training run under compute-sanitizer's memcheck (test_cuda
+# --sanitize: a few steps of a small net, fp32 and fp16, resident and host
+# step): any invalid access, leak of device memory at exit or CUDA API error fails it.
+san=$b/compute-sanitizer/compute-sanitizer
+[ -x "$san" ] || san=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
+if [ "${SANITIZE:-1}" = 0 ]; then
+    echo "skip - compute-sanitizer memcheck: SANITIZE=0"
+    s=$((s + 1))
+elif [ -x "$san" ]; then
+    timeout "${SANITIZE_S:-240}" "$san" --tool memcheck --leak-check full --error-exitcode 3 \
+        "$b/lib/ld-linux.so" --library-path "$path" "$b/test_cuda" --sanitize >"$dir/san" 2>&1
+    src=$?
+    tail -25 "$dir/san" | sed 's/^/# /'
+    if [ "$src" = 0 ] && grep -q 'ERROR SUMMARY: 0 errors' "$dir/san"; then
+        echo "ok - a short training run is clean under compute-sanitizer memcheck"
+        p=$((p + 1))
+    else
+        echo "not ok - compute-sanitizer memcheck: exit $src (log above)"
+        f=$((f + 1))
+    fi
+else
+    echo "skip - compute-sanitizer memcheck: no compute-sanitizer in the bundle or on this machine"
+    s=$((s + 1))
+fi
 echo "$p passed, $f failed, $s skipped"
 [ "$f" = 0 ] || exit 1
 # Speed, once the checks pass (BENCH=0: skip), then PyTorch's on the same GPU
