@@ -108,6 +108,14 @@ struct fu_backend {
     // trainer's loading thread while a forward or backward may be running on
     // another batch; x stays unchanged until that forward. NULL: none.
     int (*prefetch)(fu_backend *b, const float *x, int n);
+    // Optional (cuda): the last forward's output (what logits() returns) and
+    // the last backward's input gradient (input_grad()) where they are on the
+    // GPU, NCHW fp32, valid until this backend's next forward or backward. A
+    // backend that has these also takes x and dy in GPU memory (any GPU's),
+    // so that model-parallel stages (nn/pipe.h) hand tensors over GPU to GPU,
+    // peer to peer where the GPUs allow, instead of through the host.
+    const float *(*device_output)(fu_backend *b);
+    const float *(*device_input_grad)(fu_backend *b);
     size_t device_bytes; // memory it holds on its GPU (0 on the CPU), for results.csv's peak_gpu_mb
     void *impl;
     // Forward pass on n images. In training (pass->train), BN uses batch

@@ -4,7 +4,8 @@
 // forward is kept for its backward without recomputation, and the cut
 // tensors stay where their backends left them: stage s + 1 reads stage s's
 // output (its logits()) and stage s reads stage s + 1's input gradient
-// directly. A job (a forward or a backward of one batch) is posted to the
+// directly, from GPU memory where the backends can (device_output), so that
+// GPU stages hand them over GPU to GPU. A job (a forward or a backward of one batch) is posted to the
 // stage threads; each runs its micro-batches in order, waiting for the stage
 // before (forward) or after (backward) to finish the same micro-batch.
 // Each stage writes only its own ranges of the flat buffers, and does its
@@ -113,6 +114,13 @@ static void mark_failed(pipe *p, int s) {
 // Deferred BN: whether this training forward defers the running statistics.
 static bool defers(const pipe *p) { return p->deferred_bn && p->pass.train && p->parts > 1; }
 
+// A stage's output, and its input's gradient, as the neighbour stage takes
+// them: GPU memory where the backends take it (a copy GPU to GPU), else host.
+static const float *output_of(fu_backend *b) { return b->device_output ? b->device_output(b) : b->logits(b); }
+static const float *input_grad_of(fu_backend *b) {
+    return b->device_input_grad ? b->device_input_grad(b) : b->input_grad(b);
+}
+
 static int forward_micro(pipe *p, int s, int j) {
     const fu_stage *st = &p->info[s].stage;
     fu_backend *b = be_at(p, s, j);
@@ -122,7 +130,7 @@ static int forward_micro(pipe *p, int s, int j) {
     }
     int n = p->part_n[j], first = p->part0[j];
     fu_backend *prev = s > 0 ? be_at(p, s - 1, j) : NULL; // its output is this stage's input
-    const float *x = prev ? prev->logits(prev) : p->x + (size_t)first * fu_op_numel(p->m, 0, 1); // (n, C, H, W)
+    const float *x = prev ? output_of(prev) : p->x + (size_t)first * fu_op_numel(p->m, 0, 1); // (n, C, H, W)
     fu_pass pass = p->pass;
     pass.image0 = first;
     const int *labels = p->labels ? p->labels + first : NULL;
@@ -174,7 +182,7 @@ static int backward_micro(pipe *p, int s, int j) {
     const fu_stage *st = &p->info[s].stage;
     fu_backend *b = be_at(p, s, j);
     fu_backend *next = s < p->k - 1 ? be_at(p, s + 1, j) : NULL; // its input gradient is this stage's dy
-    const float *dy = next ? next->input_grad(next) : NULL; // (n, C, H, W); NULL: the loss stage
+    const float *dy = next ? input_grad_of(next) : NULL; // (n, C, H, W); NULL: the loss stage
     float *grads = p->grads + st->param0; // (stage params)
     if (p->parts == 1) return b->backward(b, p->params + st->param0, dy, grads);
     float *g = p->scratch[s];
