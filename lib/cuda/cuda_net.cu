@@ -28,21 +28,34 @@
 // training BN's per-channel sums (a few KB), has the hook add them over ranks
 // and uploads the global ones, weighed as ref_net.h documents; grads_ready is
 // called for every parameter, in backward op order, once the gradients are
-// on the host (at the end of backward: they are downloaded in one copy).
+// on the host (at the end of backward: they are downloaded in one copy), so
+// only by a backward given host grads (one given grads NULL keeps them on the
+// device, where host hooks cannot reach them).
 // With an NCCL sync attached (fu_backend.nccl, nccl_sync.h) the gradients are
 // summed on the device instead: each op's parameter ranges are reported to
 // it as soon as the op is enqueued, its buckets all-reduce on their own
 // stream while backward goes on, and backward waits for them before the
-// download; grads_ready is then never called.
+// download (or the resident step); grads_ready is then never called.
 //
 // As the reference, backward zeroes every gradient and each op ACCUMULATES
 // into its inputs' gradients (cuDNN and cuBLAS with beta = 1), so a tensor
 // read by two ops gets the sum.
 //
-// Cost of the host-pointer interface (backend.h): each forward uploads the
-// parameters and the BN state (90 MB for MedicalCNN) and downloads the state
-// after training; each backward downloads the gradients (90 MB). Backward
-// uses the parameters its forward uploaded: the gradient of that forward's loss.
+// Resident mode (backend.h's fu_resident_api, which the trainer uses): the
+// weights, BN state and AdamW moments live on the device; load and store
+// copy them in and out (for checkpoints, evaluation with other weights, the
+// ranks' checks), forward and backward given NULL params, state and grads
+// use and keep the device's, and step runs clipping and AdamW there
+// (cuda_optim.h) on the gradients backward left in d->grads (summed over
+// ranks by NCCL, unscaled in fp16). A step then moves only the input batch
+// (from the trainer's pinned buffers: host_alloc), the dropout masks, the
+// logits and the loss gradient (n x classes each), sync-BN's sums and the
+// norm (8 bytes). Given host pointers
+// the interface still works as the other backends': each forward uploads
+// the parameters and the BN state (90 MB for MedicalCNN), replacing the
+// held ones, and downloads the state after training; each backward given
+// grads downloads them (90 MB). Backward always uses the parameters its
+// forward used: the gradient of that forward's loss.
 //
 // Mixed precision (--amp bf16 / fp16): convolutions run on half copies of
 // their inputs and weights (converted per op into two scratch buffers) with
@@ -63,6 +76,7 @@
 // asynchronous CUDA error is reported with the op that caused it.
 #include "cuda/cuda_backend.h"
 #include "cuda/cuda_ops.h"
+#include "cuda/cuda_optim.h"
 #include "cuda/nccl_sync.h"
 
 extern "C" {
@@ -97,6 +111,7 @@ typedef struct {
 
 typedef struct {
     const fu_model *m;
+    fu_backend *b; // its owner, whose device_bytes it keeps current
     fu_plan plan;  // output and saved-value offsets per op (elements), as the reference
     int batch;     // planned
     int device;    // the GPU it runs on
@@ -105,7 +120,10 @@ typedef struct {
     cublasHandle_t blas;
     cu_op *op;
     // device buffers
-    float *params, *grads, *state; // copies of the caller's flat buffers
+    float *params, *grads, *state; // copies of the caller's flat buffers, or the resident ones
+    float *m1, *m2;                // AdamW's moments (n_params each), for the resident step
+    double *norm_part, *norm;      // the gradient norm's partial sums, and the norm (one double)
+    fu_param_group *groups;        // the resident step's groups: non-empty, sorted by offset (n_dev_groups)
     void *wt, *dwt;                // conv weights OHWI and their gradients: fp32, or half with amp
     float *act, *dact, *aux;       // op outputs, their gradients, saved values (plan offsets)
     float *stage;                  // NCHW data on its way in or out: the input, a dropout mask, an output
@@ -116,6 +134,8 @@ typedef struct {
     void *hx, *hy;                 // amp: a conv's input and output (or their gradients) in half
     int *nonfinite;                // amp fp16: a gradient overflowed
     size_t wt_size, stage_size, part_size, coef_size, bnv_size, ws_size, hx_size, hy_size; // elements (ws: bytes)
+    size_t norm_part_size, groups_bytes; // doubles; bytes
+    int n_dev_groups;
     fu_amp amp;
     bool bf16;              // amp's half type: bfloat16, else fp16
     cudnnDataType_t dt;     // conv tensors: float, half or bfloat16
@@ -123,6 +143,8 @@ typedef struct {
     float loss_scale;       // fp16: the loss gradient's factor (1 otherwise)
     int clean_steps;        // fp16: backward passes since the scale last changed
     // host
+    fu_param_group *host_groups; // the step's groups as the caller gave them (n_groups), to notice a change
+    int n_groups;
     float *logits;            // the model's output, NCHW: (batch, classes), or a stage's last op's
     float *prob, *dlogits;    // (batch, classes) each
     float *mask;              // the largest dropout mask
@@ -332,9 +354,11 @@ static int setup(cu_net *d, int n) {
     snprintf(d->what, sizeof d->what, "workspace of %zu bytes", ws);
     if (ws > d->ws_size) {
         CU(cudaFree(d->ws));
+        d->b->device_bytes -= d->ws_size;
         d->ws = NULL, d->ws_size = 0;
         CU(cudaMalloc(&d->ws, ws));
         d->ws_size = ws;
+        d->b->device_bytes += ws;
     }
     d->n = n;
     return 0;
@@ -492,9 +516,10 @@ static int cu_forward(fu_backend *b, int n, const float *params, float *state, i
     d->dist = pass->train && b->dist && b->dist->sum ? b->dist : NULL;
     d->w_rank = 0;
     for (int i = 0; d->dist && i < n; i++) d->w_rank += class_w[labels[i]];
+    // NULL: the held ones (resident); given ones replace them.
     snprintf(d->what, sizeof d->what, "uploading parameters and BatchNorm state");
-    CU(cudaMemcpy(d->params, params, m->n_params * sizeof(float), cudaMemcpyHostToDevice));
-    CU(cudaMemcpy(d->state, state, m->n_state * sizeof(float), cudaMemcpyHostToDevice));
+    if (params) CU(cudaMemcpy(d->params, params, m->n_params * sizeof(float), cudaMemcpyHostToDevice));
+    if (state) CU(cudaMemcpy(d->state, state, m->n_state * sizeof(float), cudaMemcpyHostToDevice));
     for (int i = 0; i < m->n_ops; i++) {
         describe(d, i, n, "forward");
         if (op_fwd(d, i, n, counts, x, pass) < 0 || op_done(d) < 0) return -1;
@@ -502,7 +527,7 @@ static int cu_forward(fu_backend *b, int n, const float *params, float *state, i
     int k = m->classes, out = output_op(m);
     snprintf(d->what, sizeof d->what, "forward (downloading the output of op %d)", out);
     if (download_nchw(d, out, n, act(d, out), d->logits) < 0) return -1;
-    if (pass->train) CU(cudaMemcpy(state, d->state, m->n_state * sizeof(float), cudaMemcpyDeviceToHost));
+    if (pass->train && state) CU(cudaMemcpy(state, d->state, m->n_state * sizeof(float), cudaMemcpyDeviceToHost));
     if (labels && ends_in_loss(m)) {
         float l = fu_ref_xent_fwd_f32(n, k, d->logits, labels, class_w, d->prob);
         if (loss) *loss = l;
@@ -718,13 +743,15 @@ static int cu_backward(fu_backend *b, const float *params, const float *dy_out, 
         if (d->loss_scale <= 1) break;
         d->loss_scale /= 2; // and again, on the activations the forward left
     }
+    // grads NULL: they stay in d->grads for the resident step.
     snprintf(d->what, sizeof d->what, "backward (downloading the gradients)");
-    CU(cudaMemcpy(grads, d->grads, m->n_params * sizeof(float), cudaMemcpyDeviceToHost));
+    if (grads) CU(cudaMemcpy(grads, d->grads, m->n_params * sizeof(float), cudaMemcpyDeviceToHost));
     if (m->inner_input && download_nchw(d, 0, d->n, dact(d, 0), d->dinput) < 0) return -1;
     d->ready = false;
-    // Every range is final now; announced in backward op order, as the
-    // other backends do (not with NCCL: the sum is done).
-    if (b->dist && b->dist->grads_ready && !d->nccl)
+    // Every range of the host's grads is final now; announced in backward op
+    // order, as the other backends do (not with NCCL: the sum is done; nor
+    // without host grads: the hooks sum host memory).
+    if (grads && b->dist && b->dist->grads_ready && !d->nccl)
         for (int i = m->n_ops - 1; i > 0; i--) fu_params_ready(m, i, b->dist->grads_ready, b->dist->ctx);
     return 0;
 }
@@ -746,32 +773,37 @@ static void cu_destroy(fu_backend *b) {
             if (o->conv) cudnnDestroyConvolutionDescriptor(o->conv);
             if (o->pool) cudnnDestroyPoolingDescriptor(o->pool);
         }
-        void *dev[] = {d->params, d->grads, d->state, d->wt, d->dwt, d->act, d->dact, d->aux, d->stage, d->part,
-                       d->bnv, d->coef, d->ws, d->hx, d->hy, d->nonfinite};
+        void *dev[] = {d->params, d->grads, d->state, d->m1, d->m2, d->norm_part, d->norm, d->groups, d->wt,
+                       d->dwt, d->act, d->dact, d->aux, d->stage, d->part, d->bnv, d->coef, d->ws, d->hx, d->hy,
+                       d->nonfinite};
         for (size_t j = 0; j < sizeof dev / sizeof *dev; j++) cudaFree(dev[j]);
         if (d->dnn) cudnnDestroy(d->dnn);
         if (d->blas) cublasDestroy(d->blas);
         fu_plan_free(&d->plan);
         free(d->op), free(d->logits), free(d->prob), free(d->dlogits), free(d->mask), free(d->dinput),
-            free(d->labels), free(d->class_w), free(d->dist_v);
+            free(d->labels), free(d->class_w), free(d->dist_v), free(d->host_groups);
         free(d);
     }
     free(b);
 }
 
+// cudaMalloc, counted in the backend's device_bytes.
 static int dev_alloc(cu_net *d, void *p, size_t bytes) {
-    CU(cudaMalloc((void **)p, bytes ? bytes : 1));
+    if (!bytes) bytes = 1;
+    CU(cudaMalloc((void **)p, bytes));
+    d->b->device_bytes += bytes;
     return 0;
 }
 
 // Device bytes create() allocates for d->batch images (after plan_scratch;
 // without the convolution workspace, chosen later and capped), and in *fixed
-// the part that does not grow with the batch: weights, their gradients and
-// half copies, BN state.
+// the part that does not grow with the batch: weights, their gradients, half
+// copies and AdamW moments, BN state.
 static size_t planned_bytes(const cu_net *d, size_t *fixed) {
     const fu_model *m = d->m;
     size_t f = sizeof(float), es = d->es;
-    *fixed = (2 * m->n_params + m->n_state) * f + 2 * d->wt_size * es + d->bnv_size * sizeof(double);
+    *fixed = (4 * m->n_params + m->n_state) * f + 2 * d->wt_size * es +
+             (d->bnv_size + d->norm_part_size + 1) * sizeof(double);
     return *fixed + (2 * d->plan.act_size + d->plan.aux_size + d->stage_size + d->coef_size) * f +
            (d->hx_size + d->hy_size) * es + d->part_size * sizeof(double) + sizeof(int);
 }
@@ -796,6 +828,7 @@ static void plan_scratch(cu_net *d) {
     size_t input = fu_op_numel(m, 0, d->batch), output = fu_op_numel(m, output_op(m), d->batch);
     d->stage_size = input > output ? input : output;
     d->bnv_size = 2 * (size_t)widest_bn(m);
+    d->norm_part_size = cu_grad_norm_part_size(m->n_params);
     for (int i = 0; i < m->n_ops; i++) {
         const fu_op *op = &m->ops[i];
         size_t rows = (size_t)d->batch * op->h * op->w;
@@ -868,8 +901,13 @@ static int create(cu_net *d, fu_backend *b) {
         dev_alloc(d, &d->stage, d->stage_size * f) < 0 || dev_alloc(d, &d->part, d->part_size * sizeof(double)) < 0 ||
         dev_alloc(d, &d->bnv, d->bnv_size * sizeof(double)) < 0 ||
         dev_alloc(d, &d->coef, d->coef_size * f) < 0 || dev_alloc(d, &d->hx, d->hx_size * es) < 0 ||
-        dev_alloc(d, &d->hy, d->hy_size * es) < 0 || dev_alloc(d, &d->nonfinite, sizeof(int)) < 0)
+        dev_alloc(d, &d->hy, d->hy_size * es) < 0 || dev_alloc(d, &d->nonfinite, sizeof(int)) < 0 ||
+        dev_alloc(d, &d->m1, m->n_params * f) < 0 || dev_alloc(d, &d->m2, m->n_params * f) < 0 ||
+        dev_alloc(d, &d->norm_part, d->norm_part_size * sizeof(double)) < 0 ||
+        dev_alloc(d, &d->norm, sizeof(double)) < 0)
         return -1;
+    CU(cudaMemset(d->m1, 0, m->n_params * f)); // AdamW's moments start at zero
+    CU(cudaMemset(d->m2, 0, m->n_params * f));
     if (create_descriptors(d) < 0 || setup(d, d->batch) < 0) return -1;
     b->act_bytes = (2 * act + d->plan.aux_size + d->stage_size + d->coef_size) * f +
                    (2 * d->wt_size + d->hx_size + d->hy_size) * es + (d->part_size + d->bnv_size) * sizeof(double) + d->ws_size;
@@ -895,6 +933,131 @@ int fu_cuda_device_name(char *out, size_t size) {
              p.minor, p.multiProcessorCount, p.totalGlobalMem / 1073741824.0, rt / 1000, rt % 1000 / 10, v / 10000,
              v / 100 % 100, v % 100);
     return 0;
+}
+
+// ---- resident training state (backend.h's fu_resident_api) -------------------------
+
+static int cu_load(fu_backend *b, const float *params, const float *state, const float *m1, const float *m2) {
+    cu_net *d = (cu_net *)b->impl;
+    size_t np = d->m->n_params * sizeof(float), ns = d->m->n_state * sizeof(float);
+    if (use_device(d) < 0) return -1;
+    snprintf(d->what, sizeof d->what, "loading weights, BN state and AdamW moments onto the GPU");
+    if (params) CU(cudaMemcpy(d->params, params, np, cudaMemcpyHostToDevice));
+    if (state) CU(cudaMemcpy(d->state, state, ns, cudaMemcpyHostToDevice));
+    if (m1) CU(cudaMemcpy(d->m1, m1, np, cudaMemcpyHostToDevice));
+    if (m2) CU(cudaMemcpy(d->m2, m2, np, cudaMemcpyHostToDevice));
+    return 0;
+}
+
+static int cu_store(fu_backend *b, float *params, float *state, float *m1, float *m2) {
+    cu_net *d = (cu_net *)b->impl;
+    size_t np = d->m->n_params * sizeof(float), ns = d->m->n_state * sizeof(float);
+    if (use_device(d) < 0) return -1;
+    snprintf(d->what, sizeof d->what, "storing weights, BN state and AdamW moments from the GPU");
+    if (params) CU(cudaMemcpy(params, d->params, np, cudaMemcpyDeviceToHost));
+    if (state) CU(cudaMemcpy(state, d->state, ns, cudaMemcpyDeviceToHost));
+    if (m1) CU(cudaMemcpy(m1, d->m1, np, cudaMemcpyDeviceToHost));
+    if (m2) CU(cudaMemcpy(m2, d->m2, np, cudaMemcpyDeviceToHost));
+    return 0;
+}
+
+static bool same_groups(const fu_param_group *a, const fu_param_group *b, int n) {
+    for (int j = 0; j < n; j++)
+        if (a[j].offset != b[j].offset || a[j].count != b[j].count || a[j].decay != b[j].decay) return false;
+    return true;
+}
+
+static int by_offset(const void *a, const void *b) {
+    size_t x = ((const fu_param_group *)a)->offset, y = ((const fu_param_group *)b)->offset;
+    return x < y ? -1 : x > y;
+}
+
+// cu_adamw finds an element's group by binary search: the groups (sorted)
+// must lie within the parameters and not overlap.
+static int check_groups(const cu_net *d, const fu_param_group *sorted, int n) {
+    size_t np = d->m->n_params, end = 0;
+    for (int j = 0; j < n; j++) {
+        const fu_param_group *g = &sorted[j];
+        if (g->offset < end || g->offset > np || g->count > np - g->offset)
+            return fu_fail("cuda backend", "AdamW's parameter group [%zu, %zu) overlaps another or lies beyond the "
+                                           "%zu parameters", g->offset, g->offset + g->count, np);
+        end = g->offset + g->count;
+    }
+    return 0;
+}
+
+// The sorted groups into d->groups, replacing the ones there.
+static int put_groups(cu_net *d, const fu_param_group *sorted, int n) {
+    size_t bytes = ((size_t)n + 1) * sizeof *sorted; // one spare: never 0 bytes
+    snprintf(d->what, sizeof d->what, "uploading AdamW's %d parameter groups", n);
+    CU(cudaFree(d->groups));
+    d->b->device_bytes -= d->groups_bytes;
+    d->groups = NULL, d->groups_bytes = 0, d->n_dev_groups = 0;
+    if (dev_alloc(d, &d->groups, bytes) < 0) return -1;
+    d->groups_bytes = bytes;
+    CU(cudaMemcpy(d->groups, sorted, (size_t)n * sizeof *sorted, cudaMemcpyHostToDevice));
+    d->n_dev_groups = n;
+    return 0;
+}
+
+// The step's groups on the device: the caller's without empty ones, sorted
+// by offset. Uploaded on the first step and again when the caller's change
+// (compared with a host copy of what was uploaded last).
+static int upload_groups(cu_net *d, const fu_param_group *groups, int n) {
+    if (d->host_groups && n == d->n_groups && same_groups(groups, d->host_groups, n)) return 0;
+    free(d->host_groups);
+    d->host_groups = NULL, d->n_groups = 0; // until the new ones are on the device
+    fu_param_group *sorted = (fu_param_group *)fu_malloc(((size_t)n + 1) * sizeof *sorted);
+    fu_param_group *copy = (fu_param_group *)fu_malloc(((size_t)n + 1) * sizeof *copy);
+    int kept = 0, rc = sorted && copy ? 0 : -1;
+    for (int j = 0; j < n && rc == 0; j++)
+        if (groups[j].count) sorted[kept++] = groups[j];
+    if (rc == 0) qsort(sorted, (size_t)kept, sizeof *sorted, by_offset);
+    if (rc == 0) rc = check_groups(d, sorted, kept);
+    if (rc == 0) rc = put_groups(d, sorted, kept);
+    if (rc == 0) {
+        if (n) memcpy(copy, groups, (size_t)n * sizeof *copy);
+        d->host_groups = copy, d->n_groups = n;
+        copy = NULL;
+    }
+    free(sorted), free(copy);
+    return rc;
+}
+
+// Clipping and AdamW on the gradients of the last backward (in d->grads),
+// as fu_clip_grad_norm and fu_adamw_step on the host; the kernel reads the
+// norm on the device and writes nothing where it is not finite.
+static int cu_step(fu_backend *b, const fu_adamw_opts *o, const fu_param_group *groups, int n_groups, double lr,
+                   int64_t t, double max_norm, double *norm) {
+    cu_net *d = (cu_net *)b->impl;
+    size_t np = d->m->n_params;
+    if (use_device(d) < 0 || upload_groups(d, groups, n_groups) < 0) return -1;
+    // The step's scalars as the host forms them (adamw_math.h), passed by value.
+    fu_adamw_coef k = fu_adamw_coef_of(o->beta1, o->beta2, o->eps, o->weight_decay, lr, t);
+    snprintf(d->what, sizeof d->what, "optimizer step %lld (gradient norm, clipping at %g, AdamW)", (long long)t,
+             max_norm);
+    cu_grad_norm(np, d->grads, d->norm_part, d->norm);
+    cu_adamw(np, d->groups, d->n_dev_groups, k, max_norm, d->norm, d->grads, d->params, d->m1, d->m2);
+    if (op_done(d) < 0) return -1;
+    CU(cudaMemcpy(norm, d->norm, sizeof *norm, cudaMemcpyDeviceToHost));
+    return 0;
+}
+
+static const fu_resident_api RESIDENT_API = {cu_load, cu_store, cu_step};
+
+// Page-locked host memory (fu_backend.host_alloc) for the input batches:
+// copies from it run at full bus speed, where pageable memory is staged by
+// the driver. Portable: pinned for every device of the process. NULL on
+// failure (whose error is cleared, so that the next op does not report it).
+static void *cu_host_alloc(size_t bytes) {
+    void *p = NULL;
+    if (cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocPortable) == cudaSuccess) return p;
+    cudaGetLastError();
+    return NULL;
+}
+
+static void cu_host_free(void *p) {
+    if (p) cudaFreeHost(p);
 }
 
 // fu_nccl_api.attach: the sync on this backend's device gradient buffer.
@@ -927,6 +1090,7 @@ int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backe
         return -1;
     }
     d->m = m;
+    d->b = b;
     d->batch = o->batch;
     d->device = o->device;
     d->amp = o->amp;
@@ -938,7 +1102,8 @@ int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backe
     d->sync = sync && *sync && strcmp(sync, "0") != 0;
     b->name = "cuda", b->m = m, b->batch = o->batch, b->amp = o->amp, b->impl = d;
     b->forward = cu_forward, b->logits = cu_logits, b->backward = cu_backward, b->input_grad = cu_input_grad;
-    b->destroy = cu_destroy, b->reports_grads = true, b->nccl = &NCCL_API;
+    b->destroy = cu_destroy, b->reports_grads = true, b->nccl = &NCCL_API, b->resident = &RESIDENT_API;
+    b->host_alloc = cu_host_alloc, b->host_free = cu_host_free;
     if (create(d, b) < 0) {
         cu_destroy(b);
         return -1;

@@ -13,10 +13,15 @@
 // parallelism: sync-BN with two ranks (threads of this process, each with
 // its own backend, their sum hook meeting at a barrier) against the whole
 // batch on one; grads_ready announcing every parameter once, values final.
+// The resident interface (backend.h's fu_resident_api): forward and backward
+// on the held buffers as on host ones, the device's clipping + AdamW against
+// the host's (bit for bit without clipping), a non-finite gradient refused,
+// and the trainer resident against host_step.
 // Without a CUDA device: one "skip" line.
 //   test_cuda           the checks
 //   test_cuda --bench   "#" lines: seconds per training step of MedicalCNN
-//                       224x224, batch 32, in each precision
+//                       224x224, batch 32, in each precision; the trainer's
+//                       step resident and with host_step
 // Run by `make test-gpu` (not by `make test`).
 #include "../unit/check.h"
 #include "../unit/mini_net.h"
@@ -356,6 +361,243 @@ static bool all_finite(size_t n, const float *a) {
     for (size_t i = 0; i < n; i++)
         if (!isfinite(a[i])) return false;
     return true;
+}
+
+// ---- resident training state (backend.h's fu_resident_api) ------------------------------
+
+static float *copy_of(size_t n, const float *a) {
+    float *c = malloc((n ? n : 1) * sizeof(float));
+    memcpy(c, a, n * sizeof(float));
+    return c;
+}
+
+static bool same_floats(size_t n, const float *a, const float *b) { return !memcmp(a, b, n * sizeof(float)); }
+
+// The resident interface on MedicalCNN's batch of 4 (check_resident): a
+// cuda backend, weights, BN state, moments as after some steps, and the
+// gradients G of a host-pointer training step.
+enum { RES_N = 4 };
+
+typedef struct {
+    const fu_model *m;
+    fu_backend *b;
+    float *params, *state0, *state, *x, *m1, *m2, *g, loss;
+    int64_t *counts;
+    int labels[RES_N];
+    float cw[2];
+    fu_param_group *groups; // with and without weight decay
+    int n_groups;
+    fu_adamw_opts o;
+    fu_pass train;
+} res_case;
+
+static int res_make(res_case *c, const fu_model *m) {
+    size_t np = m->n_params, ns = m->n_state;
+    *c = (res_case){.m = m, .labels = {0, 1, 1, 0}, .cw = {0.6f, 0.4f}, .o = fu_adamw_defaults(),
+                    .train = {.train = true, .dropout = true, .seed = 7, .step = 3}};
+    c->params = malloc(np * sizeof(float)), c->state0 = malloc(ns * sizeof(float));
+    c->m1 = malloc(np * sizeof(float)), c->m2 = malloc(np * sizeof(float)), c->g = malloc(np * sizeof(float));
+    c->x = random_batch(m, RES_N, 31);
+    c->counts = calloc(m->n_counts, sizeof(int64_t));
+    fu_model_init(m, 31, c->params, c->state0, c->counts);
+    c->state = copy_of(ns, c->state0);
+    fu_rng r = fu_rng_make(31, 4, 0);
+    for (size_t i = 0; i < np; i++)
+        c->m1[i] = (float)(1e-3 * fu_rng_normal(&r)), c->m2[i] = (float)(1e-6 * fabs(fu_rng_normal(&r)));
+    c->n_groups = fu_param_groups(m, true, &c->groups);
+    if (c->n_groups <= 0 || fu_backend_create("cuda", m, &(fu_backend_opts){.batch = RES_N}, &c->b) < 0) return -1;
+    if (c->b->forward(c->b, RES_N, c->params, c->state, c->counts, c->x, c->labels, c->cw, &c->train, &c->loss) < 0)
+        return -1;
+    return c->b->backward(c->b, c->params, NULL, c->g);
+}
+
+static void res_free(res_case *c) {
+    fu_backend_destroy(c->b);
+    free(c->params), free(c->state0), free(c->state), free(c->x), free(c->m1), free(c->m2), free(c->g);
+    free(c->counts), free(c->groups);
+}
+
+// Forward and backward on the held weights and state (NULL) as on host ones;
+// host_alloc and device_bytes.
+static void check_resident_held(res_case *c) {
+    const fu_model *m = c->m;
+    fu_backend *b = c->b;
+    size_t np = m->n_params, ns = m->n_state;
+    char name[240];
+    void *pinned = b->host_alloc((size_t)1 << 20);
+    snprintf(name, sizeof name, "resident: host_alloc gives 1 MiB; device_bytes %.0f MiB > act_bytes %.0f MiB",
+             b->device_bytes / 1048576.0, b->act_bytes / 1048576.0);
+    CHECK(pinned && b->device_bytes > b->act_bytes, name, "host_alloc %s; device_bytes %zu, act_bytes %zu",
+          pinned ? "ok" : "NULL", b->device_bytes, b->act_bytes);
+    b->host_free(pinned);
+    float *state = malloc(ns * sizeof(float)), *g = malloc(np * sizeof(float)), loss = NAN;
+    int rc = b->resident->load(b, c->params, c->state0, NULL, NULL);
+    if (rc == 0) rc = b->forward(b, RES_N, NULL, NULL, c->counts, c->x, c->labels, c->cw, &c->train, &loss);
+    if (rc == 0) rc = b->backward(b, NULL, NULL, g);
+    if (rc == 0) rc = b->resident->store(b, NULL, state, NULL, NULL);
+    bool same_g = rc == 0 && same_floats(np, g, c->g), same_s = rc == 0 && same_floats(ns, state, c->state);
+    CHECK(rc == 0 && loss == c->loss && same_g && same_s,
+          "resident: forward and backward on the held weights and state (NULL) = on host ones: loss, gradients, "
+          "running stats bit for bit", "rc %d (%s); loss %.9g vs %.9g; gradients %s; running stats %s", rc,
+          rc < 0 ? fu_error() : "", loss, c->loss, same_g ? "same" : "differ", same_s ? "same" : "differ");
+    free(state), free(g);
+}
+
+// The step on G (still in the backend: a host-pointer backward keeps it) from
+// the case's weights and moments, against the host's on the same G: without
+// clipping the same bytes (shared adamw_math.h), clipping at 1e-3 within 1e-6
+// (the norms are summed in different orders); the norm within 1e-9.
+static void check_resident_step(res_case *c) {
+    const fu_model *m = c->m;
+    fu_backend *b = c->b;
+    size_t np = m->n_params;
+    float *dp = malloc(np * sizeof(float)), *dm1 = malloc(np * sizeof(float)), *dm2 = malloc(np * sizeof(float));
+    static const double max_norms[] = {1e30, 1e-3};
+    char name[300];
+    for (int k = 0; k < 2; k++) {
+        double norm = NAN, lr = 1e-3;
+        int64_t t = 3;
+        int rc = b->resident->load(b, c->params, NULL, c->m1, c->m2);
+        if (rc == 0) rc = b->resident->step(b, &c->o, c->groups, c->n_groups, lr, t, max_norms[k], &norm);
+        if (rc == 0) rc = b->resident->store(b, dp, NULL, dm1, dm2);
+        float *hp = copy_of(np, c->params), *hm1 = copy_of(np, c->m1), *hm2 = copy_of(np, c->m2),
+              *hg = copy_of(np, c->g);
+        double host_norm = fu_clip_grad_norm(hg, np, max_norms[k]);
+        fu_adamw_step(&c->o, lr, t, c->groups, c->n_groups, hp, hg, hm1, hm2);
+        double e_norm = fabs(norm - host_norm) / host_norm, ep = rel_ff(np, dp, hp), e1 = rel_ff(np, dm1, hm1),
+               e2 = rel_ff(np, dm2, hm2);
+        bool moved = !same_floats(np, dp, c->params);
+        snprintf(name, sizeof name, "resident step, max_norm %g: runs", max_norms[k]);
+        if (CHECK(rc == 0, name, "%s", fu_error()) && k == 0) {
+            snprintf(name, sizeof name, "resident step without clipping = host clipping + AdamW: weights, m1, m2 "
+                     "BIT-IDENTICAL (shared adamw_math.h arithmetic); norm %.6g within 1e-9 (%.1e)", norm, e_norm);
+            CHECK(same_floats(np, dp, hp) && same_floats(np, dm1, hm1) && same_floats(np, dm2, hm2) && moved &&
+                      e_norm <= 1e-9,
+                  name, "weights %.3g, m1 %.3g, m2 %.3g relative; weights %s; norm %.17g vs %.17g", ep, e1, e2,
+                  moved ? "moved" : "UNCHANGED", norm, host_norm);
+        } else if (rc == 0) {
+            snprintf(name, sizeof name, "resident step clipping at %g (norm %.4g) = host clipping + AdamW within "
+                     "1e-6: weights %.1e, m1 %.1e, m2 %.1e; norm within 1e-9 (%.1e)", max_norms[k], norm, ep, e1,
+                     e2, e_norm);
+            CHECK(host_norm > max_norms[k] && moved && ep <= 1e-6 && e1 <= 1e-6 && e2 <= 1e-6 && e_norm <= 1e-9,
+                  name, "host norm %.17g, device %.17g; weights %s", host_norm, norm, moved ? "moved" : "UNCHANGED");
+        }
+        free(hp), free(hm1), free(hm2), free(hg);
+    }
+    free(dp), free(dm1), free(dm2);
+}
+
+// A NaN pixel gives NaN gradients: the step returns a non-finite norm and
+// leaves the weights and moments as they were (also exercising backward
+// with grads NULL: they stay on the device).
+static void check_resident_nonfinite(res_case *c) {
+    const fu_model *m = c->m;
+    fu_backend *b = c->b;
+    size_t np = m->n_params;
+    float *bad = copy_of((size_t)RES_N * 3 * m->height * m->width, c->x), loss = 0;
+    float *dp = malloc(np * sizeof(float)), *dm1 = malloc(np * sizeof(float)), *dm2 = malloc(np * sizeof(float));
+    bad[0] = NAN;
+    double norm = 0;
+    int rc = b->resident->load(b, c->params, c->state0, c->m1, c->m2);
+    if (rc == 0) rc = b->forward(b, RES_N, NULL, NULL, c->counts, bad, c->labels, c->cw, &c->train, &loss);
+    if (rc == 0) rc = b->backward(b, NULL, NULL, NULL);
+    if (rc == 0) rc = b->resident->step(b, &c->o, c->groups, c->n_groups, 1e-3, 1, 1.0, &norm);
+    if (rc == 0) rc = b->resident->store(b, dp, NULL, dm1, dm2);
+    bool sp = rc == 0 && same_floats(np, dp, c->params), s1 = rc == 0 && same_floats(np, dm1, c->m1),
+         s2 = rc == 0 && same_floats(np, dm2, c->m2);
+    CHECK(rc == 0 && !isfinite(norm) && sp && s1 && s2,
+          "resident step on non-finite gradients (a NaN pixel): a non-finite norm, weights and moments unchanged "
+          "bit for bit", "rc %d (%s), norm %g; weights %s, m1 %s, m2 %s", rc, rc < 0 ? fu_error() : "", norm,
+          sp ? "same" : "CHANGED", s1 ? "same" : "CHANGED", s2 ? "same" : "CHANGED");
+    free(bad), free(dp), free(dm1), free(dm2);
+}
+
+static void check_resident(const fu_model *m) {
+    res_case c;
+    int rc = res_make(&c, m);
+    if (CHECK(rc == 0 && c.b->resident && c.b->host_alloc && c.b->host_free,
+              "resident: the cuda backend has the resident API and pinned host memory; a host-pointer step runs",
+              "%s", rc < 0 ? fu_error() : "a table is missing")) {
+        check_resident_step(&c); // first: on the gradients res_make left
+        check_resident_held(&c);
+        check_resident_nonfinite(&c);
+    }
+    res_free(&c);
+}
+
+// `steps` trainer steps (batch 4, dropout, clipping at o.max_grad_norm) on
+// batches copied into the trainer's own (pinned) input buffer; the losses
+// into loss[], then the weights, BN state and moments (pulled) into out[4]
+// (n_params, n_state, n_params, n_params), *resident whether it ran so.
+static int train_pulled(const fu_model *m, fu_train_opts o, int steps, float *loss, float *out[4], bool *resident) {
+    o.batch = 4, o.augment = false, o.seed = 5;
+    int n = o.batch;
+    fu_trainer t;
+    if (fu_trainer_init(&t, m, &o, "cuda", omp_get_max_threads()) < 0) return -1;
+    *resident = t.resident;
+    t.class_w[0] = 0.4f, t.class_w[1] = 0.6f;
+    int rc = 0;
+    for (int s = 0; s < steps && rc == 0; s++) {
+        float *x = random_batch(m, n, 200 + (uint64_t)s);
+        memcpy(t.x[0], x, (size_t)n * 3 * m->height * m->width * sizeof(float));
+        int labels[4] = {s % 2, 1, 0, (s / 2) % 2}, correct, seen;
+        rc = fu_train_step(&t, n, t.x[0], labels, o.lr, &loss[s], &correct, &seen);
+        free(x);
+    }
+    if (rc == 0) rc = fu_trainer_pull(&t);
+    if (rc == 0) {
+        memcpy(out[0], t.params, m->n_params * sizeof(float));
+        memcpy(out[1], t.state, m->n_state * sizeof(float));
+        memcpy(out[2], t.m1, m->n_params * sizeof(float));
+        memcpy(out[3], t.m2, m->n_params * sizeof(float));
+    }
+    fu_trainer_free(&t);
+    return rc;
+}
+
+// The trainer resident (the default on the cuda backend) against host_step
+// (clipping and AdamW on the host), 5 steps on the same batches, without
+// clipping and clipping at 1e-2. Expected the same bytes both ways: the
+// forward and backward are the same, the step's arithmetic is shared, and
+// the clipping factor is a float rounded from the norm, so the two norms'
+// different summation orders (last bits of a double) change it only when
+// they straddle a rounding boundary (about 1e-7 a step). Checked within
+// 1e-6 relative (L2 per buffer), the ok line saying whether identical.
+static void check_resident_trainer(const fu_model *m) {
+    enum { STEPS_R = 5 };
+    static const double max_norms[] = {1e30, 1e-2};
+    size_t sizes[4] = {m->n_params, m->n_state, m->n_params, m->n_params};
+    static const char *what[4] = {"weights", "BN state", "m1", "m2"};
+    for (int k = 0; k < 2; k++) {
+        float *res[4], *host[4], loss_res[STEPS_R], loss_host[STEPS_R];
+        for (int j = 0; j < 4; j++)
+            res[j] = malloc(sizes[j] * sizeof(float)), host[j] = malloc(sizes[j] * sizeof(float));
+        fu_train_opts o = fu_train_defaults();
+        o.max_grad_norm = max_norms[k];
+        bool res_on = false, host_on = true;
+        int rc = train_pulled(m, o, STEPS_R, loss_res, res, &res_on);
+        o.host_step = true;
+        if (rc == 0) rc = train_pulled(m, o, STEPS_R, loss_host, host, &host_on);
+        char name[300];
+        snprintf(name, sizeof name, "trainer, max_grad_norm %g: %d steps resident and with host_step run; "
+                 "t.resident true, then false", max_norms[k], STEPS_R);
+        if (CHECK(rc == 0 && res_on && !host_on, name, "rc %d (%s); resident %d, %d", rc, rc < 0 ? fu_error() : "",
+                  res_on, host_on)) {
+            double worst = rel_ff(STEPS_R, loss_res, loss_host);
+            bool same = !memcmp(loss_res, loss_host, sizeof loss_res);
+            const char *at = "losses";
+            for (int j = 0; j < 4; j++) {
+                double e = rel_ff(sizes[j], res[j], host[j]);
+                if (e > worst) worst = e, at = what[j];
+                same &= same_floats(sizes[j], res[j], host[j]);
+            }
+            snprintf(name, sizeof name, "trainer, max_grad_norm %g: resident = host_step after %d steps within 1e-6 "
+                     "(losses, weights, BN state, m1, m2; worst %.1e, %s)", max_norms[k], STEPS_R, worst,
+                     same ? "bit-identical" : "NOT bit-identical");
+            CHECK(worst <= 1e-6, name, "%s differ by %.3g", at, worst);
+        }
+        for (int j = 0; j < 4; j++) free(res[j]), free(host[j]);
+    }
 }
 
 // ---- model-parallel stages -------------------------------------------------------------
@@ -918,7 +1160,8 @@ static int bench_nccl(fu_comm *one, const fu_model *m, const float *params, floa
 }
 
 // One bench subject's timed steps: forward, backward and the host's clipping
-// + AdamW (what the trainer does after backward), seconds per step.
+// + AdamW (what the trainer does after backward with host_step), seconds per
+// step.
 typedef struct {
     double fwd, bwd, opt;
 } step_times;
@@ -946,9 +1189,52 @@ static int time_steps(fu_backend *b, const fu_model *m, int n, float *params, fl
     return rc;
 }
 
+// The trainer's whole step (fu_train_step: forward, loss, backward,
+// clipping, AdamW) of the study's size, resident (weights, gradients and
+// AdamW on the GPU) and with host_step (90 MB of weights up, 90 MB of
+// gradients down, clipping and AdamW on the host), per precision: 2 steps
+// warm-up and 10 timed, inputs from the trainer's pinned buffer.
+static int bench_trainer(const fu_model *m, const float *x, const int *labels, int n, int warm, int timed) {
+    static const fu_amp amps[] = {FU_AMP_OFF, FU_AMP_BF16, FU_AMP_FP16};
+    for (size_t a = 0; a < sizeof amps / sizeof *amps; a++) {
+        double ms[2] = {0, 0};
+        size_t mib = 0;
+        for (int host = 0; host < 2; host++) {
+            fu_train_opts o = fu_train_defaults();
+            o.batch = n, o.amp = amps[a], o.augment = false, o.host_step = host;
+            fu_trainer t;
+            if (fu_trainer_init(&t, m, &o, "cuda", omp_get_max_threads()) < 0) {
+                printf("# bench: trainer, amp %s: %s\n", fu_amp_name(amps[a]), fu_error());
+                return -1;
+            }
+            t.class_w[0] = t.class_w[1] = 0.5f;
+            memcpy(t.x[0], x, (size_t)n * 3 * m->height * m->width * sizeof(float));
+            int rc = 0;
+            for (int s = 0; s < warm + timed && rc == 0; s++) {
+                float loss;
+                int correct, seen;
+                double t0 = now();
+                rc = fu_train_step(&t, n, t.x[0], labels, 1e-6, &loss, &correct, &seen);
+                if (s >= warm) ms[host] += 1e3 * (now() - t0) / timed;
+            }
+            if (!host) mib = t.be->device_bytes >> 20;
+            if (rc < 0) printf("# bench: trainer, amp %s%s: %s\n", fu_amp_name(amps[a]), host ? ", host step" : "",
+                               fu_error());
+            fu_trainer_free(&t);
+            if (rc < 0) return -1;
+        }
+        printf("# bench: trainer step (fu_train_step), MedicalCNN %dx%d, batch %d, amp %s: resident %.1f ms, host "
+               "step %.1f ms (weights up, gradients down, clipping + AdamW on the host); resident saves %.1f ms "
+               "(mean of %d); %zu MiB on the GPU\n",
+               m->height, m->width, n, fu_amp_name(amps[a]), ms[0], ms[1], ms[1] - ms[0], timed, mib);
+    }
+    return 0;
+}
+
 // Forward + backward of the study's size through the host-pointer interface
 // (parameter, state and gradient copies included) and the host's clipping +
-// AdamW: set-up, then 2 steps warm-up and 10 timed, per precision; 2 stages
+// AdamW: set-up, then 2 steps warm-up and 10 timed, per precision; the
+// trainer's step resident and with host_step (bench_trainer); 2 stages
 // sharing the GPU (the cost of the split), then the same with NCCL
 // (bench_nccl).
 static int bench(fu_comm *one) {
@@ -980,6 +1266,7 @@ static int bench(fu_comm *one) {
         }
         fu_backend_destroy(b);
     }
+    if (rc == 0) rc = bench_trainer(&m, x, labels, N, WARM, TIMED) < 0;
     // Model parallel: 2 stages on this one GPU, each driven by its thread.
     static const int micro[] = {1, 4};
     for (size_t k = 0; k < sizeof micro / sizeof *micro && rc == 0; k++) {
@@ -1050,6 +1337,8 @@ int main(int argc, char **argv) {
             static const fu_amp amps[] = {FU_AMP_OFF, FU_AMP_BF16, FU_AMP_FP16};
             check_stages("cuda", &m, amps, 3);
             check_pipe(&m);
+            check_resident(&m);
+            check_resident_trainer(&m);
         }
         fu_model_free(&m);
     }

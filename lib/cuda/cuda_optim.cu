@@ -1,0 +1,87 @@
+// Optimizer kernels of the cuda backend (cuda_optim.h): the gradient norm as
+// a two-level reduction (one block per chunk into a partial sum in double,
+// then one thread adding the partials in order: deterministic, no atomics),
+// and AdamW element-wise with grid-stride loops, each element finding its
+// parameter group by binary search over the groups' offsets.
+#include "cuda/cuda_optim.h"
+
+#include <cuda_runtime.h>
+
+static const int THREADS = 256;
+static const size_t MAX_BLOCKS = 65535;
+static const size_t NORM_CHUNK = (size_t)1 << 16; // as fu_clip_grad_norm's chunks
+
+static unsigned blocks_for(size_t n) {
+    size_t b = (n + THREADS - 1) / THREADS;
+    return (unsigned)(b < 1 ? 1 : b > MAX_BLOCKS ? MAX_BLOCKS : b);
+}
+
+#define FOR_EACH(i, n) for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
+
+// ---- gradient norm --------------------------------------------------------------
+
+size_t cu_grad_norm_part_size(size_t n) {
+    size_t chunks = (n + NORM_CHUNK - 1) / NORM_CHUNK;
+    return chunks ? chunks : 1;
+}
+
+// Block c: part[c] = sum of g[i]^2 over chunk c. Each thread sums its
+// strided share in double, then a tree over the block's threads.
+__global__ void k_sumsq_chunks(size_t n, const float *g, double *part) {
+    __shared__ double s[THREADS];
+    size_t start = blockIdx.x * NORM_CHUNK, end = start + NORM_CHUNK < n ? start + NORM_CHUNK : n;
+    double acc = 0;
+    for (size_t i = start + threadIdx.x; i < end; i += THREADS) {
+        double v = g[i];
+        acc += v * v;
+    }
+    s[threadIdx.x] = acc;
+    __syncthreads();
+    for (int half = THREADS / 2; half > 0; half /= 2) {
+        if ((int)threadIdx.x < half) s[threadIdx.x] += s[threadIdx.x + half];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) part[blockIdx.x] = s[0];
+}
+
+__global__ void k_sumsq_total(size_t chunks, const double *part, double *norm) {
+    double sum = 0;
+    for (size_t c = 0; c < chunks; c++) sum += part[c];
+    *norm = sqrt(sum);
+}
+
+void cu_grad_norm(size_t n, const float *g, double *part, double *norm) {
+    size_t chunks = cu_grad_norm_part_size(n);
+    k_sumsq_chunks<<<(unsigned)chunks, THREADS>>>(n, g, part);
+    k_sumsq_total<<<1, 1>>>(chunks, part, norm);
+}
+
+// ---- AdamW ----------------------------------------------------------------------
+
+// The group holding element i (groups sorted by offset, not overlapping), or
+// -1 where none does.
+__device__ static int group_of(const fu_param_group *groups, int n_groups, size_t i) {
+    int lo = 0, hi = n_groups; // the first group starting after i is at lo, once lo == hi
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (groups[mid].offset <= i) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo > 0 && i - groups[lo - 1].offset < groups[lo - 1].count ? lo - 1 : -1;
+}
+
+__global__ void k_adamw(size_t n, const fu_param_group *groups, int n_groups, fu_adamw_coef k, double max_norm,
+                        const double *norm, const float *g, float *p, float *m1, float *m2) {
+    double total = *norm;
+    if (!isfinite(total)) return; // the step is refused: weights and moments stay
+    float clip = fu_clip_coef(total, max_norm); // 1 where the norm is within max_norm: g unchanged
+    FOR_EACH(i, n) {
+        int j = group_of(groups, n_groups, i);
+        if (j >= 0) fu_adamw_elem(&k, groups[j].decay, FU_MUL(g[i], clip), &p[i], &m1[i], &m2[i]);
+    }
+}
+
+void cu_adamw(size_t n, const fu_param_group *groups, int n_groups, fu_adamw_coef k, double max_norm,
+              const double *norm, const float *g, float *p, float *m1, float *m2) {
+    k_adamw<<<blocks_for(n), THREADS>>>(n, groups, n_groups, k, max_norm, norm, g, p, m1, m2);
+}
