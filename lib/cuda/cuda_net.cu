@@ -89,6 +89,7 @@ extern "C" {
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,6 +109,18 @@ typedef struct {
     cudnnMathType_t fwd_math, bwd_data_math, bwd_filter_math; // each algorithm's own
     size_t wt; // conv: element offset of its OHWI weight in wt and dwt
 } cu_op;
+
+// An input batch prefetched (backend.h's prefetch) on the copy stream: from
+// which host buffer, how many images, whether a forward may still take it,
+// its device copy (NCHW, the planned batch's size), and events for "copied"
+// (the forward waits for it) and "read" (the next copy into it waits for it).
+typedef struct {
+    const float *host;
+    int n;
+    bool ready;
+    float *dev;
+    cudaEvent_t copied, read;
+} cu_prefetch_slot;
 
 typedef struct {
     const fu_model *m;
@@ -158,6 +171,13 @@ typedef struct {
     double w_rank, share;
     double *dist_v;
     fu_nccl_sync *nccl; // gradients summed over ranks on the device (NULL: not)
+    // Prefetched input batches: one slot per host buffer the trainer
+    // alternates between; the copy stream; the lock between the loading
+    // thread (prefetch) and the forward that takes a slot.
+    cu_prefetch_slot pre[2];
+    int pre_last; // the slot the last forward took
+    cudaStream_t copy;
+    pthread_mutex_t pre_lock;
     bool ready; // a training forward ran since the last backward
     bool sync;  // FU_CUDA_SYNC: synchronise after every op
     char what[192]; // the op running, for error messages
@@ -223,13 +243,16 @@ static int widest_bn(const fu_model *m) {
     return c;
 }
 
-// Host (n, C, H, W) shaped as op i's output into dst (NHWC, on the device),
-// through d->stage where the layouts differ.
-static int upload_nhwc(cu_net *d, int i, int n, const float *host, float *dst) {
+// (n, C, H, W) shaped as op i's output into dst (NHWC, on the device),
+// through d->stage where the layouts differ. src is host memory, or another
+// backend's device_output / device_input_grad on any GPU (cudaMemcpyDefault
+// tells them apart by address: one address space; a copy between GPUs goes
+// peer to peer where enable_peers could turn that on, else through the host).
+static int upload_nhwc(cu_net *d, int i, int n, const float *src, float *dst) {
     const fu_op *op = &d->m->ops[i];
     int hw = op->h * op->w;
     size_t len = fu_op_numel(d->m, i, n);
-    CU(cudaMemcpy(hw > 1 ? d->stage : dst, host, len * sizeof(float), cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(hw > 1 ? d->stage : dst, src, len * sizeof(float), cudaMemcpyDefault));
     if (hw > 1) cu_nchw_to_nhwc((size_t)n, op->c, hw, d->stage, dst);
     return 0;
 }
@@ -433,6 +456,100 @@ static int sync_bn_fwd(cu_net *d, int c, size_t rows, double *m) {
     return 0;
 }
 
+// ---- prefetched inputs (backend.h's prefetch) ---------------------------------------
+
+// The forward's side: where x (n images) was prefetched and not yet taken,
+// the input op's output y comes from that slot's device copy, after the
+// default stream waited for the copy (*took); the slot's "read" event then
+// tells the next copy into it when it may start. Under the lock, so that
+// the loading thread never refills a slot between the check and the read.
+static cudaError_t take_slot(cu_net *d, int n, const float *x, float *y, bool *took) {
+    cudaError_t e = cudaSuccess;
+    for (int k = 0; k < 2 && !*took; k++) {
+        cu_prefetch_slot *s = &d->pre[k];
+        if (!s->ready || s->host != x || s->n != n) continue;
+        const fu_op *in = &d->m->ops[0];
+        s->ready = false;
+        d->pre_last = k;
+        *took = true;
+        if ((e = cudaStreamWaitEvent(0, s->copied, 0)) != cudaSuccess) return e;
+        cu_nchw_to_nhwc((size_t)n, in->c, in->h * in->w, s->dev, y);
+        if ((e = cudaGetLastError()) != cudaSuccess) return e;
+        e = cudaEventRecord(s->read, 0);
+    }
+    return e;
+}
+
+static int take_prefetched(cu_net *d, int n, const float *x, float *y, bool *took) {
+    *took = false;
+    if (!d->copy) return 0; // nothing was ever prefetched
+    pthread_mutex_lock(&d->pre_lock);
+    cudaError_t e = take_slot(d, n, x, y, took);
+    pthread_mutex_unlock(&d->pre_lock);
+    CU(e);
+    return 0;
+}
+
+// The loading thread's side (fu_backend.prefetch): x (n images, pinned host
+// memory from host_alloc) copied on the copy stream into its slot (see
+// pick_slot).
+// Errors are this thread's own (fu_fail is per thread); d->what belongs to
+// the forward that may be running meanwhile.
+static int prefetch_fail(cudaError_t e, const char *what) {
+    return fu_fail("cuda backend", "prefetching an input batch: %s: %s", what, cudaGetErrorString(e));
+}
+
+#define PRE(call, what)                                                                                     \
+    do {                                                                                                    \
+        cudaError_t e_ = (call);                                                                            \
+        if (e_ != cudaSuccess) return prefetch_fail(e_, what);                                              \
+    } while (0)
+
+// The slot for host buffer x: the one that held it before (the trainer
+// alternates between two buffers), else one no forward still has to take,
+// else the one the last forward did not take.
+static int pick_slot(const cu_net *d, const float *x) {
+    for (int k = 0; k < 2; k++)
+        if (d->pre[k].host == x) return k;
+    for (int k = 0; k < 2; k++)
+        if (!d->pre[k].ready) return k;
+    return !d->pre_last;
+}
+
+static int prefetch_locked(cu_net *d, const float *x, int n) {
+    size_t planned = fu_op_numel(d->m, 0, d->batch) * sizeof(float), bytes = fu_op_numel(d->m, 0, n) * sizeof(float);
+    PRE(cudaSetDevice(d->device), "selecting the GPU");
+    if (!d->copy) {
+        PRE(cudaStreamCreateWithFlags(&d->copy, cudaStreamNonBlocking), "creating the copy stream");
+        for (int k = 0; k < 2; k++) {
+            PRE(cudaEventCreateWithFlags(&d->pre[k].copied, cudaEventDisableTiming), "creating an event");
+            PRE(cudaEventCreateWithFlags(&d->pre[k].read, cudaEventDisableTiming), "creating an event");
+        }
+    }
+    cu_prefetch_slot *s = &d->pre[pick_slot(d, x)];
+    if (!s->dev) {
+        PRE(cudaMalloc((void **)&s->dev, planned), "allocating its device buffer");
+        d->b->device_bytes += planned;
+    }
+    s->ready = false;
+    // Not before the forward that took this slot last has read it.
+    PRE(cudaStreamWaitEvent(d->copy, s->read, 0), "ordering the copy after the last read");
+    PRE(cudaMemcpyAsync(s->dev, x, bytes, cudaMemcpyHostToDevice, d->copy), "copying it to the GPU");
+    PRE(cudaEventRecord(s->copied, d->copy), "recording its copy");
+    s->host = x, s->n = n, s->ready = true;
+    return 0;
+}
+
+static int cu_prefetch(fu_backend *b, const float *x, int n) {
+    cu_net *d = (cu_net *)b->impl;
+    // A stage's inner input comes from the stage before, not from a loader.
+    if (d->m->inner_input || n < 1 || n > d->batch) return 0;
+    pthread_mutex_lock(&d->pre_lock);
+    int rc = prefetch_locked(d, x, n);
+    pthread_mutex_unlock(&d->pre_lock);
+    return rc;
+}
+
 // Training BN: statistics of this batch, or of all ranks' with sync-BN.
 static int bn_train_fwd(cu_net *d, const fu_op *op, size_t rows, const float *x, float *y, float *aux) {
     const float *gamma = d->params + op->weight, *beta = d->params + op->bias_off;
@@ -454,7 +571,11 @@ static int op_fwd(cu_net *d, int i, int n, int64_t *counts, const float *x, cons
     float *aux = d->aux + d->plan.aux[i];
     size_t len = fu_op_numel(m, i, n), rows = (size_t)n * op->h * op->w;
     switch (op->kind) {
-    case FU_OP_INPUT: return upload_nhwc(d, i, n, x, y);
+    case FU_OP_INPUT: {
+        bool took = false;
+        if (take_prefetched(d, n, x, y, &took) < 0) return -1;
+        return took ? 0 : upload_nhwc(d, i, n, x, y);
+    }
     case FU_OP_CONV: return conv_fwd(d, i, n, in, y);
     case FU_OP_BN:
         if (pass->train) {
@@ -541,6 +662,21 @@ static int cu_forward(fu_backend *b, int n, const float *params, float *state, i
 }
 
 static const float *cu_logits(fu_backend *b) { return ((cu_net *)b->impl)->logits; }
+
+// Where download_nchw left op i's (n, C, H, W) on the device on its way to
+// the host: d->stage, or the op's own output where NHWC is NCHW (vectors).
+static const float *left_on_device(cu_net *d, int i, const float *src) {
+    return d->m->ops[i].h * d->m->ops[i].w > 1 ? d->stage : src;
+}
+
+// fu_backend.device_output: the last forward's output as download_nchw left
+// it on the device (forward downloads it too, for logits(), and ends
+// synchronised, so a stage on another GPU may copy it at once).
+static const float *cu_device_output(fu_backend *b) {
+    cu_net *d = (cu_net *)b->impl;
+    int out = output_op(d->m);
+    return left_on_device(d, out, act(d, out));
+}
 
 // ---- backward ----------------------------------------------------------------------
 
@@ -758,7 +894,28 @@ static int cu_backward(fu_backend *b, const float *params, const float *dy_out, 
 
 static const float *cu_input_grad(fu_backend *b) { return ((cu_net *)b->impl)->dinput; }
 
+// fu_backend.device_input_grad: likewise for the last backward's input gradient.
+static const float *cu_device_input_grad(fu_backend *b) {
+    cu_net *d = (cu_net *)b->impl;
+    return d->m->inner_input ? left_on_device(d, 0, dact(d, 0)) : NULL;
+}
+
 // ---- create and destroy -----------------------------------------------------------
+
+// Page-locked host memory (fu_backend.host_alloc) for the input batches:
+// copies from it run at full bus speed, where pageable memory is staged by
+// the driver. Portable: pinned for every device of the process. NULL on
+// failure (whose error is cleared, so that the next op does not report it).
+static void *cu_host_alloc(size_t bytes) {
+    void *p = NULL;
+    if (cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocPortable) == cudaSuccess) return p;
+    cudaGetLastError();
+    return NULL;
+}
+
+static void cu_host_free(void *p) {
+    if (p) cudaFreeHost(p);
+}
 
 static void cu_destroy(fu_backend *b) {
     cu_net *d = (cu_net *)b->impl;
@@ -775,13 +932,19 @@ static void cu_destroy(fu_backend *b) {
         }
         void *dev[] = {d->params, d->grads, d->state, d->m1, d->m2, d->norm_part, d->norm, d->groups, d->wt,
                        d->dwt, d->act, d->dact, d->aux, d->stage, d->part, d->bnv, d->coef, d->ws, d->hx, d->hy,
-                       d->nonfinite};
+                       d->nonfinite, d->pre[0].dev, d->pre[1].dev};
         for (size_t j = 0; j < sizeof dev / sizeof *dev; j++) cudaFree(dev[j]);
+        if (d->copy) {
+            for (int k = 0; k < 2; k++) cudaEventDestroy(d->pre[k].copied), cudaEventDestroy(d->pre[k].read);
+            cudaStreamDestroy(d->copy);
+        }
+        pthread_mutex_destroy(&d->pre_lock);
+        cu_host_free(d->logits), cu_host_free(d->dinput), cu_host_free(d->mask);
         if (d->dnn) cudnnDestroy(d->dnn);
         if (d->blas) cublasDestroy(d->blas);
         fu_plan_free(&d->plan);
-        free(d->op), free(d->logits), free(d->prob), free(d->dlogits), free(d->mask), free(d->dinput),
-            free(d->labels), free(d->class_w), free(d->dist_v), free(d->host_groups);
+        free(d->op), free(d->prob), free(d->dlogits), free(d->labels), free(d->class_w), free(d->dist_v),
+            free(d->host_groups);
         free(d);
     }
     free(b);
@@ -871,17 +1034,21 @@ static int create(cu_net *d, fu_backend *b) {
     size_t k = (size_t)m->classes, nb = (size_t)d->batch;
     if (fu_model_plan(m, d->batch, &d->plan) < 0) return -1;
     d->op = (cu_op *)fu_calloc((size_t)m->n_ops, sizeof *d->op);
-    d->logits = (float *)fu_malloc(fu_op_numel(m, output_op(m), d->batch) * sizeof(float));
+    // Pinned: the output, a stage's input gradient and the dropout masks
+    // cross the bus every step.
+    d->logits = (float *)cu_host_alloc(fu_op_numel(m, output_op(m), d->batch) * sizeof(float));
     d->prob = (float *)fu_malloc(nb * k * sizeof(float));
     d->dlogits = (float *)fu_malloc(nb * k * sizeof(float));
     d->labels = (int *)fu_malloc(nb * sizeof(int));
     d->class_w = (float *)fu_malloc(k * sizeof(float));
     d->dist_v = (double *)fu_malloc((2 * (size_t)widest_bn(m) + 2) * sizeof(double));
-    if (!d->op || !d->logits || !d->prob || !d->dlogits || !d->labels || !d->class_w || !d->dist_v) return -1;
-    if (m->inner_input && !(d->dinput = (float *)fu_malloc(fu_op_numel(m, 0, d->batch) * sizeof(float)))) return -1;
+    if (!d->op || !d->prob || !d->dlogits || !d->labels || !d->class_w || !d->dist_v) return -1;
+    if (!d->logits) return fu_fail("cuda backend", "cannot allocate pinned host memory for the model's output");
+    if (m->inner_input && !(d->dinput = (float *)cu_host_alloc(fu_op_numel(m, 0, d->batch) * sizeof(float))))
+        return fu_fail("cuda backend", "cannot allocate pinned host memory for a stage's input gradient");
     plan_scratch(d);
-    d->mask = (float *)fu_malloc(d->stage_size * sizeof(float));
-    if (!d->mask) return -1;
+    d->mask = (float *)cu_host_alloc(d->stage_size * sizeof(float));
+    if (!d->mask) return fu_fail("cuda backend", "cannot allocate pinned host memory for dropout masks");
     snprintf(d->what, sizeof d->what, "creating the cuDNN and cuBLAS handles");
     DNN(cudnnCreate(&d->dnn));
     BLAS(cublasCreate(&d->blas));
@@ -1045,20 +1212,6 @@ static int cu_step(fu_backend *b, const fu_adamw_opts *o, const fu_param_group *
 
 static const fu_resident_api RESIDENT_API = {cu_load, cu_store, cu_step};
 
-// Page-locked host memory (fu_backend.host_alloc) for the input batches:
-// copies from it run at full bus speed, where pageable memory is staged by
-// the driver. Portable: pinned for every device of the process. NULL on
-// failure (whose error is cleared, so that the next op does not report it).
-static void *cu_host_alloc(size_t bytes) {
-    void *p = NULL;
-    if (cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocPortable) == cudaSuccess) return p;
-    cudaGetLastError();
-    return NULL;
-}
-
-static void cu_host_free(void *p) {
-    if (p) cudaFreeHost(p);
-}
 
 // fu_nccl_api.attach: the sync on this backend's device gradient buffer.
 static int cu_attach_nccl(fu_backend *b, fu_comm *c, size_t bucket_bytes, fu_nccl_sync **out) {
@@ -1073,6 +1226,19 @@ static int cu_attach_nccl(fu_backend *b, fu_comm *c, size_t bucket_bytes, fu_ncc
 
 static const fu_nccl_api NCCL_API = {cu_attach_nccl, fu_nccl_sync_set_scale, fu_nccl_sync_stats_of,
                                      fu_nccl_sync_calibrate};
+
+// Lets this GPU read the others' memory directly (model-parallel stages
+// hand tensors over with cudaMemcpyDefault), where the hardware allows. Not
+// an error where it does not, or where it is on already (another stage's
+// backend on the same GPU turned it on): such copies go through the host.
+static void enable_peers(int device, int count) {
+    for (int peer = 0; peer < count; peer++) {
+        int can = 0;
+        if (peer == device || cudaDeviceCanAccessPeer(&can, device, peer) != cudaSuccess || !can) continue;
+        cudaDeviceEnablePeerAccess(peer, 0);
+    }
+    cudaGetLastError(); // cudaErrorPeerAccessAlreadyEnabled, or any refusal: not this backend's error
+}
 
 int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backend **out) {
     *out = NULL;
@@ -1089,6 +1255,7 @@ int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backe
         free(b), free(d);
         return -1;
     }
+    pthread_mutex_init(&d->pre_lock, NULL); // before anything cu_destroy may undo
     d->m = m;
     d->b = b;
     d->batch = o->batch;
@@ -1103,7 +1270,9 @@ int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backe
     b->name = "cuda", b->m = m, b->batch = o->batch, b->amp = o->amp, b->impl = d;
     b->forward = cu_forward, b->logits = cu_logits, b->backward = cu_backward, b->input_grad = cu_input_grad;
     b->destroy = cu_destroy, b->reports_grads = true, b->nccl = &NCCL_API, b->resident = &RESIDENT_API;
-    b->host_alloc = cu_host_alloc, b->host_free = cu_host_free;
+    b->host_alloc = cu_host_alloc, b->host_free = cu_host_free, b->prefetch = cu_prefetch;
+    b->device_output = cu_device_output, b->device_input_grad = cu_device_input_grad;
+    enable_peers(o->device, count);
     if (create(d, b) < 0) {
         cu_destroy(b);
         return -1;

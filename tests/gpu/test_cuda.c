@@ -16,9 +16,12 @@
 // The resident interface (backend.h's fu_resident_api): forward and backward
 // on the held buffers as on host ones, the device's clipping + AdamW against
 // the host's (bit for bit without clipping), a non-finite gradient refused,
-// and the trainer resident against host_step.
+// and the trainer resident against host_step. Prefetched input batches (one
+// copied from a thread while a forward runs) against plain uploads, and two
+// stages handing the cut tensor over in GPU memory against through the host.
 // Without a CUDA device: one "skip" line.
 //   test_cuda           the checks
+//   test_cuda --sanitize  a short run for compute-sanitizer (run-bundle.sh)
 //   test_cuda --bench   "#" lines: seconds per training step of MedicalCNN
 //                       224x224, batch 32, in each precision; the trainer's
 //                       step resident and with host_step
@@ -598,6 +601,114 @@ static void check_resident_trainer(const fu_model *m) {
         }
         for (int j = 0; j < 4; j++) free(res[j]), free(host[j]);
     }
+}
+
+// ---- prefetched inputs, and stages handing over on the GPU ------------------------------
+
+typedef struct {
+    fu_backend *b;
+    const float *x;
+    int n, rc;
+} prefetch_job;
+
+static void *run_prefetch(void *arg) {
+    prefetch_job *j = arg;
+    j->rc = j->b->prefetch(j->b, j->x, j->n);
+    return NULL;
+}
+
+// backend.h's prefetch: batches copied on the copy stream from another
+// thread, one of them while a forward runs, give what plain uploads give.
+static void check_prefetch(const fu_model *m) {
+    enum { N = 4 };
+    fu_backend *b = NULL;
+    size_t np = m->n_params, ns = m->n_state, len = fu_op_numel(m, 0, N);
+    float *params = malloc(np * sizeof(float)), *state0 = malloc(ns * sizeof(float)), *state = NULL;
+    int64_t *counts = calloc(m->n_counts, sizeof(int64_t));
+    fu_model_init(m, 17, params, state0, counts);
+    int labels[N] = {1, 0, 0, 1}, rc = fu_backend_create("cuda", m, &(fu_backend_opts){.batch = N}, &b);
+    float cw[2] = {0.5f, 0.5f}, loss[2][2] = {{0}}, *src[2] = {random_batch(m, N, 61), random_batch(m, N, 62)};
+    float *pinned[2] = {rc == 0 ? b->host_alloc(len * sizeof(float)) : NULL, rc == 0 ? b->host_alloc(len * sizeof(float)) : NULL};
+    fu_pass train = {.train = true, .dropout = true, .seed = 3, .step = 1};
+    if (rc == 0 && (!pinned[0] || !pinned[1] || !b->prefetch)) rc = fu_fail("test", "no pinned memory or no prefetch");
+    // Plain: each batch uploaded by its forward.
+    for (int k = 0; k < 2 && rc == 0; k++) {
+        memcpy(pinned[k], src[k], len * sizeof(float));
+        state = copy_of(ns, state0);
+        rc = b->forward(b, N, params, state, counts, pinned[k], labels, cw, &train, &loss[0][k]);
+        free(state);
+    }
+    // Prefetched: batch 0 before its forward, batch 1 from a thread while it runs.
+    prefetch_job job = {b, rc == 0 ? pinned[1] : NULL, N, 0};
+    pthread_t thread;
+    if (rc == 0) rc = b->prefetch(b, pinned[0], N);
+    bool started = rc == 0 && pthread_create(&thread, NULL, run_prefetch, &job) == 0;
+    state = copy_of(ns, state0);
+    if (rc == 0) rc = b->forward(b, N, params, state, counts, pinned[0], labels, cw, &train, &loss[1][0]);
+    if (started) pthread_join(thread, NULL);
+    if (rc == 0 && job.rc < 0) rc = -1;
+    memcpy(state, state0, ns * sizeof(float));
+    if (rc == 0) rc = b->forward(b, N, params, state, counts, pinned[1], labels, cw, &train, &loss[1][1]);
+    free(state);
+    CHECK(rc == 0 && loss[0][0] == loss[1][0] && loss[0][1] == loss[1][1] && loss[0][0] != loss[0][1],
+          "prefetch: batches copied on the copy stream (one from a thread during a forward) = plain uploads, bit for bit",
+          "rc %d (%s); losses %.9g %.9g vs %.9g %.9g", rc, rc < 0 ? fu_error() : "", loss[0][0], loss[0][1],
+          loss[1][0], loss[1][1]);
+    if (b) b->host_free(pinned[0]), b->host_free(pinned[1]);
+    fu_backend_destroy(b);
+    free(params), free(state0), free(counts), free(src[0]), free(src[1]);
+}
+
+// Two stages on this GPU, as a pipe runs them, handing the cut tensor over
+// in GPU memory (device_output, device_input_grad: what the pipe uses) or
+// through the host (logits(), input_grad()): the same loss, gradients and
+// state, bit for bit.
+static int handoff_run(const fu_model *m, const fu_stage *st, bool on_device, const float *params, const float *x,
+                       float *loss, float *grads, float *state, int64_t *counts) {
+    enum { N = 4 };
+    fu_model sm[2];
+    fu_backend *b[2] = {0};
+    int made = 0, rc = 0, labels[N] = {0, 1, 1, 0};
+    float cw[2] = {0.3f, 0.7f};
+    fu_pass train = {.train = true, .dropout = true, .seed = 5, .step = 2};
+    for (int s = 0; s < 2 && rc == 0; s++) {
+        rc = fu_model_stage(m, &st[s], &sm[s]);
+        if (rc == 0) made++, rc = fu_backend_create("cuda", &sm[s], &(fu_backend_opts){.batch = N}, &b[s]);
+    }
+    const float *cut = NULL, *dy = NULL;
+    if (rc == 0) rc = b[0]->forward(b[0], N, params, state, counts, x, labels, cw, &train, NULL);
+    if (rc == 0) cut = on_device ? b[0]->device_output(b[0]) : b[0]->logits(b[0]);
+    if (rc == 0 && !cut) rc = fu_fail("test", "no output to hand over");
+    if (rc == 0)
+        rc = b[1]->forward(b[1], N, params + st[1].param0, state + st[1].state0, counts + st[1].count0, cut, labels,
+                           cw, &train, loss);
+    if (rc == 0) rc = b[1]->backward(b[1], params + st[1].param0, NULL, grads + st[1].param0);
+    if (rc == 0) dy = on_device ? b[1]->device_input_grad(b[1]) : b[1]->input_grad(b[1]);
+    if (rc == 0 && !dy) rc = fu_fail("test", "no input gradient to hand over");
+    if (rc == 0) rc = b[0]->backward(b[0], params, dy, grads);
+    for (int s = 0; s < 2; s++) fu_backend_destroy(b[s]);
+    for (int s = 0; s < made; s++) fu_model_free(&sm[s]);
+    return rc;
+}
+
+static void check_handoff(const fu_model *m) {
+    fu_stage st[2];
+    size_t np = m->n_params, ns = m->n_state;
+    float *params = malloc(np * sizeof(float)), *state0 = malloc(ns * sizeof(float)), *x = random_batch(m, 4, 71);
+    float *grads[2] = {calloc(np, sizeof(float)), calloc(np, sizeof(float))}, loss[2] = {NAN, NAN}, *state[2];
+    int64_t *counts = calloc(m->n_counts, sizeof(int64_t)), *cnt[2];
+    fu_model_init(m, 19, params, state0, counts);
+    int rc = fu_stages_balanced(m, 2, st);
+    for (int k = 0; k < 2; k++) {
+        state[k] = copy_of(ns, state0);
+        cnt[k] = calloc(m->n_counts, sizeof(int64_t));
+        if (rc == 0) rc = handoff_run(m, st, k == 1, params, x, &loss[k], grads[k], state[k], cnt[k]);
+    }
+    CHECK(rc == 0 && loss[0] == loss[1] && same_floats(np, grads[0], grads[1]) && same_floats(ns, state[0], state[1]),
+          "2 stages hand the cut tensor over in GPU memory (as the pipe does) = through the host, bit for bit",
+          "rc %d (%s); loss %.9g vs %.9g", rc, rc < 0 ? fu_error() : "", loss[0], loss[1]);
+    for (int k = 0; k < 2; k++) free(grads[k]), free(state[k]), free(cnt[k]);
+    free(params), free(state0), free(x), free(counts);
 }
 
 // ---- model-parallel stages -------------------------------------------------------------
@@ -1293,6 +1404,37 @@ static int bench(fu_comm *one) {
     return rc;
 }
 
+// --sanitize: a short run for compute-sanitizer's memcheck (run-bundle.sh):
+// a few trainer steps of MedicalCNN 32x32 resident, with host_step, in fp16,
+// and as 2 stages x 2 micro-batches sharing the GPU; a prefetched batch and
+// the stages' GPU hand-over. Everything is freed before exit, so that the
+// leak check sees every allocation returned.
+static int sanitize_run(void) {
+    fu_model m;
+    if (!CHECK(fu_medicalcnn(&m, 32, 32) == 0, "MedicalCNN 32x32", "%s", fu_error())) return check_done();
+    static const struct {
+        const char *name;
+        fu_amp amp;
+        bool host_step;
+        int stages, micro;
+    } runs[] = {{"resident fp32", FU_AMP_OFF, false, 1, 1}, {"host_step fp32", FU_AMP_OFF, true, 1, 1},
+                {"resident fp16", FU_AMP_FP16, false, 1, 1}, {"2 stages x 2 micro-batches", FU_AMP_OFF, false, 2, 2}};
+    for (size_t r = 0; r < sizeof runs / sizeof *runs; r++) {
+        fu_train_opts o = fu_train_defaults();
+        o.batch = 4, o.amp = runs[r].amp, o.host_step = runs[r].host_step;
+        o.stages = runs[r].stages, o.micro_batches = runs[r].micro, o.shared_gpu = true;
+        float loss[3];
+        char name[128];
+        snprintf(name, sizeof name, "sanitize: 3 trainer steps, %s", runs[r].name);
+        int rc = train_losses_with(&m, "cuda", o, 3, loss);
+        CHECK(rc == 0 && isfinite(loss[2]), name, "rc %d (%s), loss %g", rc, rc < 0 ? fu_error() : "", loss[2]);
+    }
+    check_prefetch(&m);
+    check_handoff(&m);
+    fu_model_free(&m);
+    return check_done();
+}
+
 int main(int argc, char **argv) {
     char why[160], device[256];
     if (!fu_cuda_device_count(why, sizeof why)) {
@@ -1306,6 +1448,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (argc > 1 && strcmp(argv[1], "--bench") == 0) return bench(&one);
+    if (argc > 1 && strcmp(argv[1], "--sanitize") == 0) return sanitize_run();
     // (h, w, k, stride, pad, dil): 1x1, 3x3 stride 1/2, dilation 1-4, 7x7/2, odd sides
     static const int cfg[][6] = {{13, 11, 1, 1, 0, 1}, {13, 11, 3, 1, 1, 1}, {17, 15, 3, 2, 1, 1},
                                  {15, 13, 3, 1, 2, 2}, {19, 17, 3, 2, 3, 3}, {21, 19, 3, 1, 4, 4},
@@ -1339,6 +1482,8 @@ int main(int argc, char **argv) {
             check_pipe(&m);
             check_resident(&m);
             check_resident_trainer(&m);
+            check_prefetch(&m);
+            check_handoff(&m);
         }
         fu_model_free(&m);
     }
