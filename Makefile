@@ -75,7 +75,10 @@ GPU_ARCH  ?= $(if $(filter 12,$(CUDA_MAJOR)),-gencode arch=compute_70$(comma)cod
              -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
              -gencode arch=compute_90,code=compute_90
 NVCCFLAGS ?= -O3 -g
+# CUDA 12.8 and later warn that sm_70 is deprecated: building it is what the
+# 12.x toolkit is for here (tests/gpu/cuda12-build.sh checks that build).
 ALL_NVCCFLAGS = -std=c++17 -Ilib $(GPU_ARCH) -MMD -MP \
+                $(if $(filter 12,$(CUDA_MAJOR)),-Wno-deprecated-gpu-targets) \
                 -Xcompiler -Wall,-Wextra,-Wshadow,-Wno-unused-parameter $(NVCCFLAGS)
 CUDA_LIBDIRS := $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/lib)
 CU_SRC    := $(sort $(wildcard lib/cuda/*.cu))
@@ -86,6 +89,14 @@ $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	@echo '  NVCC $<'
 	@$(NVCC) $(ALL_NVCCFLAGS) -c $< -o $@
+
+# The .cu objects (and so every link) are rebuilt when the toolkit or the
+# architectures change between builds: `make CUDA_HOME=<a CUDA 12>` after a
+# CUDA 13 build must not keep objects without sm_70, linked to cudart 13.
+CUDA_STAMP := $(CUDA_HOME) $(NVCC) $(CUDA_MAJOR) $(GPU_ARCH) $(NVCCFLAGS)
+$(shell mkdir -p $(BUILD) && [ "$$(cat $(BUILD)/.cuda-toolkit 2>/dev/null)" = "$(CUDA_STAMP)" ] || \
+        echo "$(CUDA_STAMP)" > $(BUILD)/.cuda-toolkit)
+$(CU_SRC:%.cu=$(BUILD)/%.o): $(BUILD)/.cuda-toolkit
 
 $(BUILD)/lib/nn/backend.o: ALL_CFLAGS += -DFU_HAVE_CUDA=1
 else
