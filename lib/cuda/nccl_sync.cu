@@ -376,6 +376,11 @@ int fu_nccl_sync_end(fu_nccl_sync *s) {
     if (!s->started) return 0; // an empty buffer
     CUDA_TRY(cudaEventRecord(s->last, s->stream), "recording the end");
     if (wait_event(s, s->last, "waiting for the gradient allreduce") < 0) return -1;
+    // cudaEventElapsedTime fails with "not ready" unless both events are
+    // complete, and backward_done is on the compute stream, which `last` does
+    // not wait for when every bucket started early. That stream never waits
+    // for NCCL, so this cannot hang on a rank that is gone.
+    CUDA_TRY(cudaEventSynchronize(s->backward_done), "waiting for the end of backward");
     double exposed = elapsed(s->backward_done, s->last);
     s->st.seconds += elapsed(s->first, s->last);
     s->st.exposed += exposed > 0 ? exposed : 0;
