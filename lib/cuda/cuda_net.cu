@@ -284,8 +284,11 @@ template <typename Perf> static int choose(const Perf *perf, int got, bool deter
             const Perf *p = &perf[k];
             if (p->status != CUDNN_STATUS_SUCCESS || p->memory > WORKSPACE_CAP) continue;
             if (need_det && p->determinism != CUDNN_DETERMINISTIC) continue;
-            if (need_math ? p->mathType != want : p->mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)
-                continue;
+            // fp32 (want FMA) never relaxes to tensor-op math: for float tensors that is TF32,
+            // and run_math only turns DEFAULT into FMA.
+            bool lossy = p->mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION ||
+                         (want == CUDNN_FMA_MATH && p->mathType == CUDNN_TENSOR_OP_MATH);
+            if (need_math ? p->mathType != want : lossy) continue;
             return k;
         }
     }
@@ -318,9 +321,19 @@ static int pick_algorithms(cu_net *d, cu_op *o, size_t *ws) {
     o->fwd = pf[f].algo, o->fwd_math = run_math(d, pf[f].mathType);
     o->bwd_data = pd[b].algo, o->bwd_data_math = run_math(d, pd[b].mathType);
     o->bwd_filter = pw[w].algo, o->bwd_filter_math = run_math(d, pw[w].mathType);
-    size_t need = pf[f].memory > pd[b].memory ? pf[f].memory : pd[b].memory;
-    if (pw[w].memory > need) need = pw[w].memory;
-    if (need > *ws) *ws = need;
+    // The workspace each algorithm asks for with the math it runs with (the
+    // heuristics' figure was for the query's math type), at least the heuristics'.
+    size_t need[3] = {pf[f].memory, pd[b].memory, pw[w].memory}, got[3] = {0, 0, 0};
+    DNN(cudnnSetConvolutionMathType(o->conv, o->fwd_math));
+    DNN(cudnnGetConvolutionForwardWorkspaceSize(d->dnn, o->x, o->w, o->conv, o->y, o->fwd, &got[0]));
+    DNN(cudnnSetConvolutionMathType(o->conv, o->bwd_data_math));
+    DNN(cudnnGetConvolutionBackwardDataWorkspaceSize(d->dnn, o->w, o->y, o->conv, o->x, o->bwd_data, &got[1]));
+    DNN(cudnnSetConvolutionMathType(o->conv, o->bwd_filter_math));
+    DNN(cudnnGetConvolutionBackwardFilterWorkspaceSize(d->dnn, o->x, o->y, o->conv, o->w, o->bwd_filter, &got[2]));
+    for (int k = 0; k < 3; k++) {
+        size_t bytes = got[k] > need[k] ? got[k] : need[k];
+        if (bytes > *ws) *ws = bytes;
+    }
     return 0;
 }
 
@@ -368,6 +381,7 @@ static int setup_pool(cu_net *d, int i, int n) {
 // batch of an epoch), and a workspace that fits them all.
 static int setup(cu_net *d, int n) {
     size_t ws = 0;
+    d->n = 0; // until every descriptor describes n images: a failure halfway must not leave d->n trusted
     for (int i = 0; i < d->m->n_ops; i++) {
         fu_op_kind k = d->m->ops[i].kind;
         describe(d, i, n, "set-up");
