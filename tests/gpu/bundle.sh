@@ -34,8 +34,16 @@ if [ ! -x "$san/compute-sanitizer" ] && [ -n "$release" ]; then
     if pip download -q --no-deps -d "$wheels" "nvidia-cuda-sanitizer-api==$release.*" 2>/dev/null; then
         rm -rf "$san.tmp" && mkdir -p "$san.tmp"
         ${PYTHON:-/usr/bin/python3} -m zipfile -e "$(ls "$wheels"/nvidia_cuda_sanitizer_api-"$release".*.whl | tail -1)" "$san.tmp"
-        rm -rf "$san" && mv "$san.tmp"/nvidia/*/compute-sanitizer "$san" && rm -rf "$san.tmp" "$san/docs"
-        chmod +x "$san/compute-sanitizer" "$san"/TreeLauncher* "$san"/x86/TreeLauncher* 2>/dev/null || true
+        # One folder, as the toolkit lays it out (the wheels put the binary
+        # in compute-sanitizer/ or in bin/ beside a lib/, by release).
+        exe=$(find "$san.tmp" -type f -name compute-sanitizer | head -1)
+        rm -rf "$san" && mkdir -p "$san"
+        for part in "${exe%/*}" "${exe%/*/*}/lib"; do
+            [ -d "$part" ] && find "$part" -maxdepth 1 -type f -exec cp {} "$san/" \;
+        done
+        [ -d "${exe%/*}/x86" ] && cp -r "${exe%/*}/x86" "$san/"
+        rm -rf "$san.tmp"
+        chmod +x "$san/compute-sanitizer" "$san"/TreeLauncher* 2>/dev/null || true
     else
         echo "bundle: no compute-sanitizer $release from pip; the GPU machine's own will be used, if it has one" >&2
     fi
