@@ -7,12 +7,22 @@
 # results rows go to $OUT.
 #   here:  sh tests/gpu/bundle.sh && rm -rf build/acrima && cp -rL ../shared/data/acrima build/acrima
 #   there: sh tests/gpu/device.sh        (carry: build/gpu-bundle.tar.xz, build/acrima)
-# TEST_S, BENCH_S, ACRIMA_S, MP_S: each part's time limit in seconds; EPOCHS (10) for ACRIMA.
+# Parts, in order, each with its own limit in seconds and all within TOTAL_S
+# (default 420, so that the summary is written before the device call's own
+# limit and a rerun still fits the session's device time): the checks and
+# memcheck (TEST_S 240), ACRIMA (ACRIMA_S 200, EPOCHS 10), the benches
+# (BENCH_S 200), the model-parallel run (MP_S 120), the refusal.
 set -u
 OUT=${OUT:-/tmp/device-out}
 mkdir -p "$OUT"
 start=$(date +%s)
 say() { echo "[$(($(date +%s) - start)) s] $*" | tee -a "$OUT/summary.txt"; }
+# A part's limit: its own, or what TOTAL_S leaves (less 15 s for the summary), at least 5.
+limit() {
+    left=$((${TOTAL_S:-420} - ($(date +%s) - start) - 15))
+    [ "$left" -lt 5 ] && left=5
+    [ "$left" -lt "$1" ] && echo "$left" || echo "$1"
+}
 
 {
     nvidia-smi
@@ -24,11 +34,10 @@ say() { echo "[$(($(date +%s) - start)) s] $*" | tee -a "$OUT/summary.txt"; }
 } >"$OUT/probe.txt" 2>&1
 say "probe: $(nvidia-smi --query-gpu=name --format=csv,noheader | paste -sd, -)"
 
-# 1. The GPU test, then (where it passes) our bench and PyTorch's.
-TORCH_ARGS=${TORCH_ARGS:---batches 32,256 --compile-amps fp16} \
-    timeout "${TEST_S:-420}" sh tests/gpu/run-bundle.sh >"$OUT/test-gpu.log" 2>&1
-say "test-gpu + bench: exit $?; $(grep -E '^[0-9]+ passed' "$OUT/test-gpu.log")"
-grep -E '^not ok|^# bench|x$|img/s' "$OUT/test-gpu.log" | head -40 >>"$OUT/summary.txt"
+# 1. The GPU checks and a short run under compute-sanitizer's memcheck.
+BENCH=0 timeout "$(limit "${TEST_S:-240}")" sh tests/gpu/run-bundle.sh >"$OUT/test-gpu.log" 2>&1
+say "test-gpu: exit $?; $(grep -E '^[0-9]+ passed' "$OUT/test-gpu.log")"
+grep -E '^not ok|^skip|ERROR SUMMARY' "$OUT/test-gpu.log" | head -30 >>"$OUT/summary.txt"
 
 # 2. The tools, started by wrappers with the packed loader; make takes them as built.
 dir=$(mktemp -d)
@@ -42,16 +51,13 @@ done
 old=$(for t in bin/*; do printf -- '-o %s ' "$t"; done)
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -oiE '\b[a-z][0-9]{2,4}\b' | head -1 | tr A-Z a-z)
 V="DATA=acrima ACRIMA_DIR=build/acrima WORK=build/dev-work RESULTS=build/dev-results PLOTS=build/dev-plots"
-if ! command -v make >/dev/null; then say "no make here: the DAG parts are skipped"; exit 0; fi
+have_make=true
+command -v make >/dev/null || { have_make=false; say "no make here: the DAG parts are skipped"; }
 
-# 3. The study's recipe on ACRIMA on this GPU (fp32), then 2 stages sharing it with AMP.
-timeout "${ACRIMA_S:-300}" make $old $V EPOCHS="${EPOCHS:-10}" "build/dev-results/${gpu}x1.csv" >"$OUT/acrima.log" 2>&1
-say "results/${gpu}x1.csv (ACRIMA, ${EPOCHS:-10} epochs): exit $?"
-timeout "${MP_S:-200}" make $old $V EPOCHS=2 "build/dev-results/${gpu}x1_amp_mp.csv" >"$OUT/mp.log" 2>&1
-say "results/${gpu}x1_amp_mp.csv (2 epochs): exit $?"
-cp build/dev-results/*.csv "$OUT/" 2>/dev/null
-for f in build/dev-results/*.csv; do [ -e "$f" ] && cut -d, -f1,3,4,7,8,13,14,20 "$f" >>"$OUT/summary.txt"; done
-grep -h 'cnn-train' "$OUT/acrima.log" "$OUT/mp.log" | tail -8 >>"$OUT/summary.txt"
+# 3. The study's recipe on ACRIMA on this GPU (fp32).
+$have_make && timeout "$(limit "${ACRIMA_S:-200}")" make $old $V EPOCHS="${EPOCHS:-10}" "build/dev-results/${gpu}x1.csv" \
+    >"$OUT/acrima.log" 2>&1
+$have_make && say "results/${gpu}x1.csv (ACRIMA, ${EPOCHS:-10} epochs): exit $?"
 
 # 3b. The GPU run's checkpoint on the CPU: cnn-predict with the cpu backend on
 # the test split must give the GPU run's test predictions (issue 5: checkpoints
@@ -67,6 +73,21 @@ if [ -s "$run/model.safetensors" ]; then
     say "the GPU checkpoint on the CPU: test AUC ${cpu_auc:-?} (GPU run ${gpu_auc:-?}), largest |p_glaucoma difference| $diff"
 fi
 
-# 4. Asking for GPUs that are not there: one line, no run.
+# 4. Our speed and PyTorch's beside it, on the same GPU.
+CHECKS=0 TORCH_ARGS=${TORCH_ARGS:---batches 32,256 --compile-amps fp16} \
+    timeout "$(limit "${BENCH_S:-200}")" sh tests/gpu/run-bundle.sh >"$OUT/bench.log" 2>&1
+say "bench: exit $?"
+grep -E '^# bench|x$|img/s|^not ok' "$OUT/bench.log" | head -40 >>"$OUT/summary.txt"
+
+$have_make || exit 0
+
+# 5. Two stages sharing the GPU, with AMP (2 epochs).
+timeout "$(limit "${MP_S:-120}")" make $old $V EPOCHS=2 "build/dev-results/${gpu}x1_amp_mp.csv" >"$OUT/mp.log" 2>&1
+say "results/${gpu}x1_amp_mp.csv (2 epochs): exit $?"
+cp build/dev-results/*.csv "$OUT/" 2>/dev/null
+for f in build/dev-results/*.csv; do [ -e "$f" ] && cut -d, -f1,3,4,7,8,13,14,20,25 "$f" >>"$OUT/summary.txt"; done
+grep -h 'cnn-train' "$OUT/acrima.log" "$OUT/mp.log" | tail -8 >>"$OUT/summary.txt"
+
+# 6. Asking for GPUs that are not there: one line, no run.
 make $old $V "build/dev-results/v100x4_amp.csv" >"$OUT/refuse.log" 2>&1
 say "v100x4_amp: exit $? ($(tail -1 "$OUT/refuse.log"))"
