@@ -55,9 +55,11 @@ have_make=true
 command -v make >/dev/null || { have_make=false; say "no make here: the DAG parts are skipped"; }
 
 # 3. The study's recipe on ACRIMA on this GPU (fp32).
-$have_make && timeout "$(limit "${ACRIMA_S:-200}")" make $old $V EPOCHS="${EPOCHS:-10}" "build/dev-results/${gpu}x1.csv" \
-    >"$OUT/acrima.log" 2>&1
-$have_make && say "results/${gpu}x1.csv (ACRIMA, ${EPOCHS:-10} epochs): exit $?"
+if $have_make; then
+    timeout "$(limit "${ACRIMA_S:-200}")" make $old $V EPOCHS="${EPOCHS:-10}" "build/dev-results/${gpu}x1.csv" \
+        >"$OUT/acrima.log" 2>&1
+    say "results/${gpu}x1.csv (ACRIMA, ${EPOCHS:-10} epochs): exit $?"
+fi
 
 # 3b. The GPU run's checkpoint on the CPU: cnn-predict with the cpu backend on
 # the test split must give the GPU run's test predictions (issue 5: checkpoints
