@@ -163,7 +163,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIB)
 BUILD_PKGS := gcc make libc6-dev libpng-dev libtiff-dev libjpeg-dev libdeflate-dev zlib1g-dev libdnnl-dev \
               libopenmpi-dev openmpi-bin
 TEST_PKGS  := gnuplot-nox python3 python3-numpy python3-opencv python3-torch python3-sklearn python3-pil \
-              clang libclang-rt-14-dev
+              clang libclang-rt-14-dev g++
 DEPS_STAMP := $(BUILD)/.deps-ok
 
 check-deps: $(DEPS_STAMP)

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Runs every test: C unit tests (build/tests/*), CLI tests (tests/cli/*.sh),
-# oracle tests (tests/ref/*.py). Each prints "ok - NAME", "not ok - NAME" or
+# oracle tests (tests/ref/*.py), the CUDA kernels under host emulation
+# (tests/cuda-emu/run.sh). Each prints "ok - NAME", "not ok - NAME" or
 # "skip - NAME: why" lines; this script counts them and ends with the line
 # "N passed, N failed, N skipped". A test program that exits non-zero without
 # reporting a failure counts as one failure.
@@ -44,5 +45,6 @@ for t in tests/ref/*.py; do
     case "$t" in */common.py) continue ;; esac
     run_one "ref/$(basename "$t")" "$PYTHON" "$t"
 done
+run_one "cuda-emu/run.sh" sh tests/cuda-emu/run.sh
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" = 0 ]

@@ -1,0 +1,327 @@
+// The cuda backend's own kernels (lib/cuda/cuda_ops.cu), run under the host
+// emulation (emu.h), against the reference ops (lib/nn/ref_ops.c) in double.
+// The kernels work on NHWC, the reference on NCHW: inputs are made NCHW and
+// transposed by to_nhwc below (not by the kernels under test).
+#include "compare.h"
+
+#include "cuda/cuda_ops.h"
+extern "C" {
+#include "nn/ref_ops.h"
+}
+
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+using std::vector;
+
+// (n, c, hw) -> (n, hw, c).
+template <class T> static vector<T> to_nhwc(const vector<T> &x, int n, int c, int hw) {
+    vector<T> y(x.size());
+    for (int i = 0; i < n; i++) {
+        for (int ch = 0; ch < c; ch++) {
+            for (int p = 0; p < hw; p++) y[((size_t)i * hw + p) * c + ch] = x[((size_t)i * c + ch) * hw + p];
+        }
+    }
+    return y;
+}
+
+// The layout kernels move every value to its place, and back.
+static void test_layout(int n, int c, int hw) {
+    char what[128];
+    vector<float> x = random_floats((size_t)n * c * hw);
+    vector<float> y(x.size()), back(x.size());
+    cu_nchw_to_nhwc(n, c, hw, x.data(), y.data());
+    snprintf(what, sizeof what, "nchw_to_nhwc %dx%dx%d: every value at its NHWC place", n, c, hw);
+    near(what, y, to_double(to_nhwc(x, n, c, hw)), 0);
+    cu_nhwc_to_nchw(n, c, hw, y.data(), back.data());
+    snprintf(what, sizeof what, "nhwc_to_nchw %dx%dx%d: the round trip gives x back", n, c, hw);
+    near(what, back, to_double(x), 0);
+}
+
+// SE scale and global average pooling, forward and backward (+=).
+static void test_scale_gap(int n, int c, int hw) {
+    size_t big = (size_t)n * c * hw, nc = (size_t)n * c;
+    vector<float> x = random_floats(big), s = random_floats(nc), dy = random_floats(big);
+    vector<float> dx0 = random_floats(big), ds0 = random_floats(nc);
+    vector<float> xh = to_nhwc(x, n, c, hw), dyh = to_nhwc(dy, n, c, hw);
+    vector<double> xd = to_double(x), sd = to_double(s), dyd = to_double(dy);
+
+    vector<float> y(big);
+    vector<double> y_ref(big);
+    cu_scale_fwd(n, hw, c, xh.data(), s.data(), y.data());
+    fu_ref_scale_fwd_f64(nc, hw, xd.data(), sd.data(), y_ref.data());
+    near("scale fwd: y = x * s per (image, channel)", y, to_nhwc(y_ref, n, c, hw), 2e-6);
+
+    vector<float> dx = to_nhwc(dx0, n, c, hw), ds = ds0;
+    vector<double> dx_ref = to_double(dx0), ds_ref = to_double(ds0);
+    cu_scale_bwd(n, hw, c, xh.data(), s.data(), dyh.data(), dx.data(), ds.data());
+    fu_ref_scale_bwd_f64(nc, hw, xd.data(), sd.data(), dyd.data(), dx_ref.data(), ds_ref.data());
+    near("scale bwd: dx += dy * s", dx, to_nhwc(dx_ref, n, c, hw), 2e-6);
+    near("scale bwd: ds += sum over positions of dy * x", ds, ds_ref, 2e-6);
+
+    vector<float> pooled(nc);
+    vector<double> pooled_ref(nc);
+    cu_gap_fwd(n, hw, c, xh.data(), pooled.data());
+    fu_ref_gap_fwd_f64(nc, hw, xd.data(), pooled_ref.data());
+    near("gap fwd: the mean over positions per (image, channel)", pooled, pooled_ref, 2e-6);
+
+    vector<float> gdy = random_floats(nc);
+    vector<float> gdx = to_nhwc(dx0, n, c, hw);
+    vector<double> gdx_ref = to_double(dx0), gdy_d = to_double(gdy);
+    cu_gap_bwd(n, hw, c, gdy.data(), gdx.data());
+    fu_ref_gap_bwd_f64(nc, hw, gdy_d.data(), gdx_ref.data());
+    near("gap bwd: dx += dy / hw at every position", gdx, to_nhwc(gdx_ref, n, c, hw), 2e-6);
+}
+
+// A channel concat of three parts (odd channel counts), forward and backward.
+static void test_concat(int n, int hw) {
+    const int parts = 3, cs[parts] = {5, 16, 37}, ctot = 58;
+    size_t rows = (size_t)n * hw;
+    vector<vector<float>> x(parts);
+    vector<vector<double>> xd(parts);
+    const double *x_ref[parts];
+    vector<float> y(rows * ctot);
+    for (int p = 0, off = 0; p < parts; off += cs[p], p++) {
+        x[p] = random_floats(rows * cs[p]);
+        xd[p] = to_double(x[p]);
+        x_ref[p] = xd[p].data();
+        vector<float> xh = to_nhwc(x[p], n, cs[p], hw);
+        cu_concat_fwd(rows, cs[p], ctot, off, xh.data(), y.data());
+    }
+    vector<double> y_ref(rows * ctot);
+    fu_ref_concat_fwd_f64(n, hw, parts, cs, x_ref, y_ref.data());
+    near("concat fwd: each part at its channel offset", y, to_nhwc(y_ref, n, ctot, hw), 0);
+
+    vector<float> dy = random_floats(rows * ctot);
+    vector<float> dyh = to_nhwc(dy, n, ctot, hw);
+    vector<double> dyd = to_double(dy);
+    vector<vector<double>> dx_ref(parts);
+    vector<vector<float>> dx(parts);
+    double *dx_ref_ptr[parts];
+    for (int p = 0; p < parts; p++) {
+        vector<float> dx0 = random_floats(rows * cs[p]);
+        dx_ref[p] = to_double(dx0);
+        dx_ref_ptr[p] = dx_ref[p].data();
+        dx[p] = to_nhwc(dx0, n, cs[p], hw);
+    }
+    for (int p = 0, off = 0; p < parts; off += cs[p], p++) {
+        cu_concat_bwd(rows, cs[p], ctot, off, dyh.data(), dx[p].data());
+    }
+    fu_ref_concat_bwd_f64(n, hw, parts, cs, dyd.data(), dx_ref_ptr);
+    for (int p = 0; p < parts; p++) {
+        char what[128];
+        snprintf(what, sizeof what, "concat bwd: part %d's dx += its %d channels of dy", p, cs[p]);
+        near(what, dx[p], to_nhwc(dx_ref[p], n, cs[p], hw), 2e-6);
+    }
+}
+
+// Linear bias: y += b per row, db += the column sums of dy.
+static void test_bias(int n, int c) {
+    vector<float> y0 = random_floats((size_t)n * c), b = random_floats(c);
+    vector<float> dy = random_floats((size_t)n * c), db0 = random_floats(c);
+    vector<float> y = y0, db = db0;
+    vector<double> y_ref(y0.size()), db_ref = to_double(db0);
+    for (int i = 0; i < n; i++) {
+        for (int o = 0; o < c; o++) {
+            y_ref[(size_t)i * c + o] = (double)y0[(size_t)i * c + o] + b[o];
+            db_ref[o] += dy[(size_t)i * c + o];
+        }
+    }
+    cu_bias_fwd(n, c, b.data(), y.data());
+    near("bias fwd: y += b on every row", y, y_ref, 2e-6);
+    cu_bias_bwd(n, c, dy.data(), db.data());
+    near("bias bwd: db += sum of dy over rows", db, db_ref, 2e-6);
+}
+
+// "bn NxCxHW <what>": the shape tells the three runs' lines apart.
+static std::string bn_name(int n, int c, int hw, const char *what) {
+    char name[160];
+    snprintf(name, sizeof name, "bn %dx%dx%d %s", n, c, hw, what);
+    return name;
+}
+
+// BatchNorm's two-level reductions and the steps after them, forward
+// (training and eval) and backward, for shapes with one and several row
+// splits, one and two channel groups of 32, and BN1d (hw = 1).
+static void test_bn(int n, int c, int hw) {
+    size_t rows = (size_t)n * hw, big = rows * c;
+    fu_bn_shape s = {n, c, hw, 1e-5, 0.1};
+    vector<float> x = random_floats(big);
+    for (float &v : x) v = v * 3 + 0.5f; // a mean away from 0: the variance's cancellation shows
+    vector<float> gamma = random_floats(c), beta = random_floats(c), run_mean = random_floats(c);
+    vector<float> run_var = random_floats(c);
+    for (float &v : run_var) v = std::fabs(v) + 0.5f;
+    vector<float> xh = to_nhwc(x, n, c, hw);
+    vector<double> xd = to_double(x), gd = to_double(gamma), bd = to_double(beta);
+    vector<double> part(cu_bn_part_size(rows, c)), v(2 * c), v_ref(2 * c);
+
+    // The same float inputs summed in double in another order: 1e-12.
+    cu_bn_sums(rows, c, xh.data(), part.data(), v.data());
+    fu_ref_bn_sums_f64(&s, xd.data(), v_ref.data());
+    near(bn_name(n, c, hw, "sums: sum x, sum x^2 per channel"), v, v_ref, 1e-12);
+
+    // Float outputs of double arithmetic: within a few float roundings.
+    vector<float> y(big), mean(c), invstd(c), coef(3 * c), rm = run_mean, rv = run_var;
+    cu_bn_global_fwd(rows, c, v.data(), (double)rows, xh.data(), gamma.data(), beta.data(), y.data(), mean.data(),
+                     invstd.data(), rm.data(), rv.data(), 1e-5, 0.1, coef.data());
+    vector<double> y_ref(big), mean_ref(c), invstd_ref(c), rm_ref = to_double(run_mean), rv_ref = to_double(run_var);
+    fu_ref_bn_global_fwd_f64(&s, v_ref.data(), (double)rows, xd.data(), gd.data(), bd.data(), y_ref.data(),
+                             mean_ref.data(), invstd_ref.data(), rm_ref.data(), rv_ref.data());
+    near(bn_name(n, c, hw, "global fwd: y"), y, to_nhwc(y_ref, n, c, hw), 1e-6);
+    near(bn_name(n, c, hw, "global fwd: saved mean"), mean, mean_ref, 2e-6);
+    near(bn_name(n, c, hw, "global fwd: saved 1/std"), invstd, invstd_ref, 2e-6);
+    near(bn_name(n, c, hw, "global fwd: running mean"), rm, rm_ref, 2e-6);
+    near(bn_name(n, c, hw, "global fwd: running var (unbiased)"), rv, rv_ref, 2e-6);
+
+    // The plain training forward (two-pass variance) agrees with the sums' E[x^2] - mean^2.
+    vector<double> y2(big), mean2(c), invstd2(c), rm2 = to_double(run_mean), rv2 = to_double(run_var);
+    fu_ref_bn_train_fwd_f64(&s, xd.data(), gd.data(), bd.data(), y2.data(), mean2.data(), invstd2.data(), rm2.data(),
+                            rv2.data());
+    near(bn_name(n, c, hw, "global fwd = train fwd: y"), y, to_nhwc(y2, n, c, hw), 1e-6);
+    near(bn_name(n, c, hw, "global fwd = train fwd: running var"), rv, rv2, 2e-6);
+
+    vector<float> dy = random_floats(big), dx0 = random_floats(big), dgamma0 = random_floats(c);
+    vector<float> dbeta0 = random_floats(c);
+    vector<float> dyh = to_nhwc(dy, n, c, hw), dx = to_nhwc(dx0, n, c, hw), dgamma = dgamma0, dbeta = dbeta0;
+    vector<double> vb(2 * c), vb_ref(2 * c);
+    cu_bn_bwd_sums(rows, c, xh.data(), mean.data(), invstd.data(), dyh.data(), part.data(), vb.data(), dgamma.data(),
+                   dbeta.data());
+    cu_bn_global_bwd(rows, c, vb.data(), (double)rows, xh.data(), gamma.data(), mean.data(), invstd.data(), dyh.data(),
+                     dx.data(), coef.data());
+    vector<double> dyd = to_double(dy), dx_ref = to_double(dx0), dgamma_ref = to_double(dgamma0);
+    vector<double> dbeta_ref = to_double(dbeta0), md = to_double(mean), isd = to_double(invstd);
+    fu_ref_bn_bwd_sums_f64(&s, xd.data(), md.data(), isd.data(), dyd.data(), vb_ref.data(), dgamma_ref.data(),
+                           dbeta_ref.data());
+    fu_ref_bn_global_bwd_f64(&s, vb_ref.data(), (double)rows, xd.data(), gd.data(), md.data(), isd.data(), dyd.data(),
+                             dx_ref.data());
+    // xhat from the float mean and 1/std, in double on both sides but in
+    // another order, where the sums cancel: 1e-9.
+    near(bn_name(n, c, hw, "bwd sums: sum dy, sum dy * xhat per channel"), vb, vb_ref, 1e-9);
+    // dx: dy - mean(dy) - xhat mean(dy xhat) cancels in float: 1e-5.
+    near(bn_name(n, c, hw, "global bwd: dx +="), dx, to_nhwc(dx_ref, n, c, hw), 1e-5);
+    near(bn_name(n, c, hw, "bwd: dgamma += sum dy * xhat"), dgamma, dgamma_ref, 2e-6);
+    near(bn_name(n, c, hw, "bwd: dbeta += sum dy"), dbeta, dbeta_ref, 2e-6);
+
+    vector<float> y_eval(big);
+    vector<double> y_eval_ref(big), rmd = to_double(run_mean), rvd = to_double(run_var);
+    cu_bn_eval_fwd(rows, c, xh.data(), gamma.data(), beta.data(), run_mean.data(), run_var.data(), y_eval.data(), 1e-5,
+                   coef.data());
+    fu_ref_bn_eval_fwd_f64(&s, xd.data(), gd.data(), bd.data(), rmd.data(), rvd.data(), y_eval_ref.data());
+    near(bn_name(n, c, hw, "eval fwd: y from the running stats"), y_eval, to_nhwc(y_eval_ref, n, c, hw), 1e-6);
+}
+
+// The element-wise ops: forward overwrites, backward accumulates.
+static void test_elementwise(size_t n) {
+    vector<float> x = random_floats(n), b = random_floats(n), dy = random_floats(n), dx0 = random_floats(n);
+    vector<float> mask = random_floats(n);
+    vector<double> xd = to_double(x), bd = to_double(b), dyd = to_double(dy), maskd = to_double(mask);
+    vector<float> y(n), dx;
+    vector<double> ref(n), ref2;
+
+    cu_relu_fwd(n, x.data(), y.data());
+    fu_ref_relu_fwd_f64(n, xd.data(), ref.data());
+    near("relu fwd: max(x, 0)", y, ref, 0);
+    vector<double> yd = to_double(y);
+    dx = dx0;
+    ref = to_double(dx0);
+    cu_relu_bwd(n, y.data(), dy.data(), dx.data());
+    fu_ref_relu_bwd_f64(n, yd.data(), dyd.data(), ref.data());
+    near("relu bwd: dx += dy where y > 0", dx, ref, 2e-6);
+
+    cu_sigmoid_fwd(n, x.data(), y.data());
+    fu_ref_sigmoid_fwd_f64(n, xd.data(), ref.data());
+    near("sigmoid fwd", y, ref, 2e-6);
+    yd = to_double(y);
+    dx = dx0;
+    ref = to_double(dx0);
+    cu_sigmoid_bwd(n, y.data(), dy.data(), dx.data());
+    fu_ref_sigmoid_bwd_f64(n, yd.data(), dyd.data(), ref.data());
+    near("sigmoid bwd: dx += dy y (1 - y)", dx, ref, 2e-6);
+
+    cu_add_fwd(n, x.data(), b.data(), y.data());
+    fu_ref_add_fwd_f64(n, xd.data(), bd.data(), ref.data());
+    near("add fwd", y, ref, 2e-6);
+    dx = dx0;
+    vector<float> db = b;
+    ref = to_double(dx0);
+    ref2 = to_double(b);
+    cu_add_bwd(n, dy.data(), dx.data(), db.data());
+    fu_ref_add_bwd_f64(n, dyd.data(), ref.data(), ref2.data());
+    near("add bwd: da += dy", dx, ref, 2e-6);
+    near("add bwd: db += dy", db, ref2, 2e-6);
+
+    cu_mul_fwd(n, x.data(), mask.data(), y.data());
+    fu_ref_dropout_fwd_f64(n, xd.data(), maskd.data(), ref.data());
+    near("mul fwd (dropout): x * mask", y, ref, 2e-6);
+    dx = dx0;
+    ref = to_double(dx0);
+    cu_mul_bwd(n, mask.data(), dy.data(), dx.data());
+    fu_ref_dropout_bwd_f64(n, maskd.data(), dyd.data(), ref.data());
+    near("mul bwd (dropout): dx += dy * mask", dx, ref, 2e-6);
+
+    y = x;
+    cu_mul_scalar(n, 1024, y.data());
+    for (size_t i = 0; i < n; i++) ref[i] = xd[i] * 1024;
+    near("mul scalar: x *= a (loss scale)", y, ref, 0);
+}
+
+// Half conversions: weights OIHW -> half OHWI and back, tensors to half and
+// back (overwrite and accumulate), within each type's rounding.
+static void test_half(int o, int ci, int kk) {
+    vector<float> w = random_floats((size_t)o * ci * kk);
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        double tol = bf16 ? 5e-3 : 1e-3; // 8 and 11 significant bits
+        vector<unsigned short> h(w.size());
+        vector<float> back(w.size()), flat(w.size());
+        cu_weight_to_half(bf16, o, ci, kk, w.data(), h.data());
+        cu_from_half(bf16, w.size(), h.data(), flat.data(), false);
+        near(bf16 ? "weight_to_half bf16: OIHW -> OHWI" : "weight_to_half fp16: OIHW -> OHWI", flat,
+             to_double(to_nhwc(w, o, ci, kk)), tol);
+        cu_weight_from_half(bf16, o, ci, kk, h.data(), back.data());
+        near(bf16 ? "weight_from_half bf16: OHWI -> OIHW" : "weight_from_half fp16: OHWI -> OIHW", back, to_double(w),
+             tol);
+
+        vector<float> acc = random_floats(w.size());
+        vector<double> acc_ref = to_double(acc);
+        for (size_t i = 0; i < w.size(); i++) acc_ref[i] += w[i];
+        cu_to_half(bf16, w.size(), w.data(), h.data());
+        cu_from_half(bf16, w.size(), h.data(), acc.data(), true);
+        near(bf16 ? "to_half then from_half bf16, accumulating: y += x" :
+                    "to_half then from_half fp16, accumulating: y += x",
+             acc, acc_ref, tol);
+    }
+    float big = 70000, out = 0; // above fp16's largest finite value, 65504
+    unsigned short h16 = 0;
+    cu_to_half(false, 1, &big, &h16);
+    cu_from_half(false, 1, &h16, &out, false);
+    report(std::isinf(out) && out > 0, "to_half fp16: 70000 saturates to +inf");
+}
+
+// The fp16 overflow check: a finite batch leaves the flag alone, a
+// non-finite value sets it (and the values are scaled either way).
+static void test_unscale() {
+    vector<float> g = {1, 2, 3, INFINITY};
+    int flag = 0;
+    cu_unscale(3, g.data(), 0.5f, &flag);
+    report(flag == 0 && g[0] == 0.5f && g[2] == 1.5f, "unscale: finite values scaled, the flag left at 0");
+    cu_unscale(4, g.data(), 0.5f, &flag);
+    report(flag == 1, "unscale: an inf sets the flag");
+}
+
+int main() {
+    test_layout(3, 37, 35);
+    test_layout(5, 3, 49);
+    test_scale_gap(3, 37, 35);
+    test_concat(2, 15);
+    test_bias(3, 70);
+    test_bn(3, 37, 35);      // one row split, two channel groups
+    test_bn(4, 40, 17 * 17); // five row splits
+    test_bn(3, 16, 1);       // BatchNorm1d
+    test_elementwise(1000);
+    test_half(8, 5, 9);
+    test_unscale();
+    printf("# %d failed\n", failures);
+    return failures != 0;
+}
