@@ -496,9 +496,8 @@ static cudaError_t take_slot(cu_net *d, int n, const float *x, float *y, bool *t
 
 static int take_prefetched(cu_net *d, int n, const float *x, float *y, bool *took) {
     *took = false;
-    if (!d->copy) return 0; // nothing was ever prefetched
     pthread_mutex_lock(&d->pre_lock);
-    cudaError_t e = take_slot(d, n, x, y, took);
+    cudaError_t e = d->copy ? take_slot(d, n, x, y, took) : cudaSuccess; // no copy stream: nothing prefetched
     pthread_mutex_unlock(&d->pre_lock);
     CU(e);
     return 0;
