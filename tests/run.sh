@@ -46,5 +46,6 @@ for t in tests/ref/*.py; do
     run_one "ref/$(basename "$t")" "$PYTHON" "$t"
 done
 run_one "cuda-emu/run.sh" sh tests/cuda-emu/run.sh
+run_one "cuda-emu/backend.sh" sh tests/cuda-emu/backend.sh
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" = 0 ]

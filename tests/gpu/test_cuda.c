@@ -278,6 +278,14 @@ static void check_smaller_batch(const fu_model *m) {
 
 enum { STEPS = 20 };
 
+// Quick mode, FU_TEST_CUDA_QUICK=1: set by tests/cuda-emu/backend.sh, which
+// runs this test on the CPU (fake CUDA, cuDNN, cuBLAS) in make test: 5
+// training steps instead of STEPS, 2 pipe steps instead of 5.
+static bool quick(void) {
+    const char *q = getenv("FU_TEST_CUDA_QUICK");
+    return q && *q && strcmp(q, "0") != 0;
+}
+
 // `steps` optimizer steps (AdamW, clipping, dropout) of batches of n from
 // the same weights on the same batches, with the trainer options o (batch,
 // amp, model parallelism); the losses go to loss[].
@@ -302,7 +310,7 @@ static int train_losses_with(const fu_model *m, const char *backend, fu_train_op
 static int train_losses(const fu_model *m, const char *backend, fu_amp amp, float loss[STEPS]) {
     fu_train_opts o = fu_train_defaults();
     o.batch = 4, o.amp = amp;
-    return train_losses_with(m, backend, o, STEPS, loss);
+    return train_losses_with(m, backend, o, quick() ? 5 : STEPS, loss); // quick mode: fills loss[0..4]
 }
 
 // Model parallelism on the GPU (nn/pipe.h): stages sharing this GPU, each
@@ -320,13 +328,14 @@ static void check_pipe(const fu_model *m) {
         o.stages = runs[r].k, o.micro_batches = runs[r].micro, o.shared_gpu = true;
         ref.stages = runs[r].ref_k, ref.micro_batches = runs[r].ref_micro;
         float got[PIPE_STEPS], want[PIPE_STEPS];
+        int steps = quick() ? 2 : PIPE_STEPS;
         char name[160];
         snprintf(name, sizeof name, "%d stages x %d micro-batches on one GPU train as %d x %d (%d steps)",
-                 runs[r].k, runs[r].micro, runs[r].ref_k, runs[r].ref_micro, PIPE_STEPS);
-        int rc = train_losses_with(m, "cuda", ref, PIPE_STEPS, want);
-        if (rc == 0) rc = train_losses_with(m, "cuda", o, PIPE_STEPS, got);
+                 runs[r].k, runs[r].micro, runs[r].ref_k, runs[r].ref_micro, steps);
+        int rc = train_losses_with(m, "cuda", ref, steps, want);
+        if (rc == 0) rc = train_losses_with(m, "cuda", o, steps, got);
         double worst = 0;
-        for (int s = 0; rc == 0 && s < PIPE_STEPS; s++)
+        for (int s = 0; rc == 0 && s < steps; s++)
             worst = fmax(worst, fabs((double)got[s] - want[s]) / fmax(1, fabs(want[s])));
         CHECK(rc == 0 && worst <= TOL_STAGES, name, "rc %d (%s), losses differ by %.3g", rc, fu_error(), worst);
     }
@@ -343,6 +352,7 @@ static void check_pipe(const fu_model *m) {
 // The cuda backend's losses, in each precision, against the cpu backend's (fp32).
 static void check_training(const fu_model *m) {
     float ref[STEPS], got[STEPS];
+    int steps = quick() ? 5 : STEPS;
     if (!CHECK(train_losses(m, "cpu", FU_AMP_OFF, ref) == 0, "training: cpu backend runs", "%s", fu_error())) return;
     static const struct {
         fu_amp amp;
@@ -350,17 +360,17 @@ static void check_training(const fu_model *m) {
     } runs[] = {{FU_AMP_OFF, 1e-2}, {FU_AMP_BF16, 5e-2}, {FU_AMP_FP16, 5e-2}};
     for (size_t r = 0; r < sizeof runs / sizeof *runs; r++) {
         char what[200];
-        snprintf(what, sizeof what, "%d training steps, amp %s: cuda backend runs", STEPS, fu_amp_name(runs[r].amp));
+        snprintf(what, sizeof what, "%d training steps, amp %s: cuda backend runs", steps, fu_amp_name(runs[r].amp));
         if (!CHECK(train_losses(m, "cuda", runs[r].amp, got) == 0, what, "%s", fu_error())) continue;
         double worst = 0;
         int at = 0;
-        for (int s = 0; s < STEPS; s++) {
+        for (int s = 0; s < steps; s++) {
             double e = fabs((double)got[s] - ref[s]) / fmax(1, fabs(ref[s]));
             if (e > worst) worst = e, at = s + 1;
         }
         snprintf(what, sizeof what,
                  "%d training steps, amp %s: losses track the cpu backend's (worst %.1e at step %d; %.4f -> %.4f)",
-                 STEPS, fu_amp_name(runs[r].amp), worst, at, got[0], got[STEPS - 1]);
+                 steps, fu_amp_name(runs[r].amp), worst, at, got[0], got[steps - 1]);
         CHECK(worst <= runs[r].tol, what, "losses differ by %.3g at step %d (tolerance %.0e)", worst, at,
               runs[r].tol);
     }

@@ -1,0 +1,468 @@
+// A fake cuDNN on the host (real signatures, from cudnn.h): what
+// lib/cuda/cuda_net.cu uses. Descriptors keep what was set; convolutions
+// (cross-correlation, NHWC tensors, NHWC = OHWI "KRSC" filters, any pad,
+// stride, dilation, one group) run as im2col / col2im around oneDNN's sgemm,
+// per image; max pooling (NHWC, padding never wins; backward sends each dy
+// to the first maximum of its window, as CUDNN_POOLING_MAX_DETERMINISTIC)
+// directly. FLOAT, HALF and BFLOAT16 data are converted to float, computed
+// in float (sums in float, as cuDNN accumulates), and the result
+// alpha * op + beta * old converted back. The algorithm queries offer one
+// algorithm (0, deterministic, the descriptor's math type, no workspace).
+// Anything else is CUDNN_STATUS_NOT_SUPPORTED, never a wrong answer.
+#include <cudnn.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <dnnl.h>
+
+#include <stdlib.h>
+#include <string.h>
+#include <vector>
+
+struct cudnnContext {
+    int unused;
+};
+
+struct cudnnTensorStruct {
+    bool set;
+    cudnnTensorFormat_t format;
+    cudnnDataType_t dt;
+    int n, c, h, w;
+};
+
+struct cudnnFilterStruct {
+    bool set;
+    cudnnDataType_t dt;
+    cudnnTensorFormat_t format;
+    int k, c, h, w;
+};
+
+struct cudnnConvolutionStruct {
+    bool set;
+    int pad_h, pad_w, u, v, dil_h, dil_w;
+    cudnnConvolutionMode_t mode;
+    cudnnDataType_t compute;
+    cudnnMathType_t math;
+};
+
+struct cudnnPoolingStruct {
+    bool set;
+    cudnnPoolingMode_t mode;
+    cudnnNanPropagation_t nan;
+    int wh, ww, ph, pw, sh, sw;
+};
+
+template <class T> static cudnnStatus_t make(T **p) {
+    if (!p) return CUDNN_STATUS_BAD_PARAM;
+    *p = (T *)calloc(1, sizeof **p);
+    return *p ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_ALLOC_FAILED;
+}
+
+static bool supported_type(cudnnDataType_t dt) {
+    return dt == CUDNN_DATA_FLOAT || dt == CUDNN_DATA_HALF || dt == CUDNN_DATA_BFLOAT16;
+}
+
+static size_t numel(const cudnnTensorStruct *t) { return (size_t)t->n * t->c * t->h * t->w; }
+static size_t numel(const cudnnFilterStruct *f) { return (size_t)f->k * f->c * f->h * f->w; }
+
+// n elements of type dt at p, as floats.
+static std::vector<float> to_float(cudnnDataType_t dt, const void *p, size_t n) {
+    std::vector<float> v(n);
+    if (dt == CUDNN_DATA_FLOAT) memcpy(v.data(), p, n * sizeof(float));
+    else if (dt == CUDNN_DATA_HALF)
+        for (size_t i = 0; i < n; i++) v[i] = __half2float(((const __half *)p)[i]);
+    else
+        for (size_t i = 0; i < n; i++) v[i] = __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    return v;
+}
+
+// out = alpha * r + beta * out (out not read where beta is 0), in dt.
+static void blend(cudnnDataType_t dt, const void *alpha, const std::vector<float> &r, const void *beta, void *out) {
+    float a = *(const float *)alpha, b = *(const float *)beta;
+    size_t n = r.size();
+    std::vector<float> old = b != 0 ? to_float(dt, out, n) : std::vector<float>();
+    for (size_t i = 0; i < n; i++) {
+        float v = a * r[i] + (b != 0 ? b * old[i] : 0.0f);
+        if (dt == CUDNN_DATA_FLOAT) ((float *)out)[i] = v;
+        else if (dt == CUDNN_DATA_HALF) ((__half *)out)[i] = __float2half_rn(v);
+        else ((__nv_bfloat16 *)out)[i] = __float2bfloat16_rn(v);
+    }
+}
+
+extern "C" {
+
+size_t cudnnGetVersion(void) { return CUDNN_VERSION; }
+
+const char *cudnnGetErrorString(cudnnStatus_t s) {
+    switch (s) {
+    case CUDNN_STATUS_SUCCESS: return "CUDNN_STATUS_SUCCESS";
+    case CUDNN_STATUS_BAD_PARAM: return "CUDNN_STATUS_BAD_PARAM";
+    case CUDNN_STATUS_NOT_SUPPORTED: return "CUDNN_STATUS_NOT_SUPPORTED";
+    case CUDNN_STATUS_ALLOC_FAILED: return "CUDNN_STATUS_ALLOC_FAILED";
+    default: return "CUDNN_STATUS_UNKNOWN (fake cuDNN)";
+    }
+}
+
+cudnnStatus_t cudnnCreate(cudnnHandle_t *h) { return make(h); }
+cudnnStatus_t cudnnDestroy(cudnnHandle_t h) {
+    free(h);
+    return CUDNN_STATUS_SUCCESS;
+}
+
+// ---- descriptors ------------------------------------------------------------------------
+
+cudnnStatus_t cudnnCreateTensorDescriptor(cudnnTensorDescriptor_t *t) { return make(t); }
+cudnnStatus_t cudnnDestroyTensorDescriptor(cudnnTensorDescriptor_t t) {
+    free(t);
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnCreateFilterDescriptor(cudnnFilterDescriptor_t *f) { return make(f); }
+cudnnStatus_t cudnnDestroyFilterDescriptor(cudnnFilterDescriptor_t f) {
+    free(f);
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnCreateConvolutionDescriptor(cudnnConvolutionDescriptor_t *c) { return make(c); }
+cudnnStatus_t cudnnDestroyConvolutionDescriptor(cudnnConvolutionDescriptor_t c) {
+    free(c);
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnCreatePoolingDescriptor(cudnnPoolingDescriptor_t *p) { return make(p); }
+cudnnStatus_t cudnnDestroyPoolingDescriptor(cudnnPoolingDescriptor_t p) {
+    free(p);
+    return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnSetTensor4dDescriptor(cudnnTensorDescriptor_t t, cudnnTensorFormat_t format,
+                                         cudnnDataType_t dt, int n, int c, int h, int w) {
+    if (!t || n < 1 || c < 1 || h < 1 || w < 1) return CUDNN_STATUS_BAD_PARAM;
+    if (format != CUDNN_TENSOR_NHWC || !supported_type(dt)) return CUDNN_STATUS_NOT_SUPPORTED;
+    *t = {true, format, dt, n, c, h, w};
+    return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnSetFilter4dDescriptor(cudnnFilterDescriptor_t f, cudnnDataType_t dt, cudnnTensorFormat_t format,
+                                         int k, int c, int h, int w) {
+    if (!f || k < 1 || c < 1 || h < 1 || w < 1) return CUDNN_STATUS_BAD_PARAM;
+    if (format != CUDNN_TENSOR_NHWC || !supported_type(dt)) return CUDNN_STATUS_NOT_SUPPORTED;
+    *f = {true, dt, format, k, c, h, w};
+    return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnSetConvolution2dDescriptor(cudnnConvolutionDescriptor_t c, int pad_h, int pad_w, int u, int v,
+                                              int dil_h, int dil_w, cudnnConvolutionMode_t mode,
+                                              cudnnDataType_t compute) {
+    if (!c || pad_h < 0 || pad_w < 0 || u < 1 || v < 1 || dil_h < 1 || dil_w < 1) return CUDNN_STATUS_BAD_PARAM;
+    if (mode != CUDNN_CROSS_CORRELATION || compute != CUDNN_DATA_FLOAT) return CUDNN_STATUS_NOT_SUPPORTED;
+    cudnnMathType_t math = c->math;
+    *c = {true, pad_h, pad_w, u, v, dil_h, dil_w, mode, compute, math};
+    return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnSetConvolutionMathType(cudnnConvolutionDescriptor_t c, cudnnMathType_t math) {
+    if (!c) return CUDNN_STATUS_BAD_PARAM;
+    c->math = math;
+    return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnSetPooling2dDescriptor(cudnnPoolingDescriptor_t p, cudnnPoolingMode_t mode,
+                                          cudnnNanPropagation_t nan, int wh, int ww, int ph, int pw, int sh, int sw) {
+    if (!p || wh < 1 || ww < 1 || ph < 0 || pw < 0 || sh < 1 || sw < 1) return CUDNN_STATUS_BAD_PARAM;
+    if (mode != CUDNN_POOLING_MAX_DETERMINISTIC && mode != CUDNN_POOLING_MAX) return CUDNN_STATUS_NOT_SUPPORTED;
+    *p = {true, mode, nan, wh, ww, ph, pw, sh, sw};
+    return CUDNN_STATUS_SUCCESS;
+}
+
+static int conv_out(int in, int pad, int k, int dil, int stride) { return (in + 2 * pad - ((k - 1) * dil + 1)) / stride + 1; }
+
+cudnnStatus_t cudnnGetConvolution2dForwardOutputDim(const cudnnConvolutionDescriptor_t c,
+                                                    const cudnnTensorDescriptor_t x, const cudnnFilterDescriptor_t f,
+                                                    int *n, int *k, int *h, int *w) {
+    if (!c || !x || !f || !c->set || !x->set || !f->set || x->c != f->c) return CUDNN_STATUS_BAD_PARAM;
+    *n = x->n, *k = f->k;
+    *h = conv_out(x->h, c->pad_h, f->h, c->dil_h, c->u);
+    *w = conv_out(x->w, c->pad_w, f->w, c->dil_w, c->v);
+    return *h >= 1 && *w >= 1 ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_BAD_PARAM;
+}
+
+cudnnStatus_t cudnnGetPooling2dForwardOutputDim(const cudnnPoolingDescriptor_t p, const cudnnTensorDescriptor_t x,
+                                                int *n, int *c, int *h, int *w) {
+    if (!p || !x || !p->set || !x->set) return CUDNN_STATUS_BAD_PARAM;
+    *n = x->n, *c = x->c;
+    *h = (x->h + 2 * p->ph - p->wh) / p->sh + 1;
+    *w = (x->w + 2 * p->pw - p->ww) / p->sw + 1;
+    return *h >= 1 && *w >= 1 ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_BAD_PARAM;
+}
+
+} // extern "C"
+
+// ---- algorithm choice: one algorithm, no workspace ------------------------------------
+
+template <class Perf, class Algo> static cudnnStatus_t one_algo(const cudnnConvolutionDescriptor_t c, int requested,
+                                                                int *got, Perf *perf) {
+    if (!c || !c->set || requested < 1 || !got || !perf) return CUDNN_STATUS_BAD_PARAM;
+    memset(perf, 0, sizeof *perf);
+    perf->algo = (Algo)0;
+    perf->status = CUDNN_STATUS_SUCCESS;
+    perf->memory = 0;
+    perf->determinism = CUDNN_DETERMINISTIC;
+    perf->mathType = c->math;
+    *got = 1;
+    return CUDNN_STATUS_SUCCESS;
+}
+
+extern "C" {
+
+cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
+                                                     const cudnnFilterDescriptor_t w,
+                                                     const cudnnConvolutionDescriptor_t c,
+                                                     const cudnnTensorDescriptor_t y, const int requested, int *got,
+                                                     cudnnConvolutionFwdAlgoPerf_t *perf) {
+    return one_algo<cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t>(c, requested, got, perf);
+}
+
+cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(cudnnHandle_t h, const cudnnFilterDescriptor_t w,
+                                                          const cudnnTensorDescriptor_t dy,
+                                                          const cudnnConvolutionDescriptor_t c,
+                                                          const cudnnTensorDescriptor_t dx, const int requested,
+                                                          int *got, cudnnConvolutionBwdDataAlgoPerf_t *perf) {
+    return one_algo<cudnnConvolutionBwdDataAlgoPerf_t, cudnnConvolutionBwdDataAlgo_t>(c, requested, got, perf);
+}
+
+cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
+                                                            const cudnnTensorDescriptor_t dy,
+                                                            const cudnnConvolutionDescriptor_t c,
+                                                            const cudnnFilterDescriptor_t dw, const int requested,
+                                                            int *got, cudnnConvolutionBwdFilterAlgoPerf_t *perf) {
+    return one_algo<cudnnConvolutionBwdFilterAlgoPerf_t, cudnnConvolutionBwdFilterAlgo_t>(c, requested, got, perf);
+}
+
+cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
+                                                      const cudnnFilterDescriptor_t w,
+                                                      const cudnnConvolutionDescriptor_t c,
+                                                      const cudnnTensorDescriptor_t y, cudnnConvolutionFwdAlgo_t algo,
+                                                      size_t *bytes) {
+    *bytes = 0;
+    return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnGetConvolutionBackwardDataWorkspaceSize(cudnnHandle_t h, const cudnnFilterDescriptor_t w,
+                                                           const cudnnTensorDescriptor_t dy,
+                                                           const cudnnConvolutionDescriptor_t c,
+                                                           const cudnnTensorDescriptor_t dx,
+                                                           cudnnConvolutionBwdDataAlgo_t algo, size_t *bytes) {
+    *bytes = 0;
+    return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnGetConvolutionBackwardFilterWorkspaceSize(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
+                                                             const cudnnTensorDescriptor_t dy,
+                                                             const cudnnConvolutionDescriptor_t c,
+                                                             const cudnnFilterDescriptor_t dw,
+                                                             cudnnConvolutionBwdFilterAlgo_t algo, size_t *bytes) {
+    *bytes = 0;
+    return CUDNN_STATUS_SUCCESS;
+}
+
+} // extern "C"
+
+// ---- convolution ------------------------------------------------------------------------
+
+// One convolution's shapes, checked against each other.
+struct conv_shape {
+    int n, c, h, w;     // input
+    int k, r, s;        // filter: k outputs, r x s window
+    int oh, ow;         // output
+    int ph, pw, u, v, dh, dw;
+    size_t rsc() const { return (size_t)r * s * c; }
+    size_t pixels() const { return (size_t)oh * ow; }
+};
+
+static cudnnStatus_t shape_of(const cudnnTensorStruct *x, const cudnnFilterStruct *f, const cudnnConvolutionStruct *cv,
+                              const cudnnTensorStruct *y, conv_shape *s) {
+    if (!x || !f || !cv || !y || !x->set || !f->set || !cv->set || !y->set) return CUDNN_STATUS_BAD_PARAM;
+    if (x->dt != f->dt || x->dt != y->dt) return CUDNN_STATUS_NOT_SUPPORTED;
+    *s = {x->n, x->c, x->h, x->w, f->k, f->h, f->w, y->h, y->w, cv->pad_h, cv->pad_w, cv->u, cv->v, cv->dil_h, cv->dil_w};
+    if (f->c != x->c || y->c != f->k || y->n != x->n || y->h != conv_out(x->h, s->ph, s->r, s->dh, s->u) ||
+        y->w != conv_out(x->w, s->pw, s->s, s->dw, s->v))
+        return CUDNN_STATUS_BAD_PARAM;
+    return CUDNN_STATUS_SUCCESS;
+}
+
+// Image img of x (NHWC) as rows of (r, s, c) windows, one per output pixel:
+// col (oh * ow, r * s * c), zeros where the window is in the padding.
+static void im2col(const conv_shape &s, const float *x, float *col) {
+#pragma omp parallel for schedule(static)
+    for (int oy = 0; oy < s.oh; oy++)
+        for (int ox = 0; ox < s.ow; ox++) {
+            float *row = col + ((size_t)oy * s.ow + ox) * s.rsc();
+            for (int ky = 0; ky < s.r; ky++)
+                for (int kx = 0; kx < s.s; kx++) {
+                    int iy = oy * s.u - s.ph + ky * s.dh, ix = ox * s.v - s.pw + kx * s.dw;
+                    float *dst = row + ((size_t)ky * s.s + kx) * s.c;
+                    if (iy < 0 || iy >= s.h || ix < 0 || ix >= s.w) memset(dst, 0, s.c * sizeof(float));
+                    else memcpy(dst, x + ((size_t)iy * s.w + ix) * s.c, s.c * sizeof(float));
+                }
+        }
+}
+
+// The adjoint of im2col: every window element of col added back into dx
+// (one image, NHWC, zeroed by the caller).
+static void col2im(const conv_shape &s, const float *col, float *dx) {
+    // Parallel over input rows: each thread adds only into its own rows.
+#pragma omp parallel for schedule(static)
+    for (int iy = 0; iy < s.h; iy++)
+        for (int oy = 0; oy < s.oh; oy++)
+            for (int ky = 0; ky < s.r; ky++) {
+                if (oy * s.u - s.ph + ky * s.dh != iy) continue;
+                for (int ox = 0; ox < s.ow; ox++)
+                    for (int kx = 0; kx < s.s; kx++) {
+                        int ix = ox * s.v - s.pw + kx * s.dw;
+                        if (ix < 0 || ix >= s.w) continue;
+                        const float *src = col + ((size_t)oy * s.ow + ox) * s.rsc() + ((size_t)ky * s.s + kx) * s.c;
+                        float *dst = dx + ((size_t)iy * s.w + ix) * s.c;
+                        for (int ch = 0; ch < s.c; ch++) dst[ch] += src[ch];
+                    }
+            }
+}
+
+static bool gemm(char ta, char tb, size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b,
+                 size_t ldb, float beta, float *c, size_t ldc) {
+    return dnnl_sgemm(ta, tb, (dnnl_dim_t)m, (dnnl_dim_t)n, (dnnl_dim_t)k, 1.0f, a, (dnnl_dim_t)lda, b,
+                      (dnnl_dim_t)ldb, beta, c, (dnnl_dim_t)ldc) == dnnl_success;
+}
+
+extern "C" {
+
+// y (n, oh, ow, k) = x windows (oh * ow, rsc) w^T, w (k, rsc), per image.
+cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha, const cudnnTensorDescriptor_t xd,
+                                      const void *x, const cudnnFilterDescriptor_t wd, const void *w,
+                                      const cudnnConvolutionDescriptor_t cd, cudnnConvolutionFwdAlgo_t algo,
+                                      void *ws, size_t ws_bytes, const void *beta, const cudnnTensorDescriptor_t yd,
+                                      void *y) {
+    conv_shape s;
+    cudnnStatus_t st = shape_of(xd, wd, cd, yd, &s);
+    if (st != CUDNN_STATUS_SUCCESS) return st;
+    std::vector<float> xf = to_float(xd->dt, x, numel(xd)), wf = to_float(wd->dt, w, numel(wd));
+    std::vector<float> out(numel(yd)), col(s.pixels() * s.rsc());
+    size_t in_img = (size_t)s.h * s.w * s.c, out_img = s.pixels() * s.k;
+    for (int i = 0; i < s.n; i++) {
+        im2col(s, xf.data() + i * in_img, col.data());
+        if (!gemm('N', 'T', s.pixels(), s.k, s.rsc(), col.data(), s.rsc(), wf.data(), s.rsc(), 0, out.data() + i * out_img,
+                  s.k))
+            return CUDNN_STATUS_EXECUTION_FAILED;
+    }
+    blend(yd->dt, alpha, out, beta, y);
+    return CUDNN_STATUS_SUCCESS;
+}
+
+// dx windows (oh * ow, rsc) = dy (oh * ow, k) w (k, rsc), added back per image.
+cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void *alpha, const cudnnFilterDescriptor_t wd,
+                                           const void *w, const cudnnTensorDescriptor_t dyd, const void *dy,
+                                           const cudnnConvolutionDescriptor_t cd, cudnnConvolutionBwdDataAlgo_t algo,
+                                           void *ws, size_t ws_bytes, const void *beta,
+                                           const cudnnTensorDescriptor_t dxd, void *dx) {
+    conv_shape s;
+    cudnnStatus_t st = shape_of(dxd, wd, cd, dyd, &s);
+    if (st != CUDNN_STATUS_SUCCESS) return st;
+    std::vector<float> dyf = to_float(dyd->dt, dy, numel(dyd)), wf = to_float(wd->dt, w, numel(wd));
+    std::vector<float> out(numel(dxd), 0.0f), col(s.pixels() * s.rsc());
+    size_t in_img = (size_t)s.h * s.w * s.c, out_img = s.pixels() * s.k;
+    for (int i = 0; i < s.n; i++) {
+        if (!gemm('N', 'N', s.pixels(), s.rsc(), s.k, dyf.data() + i * out_img, s.k, wf.data(), s.rsc(), 0, col.data(),
+                  s.rsc()))
+            return CUDNN_STATUS_EXECUTION_FAILED;
+        col2im(s, col.data(), out.data() + i * in_img);
+    }
+    blend(dxd->dt, alpha, out, beta, dx);
+    return CUDNN_STATUS_SUCCESS;
+}
+
+// dw (k, rsc) = sum over images of dy^T (k, oh * ow) x windows (oh * ow, rsc).
+cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha, const cudnnTensorDescriptor_t xd,
+                                             const void *x, const cudnnTensorDescriptor_t dyd, const void *dy,
+                                             const cudnnConvolutionDescriptor_t cd,
+                                             cudnnConvolutionBwdFilterAlgo_t algo, void *ws, size_t ws_bytes,
+                                             const void *beta, const cudnnFilterDescriptor_t dwd, void *dw) {
+    conv_shape s;
+    cudnnStatus_t st = shape_of(xd, dwd, cd, dyd, &s);
+    if (st != CUDNN_STATUS_SUCCESS) return st;
+    std::vector<float> xf = to_float(xd->dt, x, numel(xd)), dyf = to_float(dyd->dt, dy, numel(dyd));
+    std::vector<float> out(numel(dwd), 0.0f), col(s.pixels() * s.rsc());
+    size_t in_img = (size_t)s.h * s.w * s.c, out_img = s.pixels() * s.k;
+    for (int i = 0; i < s.n; i++) {
+        im2col(s, xf.data() + i * in_img, col.data());
+        if (!gemm('T', 'N', s.k, s.rsc(), s.pixels(), dyf.data() + i * out_img, s.k, col.data(), s.rsc(), 1, out.data(),
+                  s.rsc()))
+            return CUDNN_STATUS_EXECUTION_FAILED;
+    }
+    blend(dwd->dt, alpha, out, beta, dw);
+    return CUDNN_STATUS_SUCCESS;
+}
+
+// ---- max pooling (float NHWC) -------------------------------------------------------------
+
+static cudnnStatus_t pool_check(const cudnnPoolingStruct *p, const cudnnTensorStruct *x, const cudnnTensorStruct *y) {
+    if (!p || !x || !y || !p->set || !x->set || !y->set) return CUDNN_STATUS_BAD_PARAM;
+    if (x->dt != CUDNN_DATA_FLOAT || y->dt != CUDNN_DATA_FLOAT) return CUDNN_STATUS_NOT_SUPPORTED;
+    if (y->n != x->n || y->c != x->c || y->h != (x->h + 2 * p->ph - p->wh) / p->sh + 1 ||
+        y->w != (x->w + 2 * p->pw - p->ww) / p->sw + 1)
+        return CUDNN_STATUS_BAD_PARAM;
+    return CUDNN_STATUS_SUCCESS;
+}
+
+// The input index (NHWC) of the first maximum of output element (i, oy, ox,
+// ch)'s window, padding skipped; -1 for a window all in the padding.
+static long first_max(const cudnnPoolingStruct *p, const cudnnTensorStruct *x, const float *xv, int i, int oy, int ox,
+                      int ch) {
+    long best = -1;
+    for (int ky = 0; ky < p->wh; ky++)
+        for (int kx = 0; kx < p->ww; kx++) {
+            int iy = oy * p->sh - p->ph + ky, ix = ox * p->sw - p->pw + kx;
+            if (iy < 0 || iy >= x->h || ix < 0 || ix >= x->w) continue;
+            long at = (((long)i * x->h + iy) * x->w + ix) * x->c + ch;
+            if (best < 0 || xv[at] > xv[best]) best = at;
+        }
+    return best;
+}
+
+cudnnStatus_t cudnnPoolingForward(cudnnHandle_t h, const cudnnPoolingDescriptor_t p, const void *alpha,
+                                  const cudnnTensorDescriptor_t xd, const void *x, const void *beta,
+                                  const cudnnTensorDescriptor_t yd, void *y) {
+    cudnnStatus_t st = pool_check(p, xd, yd);
+    if (st != CUDNN_STATUS_SUCCESS) return st;
+    const float *xv = (const float *)x;
+    std::vector<float> out(numel(yd));
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < yd->n; i++)
+        for (int oy = 0; oy < yd->h; oy++)
+            for (int ox = 0; ox < yd->w; ox++)
+                for (int ch = 0; ch < yd->c; ch++) {
+                    long at = first_max(p, xd, xv, i, oy, ox, ch);
+                    out[(((size_t)i * yd->h + oy) * yd->w + ox) * yd->c + ch] = at < 0 ? 0 : xv[at];
+                }
+    blend(CUDNN_DATA_FLOAT, alpha, out, beta, y);
+    return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnPoolingBackward(cudnnHandle_t h, const cudnnPoolingDescriptor_t p, const void *alpha,
+                                   const cudnnTensorDescriptor_t yd, const void *y, const cudnnTensorDescriptor_t dyd,
+                                   const void *dy, const cudnnTensorDescriptor_t xd, const void *x, const void *beta,
+                                   const cudnnTensorDescriptor_t dxd, void *dx) {
+    cudnnStatus_t st = pool_check(p, xd, yd);
+    if (st == CUDNN_STATUS_SUCCESS) st = pool_check(p, dxd, dyd);
+    if (st != CUDNN_STATUS_SUCCESS) return st;
+    const float *xv = (const float *)x, *dyv = (const float *)dy;
+    std::vector<float> out(numel(dxd), 0.0f);
+    // Parallel over images: windows of one image add into that image only.
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < yd->n; i++)
+        for (int oy = 0; oy < yd->h; oy++)
+            for (int ox = 0; ox < yd->w; ox++)
+                for (int ch = 0; ch < yd->c; ch++) {
+                    long at = first_max(p, xd, xv, i, oy, ox, ch);
+                    if (at >= 0) out[at] += dyv[(((size_t)i * yd->h + oy) * yd->w + ox) * yd->c + ch];
+                }
+    blend(CUDNN_DATA_FLOAT, alpha, out, beta, dx);
+    return CUDNN_STATUS_SUCCESS;
+}
+
+} // extern "C"
