@@ -51,11 +51,6 @@
 #include <unistd.h>
 
 #define TOL 1e-3
-// Mixed precision against the double oracle and the fp32 cpu trainer: first
-// estimates from the half types' rounding (bf16 keeps 8 significant bits,
-// fp16 11) over MedicalCNN's ~40 convolutions, to be confirmed on a GPU.
-#define TOL_BF16 1e-1
-#define TOL_FP16 3e-2
 // A chain of stages against the whole model on the same backend: the same
 // kernels on the same shapes, so fp32 and bf16 should agree to the bit (the
 // tolerance allows for a library picking another kernel for differently
@@ -146,12 +141,91 @@ static bool all_finite(size_t n, const float *a) {
     return true;
 }
 
-// The cuda backend against the double reference on one batch, within tol.
-static void compare(const char *name, const fu_model *m, int n, uint64_t seed, bool medical, fu_amp amp,
-                    double tol) {
+// v rounded to the nearest bfloat16 or float16 (ties to even), as the
+// backend's conversions round.
+static float round_half(bool bf16, float v) {
+    if (!bf16) return (float)(_Float16)v;
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    u = (u + 0x7fff + ((u >> 16) & 1)) & 0xffff0000u;
+    memcpy(&v, &u, sizeof v);
+    return v;
+}
+
+static double rel_dd(size_t n, const double *a, const double *ref) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) num += (a[i] - ref[i]) * (a[i] - ref[i]), den += ref[i] * ref[i];
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+// Mixed precision on MedicalCNN against the double reference. A freshly
+// initialised MedicalCNN is ill-conditioned (training-mode BN over small
+// maps, SE gates, ReLU kinks; tests/unit/test_bf16.c), so fixed tolerances
+// say little: the yardstick is rounding's own effect, the double reference
+// run on conv weights and image rounded to the half type, against the
+// unrounded one. The backend, which also rounds every conv's input, must stay
+// within 3x that (relative L2 over all logits, over all gradients), as the
+// cpu backend's bf16 test does, and its loss and running statistics close.
+static void compare_amp(const char *name, const fu_model *m, int n, uint64_t seed, fu_amp amp) {
+    bool bf16 = amp == FU_AMP_BF16;
+    size_t np = m->n_params, ns = m->n_state, nx = (size_t)n * 3 * m->height * m->width, nl = (size_t)n * m->classes;
+    float *params = malloc(np * sizeof(float)), *state = malloc(ns * sizeof(float)), *x = malloc(nx * sizeof(float)),
+          *el = malloc(nl * sizeof(float)), *pr = malloc(np * sizeof(float)), *xr = malloc(nx * sizeof(float));
+    int64_t *counts0 = calloc(m->n_counts, sizeof(int64_t));
+    fu_model_init(m, seed, params, state, counts0);
+    fu_rng r = fu_rng_make(seed, 2, 0);
+    for (size_t i = 0; i < nx; i++) x[i] = (float)fu_rng_normal(&r), xr[i] = round_half(bf16, x[i]);
+    memcpy(pr, params, np * sizeof(float));
+    for (int i = 0; i < m->n_ops; i++) {
+        const fu_op *op = &m->ops[i];
+        size_t wn = op->kind == FU_OP_CONV ? (size_t)op->c * m->ops[op->in[0]].c * op->k * op->k : 0;
+        for (size_t j = 0; j < wn; j++) pr[op->weight + j] = round_half(bf16, params[op->weight + j]);
+    }
+    int labels[64];
+    for (int i = 0; i < n; i++) labels[i] = i % 2;
+    float cw[2] = {0.6f, 0.4f};
+    char what[300];
+    oracle o = {0}, rounded = {0};
+    result c = {0};
+    if (!CHECK(run_oracle(m, n, params, state, x, labels, cw, &o) == 0 &&
+                   run_oracle(m, n, pr, state, xr, labels, cw, &rounded) == 0,
+               name, "reference: %s", fu_error()))
+        return;
+    snprintf(what, sizeof what, "%s: cuda backend runs", name);
+    if (!CHECK(run_backend("cuda", amp, m, n, params, state, x, labels, cw, &c, el) == 0, what, "%s", fu_error()))
+        return;
+    double r_logits = rel_dd(nl, rounded.logits, o.logits), r_eval = rel_dd(nl, rounded.eval_logits, o.eval_logits),
+           r_grads = rel_dd(np, rounded.grads, o.grads), r_loss = fabs(rounded.loss - o.loss) / fabs(o.loss);
+    double e_logits = rel_err(nl, c.logits, o.logits), e_eval = rel_err(nl, el, o.eval_logits),
+           e_grads = rel_err(np, c.grads, o.grads), e_loss = fabs(c.loss - o.loss) / fabs(o.loss),
+           e_state = rel_err(ns, c.state, o.state);
+    printf("# %s: logits %.2e, eval logits %.2e, loss %.2e, gradients %.2e (rel L2); rounding weights and image "
+           "alone: %.2e, %.2e, %.2e, %.2e\n",
+           name, e_logits, e_eval, e_loss, e_grads, r_logits, r_eval, r_loss, r_grads);
+    snprintf(what, sizeof what, "%s: gradients, running stats, logits and loss finite", name);
+    CHECK(all_finite(np, c.grads) && all_finite(ns, c.state) && all_finite(nl, c.logits) && all_finite(nl, el) &&
+              isfinite(c.loss),
+          what, "some are inf or NaN");
+    snprintf(what, sizeof what, "%s: logits, eval logits, loss within 3x rounding's own effect (or 2e-2)", name);
+    CHECK(e_logits <= fmax(2e-2, 3 * r_logits) && e_eval <= fmax(2e-2, 3 * r_eval) &&
+              e_loss <= fmax(2e-2, 3 * r_loss),
+          what, "logits %.3g (rounding alone %.3g), eval %.3g (%.3g), loss %.3g (%.3g)", e_logits, r_logits, e_eval,
+          r_eval, e_loss, r_loss);
+    snprintf(what, sizeof what, "%s: all gradients within 3x rounding's own effect (rel L2 %.1e vs %.1e)", name,
+             e_grads, r_grads);
+    CHECK(e_grads <= 3 * r_grads, what, "%.3g (rounding alone %.3g)", e_grads, r_grads);
+    snprintf(what, sizeof what, "%s: running statistics within 1e-2 (rel L2 %.1e)", name, e_state);
+    CHECK(e_state <= 1e-2, what, "%.3g", e_state);
+    result_free(&c), oracle_free(&o), oracle_free(&rounded);
+    free(params), free(state), free(x), free(el), free(pr), free(xr), free(counts0);
+}
+
+// The cuda backend in fp32 against the double reference on one batch,
+// within tol (mixed precision: compare_amp).
+static void compare(const char *name, const fu_model *m, int n, uint64_t seed, bool medical, double tol) {
     // the mini nets are well conditioned: tol strictly; MedicalCNN's float
     // gradients may also be as far from double as the float reference's
-    double slack = medical && amp == FU_AMP_OFF ? 2 : 0;
+    double slack = medical ? 2 : 0;
     size_t np = m->n_params, ns = m->n_state, nx = (size_t)n * 3 * m->height * m->width, nl = (size_t)n * m->classes;
     float *params = malloc(np * sizeof(float)), *state = calloc(ns ? ns : 1, sizeof(float)),
           *x = malloc(nx * sizeof(float)), *el = malloc(nl * sizeof(float));
@@ -168,7 +242,8 @@ static void compare(const char *name, const fu_model *m, int n, uint64_t seed, b
     result c = {0}, r32 = {0};
     if (!CHECK(run_oracle(m, n, params, state, x, labels, cw, &o) == 0, name, "reference: %s", fu_error())) return;
     snprintf(what, sizeof what, "%s: cuda backend runs", name);
-    if (!CHECK(run_backend("cuda", amp, m, n, params, state, x, labels, cw, &c, el) == 0, what, "%s", fu_error()))
+    if (!CHECK(run_backend("cuda", FU_AMP_OFF, m, n, params, state, x, labels, cw, &c, el) == 0, what, "%s",
+               fu_error()))
         return;
     double e_loss = fabs(c.loss - o.loss) / fabs(o.loss), e_logits = rel_err(nl, c.logits, o.logits),
            e_eval = rel_err(nl, el, o.eval_logits);
@@ -307,9 +382,15 @@ static int train_losses_with(const fu_model *m, const char *backend, fu_train_op
     return rc;
 }
 
+// At lr 1e-5: AdamW's first steps move every weight by about lr whatever the
+// size of its gradient, so at the recipe's 1e-3 two correct fp32 backends'
+// last-bit differences part their trajectories by the second step (the ref
+// and cpu backends differ by 1.6e-2 at step 5, measured under the host
+// emulation); at 1e-5 they stay within ~2e-3 for 20 steps, which still
+// checks the loop's wiring (dropout masks per step, BN state, the step).
 static int train_losses(const fu_model *m, const char *backend, fu_amp amp, float loss[STEPS]) {
     fu_train_opts o = fu_train_defaults();
-    o.batch = 4, o.amp = amp;
+    o.batch = 4, o.amp = amp, o.lr = 1e-5;
     return train_losses_with(m, backend, o, quick() ? 5 : STEPS, loss); // quick mode: fills loss[0..4]
 }
 
@@ -1482,7 +1563,7 @@ int main(int argc, char **argv) {
         char name[96];
         snprintf(name, sizeof name, "mini net 3x3x%dx%d, conv %dx%d stride %d pad %d dilation %d", cfg[i][0],
                  cfg[i][1], cfg[i][2], cfg[i][2], cfg[i][3], cfg[i][4], cfg[i][5]);
-        compare(name, &m, 3, 11 + i, false, FU_AMP_OFF, TOL);
+        compare(name, &m, 3, 11 + i, false, TOL);
         free(m.ops);
     }
     static const int sizes[] = {32, 64};
@@ -1491,12 +1572,10 @@ int main(int argc, char **argv) {
         char name[64];
         snprintf(name, sizeof name, "MedicalCNN 4x3x%dx%d", sizes[i], sizes[i]);
         if (!CHECK(fu_medicalcnn(&m, sizes[i], sizes[i]) == 0, name, "%s", fu_error())) continue;
-        compare(name, &m, 4, 42, true, FU_AMP_OFF, TOL);
+        compare(name, &m, 4, 42, true, TOL);
         if (sizes[i] == 64) {
-            snprintf(name, sizeof name, "MedicalCNN 4x3x64x64, amp bf16");
-            compare(name, &m, 4, 42, true, FU_AMP_BF16, TOL_BF16);
-            snprintf(name, sizeof name, "MedicalCNN 4x3x64x64, amp fp16");
-            compare(name, &m, 4, 42, true, FU_AMP_FP16, TOL_FP16);
+            compare_amp("MedicalCNN 4x3x64x64, amp bf16", &m, 4, 42, FU_AMP_BF16);
+            compare_amp("MedicalCNN 4x3x64x64, amp fp16", &m, 4, 42, FU_AMP_FP16);
             check_determinism(&m, 4);
             check_smaller_batch(&m);
             check_training(&m);
