@@ -21,7 +21,7 @@
 #include <string.h>
 
 static const char USAGE[] =
-    "usage: cnn-predict --model M.safetensors [--backend ref|cpu|auto] [--size N] [--batch B]\n"
+    "usage: cnn-predict --model M.safetensors [--backend ref|cpu|cuda|auto] [--size N] [--batch B]\n"
     "                   [--raw | --clip C --tiles N --gamma G --median K --no-clahe --no-gamma\n"
     "                   --no-median] [--no-shrink-on-load] [--logits] [-o OUT] [SHARD | IMAGE...]\n"
     "Predict glaucoma for each image with a MedicalCNN checkpoint (as cnn-train writes;\n"
@@ -38,7 +38,7 @@ static const char USAGE[] =
     "  are when N x N, else only resized. Then pixels / 255, ImageNet mean and std,\n"
     "  NCHW float32.\n"
     "  -m, --model FILE    the checkpoint (safetensors; required)\n"
-    "  --backend B         ref (plain C), cpu (oneDNN) or auto (default: the fastest)\n"
+    "  --backend B         ref (plain C), cpu (oneDNN), cuda (the GPU) or auto (default: the fastest CPU one)\n"
     "  -s, --size N        image side, 32..4096 (default: the side of the first pixel\n"
     "                      record, else 224); the network takes any size\n"
     "  --batch B           images per forward pass, 1..1024 (default 8)\n"

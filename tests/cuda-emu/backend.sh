@@ -13,6 +13,9 @@
 # stage paths, error paths), not how a GPU behaves (streams, timing, cuDNN's
 # own algorithms and numerics): see docs/gpu.md.
 #
+# Then cnn-train and cnn-predict, linked the same way, run cnn-train.sh: the
+# tools end to end with --device cuda.
+#
 # Links the project's objects from `make` (build/lib/**/*.o) except
 # backend.o (compiled here with the cuda backend on) and the nvcc-built
 # lib/cuda ones. Needs g++, gcc, python3, CUDA's, cuDNN's, cuBLAS's and
@@ -104,9 +107,17 @@ for w in $(make -s print-ldlibs 2>/dev/null | tail -n 1); do
     esac
 done
 cd "$tmp" || exit 1
-g++ -fopenmp $san test_cuda.o backend.o cuda_net.o cuda_ops.o cuda_optim.o nccl_sync.o emu_seq.o fake_cudart.o \
-    fake_cudnn.o fake_cublas.o $objs -o test_cuda $libs ||
-    fail "linking test_cuda"
+emulated="backend.o cuda_net.o cuda_ops.o cuda_optim.o nccl_sync.o emu_seq.o fake_cudart.o fake_cudnn.o fake_cublas.o"
+g++ -fopenmp $san test_cuda.o $emulated $objs -o test_cuda $libs || fail "linking test_cuda"
+# cnn-train and cnn-predict on the emulated GPU too, beside the other tools,
+# for the end-to-end checks (cnn-train.sh).
+mkdir -p bin
+for t in "$OLDPWD"/bin/*; do ln -s "$t" "bin/${t##*/}"; done
+for t in cnn-train cnn-predict; do
+    rm -f "bin/$t"
+    g++ -fopenmp $san "$OLDPWD/build/tools/$t.o" "$OLDPWD/build/tools/toolkit.o" $emulated $objs -o "bin/$t" $libs ||
+        fail "linking $t"
+done
 cd "$OLDPWD" || exit 1
 
 # LeakSanitizer off: the library keeps process-lifetime allocations.
@@ -126,3 +137,8 @@ cd "$OLDPWD" || exit 1
         if (rc != 0 && rc != 1) print "not ok - cuda backend under host emulation: test_cuda exited with status " rc
         exit failed || (rc != 0 && rc != 1) ? 1 : 0
     }'
+checks=$?
+LD_LIBRARY_PATH="$tmp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" FU_BIN="$tmp/bin" ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0} \
+    sh $here/cnn-train.sh
+tools=$?
+[ "$checks" = 0 ] && [ "$tools" = 0 ]

@@ -1,0 +1,55 @@
+# cnn-train and cnn-predict end to end with --device cuda, on the emulated
+# GPU (run by backend.sh, which links them against the fakes and sets FU_BIN
+# and LD_LIBRARY_PATH): what the unit-level GPU test cannot reach, the
+# trainer's loading thread prefetching every batch, the resident weights
+# pulled for checkpoints and evaluation and pushed back after a resume, and
+# checkpoints moving between devices. On synthetic 32x32 images, batch 2.
+. tests/cli/lib.sh
+
+fundus-synth --count 12 --size 32 --seed 3 --format pixels -q -o "$T/all.shard"
+shard-split --ratios 50,25,25 --stratify --seed 1 -q -o "$T/s" "$T/all.shard" # 6 / 3 / 3
+S="--train $T/s/train.shard --val $T/s/val.shard --test $T/s/test.shard --epochs 2 --batch 2 -q"
+PY=${PYTHON:-/usr/bin/python3}
+field() { # FILE COLUMN: the value of a results.csv column (device_name holds commas: a real CSV reader)
+    "$PY" -c 'import csv, sys; print(next(csv.DictReader(open(sys.argv[1])))[sys.argv[2]])' "$1" "$2"
+}
+
+check "cnn-train --device cuda trains (2 epochs)" cnn-train $S --device cuda --out "$T/a"
+dev=$(field "$T/a/results.csv" device) mib=$(field "$T/a/results.csv" peak_gpu_mb)
+if [ "$dev" = cuda ] && awk -v m="$mib" 'BEGIN {exit !(m > 0)}'; then
+    ok "results.csv: device cuda, peak_gpu_mb $mib"
+else not_ok "results.csv: device cuda, peak_gpu_mb > 0" "device '$dev', peak_gpu_mb '$mib'"; fi
+if [ "$(wc -l <"$T/a/log.csv")" = 3 ]; then ok "log.csv: a row per epoch"; else not_ok "log.csv: a row per epoch"; fi
+
+check "a rerun" cnn-train $S --device cuda --out "$T/b"
+same "a rerun: the same weights, bit for bit" "$T/a/model.safetensors" "$T/b/model.safetensors"
+
+# Stopped after 3 of the 6 steps (mid-epoch 2), then resumed: the resident
+# state went out with the checkpoint and comes back in.
+check "--max-steps 3" cnn-train $S --device cuda --max-steps 3 --out "$T/c"
+check "--resume" cnn-train $S --device cuda --resume --out "$T/c"
+same "resumed: the uninterrupted run's last weights" "$T/a/last.safetensors" "$T/c/last.safetensors"
+same "resumed: the uninterrupted run's test predictions" "$T/a/predictions-test.csv" "$T/c/predictions-test.csv"
+
+# The optimizer on the host instead: the same arithmetic, so the same weights
+# (up to the norm's summation order, which decides clipping's factor).
+check "--host-optimizer" cnn-train $S --device cuda --host-optimizer --out "$T/h"
+if out=$("$PY" tests/cli/compare_weights.py "$T/a/last.safetensors" "$T/h/last.safetensors" 1e-5 2>&1); then
+    ok "--host-optimizer: the resident run's weights ($out)"
+else not_ok "--host-optimizer: the resident run's weights" "$out"; fi
+
+# Checkpoints between devices: a cpu run resumed on the GPU, and the GPU's
+# model predicted on the CPU.
+check "cpu run, --max-steps 3" cnn-train $S --backend cpu --max-steps 3 --out "$T/x"
+check "... resumed with --device cuda" cnn-train $S --device cuda --resume --out "$T/x"
+if [ "$(field "$T/x/results.csv" device)" = cuda ] && [ "$(wc -l <"$T/x/log.csv")" = 3 ]; then
+    ok "a cpu checkpoint resumed on the GPU finishes the run"
+else not_ok "a cpu checkpoint resumed on the GPU finishes the run" "$(cat "$T/x/results.csv")"; fi
+check "cnn-predict --backend cpu on the GPU run's model" \
+    cnn-predict --backend cpu --model "$T/a/model.safetensors" -o "$T/p.csv" "$T/s/test.shard"
+d=$(paste -d, "$T/a/predictions-test.csv" "$T/p.csv" |
+    awk -F, 'NR > 1 {d = $3 - $7; if (d < 0) d = -d; if (d > m) m = d} END {printf "%.2g", m + 0}')
+if awk -v d="$d" 'BEGIN {exit !(d <= 1e-4)}'; then
+    ok "the GPU run's model on the CPU: its test predictions within 1e-4 (largest difference $d)"
+else not_ok "the GPU run's model on the CPU: its test predictions within 1e-4" "largest difference $d"; fi
+finish
