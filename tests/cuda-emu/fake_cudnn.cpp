@@ -102,34 +102,23 @@ const char *cudnnGetErrorString(cudnnStatus_t s) {
     }
 }
 
-cudnnStatus_t cudnnCreate(cudnnHandle_t *h) { return make(h); }
-cudnnStatus_t cudnnDestroy(cudnnHandle_t h) {
-    free(h);
-    return CUDNN_STATUS_SUCCESS;
-}
+// The handle and the descriptors: a Create that allocates one (make) and a
+// Destroy that frees it, for each type.
+#define HANDLE(type, create, destroy)                                                                      \
+    cudnnStatus_t create(type *p) { return make(p); }                                                      \
+    cudnnStatus_t destroy(type p) {                                                                        \
+        free(p);                                                                                           \
+        return CUDNN_STATUS_SUCCESS;                                                                       \
+    }
+
+HANDLE(cudnnHandle_t, cudnnCreate, cudnnDestroy)
 
 // ---- descriptors ------------------------------------------------------------------------
 
-cudnnStatus_t cudnnCreateTensorDescriptor(cudnnTensorDescriptor_t *t) { return make(t); }
-cudnnStatus_t cudnnDestroyTensorDescriptor(cudnnTensorDescriptor_t t) {
-    free(t);
-    return CUDNN_STATUS_SUCCESS;
-}
-cudnnStatus_t cudnnCreateFilterDescriptor(cudnnFilterDescriptor_t *f) { return make(f); }
-cudnnStatus_t cudnnDestroyFilterDescriptor(cudnnFilterDescriptor_t f) {
-    free(f);
-    return CUDNN_STATUS_SUCCESS;
-}
-cudnnStatus_t cudnnCreateConvolutionDescriptor(cudnnConvolutionDescriptor_t *c) { return make(c); }
-cudnnStatus_t cudnnDestroyConvolutionDescriptor(cudnnConvolutionDescriptor_t c) {
-    free(c);
-    return CUDNN_STATUS_SUCCESS;
-}
-cudnnStatus_t cudnnCreatePoolingDescriptor(cudnnPoolingDescriptor_t *p) { return make(p); }
-cudnnStatus_t cudnnDestroyPoolingDescriptor(cudnnPoolingDescriptor_t p) {
-    free(p);
-    return CUDNN_STATUS_SUCCESS;
-}
+HANDLE(cudnnTensorDescriptor_t, cudnnCreateTensorDescriptor, cudnnDestroyTensorDescriptor)
+HANDLE(cudnnFilterDescriptor_t, cudnnCreateFilterDescriptor, cudnnDestroyFilterDescriptor)
+HANDLE(cudnnConvolutionDescriptor_t, cudnnCreateConvolutionDescriptor, cudnnDestroyConvolutionDescriptor)
+HANDLE(cudnnPoolingDescriptor_t, cudnnCreatePoolingDescriptor, cudnnDestroyPoolingDescriptor)
 
 cudnnStatus_t cudnnSetTensor4dDescriptor(cudnnTensorDescriptor_t t, cudnnTensorFormat_t format,
                                          cudnnDataType_t dt, int n, int c, int h, int w) {
