@@ -200,7 +200,7 @@ $(RESULTS)/%.csv: $(READY) $(W)/train.params $$(call mp_params,$$*) bin/cnn-trai
 	@mkdir -p $(@D)
 	rm -rf $(W)/runs/$*
 	$(if $(filter-out 1,$(call gpu_ranks,$*)),$(MPI_CMD) $(call gpu_ranks,$*) )bin/cnn-train \
-	  $(subst --backend cpu,--device cuda,$(TRAIN_ARGS)) --threads 4 \
+	  $(subst --backend cpu,--device cuda,$(TRAIN_ARGS)) \
 	  $(if $(filter amp,$(call gpu_flags,$*)),--amp fp16 )$(if $(filter bf16,$(call gpu_flags,$*)),--amp bf16 )$(call mp_args,$(call gpu_flags,$*))$(if $(and $(filter mp,$(call gpu_flags,$*)),$(filter 1,$(call gpu_count,$*))),--allow-shared-gpu )--config $* \
 	  --out $(W)/runs/$*
 	cp $(W)/runs/$*/results.csv $@.tmp && mv $@.tmp $@

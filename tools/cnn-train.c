@@ -48,7 +48,8 @@ static const char USAGE[] =
     "                         cpu1tN for N threads; the train shard's name)\n"
     "  --amp off|bf16|fp16    convolutions on bfloat16 (AVX512-BF16 CPUs, GPUs) or float16 with loss\n"
     "                         scaling (GPUs); BatchNorm, loss and master weights stay fp32\n"
-    "  --threads N            threads per rank (default: the host's cores shared among its ranks)\n"
+    "  --threads N            threads per rank (default: the host's cores shared among its ranks); with\n"
+    "                         --device cuda they make the batches (decoding, augmentation)\n"
     "Data parallel: mpirun -np N cnn-train ... runs N ranks; each trains on its slice of\n"
     "every epoch (batch per rank), gradients are summed across ranks while backward runs,\n"
     "metrics cover every rank's images, and rank 0 alone writes DIR.\n"
@@ -570,6 +571,8 @@ int main(int argc, char **argv) {
 
     fu_trainer t;
     op.o.device = comm.local_rank; // one GPU per rank of a host (cuda backend)
+    // A GPU computes the step: the host's threads make the batches instead.
+    op.o.load_threads = strcmp(op.backend, "cuda") == 0 ? tool.threads : 1;
     if (fu_trainer_init(&t, &m, &op.o, op.backend, tool.threads) < 0) tool_fail();
     if (fu_class_weights(train.count, 2, t.class_w) < 0) tool_fail();
     bool dropped;

@@ -191,25 +191,42 @@ int fu_image_to_input(const fu_image *im, const fu_sample_augment *aug, float *x
     return 0;
 }
 
-int fu_load_batch(const fu_dataset *d, const uint32_t *indices, int n, bool augment, uint64_t seed,
-                  uint64_t epoch, float *x, int *labels) {
-    size_t per = (size_t)3 * d->height * d->width;
-    for (int i = 0; i < n; i++) {
-        uint32_t k = indices[i];
-        fu_record rec;
-        fu_image im = {0};
-        if (fu_shard_read_at(d->r, d->idx.offsets[k], &rec, false) < 0) return -1;
-        if (fu_record_to_image(&rec, 0, &im) < 0 || im.w != d->width || im.h != d->height) {
-            if (im.px) fu_fail("", "decoded to %ux%u, expected %ux%u", im.w, im.h, d->width, d->height);
-            fu_image_free(&im);
-            fu_error_prefix("%s: record %u (%s)", fu_dataset_name(d), k, d->ids[k]);
-            return -1;
-        }
-        fu_sample_augment a = fu_sample_augment_draw(seed, epoch, k);
-        int rc = fu_image_to_input(&im, augment ? &a : NULL, x + (size_t)i * per);
+// Sample k of d into x (3, H, W) and *label.
+static int load_one(const fu_dataset *d, uint32_t k, bool augment, uint64_t seed, uint64_t epoch, float *x,
+                    int *label) {
+    fu_record rec;
+    fu_image im = {0};
+    if (fu_shard_read_at(d->r, d->idx.offsets[k], &rec, false) < 0) return -1;
+    if (fu_record_to_image(&rec, 0, &im) < 0 || im.w != d->width || im.h != d->height) {
+        if (im.px) fu_fail("", "decoded to %ux%u, expected %ux%u", im.w, im.h, d->width, d->height);
         fu_image_free(&im);
-        if (rc < 0) return -1;
-        labels[i] = d->labels[k];
+        fu_error_prefix("%s: record %u (%s)", fu_dataset_name(d), k, d->ids[k]);
+        return -1;
     }
+    fu_sample_augment a = fu_sample_augment_draw(seed, epoch, k);
+    int rc = fu_image_to_input(&im, augment ? &a : NULL, x);
+    fu_image_free(&im);
+    if (rc < 0) return -1;
+    *label = d->labels[k];
     return 0;
+}
+
+int fu_load_batch(const fu_dataset *d, const uint32_t *indices, int n, bool augment, uint64_t seed,
+                  uint64_t epoch, int threads, float *x, int *labels) {
+    size_t per = (size_t)3 * d->height * d->width;
+    int first_failed = n;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads > 1 ? threads : 1) if (threads > 1)
+    for (int i = 0; i < n; i++) {
+        if (load_one(d, indices[i], augment, seed, epoch, x + (size_t)i * per, &labels[i]) < 0) {
+#pragma omp critical(fu_load_batch_failed)
+            if (i < first_failed) first_failed = i;
+        }
+    }
+    if (first_failed == n) return 0;
+    // The message was set on the thread that failed (messages are per thread):
+    // the first failing sample again, here, sets it on this one.
+    int i = first_failed;
+    if (load_one(d, indices[i], augment, seed, epoch, x + (size_t)i * per, &labels[i]) == 0)
+        return fu_fail(fu_dataset_name(d), "record %u failed to load, then loaded", indices[i]);
+    return -1;
 }

@@ -62,7 +62,10 @@ int fu_image_to_input(const fu_image *im, const fu_sample_augment *aug, float *x
 
 // Batch of records indices[0..n-1] of d: x (n, 3, H, W), labels (n). With
 // augment, each sample is augmented by (seed, epoch, its record index).
+// `threads` make the samples side by side (each its own slot and its own
+// keyed draws: the same bytes for any count); a failure names the first
+// failing sample in batch order.
 int fu_load_batch(const fu_dataset *d, const uint32_t *indices, int n, bool augment, uint64_t seed,
-                  uint64_t epoch, float *x, int *labels);
+                  uint64_t epoch, int threads, float *x, int *labels);
 
 #endif

@@ -258,6 +258,7 @@ typedef struct {
     int n;
     bool augment;
     uint64_t seed, epoch;
+    int threads;
     float *x;
     int *labels;
     pthread_t thread;
@@ -268,7 +269,7 @@ typedef struct {
 
 static void *load_main(void *arg) {
     loading *j = arg;
-    j->rc = fu_load_batch(j->d, j->indices, j->n, j->augment, j->seed, j->epoch, j->x, j->labels);
+    j->rc = fu_load_batch(j->d, j->indices, j->n, j->augment, j->seed, j->epoch, j->threads, j->x, j->labels);
     // On its way to the GPU while the step before computes.
     if (j->rc == 0 && j->be->prefetch) j->rc = j->be->prefetch(j->be, j->x, j->n);
     if (j->rc < 0) {
@@ -302,7 +303,8 @@ static loading job_of(fu_trainer *t, const fu_dataset *d, const uint32_t *order,
                       bool augment, uint64_t epoch) {
     size_t off = (size_t)k * (size_t)t->o.batch, left = total - off;
     return (loading){.be = t->be, .d = d, .indices = order + off, .n = (int)(left < (size_t)t->o.batch ? left : (size_t)t->o.batch),
-                     .augment = augment, .seed = t->o.seed, .epoch = epoch, .x = t->x[s], .labels = t->labels[s]};
+                     .augment = augment, .seed = t->o.seed, .epoch = epoch, .threads = t->o.load_threads,
+                     .x = t->x[s], .labels = t->labels[s]};
 }
 
 // Batches [first, end) of `order`: calls fn on each while the next one loads

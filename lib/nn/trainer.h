@@ -46,6 +46,10 @@ typedef struct {
     // Clipping and AdamW on the host even where the backend could hold the
     // training state (fu_backend.resident): for comparisons.
     bool host_step;
+    // Threads that make each batch (decoding, augmentation) in the loading
+    // thread, beside the step; 0 counts as 1. A GPU backend leaves the host's
+    // cores to them; a CPU backend's step wants them itself.
+    int load_threads;
 } fu_train_opts;
 
 // The study's recipe: 10 epochs, batch 32, lr 1e-3, weight decay 1e-4 on

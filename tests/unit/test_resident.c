@@ -196,7 +196,7 @@ static int train(fu_trainer *t, int steps) {
         for (int i = 0; i < BATCH; i++) idx[i] = (uint32_t)((t->step * BATCH + i) % IMAGES);
         float loss;
         int hits, seen;
-        if (fu_load_batch(&data, idx, BATCH, true, 7, (uint64_t)t->step, x, labels) < 0 ||
+        if (fu_load_batch(&data, idx, BATCH, true, 7, (uint64_t)t->step, 1, x, labels) < 0 ||
             fu_train_step(t, BATCH, x, labels, 1e-3, &loss, &hits, &seen) < 0)
             return -1;
     }

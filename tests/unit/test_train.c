@@ -226,12 +226,35 @@ static void check_loader(void) {
         size_t n = 2 * 3 * 32 * 32;
         float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
         int lx[2], ly[2];
-        fu_load_batch(&d, idx, 2, true, 42, 1, x, lx);
-        fu_load_batch(&d, idx, 2, true, 42, 1, y, ly);
+        fu_load_batch(&d, idx, 2, true, 42, 1, 1, x, lx);
+        fu_load_batch(&d, idx, 2, true, 42, 1, 1, y, ly);
         int same = memcmp(x, y, n * sizeof *x) == 0;
-        fu_load_batch(&d, idx, 2, true, 42, 2, y, ly);
+        fu_load_batch(&d, idx, 2, true, 42, 2, 1, y, ly);
         CHECK(same && memcmp(x, y, n * sizeof *x) != 0 && lx[0] == 0 && lx[1] == 0,
               "batches: the same for (seed, epoch), another epoch augments differently", "%s", "");
+        free(x), free(y);
+        // Made by 3 threads side by side: the same bytes as by one.
+        uint32_t all[4] = {3, 1, 0, 2};
+        x = malloc(2 * n * sizeof *x), y = malloc(2 * n * sizeof *y);
+        int l1[4], l3[4];
+        rc = fu_load_batch(&d, all, 4, true, 42, 5, 1, x, l1) | fu_load_batch(&d, all, 4, true, 42, 5, 3, y, l3);
+        CHECK(rc == 0 && memcmp(x, y, 2 * n * sizeof *x) == 0 && memcmp(l1, l3, sizeof l1) == 0,
+              "batches: 3 loading threads make one thread's bytes", "%s", fu_error());
+        // A record spoilt after the shard was opened (its header's CRC): the
+        // first failing sample in batch order is named, whichever thread met it.
+        FILE *f = fopen(path, "r+b");
+        for (int k = 1; f && k < 4; k += 2) {
+            fseek(f, (long)d.idx.offsets[k] + 61, SEEK_SET);
+            int c = fgetc(f);
+            fseek(f, (long)d.idx.offsets[k] + 61, SEEK_SET);
+            fputc(~c & 0xff, f);
+        }
+        if (f) fclose(f);
+        char at3[64];
+        snprintf(at3, sizeof at3, "no valid record header at byte %llu", (unsigned long long)d.idx.offsets[3]);
+        rc = fu_load_batch(&d, all, 4, true, 42, 5, 3, y, l3);
+        CHECK(f && rc < 0 && strstr(fu_error(), at3), "batches: a failure in a loading thread names the first failing sample",
+              "%s", fu_error());
         free(x), free(y);
         fu_dataset_close(&d);
     }
