@@ -9,7 +9,7 @@ GradScaler (the study's AMP; gradients unscaled before clipping), bf16
 autocast; eager and torch.compile; at batch 32 and the largest batch of
 --batches that fits. Prints one line per run, then, given our figures
 (--ours: the output of `test_cuda --bench`), ours / PyTorch's best per
-precision at batch 32.
+precision at each batch both ran, and best against best.
 
   python3 bench/train_gpu.py [--steps 20] [--batches 32,128,256] [--no-compile] [--ours FILE]
   (torch.compile runs at --compile-batches, 32: each compilation takes a minute or more)
@@ -111,7 +111,7 @@ def main():
     ap.add_argument("--timeout", type=int, default=600, help="seconds per run")
     ap.add_argument("--ours", help="our `test_cuda --bench` output, for the ratios")
     a = ap.parse_args()
-    best = {}
+    runs = []  # (amp, batch, img/s, what)
     for amp in a.amps.split(","):
         for compiled in ([False] if a.no_compile or amp not in a.compile_amps.split(",") else [False, True]):
             for batch in (int(b) for b in (a.compile_batches if compiled else a.batches).split(",")):
@@ -122,18 +122,28 @@ def main():
                     break
                 print(f"{what:34s} {float(r['img_per_s']):8.1f} img/s  {float(r['step_ms']):8.2f} ms/step  "
                       f"peak {float(r['peak_mib']):7.0f} MiB  ({r['torch']}, {r['device']})", flush=True)
-                if batch == 32:
-                    key = amp
-                    if key not in best or float(r["img_per_s"]) > best[key][0]:
-                        best[key] = (float(r["img_per_s"]), what)
+                runs.append((amp, batch, float(r["img_per_s"]), what))
     if a.ours:
-        ours = ours_figures(a.ours)
-        names = {"fp32": "off", "fp16": "fp16", "bf16": "bf16"}
-        for amp, (rate, what) in best.items():
-            ms = ours.get((32, names[amp]))
-            if ms:
-                print(f"batch 32 {amp}: ours {32e3 / ms:.1f} img/s vs PyTorch's best ({what}) {rate:.1f}: "
-                      f"{32e3 / ms / rate:.2f}x")
+        ratios(ours_figures(a.ours), runs)
+
+
+def ratios(ours, runs):
+    """Ours against PyTorch's best per precision: at each batch we ran, and best against best."""
+    names = {"fp32": "off", "fp16": "fp16", "bf16": "bf16"}
+    for amp in dict.fromkeys(r[0] for r in runs):
+        mine = {b: b * 1e3 / ms for (b, our_amp), ms in ours.items() if our_amp == names[amp]}
+        theirs = [r for r in runs if r[0] == amp]
+        for batch in sorted(mine):
+            same = [r for r in theirs if r[1] == batch]
+            if same:
+                rate, what = max((r[2], r[3]) for r in same)
+                print(f"batch {batch} {amp}: ours {mine[batch]:.1f} img/s vs PyTorch's best at that batch "
+                      f"({what}) {rate:.1f}: {mine[batch] / rate:.2f}x")
+        if mine and theirs:
+            b = max(mine, key=mine.get)
+            rate, what = max((r[2], r[3]) for r in theirs)
+            print(f"best {amp}: ours {mine[b]:.1f} img/s (batch {b}) vs PyTorch's best ({what}) {rate:.1f}: "
+                  f"{mine[b] / rate:.2f}x")
 
 
 if __name__ == "__main__":

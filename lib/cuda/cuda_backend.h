@@ -11,6 +11,7 @@ extern "C" {
 
 #include "nn/backend.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 // Plans the device arenas for o->batch images and allocates them on GPU
@@ -30,6 +31,13 @@ int fu_cuda_device_count(char *why, size_t why_size);
 // "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79 GiB; CUDA runtime 13.0, cuDNN
 // 9.19.0)" for the current device, into out; -1 without one.
 int fu_cuda_device_name(char *out, size_t size);
+
+// With FU_CUDA_PROFILE=1 in the environment at b's creation: b's GPU time
+// per training step since the last reset, by section of its work (an op
+// kind's forward, cuDNN's backward-filter, the half conversions, the
+// optimizer: cuda_profile.h), as lines into out; "" when profiling is off or
+// b is not the cuda backend. reset: count anew from here.
+void fu_cuda_profile_report(fu_backend *b, char *out, size_t size, bool reset);
 
 #ifdef __cplusplus
 }

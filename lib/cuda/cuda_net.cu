@@ -75,6 +75,7 @@
 // FU_CUDA_SYNC=1 in the environment synchronises after every op, so that an
 // asynchronous CUDA error is reported with the op that caused it.
 #include "cuda/cuda_backend.h"
+#include "cuda/cuda_profile.h"
 #include "cuda/cuda_ops.h"
 #include "cuda/cuda_optim.h"
 #include "cuda/nccl_sync.h"
@@ -180,6 +181,7 @@ typedef struct {
     pthread_mutex_t pre_lock;
     bool ready; // a training forward ran since the last backward
     bool sync;  // FU_CUDA_SYNC: synchronise after every op
+    cu_profile *prof; // FU_CUDA_PROFILE: where the time goes (NULL: off)
     char what[192]; // the op running, for error messages
 } cu_net;
 
@@ -210,6 +212,21 @@ static const char *kind_name(fu_op_kind k) {
                                   "sigmoid", "scale", "add", "concat", "dropout", "loss"};
     return k >= 0 && k < (int)(sizeof names / sizeof *names) ? names[k] : "op";
 }
+
+// The profile's section of op kind k's forward or backward (cuda_profile.h).
+static const char *section(fu_op_kind k, bool backward) {
+    static const char *fwd[] = {"forward input", "forward conv (cuDNN)", "forward batchnorm", "forward relu",
+                                "forward maxpool", "forward global pool", "forward linear", "forward sigmoid",
+                                "forward scale", "forward add", "forward concat", "forward dropout", "forward loss"};
+    static const char *bwd[] = {"backward input", "backward conv data (cuDNN)", "backward batchnorm",
+                                "backward relu", "backward maxpool", "backward global pool", "backward linear",
+                                "backward sigmoid", "backward scale", "backward add", "backward concat",
+                                "backward dropout", "backward loss"};
+    int n = (int)(sizeof fwd / sizeof *fwd);
+    return k >= 0 && k < n ? (backward ? bwd : fwd)[k] : backward ? "backward other" : "forward other";
+}
+
+static void mark(cu_net *d, const char *label) { cu_profile_mark(d->prof, label, 0); }
 
 // "conv op 12 'stage1.0.conv1', (4, 64, 56, 56) -> (4, 64, 56, 56)" into d->what.
 static void describe(cu_net *d, int i, int n, const char *phase) {
@@ -438,6 +455,7 @@ static int conv_fwd(cu_net *d, int i, int n, const float *x, float *y) {
     const void *in = x;
     void *out = y;
     int kk = op->k * op->k;
+    mark(d, "forward conv: weight layout, half conversions");
     if (d->amp == FU_AMP_OFF) {
         cu_nchw_to_nhwc((size_t)op->c, src->c, kk, d->params + op->weight, (float *)wt_of(d, o));
     } else {
@@ -445,9 +463,11 @@ static int conv_fwd(cu_net *d, int i, int n, const float *x, float *y) {
         cu_to_half(d->bf16, fu_op_numel(d->m, op->in[0], n), x, d->hx);
         in = d->hx, out = d->hy;
     }
+    mark(d, section(FU_OP_CONV, false));
     DNN(cudnnSetConvolutionMathType(o->conv, o->fwd_math));
     DNN(cudnnConvolutionForward(d->dnn, &ONE, o->x, in, o->w, wt_of(d, o), o->conv, o->fwd, d->ws, d->ws_size, &ZERO,
                                 o->y, out));
+    mark(d, "forward conv: weight layout, half conversions");
     if (d->amp != FU_AMP_OFF) cu_from_half(d->bf16, fu_op_numel(d->m, i, n), d->hy, y, false);
     return 0;
 }
@@ -651,17 +671,22 @@ static int cu_forward(fu_backend *b, int n, const float *params, float *state, i
     d->w_rank = 0;
     for (int i = 0; d->dist && i < n; i++) d->w_rank += class_w[labels[i]];
     // NULL: the held ones (resident); given ones replace them.
+    if (pass->train) cu_profile_step(d->prof);
+    mark(d, "forward: uploads (host buffers given)");
     snprintf(d->what, sizeof d->what, "uploading parameters and BatchNorm state");
     if (params) CU(cudaMemcpy(d->params, params, m->n_params * sizeof(float), cudaMemcpyHostToDevice));
     if (state) CU(cudaMemcpy(d->state, state, m->n_state * sizeof(float), cudaMemcpyHostToDevice));
     for (int i = 0; i < m->n_ops; i++) {
         describe(d, i, n, "forward");
+        mark(d, section(m->ops[i].kind, false));
         if (op_fwd(d, i, n, counts, x, pass) < 0 || op_done(d) < 0) return -1;
     }
     int k = m->classes, out = output_op(m);
     snprintf(d->what, sizeof d->what, "forward (downloading the output of op %d)", out);
+    mark(d, "forward: output download (a wait)");
     if (download_nchw(d, out, n, act(d, out), d->logits) < 0) return -1;
     if (pass->train && state) CU(cudaMemcpy(state, d->state, m->n_state * sizeof(float), cudaMemcpyDeviceToHost));
+    cu_profile_flush(d->prof);
     if (labels && ends_in_loss(m)) {
         float l = fu_ref_xent_fwd_f32(n, k, d->logits, labels, class_w, d->prob);
         if (loss) *loss = l;
@@ -716,23 +741,28 @@ static int conv_bwd(cu_net *d, int i, int n, const float *x, const float *dy, fl
     size_t in_len = fu_op_numel(d->m, op->in[0], n);
     const void *in = x, *g = dy;
     if (amp) {
+        mark(d, "backward conv: weight layout, half conversions");
         cu_to_half(d->bf16, fu_op_numel(d->m, i, n), dy, d->hy);
         g = d->hy;
     }
     if (dx) {
+        mark(d, section(FU_OP_CONV, true));
         DNN(cudnnSetConvolutionMathType(o->conv, o->bwd_data_math));
         DNN(cudnnConvolutionBackwardData(d->dnn, &ONE, o->w, wt_of(d, o), o->y, g, o->conv, o->bwd_data, d->ws,
                                          d->ws_size, amp ? &ZERO : &ONE, o->x, amp ? d->hx : (void *)dx));
+        mark(d, "backward conv: weight layout, half conversions");
         if (amp) cu_from_half(d->bf16, in_len, d->hx, dx, true);
     }
     if (amp) {
         cu_to_half(d->bf16, in_len, x, d->hx);
         in = d->hx;
     }
+    mark(d, "backward conv filter (cuDNN)");
     DNN(cudnnSetConvolutionMathType(o->conv, o->bwd_filter_math));
     DNN(cudnnConvolutionBackwardFilter(d->dnn, &ONE, o->x, in, o->y, g, o->conv, o->bwd_filter, d->ws, d->ws_size,
                                        &ZERO, o->w, dwt_of(d, o)));
     // Each weight is used once, so its gradient is written, not added.
+    mark(d, "backward conv: weight layout, half conversions");
     int kk = op->k * op->k;
     if (amp) cu_weight_from_half(d->bf16, op->c, src->c, kk, dwt_of(d, o), d->grads + op->weight);
     else cu_nhwc_to_nchw((size_t)op->c, src->c, kk, (const float *)dwt_of(d, o), d->grads + op->weight);
@@ -816,6 +846,7 @@ static int backward_pass(cu_net *d, const float *dy, float scale) {
     const fu_model *m = d->m;
     int n = d->n, k = m->classes, out = output_op(m);
     snprintf(d->what, sizeof d->what, "backward (clearing gradients, uploading the output's gradient)");
+    mark(d, "backward: clearing, the loss gradient");
     CU(cudaMemset(d->grads, 0, m->n_params * sizeof(float)));
     CU(cudaMemset(d->dact, 0, d->plan.act_size * sizeof(float)));
     if (d->nccl) fu_nccl_sync_begin(d->nccl);
@@ -829,6 +860,7 @@ static int backward_pass(cu_net *d, const float *dy, float scale) {
     }
     for (int i = m->n_ops - 1; i > 0; i--) {
         describe(d, i, n, "backward");
+        mark(d, section(m->ops[i].kind, true));
         if (op_bwd(d, i, n) < 0 || op_done(d) < 0) return -1;
         // Op i wrote its parameters' gradients for the last time.
         if (d->nccl) fu_params_ready(m, i, nccl_ready, d->nccl);
@@ -844,6 +876,7 @@ static int backward_pass(cu_net *d, const float *dy, float scale) {
 static int unscale(cu_net *d, bool *overflow) {
     int flag = 0;
     snprintf(d->what, sizeof d->what, "backward (unscaling fp16 gradients by %g)", d->loss_scale);
+    mark(d, "backward: fp16 unscaling, overflow flag (a wait)");
     CU(cudaMemset(d->nonfinite, 0, sizeof(int)));
     cu_unscale(d->m->n_params, d->grads, 1 / d->loss_scale, d->nonfinite);
     if (d->m->inner_input) cu_unscale(fu_op_numel(d->m, 0, d->n), dact(d, 0), 1 / d->loss_scale, d->nonfinite);
@@ -894,9 +927,11 @@ static int cu_backward(fu_backend *b, const float *params, const float *dy_out, 
     }
     // grads NULL: they stay in d->grads for the resident step.
     snprintf(d->what, sizeof d->what, "backward (downloading the gradients)");
+    mark(d, "backward: downloads (host buffers given)");
     if (grads) CU(cudaMemcpy(grads, d->grads, m->n_params * sizeof(float), cudaMemcpyDeviceToHost));
     if (m->inner_input && download_nchw(d, 0, d->n, dact(d, 0), d->dinput) < 0) return -1;
     d->ready = false;
+    cu_profile_flush(d->prof);
     // Every range of the host's grads is final now; announced in backward op
     // order, as the other backends do (not with NCCL: the sum is done; nor
     // without host grads: the hooks sum host memory).
@@ -935,6 +970,7 @@ static void cu_destroy(fu_backend *b) {
     if (d) {
         cudaSetDevice(d->device); // where its handles and buffers live
         fu_nccl_sync_free(d->nccl); // before the buffer it sums
+        cu_profile_destroy(d->prof);
         for (int i = 0; d->op && i < d->m->n_ops; i++) {
             cu_op *o = &d->op[i];
             if (o->x) cudnnDestroyTensorDescriptor(o->x);
@@ -1216,14 +1252,24 @@ static int cu_step(fu_backend *b, const fu_adamw_opts *o, const fu_param_group *
     fu_adamw_coef k = fu_adamw_coef_of(o->beta1, o->beta2, o->eps, o->weight_decay, lr, t);
     snprintf(d->what, sizeof d->what, "optimizer step %lld (gradient norm, clipping at %g, AdamW)", (long long)t,
              max_norm);
+    mark(d, "optimizer: norm, clipping, AdamW");
     cu_grad_norm(np, d->grads, d->norm_part, d->norm);
     cu_adamw(np, d->groups, d->n_dev_groups, k, max_norm, d->norm, d->grads, d->params, d->m1, d->m2);
     if (op_done(d) < 0) return -1;
     CU(cudaMemcpy(norm, d->norm, sizeof *norm, cudaMemcpyDeviceToHost));
+    cu_profile_flush(d->prof);
     return 0;
 }
 
 static const fu_resident_api RESIDENT_API = {cu_load, cu_store, cu_step};
+
+void fu_cuda_profile_report(fu_backend *b, char *out, size_t size, bool reset) {
+    if (size) out[0] = 0;
+    if (!b || strcmp(b->name, "cuda") != 0) return;
+    cu_net *d = (cu_net *)b->impl;
+    cu_profile_report(d->prof, out, size);
+    if (reset) cu_profile_reset(d->prof);
+}
 
 
 // fu_nccl_api.attach: the sync on this backend's device gradient buffer.
@@ -1280,6 +1326,7 @@ int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backe
     d->loss_scale = o->amp == FU_AMP_FP16 ? 65536 : 1; // 2^16, GradScaler's start
     const char *sync = getenv("FU_CUDA_SYNC");
     d->sync = sync && *sync && strcmp(sync, "0") != 0;
+    d->prof = cu_profile_create();
     b->name = "cuda", b->m = m, b->batch = o->batch, b->amp = o->amp, b->impl = d;
     b->forward = cu_forward, b->logits = cu_logits, b->backward = cu_backward, b->input_grad = cu_input_grad;
     b->destroy = cu_destroy, b->reports_grads = true, b->nccl = &NCCL_API, b->resident = &RESIDENT_API;

@@ -75,12 +75,13 @@ wait
 compile nccl_sync.o g++ $cxxflags "$tmp/nccl_sync.cpp" &
 compile cuda_net.o g++ $cxxflags -x c++ lib/cuda/cuda_net.cu &
 wait
+compile cuda_profile.o g++ $cxxflags -x c++ lib/cuda/cuda_profile.cu &
 compile emu_seq.o g++ $cxxflags $here/emu_seq.cpp &
+wait
 compile fake_cudart.o g++ $cxxflags $here/fake_cudart.cpp &
-wait
 compile fake_cudnn.o g++ $cxxflags $here/fake_cudnn.cpp &
-compile fake_cublas.o g++ $cxxflags $here/fake_cublas.cpp &
 wait
+compile fake_cublas.o g++ $cxxflags $here/fake_cublas.cpp &
 ccflags="-std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter $cflags -isystem $cuda_inc"
 compile backend.o gcc $ccflags -DFU_HAVE_CUDA=1 lib/nn/backend.c &
 compile test_cuda.o gcc $ccflags tests/gpu/test_cuda.c &
@@ -107,7 +108,7 @@ for w in $(make -s print-ldlibs 2>/dev/null | tail -n 1); do
     esac
 done
 cd "$tmp" || exit 1
-emulated="backend.o cuda_net.o cuda_ops.o cuda_optim.o nccl_sync.o emu_seq.o fake_cudart.o fake_cudnn.o fake_cublas.o"
+emulated="backend.o cuda_net.o cuda_profile.o cuda_ops.o cuda_optim.o nccl_sync.o emu_seq.o fake_cudart.o fake_cudnn.o fake_cublas.o"
 g++ -fopenmp $san test_cuda.o $emulated $objs -o test_cuda $libs || fail "linking test_cuda"
 # cnn-train and cnn-predict on the emulated GPU too, beside the other tools,
 # for the end-to-end checks (cnn-train.sh).

@@ -24,7 +24,11 @@
 //   test_cuda --sanitize  a short run for compute-sanitizer (run-bundle.sh)
 //   test_cuda --bench   "#" lines: seconds per training step of MedicalCNN
 //                       224x224, batch 32, in each precision; the trainer's
-//                       step resident and with host_step
+//                       step resident and with host_step; 2 stages; NCCL;
+//                       the trainer's resident step at FU_BENCH_BATCHES
+//                       (default 256); "# profile" lines: where the GPU time
+//                       went (FU_BENCH_PROFILE=0: not); FU_BENCH_TRAINER_ONLY=1:
+//                       the trainer's resident steps alone
 // Run by `make test-gpu` (not by `make test`).
 #include "../unit/check.h"
 #include "../unit/mini_net.h"
@@ -380,6 +384,39 @@ static int train_losses_with(const fu_model *m, const char *backend, fu_train_op
     }
     fu_trainer_free(&t);
     return rc;
+}
+
+// FU_CUDA_PROFILE (cuda_profile.h): two resident fp16 steps profiled train
+// what they train unprofiled, bit for bit, and the report names the
+// sections a step has (the forward's convolutions, the backward's filter
+// gradients, the half conversions, the optimizer) per step; unprofiled, the
+// report is empty.
+static void check_profile(const fu_model *m) {
+    fu_train_opts o = fu_train_defaults();
+    o.batch = 4, o.amp = FU_AMP_FP16, o.augment = false;
+    float loss[2][2];
+    char report[4096] = "", plain[16] = "x";
+    int rc = 0;
+    for (int profiled = 0; profiled < 2 && rc == 0; profiled++) {
+        fu_trainer t;
+        if (profiled) setenv("FU_CUDA_PROFILE", "1", 1);
+        rc = fu_trainer_init(&t, m, &o, "cuda", omp_get_max_threads());
+        unsetenv("FU_CUDA_PROFILE");
+        if (rc < 0) break;
+        t.class_w[0] = t.class_w[1] = 0.5f;
+        float *x = random_batch(m, 4, 21);
+        int labels[4] = {0, 1, 1, 0}, correct, seen;
+        for (int s = 0; s < 2 && rc == 0; s++) rc = fu_train_step(&t, 4, x, labels, 1e-3, &loss[profiled][s], &correct, &seen);
+        fu_cuda_profile_report(t.be, profiled ? report : plain, profiled ? sizeof report : sizeof plain, false);
+        free(x);
+        fu_trainer_free(&t);
+    }
+    CHECK(rc == 0 && memcmp(loss[0], loss[1], sizeof loss[0]) == 0 && plain[0] == 0 &&
+              strstr(report, "forward conv (cuDNN)") && strstr(report, "backward conv filter (cuDNN)") &&
+              strstr(report, "half conversions") && strstr(report, "optimizer: norm, clipping, AdamW") &&
+              strstr(report, "(of 2 steps)"),
+          "FU_CUDA_PROFILE: the same training, a report of the step's sections", "rc %d (%s), report:\n%s", rc,
+          rc < 0 ? fu_error() : "", report);
 }
 
 // At lr 1e-5: AdamW's first steps move every weight by about lr whatever the
@@ -1404,44 +1441,73 @@ static int time_steps(fu_backend *b, const fu_model *m, int n, float *params, fl
     return rc;
 }
 
+// Mean milliseconds of `timed` trainer steps after `warm`, on batch x (n
+// images, already in the trainer's pinned buffer); *mib: the GPU memory the
+// backend planned. With FU_CUDA_PROFILE set, prints where the GPU time of
+// the timed steps went.
+static int trainer_ms(fu_trainer *t, int n, const int *labels, int warm, int timed, const char *what, double *ms) {
+    int rc = 0;
+    char report[4096];
+    *ms = 0;
+    for (int s = 0; s < warm + timed && rc == 0; s++) {
+        float loss;
+        int correct, seen;
+        if (s == warm) fu_cuda_profile_report(t->be, report, sizeof report, true); // from here
+        double t0 = now();
+        rc = fu_train_step(t, n, t->x[0], labels, 1e-6, &loss, &correct, &seen);
+        if (s >= warm) *ms += 1e3 * (now() - t0) / timed;
+    }
+    fu_cuda_profile_report(t->be, report, sizeof report, true);
+    for (char *at, *line = strtok_r(report, "\n", &at); rc == 0 && line; line = strtok_r(NULL, "\n", &at))
+        printf("# profile: %s: %s\n", what, line);
+    return rc;
+}
+
 // The trainer's whole step (fu_train_step: forward, loss, backward,
-// clipping, AdamW) of the study's size, resident (weights, gradients and
-// AdamW on the GPU) and with host_step (90 MB of weights up, 90 MB of
-// gradients down, clipping and AdamW on the host), per precision: 2 steps
-// warm-up and 10 timed, inputs from the trainer's pinned buffer.
-static int bench_trainer(const fu_model *m, const float *x, const int *labels, int n, int warm, int timed) {
+// clipping, AdamW) of the study's size at batch n, resident (weights,
+// gradients and AdamW on the GPU) and, with host_too, with host_step (90 MB
+// of weights up, 90 MB of gradients down, clipping and AdamW on the host),
+// per precision: warm-up steps, then timed ones, inputs from the trainer's
+// pinned buffer. With profile, then a few resident steps more under
+// FU_CUDA_PROFILE (its events and flushes slow a step: its time is not the
+// bench's figure), which print where the GPU time went.
+static int bench_trainer(const fu_model *m, const float *x, const int *labels, int n, int warm, int timed,
+                         bool host_too, bool profile) {
     static const fu_amp amps[] = {FU_AMP_OFF, FU_AMP_BF16, FU_AMP_FP16};
     for (size_t a = 0; a < sizeof amps / sizeof *amps; a++) {
-        double ms[2] = {0, 0};
+        double ms[3] = {0, 0, 0};
         size_t mib = 0;
-        for (int host = 0; host < 2; host++) {
+        // run 0: resident; 1: host step; 2: resident, profiled
+        for (int run = 0; run < 3; run++) {
+            if ((run == 1 && !host_too) || (run == 2 && !profile)) continue;
             fu_train_opts o = fu_train_defaults();
-            o.batch = n, o.amp = amps[a], o.augment = false, o.host_step = host;
+            o.batch = n, o.amp = amps[a], o.augment = false, o.host_step = run == 1;
             fu_trainer t;
-            if (fu_trainer_init(&t, m, &o, "cuda", omp_get_max_threads()) < 0) {
-                printf("# bench: trainer, amp %s: %s\n", fu_amp_name(amps[a]), fu_error());
+            if (run == 2) setenv("FU_CUDA_PROFILE", "1", 1);
+            int rc = fu_trainer_init(&t, m, &o, "cuda", omp_get_max_threads());
+            if (run == 2) unsetenv("FU_CUDA_PROFILE");
+            if (rc < 0) {
+                printf("# bench: trainer, batch %d, amp %s: %s\n", n, fu_amp_name(amps[a]), fu_error());
                 return -1;
             }
             t.class_w[0] = t.class_w[1] = 0.5f;
             memcpy(t.x[0], x, (size_t)n * 3 * m->height * m->width * sizeof(float));
-            int rc = 0;
-            for (int s = 0; s < warm + timed && rc == 0; s++) {
-                float loss;
-                int correct, seen;
-                double t0 = now();
-                rc = fu_train_step(&t, n, t.x[0], labels, 1e-6, &loss, &correct, &seen);
-                if (s >= warm) ms[host] += 1e3 * (now() - t0) / timed;
-            }
-            if (!host) mib = t.be->device_bytes >> 20;
-            if (rc < 0) printf("# bench: trainer, amp %s%s: %s\n", fu_amp_name(amps[a]), host ? ", host step" : "",
-                               fu_error());
+            char what[96];
+            snprintf(what, sizeof what, "batch %d, amp %s", n, fu_amp_name(amps[a]));
+            rc = trainer_ms(&t, n, labels, warm, run == 2 ? 3 : timed, what, &ms[run]);
+            if (run == 0) mib = t.be->device_bytes >> 20;
+            if (rc < 0) printf("# bench: trainer, %s%s: %s\n", what, run == 1 ? ", host step" : "", fu_error());
             fu_trainer_free(&t);
             if (rc < 0) return -1;
         }
-        printf("# bench: trainer step (fu_train_step), MedicalCNN %dx%d, batch %d, amp %s: resident %.1f ms, host "
-               "step %.1f ms (weights up, gradients down, clipping + AdamW on the host); resident saves %.1f ms "
-               "(mean of %d); %zu MiB on the GPU\n",
-               m->height, m->width, n, fu_amp_name(amps[a]), ms[0], ms[1], ms[1] - ms[0], timed, mib);
+        printf("# bench: trainer step (fu_train_step), MedicalCNN %dx%d, batch %d, amp %s: %.1f ms per training "
+               "step resident, %.0f img/s (mean of %d); %zu MiB on the GPU\n",
+               m->height, m->width, n, fu_amp_name(amps[a]), ms[0], 1e3 * n / ms[0], timed, mib);
+        if (host_too)
+            printf("# bench: batch %d, amp %s: host step %.1f ms (weights up, gradients down, clipping + AdamW on "
+                   "the host): resident saves %.1f ms\n",
+                   n, fu_amp_name(amps[a]), ms[1], ms[1] - ms[0]);
+        if (profile) printf("# bench: batch %d, amp %s: %.1f ms per step profiled\n", n, fu_amp_name(amps[a]), ms[2]);
     }
     return 0;
 }
@@ -1462,9 +1528,12 @@ static int bench(fu_comm *one) {
     int labels[N];
     for (int i = 0; i < N; i++) labels[i] = i % 2;
     fu_model_init(&m, 1, params, state, counts);
+    // FU_BENCH_TRAINER_ONLY=1: the trainer's resident steps alone (device.sh, short of time).
+    const char *only = getenv("FU_BENCH_TRAINER_ONLY");
+    bool trainer_only = only && strcmp(only, "0") != 0;
     static const fu_amp amps[] = {FU_AMP_OFF, FU_AMP_BF16, FU_AMP_FP16};
     int rc = 0;
-    for (size_t a = 0; a < sizeof amps / sizeof *amps && rc == 0; a++) {
+    for (size_t a = 0; a < sizeof amps / sizeof *amps && rc == 0 && !trainer_only; a++) {
         fu_backend *b;
         double t0 = now();
         step_times t;
@@ -1481,10 +1550,25 @@ static int bench(fu_comm *one) {
         }
         fu_backend_destroy(b);
     }
-    if (rc == 0) rc = bench_trainer(&m, x, labels, N, WARM, TIMED) < 0;
+    const char *prof = getenv("FU_BENCH_PROFILE");
+    bool profile = !prof || strcmp(prof, "0") != 0;
+    if (rc == 0) rc = bench_trainer(&m, x, labels, N, WARM, TIMED, !trainer_only, profile) < 0;
+    // Larger batches (FU_BENCH_BATCHES, default 256): the trainer's resident step alone.
+    const char *more = getenv("FU_BENCH_BATCHES");
+    char list[64];
+    snprintf(list, sizeof list, "%s", more ? more : "256");
+    for (char *at, *tok = strtok_r(list, ",", &at); tok && rc == 0; tok = strtok_r(NULL, ",", &at)) {
+        int big = atoi(tok);
+        if (big <= N) continue;
+        float *xb = random_batch(&m, big, 1);
+        int *lb = malloc((size_t)big * sizeof *lb);
+        for (int i = 0; lb && i < big; i++) lb[i] = i % 2;
+        rc = !xb || !lb || bench_trainer(&m, xb, lb, big, WARM, TIMED, false, profile) < 0;
+        free(xb), free(lb);
+    }
     // Model parallel: 2 stages on this one GPU, each driven by its thread.
     static const int micro[] = {1, 4};
-    for (size_t k = 0; k < sizeof micro / sizeof *micro && rc == 0; k++) {
+    for (size_t k = 0; k < sizeof micro / sizeof *micro && rc == 0 && !trainer_only; k++) {
         fu_backend *b = NULL;
         fu_pipe_opts po = {.backend = "cuda", .stages = 2, .micro_batches = micro[k], .shared_device = true};
         step_times t;
@@ -1502,7 +1586,7 @@ static int bench(fu_comm *one) {
         }
         fu_backend_destroy(b);
     }
-    if (rc == 0) rc = bench_nccl(one, &m, params, state, counts, x, labels, cw, N, WARM, TIMED) < 0;
+    if (rc == 0 && !trainer_only) rc = bench_nccl(one, &m, params, state, counts, x, labels, cw, N, WARM, TIMED) < 0;
     free(params), free(state), free(x), free(counts);
     fu_model_free(&m);
     return rc;
@@ -1586,6 +1670,7 @@ int main(int argc, char **argv) {
             check_resident_trainer(&m);
             check_prefetch(&m);
             check_handoff(&m);
+            check_profile(&m);
         }
         fu_model_free(&m);
     }
