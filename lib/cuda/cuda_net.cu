@@ -56,6 +56,14 @@
 // held ones, and downloads the state after training; each backward given
 // grads downloads them (90 MB). Backward always uses the parameters its
 // forward used: the gradient of that forward's loss.
+// A backend created with fu_backend_opts.weights_of borrows another's
+// device weights and BN state instead of holding its own (the pipe's
+// micro-batch backends of one stage: one copy of the stage's weights); it
+// keeps its own activations and gradients, and has no moments or step. For
+// the pipe's resident step over stages, grad_norm, step_with_norm and
+// add_grads split the step: norms first (the whole model's from the
+// stages'), then AdamW clipped with it; the micro-batches' gradients summed
+// on the device.
 //
 // Mixed precision (--amp bf16 / fp16): convolutions run on half copies of
 // their inputs and weights (converted per op into two scratch buffers) with
@@ -135,7 +143,8 @@ typedef struct {
     cu_op *op;
     // device buffers
     float *params, *grads, *state; // copies of the caller's flat buffers, or the resident ones
-    float *m1, *m2;                // AdamW's moments (n_params each), for the resident step
+    bool borrowed;                 // params and state are another backend's (weights_of): not freed here
+    float *m1, *m2;                // AdamW's moments (n_params each), for the resident step (NULL: borrowed)
     double *norm_part, *norm;      // the gradient norm's partial sums, and the norm (one double)
     fu_param_group *groups;        // the resident step's groups: non-empty, sorted by offset (n_dev_groups)
     void *wt, *dwt;                // conv weights OHWI and their gradients: fp32, or half with amp
@@ -227,6 +236,11 @@ static const char *section(fu_op_kind k, bool backward) {
 }
 
 static void mark(cu_net *d, const char *label) { cu_profile_mark(d->prof, label, 0); }
+
+// Profile sections besides the ops' own.
+static const char *const FWD_CONVERT = "forward conv: weight layout, half conversions";
+static const char *const BWD_CONVERT = "backward conv: weight layout, half conversions";
+static const char *const OPTIMIZER = "optimizer: norm, clipping, AdamW";
 
 // "conv op 12 'stage1.0.conv1', (4, 64, 56, 56) -> (4, 64, 56, 56)" into d->what.
 static void describe(cu_net *d, int i, int n, const char *phase) {
@@ -455,7 +469,7 @@ static int conv_fwd(cu_net *d, int i, int n, const float *x, float *y) {
     const void *in = x;
     void *out = y;
     int kk = op->k * op->k;
-    mark(d, "forward conv: weight layout, half conversions");
+    mark(d, FWD_CONVERT);
     if (d->amp == FU_AMP_OFF) {
         cu_nchw_to_nhwc((size_t)op->c, src->c, kk, d->params + op->weight, (float *)wt_of(d, o));
     } else {
@@ -467,7 +481,7 @@ static int conv_fwd(cu_net *d, int i, int n, const float *x, float *y) {
     DNN(cudnnSetConvolutionMathType(o->conv, o->fwd_math));
     DNN(cudnnConvolutionForward(d->dnn, &ONE, o->x, in, o->w, wt_of(d, o), o->conv, o->fwd, d->ws, d->ws_size, &ZERO,
                                 o->y, out));
-    mark(d, "forward conv: weight layout, half conversions");
+    mark(d, FWD_CONVERT);
     if (d->amp != FU_AMP_OFF) cu_from_half(d->bf16, fu_op_numel(d->m, i, n), d->hy, y, false);
     return 0;
 }
@@ -741,7 +755,7 @@ static int conv_bwd(cu_net *d, int i, int n, const float *x, const float *dy, fl
     size_t in_len = fu_op_numel(d->m, op->in[0], n);
     const void *in = x, *g = dy;
     if (amp) {
-        mark(d, "backward conv: weight layout, half conversions");
+        mark(d, BWD_CONVERT);
         cu_to_half(d->bf16, fu_op_numel(d->m, i, n), dy, d->hy);
         g = d->hy;
     }
@@ -750,7 +764,7 @@ static int conv_bwd(cu_net *d, int i, int n, const float *x, const float *dy, fl
         DNN(cudnnSetConvolutionMathType(o->conv, o->bwd_data_math));
         DNN(cudnnConvolutionBackwardData(d->dnn, &ONE, o->w, wt_of(d, o), o->y, g, o->conv, o->bwd_data, d->ws,
                                          d->ws_size, amp ? &ZERO : &ONE, o->x, amp ? d->hx : (void *)dx));
-        mark(d, "backward conv: weight layout, half conversions");
+        mark(d, BWD_CONVERT);
         if (amp) cu_from_half(d->bf16, in_len, d->hx, dx, true);
     }
     if (amp) {
@@ -762,7 +776,7 @@ static int conv_bwd(cu_net *d, int i, int n, const float *x, const float *dy, fl
     DNN(cudnnConvolutionBackwardFilter(d->dnn, &ONE, o->x, in, o->y, g, o->conv, o->bwd_filter, d->ws, d->ws_size,
                                        &ZERO, o->w, dwt_of(d, o)));
     // Each weight is used once, so its gradient is written, not added.
-    mark(d, "backward conv: weight layout, half conversions");
+    mark(d, BWD_CONVERT);
     int kk = op->k * op->k;
     if (amp) cu_weight_from_half(d->bf16, op->c, src->c, kk, dwt_of(d, o), d->grads + op->weight);
     else cu_nhwc_to_nchw((size_t)op->c, src->c, kk, (const float *)dwt_of(d, o), d->grads + op->weight);
@@ -979,6 +993,7 @@ static void cu_destroy(fu_backend *b) {
             if (o->conv) cudnnDestroyConvolutionDescriptor(o->conv);
             if (o->pool) cudnnDestroyPoolingDescriptor(o->pool);
         }
+        if (d->borrowed) d->params = d->state = NULL; // the lender's
         void *dev[] = {d->params, d->grads, d->state, d->m1, d->m2, d->norm_part, d->norm, d->groups, d->wt,
                        d->dwt, d->act, d->dact, d->aux, d->stage, d->part, d->bnv, d->coef, d->ws, d->hx, d->hy,
                        d->nonfinite, d->pre[0].dev, d->pre[1].dev};
@@ -1010,11 +1025,13 @@ static int dev_alloc(cu_net *d, void *p, size_t bytes) {
 // Device bytes create() allocates for d->batch images (after plan_scratch;
 // without the convolution workspace, chosen later and capped), and in *fixed
 // the part that does not grow with the batch: weights, their gradients, half
-// copies and AdamW moments, BN state.
+// copies and AdamW moments, BN state (gradients and half copies only where
+// the weights are borrowed).
 static size_t planned_bytes(const cu_net *d, size_t *fixed) {
     const fu_model *m = d->m;
     size_t f = sizeof(float), es = d->es;
-    *fixed = (4 * m->n_params + m->n_state) * f + 2 * d->wt_size * es +
+    size_t held = d->borrowed ? 0 : 3 * m->n_params + m->n_state; // weights, moments, BN state
+    *fixed = (m->n_params + held) * f + 2 * d->wt_size * es +
              (d->bnv_size + d->norm_part_size + 1) * sizeof(double);
     return *fixed + (2 * d->plan.act_size + d->plan.aux_size + d->stage_size + d->coef_size) * f +
            (d->hx_size + d->hy_size) * es + d->part_size * sizeof(double) + sizeof(int);
@@ -1110,20 +1127,23 @@ static int create(cu_net *d, fu_backend *b) {
     size_t fixed, need = planned_bytes(d, &fixed), free_bytes = 0, total_bytes = 0;
     if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess && need > free_bytes)
         return fail_oom(d, need, fixed, free_bytes);
-    if (dev_alloc(d, &d->params, m->n_params * f) < 0 || dev_alloc(d, &d->grads, m->n_params * f) < 0 ||
-        dev_alloc(d, &d->state, m->n_state * f) < 0 || dev_alloc(d, &d->wt, d->wt_size * es) < 0 ||
+    if (!d->borrowed && (dev_alloc(d, &d->params, m->n_params * f) < 0 || dev_alloc(d, &d->state, m->n_state * f) < 0 ||
+                         dev_alloc(d, &d->m1, m->n_params * f) < 0 || dev_alloc(d, &d->m2, m->n_params * f) < 0))
+        return -1;
+    if (dev_alloc(d, &d->grads, m->n_params * f) < 0 || dev_alloc(d, &d->wt, d->wt_size * es) < 0 ||
         dev_alloc(d, &d->dwt, d->wt_size * es) < 0 || dev_alloc(d, &d->act, act * f) < 0 ||
         dev_alloc(d, &d->dact, act * f) < 0 || dev_alloc(d, &d->aux, d->plan.aux_size * f) < 0 ||
         dev_alloc(d, &d->stage, d->stage_size * f) < 0 || dev_alloc(d, &d->part, d->part_size * sizeof(double)) < 0 ||
         dev_alloc(d, &d->bnv, d->bnv_size * sizeof(double)) < 0 ||
         dev_alloc(d, &d->coef, d->coef_size * f) < 0 || dev_alloc(d, &d->hx, d->hx_size * es) < 0 ||
         dev_alloc(d, &d->hy, d->hy_size * es) < 0 || dev_alloc(d, &d->nonfinite, sizeof(int)) < 0 ||
-        dev_alloc(d, &d->m1, m->n_params * f) < 0 || dev_alloc(d, &d->m2, m->n_params * f) < 0 ||
         dev_alloc(d, &d->norm_part, d->norm_part_size * sizeof(double)) < 0 ||
         dev_alloc(d, &d->norm, sizeof(double)) < 0)
         return -1;
-    CU(cudaMemset(d->m1, 0, m->n_params * f)); // AdamW's moments start at zero
-    CU(cudaMemset(d->m2, 0, m->n_params * f));
+    if (!d->borrowed) {
+        CU(cudaMemset(d->m1, 0, m->n_params * f)); // AdamW's moments start at zero
+        CU(cudaMemset(d->m2, 0, m->n_params * f));
+    }
     if (create_descriptors(d) < 0 || setup(d, d->batch) < 0) return -1;
     b->act_bytes = (2 * act + d->plan.aux_size + d->stage_size + d->coef_size) * f +
                    (2 * d->wt_size + d->hx_size + d->hy_size) * es + (d->part_size + d->bnv_size) * sizeof(double) + d->ws_size;
@@ -1153,10 +1173,18 @@ int fu_cuda_device_name(char *out, size_t size) {
 
 // ---- resident training state (backend.h's fu_resident_api) -------------------------
 
+// A backend that borrows its weights (weights_of) has no moments nor step.
+static int check_lender(const cu_net *d, bool moments) {
+    if (d->borrowed && moments)
+        return fu_fail("cuda backend", "this backend borrows another's weights: it holds no AdamW moments and makes "
+                                       "no optimizer step");
+    return 0;
+}
+
 static int cu_load(fu_backend *b, const float *params, const float *state, const float *m1, const float *m2) {
     cu_net *d = (cu_net *)b->impl;
     size_t np = d->m->n_params * sizeof(float), ns = d->m->n_state * sizeof(float);
-    if (use_device(d) < 0) return -1;
+    if (check_lender(d, m1 || m2) < 0 || use_device(d) < 0) return -1;
     snprintf(d->what, sizeof d->what, "loading weights, BN state and AdamW moments onto the GPU");
     if (params) CU(cudaMemcpy(d->params, params, np, cudaMemcpyHostToDevice));
     if (state) CU(cudaMemcpy(d->state, state, ns, cudaMemcpyHostToDevice));
@@ -1168,7 +1196,7 @@ static int cu_load(fu_backend *b, const float *params, const float *state, const
 static int cu_store(fu_backend *b, float *params, float *state, float *m1, float *m2) {
     cu_net *d = (cu_net *)b->impl;
     size_t np = d->m->n_params * sizeof(float), ns = d->m->n_state * sizeof(float);
-    if (use_device(d) < 0) return -1;
+    if (check_lender(d, m1 || m2) < 0 || use_device(d) < 0) return -1;
     snprintf(d->what, sizeof d->what, "storing weights, BN state and AdamW moments from the GPU");
     if (params) CU(cudaMemcpy(params, d->params, np, cudaMemcpyDeviceToHost));
     if (state) CU(cudaMemcpy(state, d->state, ns, cudaMemcpyDeviceToHost));
@@ -1240,28 +1268,74 @@ static int upload_groups(cu_net *d, const fu_param_group *groups, int n) {
     return rc;
 }
 
+// Before a step: the device, the groups uploaded, d->what.
+static int begin_step(cu_net *d, const fu_param_group *groups, int n_groups, int64_t t, double max_norm) {
+    if (check_lender(d, true) < 0 || use_device(d) < 0 || upload_groups(d, groups, n_groups) < 0) return -1;
+    snprintf(d->what, sizeof d->what, "optimizer step %lld (gradient norm, clipping at %g, AdamW)", (long long)t,
+             max_norm);
+    mark(d, OPTIMIZER);
+    return 0;
+}
+
+// AdamW clipped with the norm in d->norm (device memory), with the step's
+// scalars as the host forms them (adamw_math.h), passed by value; the kernel
+// writes nothing where the norm is not finite.
+static int adamw(cu_net *d, const fu_adamw_opts *o, double lr, int64_t t, double max_norm) {
+    fu_adamw_coef k = fu_adamw_coef_of(o->beta1, o->beta2, o->eps, o->weight_decay, lr, t);
+    cu_adamw(d->m->n_params, d->groups, d->n_dev_groups, k, max_norm, d->norm, d->grads, d->params, d->m1, d->m2);
+    if (op_done(d) < 0) return -1;
+    cu_profile_flush(d->prof);
+    return 0;
+}
+
 // Clipping and AdamW on the gradients of the last backward (in d->grads),
-// as fu_clip_grad_norm and fu_adamw_step on the host; the kernel reads the
-// norm on the device and writes nothing where it is not finite.
+// as fu_clip_grad_norm and fu_adamw_step on the host; the norm stays on the
+// device for the kernel, and comes back after.
 static int cu_step(fu_backend *b, const fu_adamw_opts *o, const fu_param_group *groups, int n_groups, double lr,
                    int64_t t, double max_norm, double *norm) {
     cu_net *d = (cu_net *)b->impl;
-    size_t np = d->m->n_params;
-    if (use_device(d) < 0 || upload_groups(d, groups, n_groups) < 0) return -1;
-    // The step's scalars as the host forms them (adamw_math.h), passed by value.
-    fu_adamw_coef k = fu_adamw_coef_of(o->beta1, o->beta2, o->eps, o->weight_decay, lr, t);
-    snprintf(d->what, sizeof d->what, "optimizer step %lld (gradient norm, clipping at %g, AdamW)", (long long)t,
-             max_norm);
-    mark(d, "optimizer: norm, clipping, AdamW");
-    cu_grad_norm(np, d->grads, d->norm_part, d->norm);
-    cu_adamw(np, d->groups, d->n_dev_groups, k, max_norm, d->norm, d->grads, d->params, d->m1, d->m2);
+    if (begin_step(d, groups, n_groups, t, max_norm) < 0) return -1;
+    cu_grad_norm(d->m->n_params, d->grads, d->norm_part, d->norm);
+    if (adamw(d, o, lr, t, max_norm) < 0) return -1;
+    CU(cudaMemcpy(norm, d->norm, sizeof *norm, cudaMemcpyDeviceToHost));
+    return 0;
+}
+
+// The pipe's step over stages (backend.h): each stage's norm, then AdamW
+// clipped with the whole model's.
+static int cu_grad_norm_of(fu_backend *b, double *norm) {
+    cu_net *d = (cu_net *)b->impl;
+    if (use_device(d) < 0) return -1;
+    snprintf(d->what, sizeof d->what, "the gradient norm");
+    mark(d, OPTIMIZER);
+    cu_grad_norm(d->m->n_params, d->grads, d->norm_part, d->norm);
     if (op_done(d) < 0) return -1;
     CU(cudaMemcpy(norm, d->norm, sizeof *norm, cudaMemcpyDeviceToHost));
     cu_profile_flush(d->prof);
     return 0;
 }
 
-static const fu_resident_api RESIDENT_API = {cu_load, cu_store, cu_step};
+static int cu_step_with_norm(fu_backend *b, const fu_adamw_opts *o, const fu_param_group *groups, int n_groups,
+                             double lr, int64_t t, double max_norm, double norm) {
+    cu_net *d = (cu_net *)b->impl;
+    if (begin_step(d, groups, n_groups, t, max_norm) < 0) return -1;
+    CU(cudaMemcpy(d->norm, &norm, sizeof norm, cudaMemcpyHostToDevice));
+    return adamw(d, o, lr, t, max_norm);
+}
+
+// The micro-batches' weighted sum: dst's gradients = a dst's + w src's.
+static int cu_add_grads(fu_backend *db, float a, fu_backend *sb, float w) {
+    cu_net *d = (cu_net *)db->impl, *s = sb ? (cu_net *)sb->impl : NULL;
+    if (sb && (sb->destroy != cu_destroy || s->m->n_params != d->m->n_params || s->device != d->device))
+        return fu_fail("cuda backend", "adding gradients: not a cuda backend of the same model on GPU %d", d->device);
+    if (use_device(d) < 0) return -1;
+    snprintf(d->what, sizeof d->what, "adding a micro-batch's gradients");
+    cu_scale_add(d->m->n_params, a, d->grads, w, s ? s->grads : NULL);
+    return op_done(d);
+}
+
+static const fu_resident_api RESIDENT_API = {cu_load, cu_store, cu_step, cu_grad_norm_of, cu_step_with_norm,
+                                             cu_add_grads};
 
 void fu_cuda_profile_report(fu_backend *b, char *out, size_t size, bool reset) {
     if (size) out[0] = 0;
@@ -1299,6 +1373,19 @@ static void enable_peers(int device, int count) {
     cudaGetLastError(); // cudaErrorPeerAccessAlreadyEnabled, or any refusal: not this backend's error
 }
 
+// fu_backend_opts.weights_of: d computes with the lender's device weights
+// and BN state (a lender that holds its own, of a model of the same sizes,
+// on the same GPU).
+static int borrow(cu_net *d, const fu_backend *lender) {
+    const cu_net *l = (const cu_net *)lender->impl;
+    if (lender->destroy != cu_destroy || l->borrowed || l->m->n_params != d->m->n_params ||
+        l->m->n_state != d->m->n_state || l->device != d->device)
+        return fu_fail("cuda backend", "weights_of: not a cuda backend holding the weights of the same model on "
+                                       "GPU %d", d->device);
+    d->params = l->params, d->state = l->state, d->borrowed = true;
+    return 0;
+}
+
 int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backend **out) {
     *out = NULL;
     char why[160];
@@ -1333,7 +1420,7 @@ int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backe
     b->host_alloc = cu_host_alloc, b->host_free = cu_host_free, b->prefetch = cu_prefetch;
     b->device_output = cu_device_output, b->device_input_grad = cu_device_input_grad;
     enable_peers(o->device, count);
-    if (create(d, b) < 0) {
+    if ((o->weights_of && borrow(d, o->weights_of) < 0) || create(d, b) < 0) {
         cu_destroy(b);
         return -1;
     }

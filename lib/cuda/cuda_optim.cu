@@ -2,7 +2,8 @@
 // a two-level reduction (one block per chunk into a partial sum in double,
 // then one thread adding the partials in order: deterministic, no atomics),
 // and AdamW element-wise with grid-stride loops, each element finding its
-// parameter group by binary search over the groups' offsets.
+// parameter group by binary search over the groups' offsets; the weighted
+// sum of gradients element-wise too.
 #include "cuda/cuda_optim.h"
 
 #include <cuda_runtime.h>
@@ -84,4 +85,14 @@ __global__ void k_adamw(size_t n, const fu_param_group *groups, int n_groups, fu
 void cu_adamw(size_t n, const fu_param_group *groups, int n_groups, fu_adamw_coef k, double max_norm,
               const double *norm, const float *g, float *p, float *m1, float *m2) {
     k_adamw<<<blocks_for(n), THREADS>>>(n, groups, n_groups, k, max_norm, norm, g, p, m1, m2);
+}
+
+// ---- weighted sums of gradients ---------------------------------------------------
+
+__global__ void k_scale_add(size_t n, float a, float *y, float w, const float *x) {
+    FOR_EACH(i, n) y[i] = x ? FU_ADD(FU_MUL(a, y[i]), FU_MUL(w, x[i])) : FU_MUL(a, y[i]);
+}
+
+void cu_scale_add(size_t n, float a, float *y, float w, const float *x) {
+    k_scale_add<<<blocks_for(n), THREADS>>>(n, a, y, w, x);
 }

@@ -38,4 +38,9 @@ void cu_grad_norm(size_t n, const float *g, double *part, double *norm);
 void cu_adamw(size_t n, const fu_param_group *groups, int n_groups, fu_adamw_coef k, double max_norm,
               const double *norm, const float *g, float *p, float *m1, float *m2);
 
+// y = a * y + w * x over n elements (x NULL: y = a * y), each product and
+// the sum rounded on their own (no FMA), as the host computes them: the
+// model-parallel pipe's weighted sum of its micro-batches' gradients.
+void cu_scale_add(size_t n, float a, float *y, float w, const float *x);
+
 #endif

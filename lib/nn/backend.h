@@ -38,6 +38,12 @@ typedef struct {
     int threads; // OpenMP threads the backend may use (results do not depend on it)
     fu_amp amp;
     int device;  // the GPU the cuda backend runs on (a rank's local rank); others ignore it
+    // cuda: compute with the weights and BN state another cuda backend of
+    // the same model on the same GPU holds (its resident ones), instead of
+    // holding a copy; it has no AdamW moments and no step of its own.
+    // The model-parallel pipe's micro-batch backends of one stage share
+    // their first one's this way. Others ignore it. NULL: its own.
+    fu_backend *weights_of;
 } fu_backend_opts;
 
 // Data parallelism (lib/dist) reaches into a backend through these hooks;
@@ -81,6 +87,16 @@ typedef struct {
     // finite the weights and moments are left as they were.
     int (*step)(fu_backend *b, const fu_adamw_opts *o, const fu_param_group *groups, int n_groups, double lr,
                 int64_t t, double max_norm, double *norm);
+    // For a backend that drives several (the model-parallel pipe, whose
+    // stages' gradients make one model's): the norm of the last backward's
+    // gradients; step clipped with a norm given (the whole model's) instead
+    // of its own; and dst's gradients = a * dst's + w * src's (src NULL:
+    // a * dst's), src a backend of the same model on the same GPU, for the
+    // sum over micro-batches.
+    int (*grad_norm)(fu_backend *b, double *norm);
+    int (*step_with_norm)(fu_backend *b, const fu_adamw_opts *o, const fu_param_group *groups, int n_groups,
+                          double lr, int64_t t, double max_norm, double norm);
+    int (*add_grads)(fu_backend *dst, float a, fu_backend *src, float w);
 } fu_resident_api;
 
 struct fu_backend {

@@ -10,6 +10,14 @@
 // before (forward) or after (backward) to finish the same micro-batch.
 // Each stage writes only its own ranges of the flat buffers, and does its
 // micro-batches in a fixed order, so the results do not depend on timing.
+//
+// Resident (backends with fu_resident_api's pipe members: cuda): the
+// backends of stage s share backend (s, 0)'s weights and BN state
+// (fu_backend_opts.weights_of), which holds the stage's AdamW moments too;
+// the pipe's own resident API loads, stores and steps stage by stage
+// (clipping with the whole model's norm), and a backward's micro-batch
+// gradients are summed on the device into backend (s, 0)'s. A step then
+// moves only the batch, the cut tensors and the logits.
 #include "nn/pipe.h"
 
 #include "core/error.h"
@@ -48,6 +56,7 @@ struct pipe {
     // BatchNorm counts before the batch.
     bool deferred_bn;
     float *bn_seen[FU_MAX_STAGES];
+    float *bn_pooled[FU_MAX_STAGES];      // resident: stage s's pooled statistics, on their way to the device
     int64_t *counts_before[FU_MAX_STAGES];
     float *logits;                        // (batch, classes): the last stage's, gathered
     worker workers[FU_MAX_STAGES];
@@ -61,7 +70,7 @@ struct pipe {
     double share[MAX_MICRO];              // its class-weight share of the batch (training)
     float loss[MAX_MICRO];
     const float *params;
-    float *state, *grads;
+    float *state, *grads;                 // NULL: held by the backends (resident)
     int64_t *counts;
     const float *x;                       // (n, 3, H, W)
     const int *labels;
@@ -76,6 +85,9 @@ struct pipe {
 
 static pipe *pipe_of(const fu_backend *b) { return b->impl; }
 static fu_backend *be_at(pipe *p, int s, int j) { return p->be[s * p->micro + j]; }
+
+// A stage's part of a flat buffer; NULL stays NULL (held by the backends).
+#define PART(buf, off) ((buf) ? (buf) + (off) : NULL)
 
 static double now(void) {
     struct timespec t;
@@ -121,11 +133,21 @@ static const float *input_grad_of(fu_backend *b) {
     return b->device_input_grad ? b->device_input_grad(b) : b->input_grad(b);
 }
 
+// Stage s's running statistics into out (n_state): from the host's, or
+// from its backends' (resident).
+static int read_bn(pipe *p, int s, float *out) {
+    const fu_stage *st = &p->info[s].stage;
+    fu_backend *own = be_at(p, s, 0);
+    if (!p->state) return own->resident->store(own, NULL, out, NULL, NULL);
+    memcpy(out, p->state + st->state0, st->n_state * sizeof(float));
+    return 0;
+}
+
 static int forward_micro(pipe *p, int s, int j) {
     const fu_stage *st = &p->info[s].stage;
     fu_backend *b = be_at(p, s, j);
     if (defers(p) && j == 0) {
-        memcpy(p->bn_seen[s], p->state + st->state0, st->n_state * sizeof(float));
+        if (read_bn(p, s, p->bn_seen[s]) < 0) return -1;
         memcpy(p->counts_before[s], p->counts + st->count0, st->n_counts * sizeof(int64_t));
     }
     int n = p->part_n[j], first = p->part0[j];
@@ -134,10 +156,9 @@ static int forward_micro(pipe *p, int s, int j) {
     fu_pass pass = p->pass;
     pass.image0 = first;
     const int *labels = p->labels ? p->labels + first : NULL;
-    int rc = b->forward(b, n, p->params + st->param0, p->state + st->state0, p->counts + st->count0, x, labels,
-                        p->class_w, &pass, s == p->k - 1 ? &p->loss[j] : NULL);
-    if (rc == 0 && defers(p))
-        memcpy(p->bn_seen[s] + (size_t)(j + 1) * st->n_state, p->state + st->state0, st->n_state * sizeof(float));
+    int rc = b->forward(b, n, PART(p->params, st->param0), PART(p->state, st->state0), p->counts + st->count0, x,
+                        labels, p->class_w, &pass, s == p->k - 1 ? &p->loss[j] : NULL);
+    if (rc == 0 && defers(p)) rc = read_bn(p, s, p->bn_seen[s] + (size_t)(j + 1) * st->n_state);
     return rc;
 }
 
@@ -146,11 +167,12 @@ static int forward_micro(pipe *p, int s, int j) {
 // (r_j = (1 - m) r_(j-1) + m s_j), pooled into the whole batch's (mean; the
 // variance within and between micro-batches, unbiased), and the running
 // statistics set to one update with those, the counts to one more batch.
-static void defer_bn(pipe *p, int s) {
+static int defer_bn(pipe *p, int s) {
     const fu_model *sub = &p->sub[s];
     const fu_stage *st = &p->info[s].stage;
     const float *seen = p->bn_seen[s]; // (parts + 1, n_state)
-    float *state = p->state + st->state0;
+    float *state = p->state ? p->state + st->state0 : p->bn_pooled[s];
+    if (!p->state) memcpy(state, seen + (size_t)p->parts * st->n_state, st->n_state * sizeof(float));
     const double m = FU_BN_MOMENTUM;
     for (int i = 0; i < sub->n_ops; i++) {
         const fu_op *op = &sub->ops[i];
@@ -174,6 +196,23 @@ static void defer_bn(pipe *p, int s) {
         }
     }
     for (size_t c = 0; c < st->n_counts; c++) p->counts[st->count0 + c] = p->counts_before[s][c] + 1;
+    fu_backend *own = be_at(p, s, 0);
+    return p->state ? 0 : own->resident->load(own, NULL, state, NULL, NULL);
+}
+
+// Resident: the gradients stay with the backends, and the stage's sum over
+// micro-batches, weighed by their shares, is made in backend (s, 0)'s (the
+// one that steps) in the host path's order: backward runs the last
+// micro-batch first, whose backend keeps the running sum until the first
+// micro-batch's (backward's last) adds it in.
+static int backward_held(pipe *p, int s, int j, const float *dy) {
+    fu_backend *b = be_at(p, s, j), *sum = be_at(p, s, p->parts - 1);
+    if (b->backward(b, NULL, dy, NULL) < 0) return -1;
+    if (p->parts == 1) return 0;
+    int (*add)(fu_backend *, float, fu_backend *, float) = b->resident->add_grads;
+    float w = (float)p->share[j];
+    if (j == p->parts - 1) return add(sum, w, NULL, 0);
+    return j > 0 ? add(sum, 1, b, w) : add(b, w, sum, 1);
 }
 
 // Micro-batch j's backward through stage s; with several micro-batches its
@@ -183,6 +222,7 @@ static int backward_micro(pipe *p, int s, int j) {
     fu_backend *b = be_at(p, s, j);
     fu_backend *next = s < p->k - 1 ? be_at(p, s + 1, j) : NULL; // its input gradient is this stage's dy
     const float *dy = next ? input_grad_of(next) : NULL; // (n, C, H, W); NULL: the loss stage
+    if (!p->grads) return backward_held(p, s, j, dy);
     float *grads = p->grads + st->param0; // (stage params)
     if (p->parts == 1) return b->backward(b, p->params + st->param0, dy, grads);
     float *g = p->scratch[s];
@@ -212,7 +252,10 @@ static void run_job(pipe *p, int s, job_kind job) {
         }
         mark_done(p, s);
     }
-    if (job == JOB_FORWARD && defers(p)) defer_bn(p, s);
+    if (job == JOB_FORWARD && defers(p) && defer_bn(p, s) < 0) {
+        mark_failed(p, s);
+        return;
+    }
     p->info[s].busy_seconds += busy;
 }
 
@@ -338,10 +381,11 @@ static void pipe_destroy(fu_backend *b) {
         pthread_mutex_unlock(&p->mu);
         for (int s = 0; s < p->k; s++)
             if (p->workers[s].started) pthread_join(p->workers[s].thread, NULL);
-        for (int i = 0; p->be && i < p->k * p->micro; i++) fu_backend_destroy(p->be[i]);
+        // Backwards: a stage's first backend lends its weights to the others.
+        for (int i = p->k * p->micro - 1; p->be && i >= 0; i--) fu_backend_destroy(p->be[i]);
         for (int s = 0; s < p->k; s++) {
             fu_model_free(&p->sub[s]);
-            free(p->scratch[s]), free(p->bn_seen[s]), free(p->counts_before[s]);
+            free(p->scratch[s]), free(p->bn_seen[s]), free(p->bn_pooled[s]), free(p->counts_before[s]);
         }
         free(p->be);
         free(p->logits);
@@ -351,6 +395,77 @@ static void pipe_destroy(fu_backend *b) {
     }
     free(b);
 }
+
+// ---- resident (backend.h's fu_resident_api): stage by stage ------------------------
+
+static int stage_failed(const pipe *p, int s) {
+    fu_error_prefix("stage %d (%s)", s, p->info[s].stage.name);
+    return -1;
+}
+
+static int pipe_load(fu_backend *b, const float *params, const float *state, const float *m1, const float *m2) {
+    pipe *p = pipe_of(b);
+    for (int s = 0; s < p->k; s++) {
+        const fu_stage *st = &p->info[s].stage;
+        fu_backend *own = be_at(p, s, 0);
+        if (own->resident->load(own, PART(params, st->param0), PART(state, st->state0), PART(m1, st->param0),
+                                PART(m2, st->param0)) < 0)
+            return stage_failed(p, s);
+    }
+    return 0;
+}
+
+static int pipe_store(fu_backend *b, float *params, float *state, float *m1, float *m2) {
+    pipe *p = pipe_of(b);
+    for (int s = 0; s < p->k; s++) {
+        const fu_stage *st = &p->info[s].stage;
+        fu_backend *own = be_at(p, s, 0);
+        if (own->resident->store(own, PART(params, st->param0), PART(state, st->state0), PART(m1, st->param0),
+                                 PART(m2, st->param0)) < 0)
+            return stage_failed(p, s);
+    }
+    return 0;
+}
+
+// The groups' parts within stage st, as offsets into its own parameters;
+// returns how many (out holds n_groups).
+static int stage_groups(const fu_stage *st, const fu_param_group *groups, int n_groups, fu_param_group *out) {
+    size_t lo = st->param0, hi = st->param0 + st->n_params;
+    int n = 0;
+    for (int g = 0; g < n_groups; g++) {
+        size_t a = groups[g].offset > lo ? groups[g].offset : lo;
+        size_t z = groups[g].offset + groups[g].count < hi ? groups[g].offset + groups[g].count : hi;
+        if (a < z) out[n++] = (fu_param_group){.offset = a - lo, .count = z - a, .decay = groups[g].decay};
+    }
+    return n;
+}
+
+// Clipping with the whole model's norm, sqrt of the sum of the stages'
+// squared norms, then each stage's AdamW.
+static int pipe_step(fu_backend *b, const fu_adamw_opts *o, const fu_param_group *groups, int n_groups, double lr,
+                     int64_t t, double max_norm, double *norm) {
+    pipe *p = pipe_of(b);
+    double sq = 0;
+    for (int s = 0; s < p->k; s++) {
+        fu_backend *own = be_at(p, s, 0);
+        double ns;
+        if (own->resident->grad_norm(own, &ns) < 0) return stage_failed(p, s);
+        sq += ns * ns;
+    }
+    *norm = sqrt(sq);
+    fu_param_group *mine = fu_malloc(((size_t)n_groups + 1) * sizeof *mine);
+    if (!mine) return -1;
+    int rc = 0;
+    for (int s = 0; s < p->k && rc == 0; s++) {
+        fu_backend *own = be_at(p, s, 0);
+        int n = stage_groups(&p->info[s].stage, groups, n_groups, mine);
+        if (own->resident->step_with_norm(own, o, mine, n, lr, t, max_norm, *norm) < 0) rc = stage_failed(p, s);
+    }
+    free(mine);
+    return rc;
+}
+
+static const fu_resident_api PIPE_RESIDENT = {.load = pipe_load, .store = pipe_store, .step = pipe_step};
 
 int fu_pipe_info(const fu_backend *b, fu_pipe_stage_info *info, int max) {
     if (!b || b->destroy != pipe_destroy) return 0;
@@ -385,20 +500,24 @@ static int place_stages(pipe *p, const fu_pipe_opts *po, const fu_backend_opts *
     return -1;
 }
 
-// Stage s: its model, its M backends (one per micro-batch) and, with several
+// Stage s: its model, its M backends (one per micro-batch; the others
+// borrowing the first's weights where they can) and, with several
 // micro-batches, its gradient scratch and deferred BN's snapshots.
-static int make_stage(pipe *p, int s, const char *backend, const fu_backend_opts *so) {
+static int make_stage(pipe *p, int s, const char *backend, fu_backend_opts so) {
     const fu_stage *st = &p->info[s].stage;
     if (fu_model_stage(p->m, st, &p->sub[s]) < 0) return -1;
-    for (int j = 0; j < p->micro; j++)
-        if (fu_backend_create(backend, &p->sub[s], so, &p->be[s * p->micro + j]) < 0) {
+    for (int j = 0; j < p->micro; j++) {
+        so.weights_of = j ? p->be[s * p->micro] : NULL;
+        if (fu_backend_create(backend, &p->sub[s], &so, &p->be[s * p->micro + j]) < 0) {
             fu_error_prefix("stage %d (%s)", s, st->name);
             return -1;
         }
+    }
     if (p->micro == 1) return 0;
     if (!(p->scratch[s] = fu_malloc((st->n_params + 1) * sizeof(float)))) return -1;
     if (p->deferred_bn &&
         (!(p->bn_seen[s] = fu_malloc(((size_t)p->micro + 1) * st->n_state * sizeof(float) + 1)) ||
+         !(p->bn_pooled[s] = fu_malloc((st->n_state + 1) * sizeof(float))) ||
          !(p->counts_before[s] = fu_malloc((st->n_counts + 1) * sizeof(int64_t)))))
         return -1;
     return 0;
@@ -441,7 +560,7 @@ int fu_pipe_create(const fu_model *m, const fu_pipe_opts *po, const fu_backend_o
     p->threads = so.threads = threads > p->k ? threads / p->k : 1; // the stages share the cores
     for (int s = 0; s < p->k; s++) {
         so.device = p->info[s].device < 0 ? o->device : p->info[s].device;
-        if (make_stage(p, s, po->backend, &so) < 0) {
+        if (make_stage(p, s, po->backend, so) < 0) {
             pipe_destroy(b);
             return -1;
         }
@@ -455,6 +574,13 @@ int fu_pipe_create(const fu_model *m, const fu_pipe_opts *po, const fu_backend_o
         else if (on_gpu > b->device_bytes) b->device_bytes = on_gpu;
     }
     b->name = p->be[0]->name;
+    // Input batches in stage 0's pinned memory (cuda); the rest held if every stage can.
+    b->host_alloc = p->be[0]->host_alloc, b->host_free = p->be[0]->host_free;
+    b->resident = &PIPE_RESIDENT;
+    for (int s = 0; s < p->k; s++) {
+        const fu_resident_api *r = be_at(p, s, 0)->resident;
+        if (!r || !r->grad_norm || !r->step_with_norm || !r->add_grads) b->resident = NULL;
+    }
     for (int s = 0; s < p->k; s++) {
         p->workers[s] = (worker){.p = p, .s = s};
         if (pthread_create(&p->workers[s].thread, NULL, worker_main, &p->workers[s]) != 0) {

@@ -7,7 +7,10 @@
 // own, so while stage 1 computes micro-batch j, stage 0 computes j + 1.
 //
 // Between stages only the cut tensor moves (its output forward, its gradient
-// backward), through host memory on this interface (backend.h).
+// backward): GPU to GPU where the backends offer it (backend.h's
+// device_output), else through host memory. Where every stage's backend can
+// (cuda), the pipe is resident itself (backend.h's fu_resident_api): the
+// weights, gradients and AdamW moments stay with the stages.
 //
 // What M changes, and what it does not (docs/model-parallel.md): the loss
 // and the gradients are the whole batch's (each micro-batch's weighted by its

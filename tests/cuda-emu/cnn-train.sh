@@ -2,8 +2,8 @@
 # GPU (run by backend.sh, which links them against the fakes and sets FU_BIN
 # and LD_LIBRARY_PATH): what the unit-level GPU test cannot reach, the
 # trainer's loading thread prefetching every batch, the resident weights
-# pulled for checkpoints and evaluation and pushed back after a resume, and
-# checkpoints moving between devices. On synthetic 32x32 images, batch 2.
+# pulled for checkpoints and evaluation and pushed back after a resume (also
+# of model-parallel stages), and checkpoints moving between devices. On synthetic 32x32 images, batch 2.
 . tests/cli/lib.sh
 
 fundus-synth --count 12 --size 32 --seed 3 --format pixels -q -o "$T/all.shard"
@@ -37,6 +37,19 @@ check "--host-optimizer" cnn-train $S --device cuda --host-optimizer --out "$T/h
 if out=$("$PY" tests/cli/compare_weights.py "$T/a/last.safetensors" "$T/h/last.safetensors" 1e-5 2>&1); then
     ok "--host-optimizer: the resident run's weights ($out)"
 else not_ok "--host-optimizer: the resident run's weights" "$out"; fi
+
+# Two stages sharing the GPU (resident: each stage's weights and moments on
+# the device, pulled stage by stage for checkpoints, pushed back on resume):
+# one micro-batch computes what the unsplit model does, and a resumed run
+# ends where the uninterrupted one does.
+MP="--model-parallel 2 --allow-shared-gpu"
+check "--model-parallel 2 --allow-shared-gpu" cnn-train $S --device cuda $MP --out "$T/m"
+if out=$("$PY" tests/cli/compare_weights.py "$T/a/last.safetensors" "$T/m/last.safetensors" 1e-5 2>&1); then
+    ok "2 stages: the unsplit run's weights ($out)"
+else not_ok "2 stages: the unsplit run's weights" "$out"; fi
+check "2 stages, --max-steps 3" cnn-train $S --device cuda $MP --max-steps 3 --out "$T/n"
+check "2 stages, --resume" cnn-train $S --device cuda $MP --resume --out "$T/n"
+same "2 stages resumed: the uninterrupted run's last weights" "$T/m/last.safetensors" "$T/n/last.safetensors"
 
 # Checkpoints between devices: a cpu run resumed on the GPU, and the GPU's
 # model predicted on the CPU.

@@ -1,10 +1,13 @@
 // A fake cuBLAS on the host (real signatures, from cublas_v2.h): handles,
-// the math mode, and cublasSgemm through oneDNN's sgemm. cuBLAS is
-// column-major and oneDNN row-major: a column-major C = op(A) op(B) is the
-// row-major C^T = op(B)^T op(A)^T, so the operands swap (and m with n).
+// the math mode, and cublasSgemm through oneDNN's sgemm (fake_gemm.h).
+// cuBLAS is column-major and oneDNN row-major: a column-major C = op(A)
+// op(B) is the row-major C^T = op(B)^T op(A)^T, so the operands swap (and m
+// with n).
 // Scalars by host pointer (cuBLAS's default pointer mode).
 #include <cublas_v2.h>
 #include <dnnl.h>
+
+#include "fake_gemm.h"
 
 #include <stdlib.h>
 
@@ -54,7 +57,7 @@ cublasStatus_t cublasSgemm_v2(cublasHandle_t h, cublasOperation_t ta, cublasOper
         ldc < m || lda < 1 || ldb < 1 || ldc < 1)
         return CUBLAS_STATUS_INVALID_VALUE;
     if (!m || !n) return CUBLAS_STATUS_SUCCESS;
-    dnnl_status_t s = dnnl_sgemm(trans(tb), trans(ta), n, m, k, *alpha, b, ldb, a, lda, *beta, c, ldc);
+    dnnl_status_t s = fake_sgemm(trans(tb), trans(ta), n, m, k, *alpha, b, ldb, a, lda, *beta, c, ldc);
     return s == dnnl_success ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
 }
 

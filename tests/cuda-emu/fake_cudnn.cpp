@@ -1,8 +1,8 @@
 // A fake cuDNN on the host (real signatures, from cudnn.h): what
 // lib/cuda/cuda_net.cu uses. Descriptors keep what was set; convolutions
 // (cross-correlation, NHWC tensors, NHWC = OHWI "KRSC" filters, any pad,
-// stride, dilation, one group) run as im2col / col2im around oneDNN's sgemm,
-// per image; max pooling (NHWC, padding never wins; backward sends each dy
+// stride, dilation, one group) run as im2col / col2im around oneDNN's sgemm
+// (fake_gemm.h), per image; max pooling (NHWC, padding never wins; backward sends each dy
 // to the first maximum of its window, as CUDNN_POOLING_MAX_DETERMINISTIC)
 // directly. FLOAT, HALF and BFLOAT16 data are converted to float, computed
 // in float (sums in float, as cuDNN accumulates), and the result
@@ -13,6 +13,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <dnnl.h>
+
+#include "fake_gemm.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -315,7 +317,7 @@ static void col2im(const conv_shape &s, const float *col, float *dx) {
 
 static bool gemm(char ta, char tb, size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b,
                  size_t ldb, float beta, float *c, size_t ldc) {
-    return dnnl_sgemm(ta, tb, (dnnl_dim_t)m, (dnnl_dim_t)n, (dnnl_dim_t)k, 1.0f, a, (dnnl_dim_t)lda, b,
+    return fake_sgemm(ta, tb, (dnnl_dim_t)m, (dnnl_dim_t)n, (dnnl_dim_t)k, 1.0f, a, (dnnl_dim_t)lda, b,
                       (dnnl_dim_t)ldb, beta, c, (dnnl_dim_t)ldc) == dnnl_success;
 }
 

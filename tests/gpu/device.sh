@@ -10,7 +10,7 @@
 # Parts, in order, each with its own limit in seconds and all within TOTAL_S
 # (default 400, so that the summary is written before the device call's own
 # limit): our speed and PyTorch's beside it (BENCH_S 170; TORCH_ARGS;
-# FU_BENCH_TRAINER_ONLY=1: our trainer's step alone), the checks and memcheck
+# FU_BENCH_TRAINER_ONLY=1: our trainer's steps alone, unsplit and 2 stages), the checks and memcheck
 # (TEST_S 90), the model-parallel run (MP_S 60, 2 epochs), the study's recipe with AMP on ACRIMA (ACRIMA_S 60, EPOCHS 2),
 # the refusal. At most 8 files come back from a device call: $OUT holds
 # summary.txt, probe.txt, bench.log, test-gpu.log, mp.log, acrima.log and

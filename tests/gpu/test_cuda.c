@@ -24,11 +24,12 @@
 //   test_cuda --sanitize  a short run for compute-sanitizer (run-bundle.sh)
 //   test_cuda --bench   "#" lines: seconds per training step of MedicalCNN
 //                       224x224, batch 32, in each precision; the trainer's
-//                       step resident and with host_step; 2 stages; NCCL;
-//                       the trainer's resident step at FU_BENCH_BATCHES
-//                       (default 256); "# profile" lines: where the GPU time
-//                       went (FU_BENCH_PROFILE=0: not); FU_BENCH_TRAINER_ONLY=1:
-//                       the trainer's resident steps alone
+//                       step resident and with host_step; the trainer's
+//                       resident step at FU_BENCH_BATCHES (default 256); 2
+//                       stages sharing the GPU through the trainer; NCCL;
+//                       "# profile" lines: where the GPU time went
+//                       (FU_BENCH_PROFILE=0: not); FU_BENCH_TRAINER_ONLY=1:
+//                       the trainer's steps alone (unsplit resident, stages)
 // Run by `make test-gpu` (not by `make test`).
 #include "../unit/check.h"
 #include "../unit/mini_net.h"
@@ -651,6 +652,43 @@ static void check_resident_nonfinite(res_case *c) {
     free(bad), free(dp), free(dm1), free(dm2);
 }
 
+// fu_backend_opts.weights_of: a backend borrowing c->b's weights and BN
+// state computes what c->b does with them (loss, gradients, the running
+// stats it updates are c->b's), holds less device memory, and has no
+// moments; a lender of another model is refused.
+static void check_borrowed(res_case *c) {
+    const fu_model *m = c->m;
+    size_t np = m->n_params, ns = m->n_state;
+    fu_backend *b = NULL, *bad = NULL;
+    float *g = malloc(np * sizeof(float)), *state = malloc(ns * sizeof(float)), loss = NAN;
+    int rc = fu_backend_create("cuda", m, &(fu_backend_opts){.batch = RES_N, .weights_of = c->b}, &b);
+    if (rc == 0) rc = c->b->resident->load(c->b, c->params, c->state0, NULL, NULL);
+    if (rc == 0) rc = b->forward(b, RES_N, NULL, NULL, c->counts, c->x, c->labels, c->cw, &c->train, &loss);
+    if (rc == 0) rc = b->backward(b, NULL, NULL, g);
+    if (rc == 0) rc = c->b->resident->store(c->b, NULL, state, NULL, NULL);
+    bool same_g = rc == 0 && same_floats(np, g, c->g), same_s = rc == 0 && same_floats(ns, state, c->state);
+    bool smaller = b && b->device_bytes + 3 * np * sizeof(float) <= c->b->device_bytes;
+    char name[300];
+    snprintf(name, sizeof name, "weights_of: a borrower computes the lender's loss, gradients and running stats "
+             "bit for bit, in %.0f MiB of device memory (the lender %.0f MiB)", b ? b->device_bytes / 1048576.0 : 0,
+             c->b->device_bytes / 1048576.0);
+    CHECK(rc == 0 && loss == c->loss && same_g && same_s && smaller, name,
+          "rc %d (%s); loss %.9g vs %.9g; gradients %s; running stats %s; memory %s", rc, rc < 0 ? fu_error() : "",
+          loss, c->loss, same_g ? "same" : "differ", same_s ? "same" : "differ", smaller ? "less" : "NOT less");
+    if (b) {
+        rc = b->resident->load(b, NULL, NULL, c->m1, c->m2);
+        CHECK(rc < 0 && strstr(fu_error(), "borrows another's weights"),
+              "weights_of: the borrower has no moments to load", "rc %d: %s", rc, fu_error());
+    }
+    fu_model other;
+    mini_net(&other, 13, 11, 3, 1, 1, 1, true);
+    rc = fu_backend_create("cuda", &other, &(fu_backend_opts){.batch = RES_N, .weights_of = c->b}, &bad);
+    CHECK(rc < 0 && strstr(fu_error(), "weights_of: not a cuda backend holding the weights of the same model"),
+          "weights_of: another model's backend refused as the lender", "rc %d: %s", rc, fu_error());
+    fu_backend_destroy(bad), fu_backend_destroy(b);
+    free(other.ops), free(g), free(state);
+}
+
 static void check_resident(const fu_model *m) {
     res_case c;
     int rc = res_make(&c, m);
@@ -660,6 +698,7 @@ static void check_resident(const fu_model *m) {
         check_resident_step(&c); // first: on the gradients res_make left
         check_resident_held(&c);
         check_resident_nonfinite(&c);
+        check_borrowed(&c);
     }
     res_free(&c);
 }
@@ -696,30 +735,46 @@ static int train_pulled(const fu_model *m, fu_train_opts o, int steps, float *lo
 
 // The trainer resident (the default on the cuda backend) against host_step
 // (clipping and AdamW on the host), 5 steps on the same batches, without
-// clipping and clipping at 1e-2. Expected the same bytes both ways: the
-// forward and backward are the same, the step's arithmetic is shared, and
-// the clipping factor is a float rounded from the norm, so the two norms'
-// different summation orders (last bits of a double) change it only when
-// they straddle a rounding boundary (about 1e-7 a step). Checked within
-// 1e-6 relative (L2 per buffer), the ok line saying whether identical.
+// clipping and clipping at 1e-2; and so the model-parallel pipe (2 stages x
+// 2 micro-batches sharing the GPU, also with deferred BN), resident too:
+// each stage's weights and moments on the device, clipped with the whole
+// model's norm, the micro-batches' gradients summed there. Expected the
+// same bytes both ways: the forward and backward are the same, the step's
+// arithmetic is shared, the pipe sums micro-batches in the host's order,
+// and the clipping factor is a float rounded from the norm, so the two
+// norms' different summation orders (last bits of a double) change it only
+// when they straddle a rounding boundary (about 1e-7 a step). Checked
+// within 1e-6 relative (L2 per buffer), the ok line saying whether identical.
 static void check_resident_trainer(const fu_model *m) {
     enum { STEPS_R = 5 };
-    static const double max_norms[] = {1e30, 1e-2};
+    static const struct {
+        double max_norm;
+        int stages, micro;
+        bool deferred_bn;
+    } runs[] = {{1e30, 1, 1, false}, {1e-2, 1, 1, false}, {1e-2, 2, 2, false}, {1e-2, 2, 2, true}};
     size_t sizes[4] = {m->n_params, m->n_state, m->n_params, m->n_params};
     static const char *what[4] = {"weights", "BN state", "m1", "m2"};
-    for (int k = 0; k < 2; k++) {
+    for (size_t k = 0; k < sizeof runs / sizeof *runs; k++) {
         float *res[4], *host[4], loss_res[STEPS_R], loss_host[STEPS_R];
         for (int j = 0; j < 4; j++)
             res[j] = malloc(sizes[j] * sizeof(float)), host[j] = malloc(sizes[j] * sizeof(float));
         fu_train_opts o = fu_train_defaults();
-        o.max_grad_norm = max_norms[k];
+        o.max_grad_norm = runs[k].max_norm;
+        o.stages = runs[k].stages, o.micro_batches = runs[k].micro, o.shared_gpu = true;
+        o.deferred_bn = runs[k].deferred_bn;
+        char how[160];
+        if (o.stages > 1)
+            snprintf(how, sizeof how, "%d stages x %d micro-batches%s, max_grad_norm %g", o.stages,
+                     o.micro_batches, o.deferred_bn ? ", deferred BN" : "", o.max_grad_norm);
+        else
+            snprintf(how, sizeof how, "max_grad_norm %g", o.max_grad_norm);
         bool res_on = false, host_on = true;
         int rc = train_pulled(m, o, STEPS_R, loss_res, res, &res_on);
         o.host_step = true;
         if (rc == 0) rc = train_pulled(m, o, STEPS_R, loss_host, host, &host_on);
         char name[300];
-        snprintf(name, sizeof name, "trainer, max_grad_norm %g: %d steps resident and with host_step run; "
-                 "t.resident true, then false", max_norms[k], STEPS_R);
+        snprintf(name, sizeof name, "trainer, %s: %d steps resident and with host_step run; t.resident true, then "
+                 "false", how, STEPS_R);
         if (CHECK(rc == 0 && res_on && !host_on, name, "rc %d (%s); resident %d, %d", rc, rc < 0 ? fu_error() : "",
                   res_on, host_on)) {
             double worst = rel_ff(STEPS_R, loss_res, loss_host);
@@ -730,8 +785,8 @@ static void check_resident_trainer(const fu_model *m) {
                 if (e > worst) worst = e, at = what[j];
                 same &= same_floats(sizes[j], res[j], host[j]);
             }
-            snprintf(name, sizeof name, "trainer, max_grad_norm %g: resident = host_step after %d steps within 1e-6 "
-                     "(losses, weights, BN state, m1, m2; worst %.1e, %s)", max_norms[k], STEPS_R, worst,
+            snprintf(name, sizeof name, "trainer, %s: resident = host_step after %d steps within 1e-6 (losses, "
+                     "weights, BN state, m1, m2; worst %.1e, %s)", how, STEPS_R, worst,
                      same ? "bit-identical" : "NOT bit-identical");
             CHECK(worst <= 1e-6, name, "%s differ by %.3g", at, worst);
         }
@@ -1512,12 +1567,66 @@ static int bench_trainer(const fu_model *m, const float *x, const int *labels, i
     return 0;
 }
 
+// One trainer's mean step time (trainer_ms) with options o at batch n, on
+// batch x; info: its stages' busy seconds (a pipe's), NULL: not asked.
+static int trainer_run_ms(const fu_model *m, fu_train_opts o, const float *x, const int *labels, int n, int warm,
+                          int timed, const char *what, double *ms, fu_pipe_stage_info *info) {
+    fu_trainer t;
+    o.batch = n, o.augment = false;
+    if (fu_trainer_init(&t, m, &o, "cuda", omp_get_max_threads()) < 0) {
+        printf("# bench: %s: %s\n", what, fu_error());
+        return -1;
+    }
+    t.class_w[0] = t.class_w[1] = 0.5f;
+    memcpy(t.x[0], x, (size_t)n * 3 * m->height * m->width * sizeof(float));
+    int rc = trainer_ms(&t, n, labels, warm, timed, what, ms);
+    if (rc < 0) printf("# bench: %s: %s\n", what, fu_error());
+    if (info) fu_pipe_info(t.be, info, FU_MAX_STAGES);
+    fu_trainer_free(&t);
+    return rc;
+}
+
+// Model parallel: 2 stages sharing this GPU, each driven by its thread,
+// through the trainer (resident: each stage's weights, gradients and AdamW
+// on the GPU; and with host_step), at 1 and 4 micro-batches, in fp32 and
+// fp16, beside the unsplit model's resident step: the cost of the split.
+static int bench_pipe(const fu_model *m, const float *x, const int *labels, int n, int warm, int timed) {
+    static const fu_amp amps[] = {FU_AMP_OFF, FU_AMP_FP16};
+    static const int micro[] = {1, 4};
+    for (size_t a = 0; a < sizeof amps / sizeof *amps; a++) {
+        fu_train_opts o = fu_train_defaults();
+        o.amp = amps[a];
+        char what[128];
+        double plain;
+        snprintf(what, sizeof what, "unsplit, batch %d, amp %s", n, fu_amp_name(amps[a]));
+        if (trainer_run_ms(m, o, x, labels, n, warm, timed, what, &plain, NULL) < 0) return -1;
+        for (size_t k = 0; k < sizeof micro / sizeof *micro; k++) {
+            double ms[2];
+            fu_pipe_stage_info info[FU_MAX_STAGES];
+            for (int host = 0; host < 2; host++) {
+                o.stages = 2, o.micro_batches = micro[k], o.shared_gpu = true, o.host_step = host;
+                snprintf(what, sizeof what, "2 stages x %d, batch %d, amp %s%s", micro[k], n, fu_amp_name(amps[a]),
+                         host ? ", host step" : "");
+                if (trainer_run_ms(m, o, x, labels, n, warm, timed, what, &ms[host], host ? NULL : info) < 0)
+                    return -1;
+            }
+            printf("# bench: trainer step, 2 stages sharing the GPU x %d micro-batch%s, batch %d, amp %s: %.1f ms "
+                   "resident (%.0f img/s; unsplit %.1f ms: %+.0f%%), %.1f ms with host_step; stages busy since "
+                   "set-up: %s %.2f s, %s %.2f s\n",
+                   micro[k], micro[k] == 1 ? "" : "es", n, fu_amp_name(amps[a]), ms[0], 1e3 * n / ms[0], plain,
+                   100 * (ms[0] / plain - 1), ms[1], info[0].stage.name, info[0].busy_seconds, info[1].stage.name,
+                   info[1].busy_seconds);
+        }
+    }
+    return 0;
+}
+
 // Forward + backward of the study's size through the host-pointer interface
 // (parameter, state and gradient copies included) and the host's clipping +
 // AdamW: set-up, then 2 steps warm-up and 10 timed, per precision; the
 // trainer's step resident and with host_step (bench_trainer); 2 stages
-// sharing the GPU (the cost of the split), then the same with NCCL
-// (bench_nccl).
+// sharing the GPU through the trainer (bench_pipe: the cost of the split),
+// then the plain step with NCCL (bench_nccl).
 static int bench(fu_comm *one) {
     enum { N = 32, SIDE = 224, WARM = 2, TIMED = 10 };
     fu_model m;
@@ -1528,7 +1637,7 @@ static int bench(fu_comm *one) {
     int labels[N];
     for (int i = 0; i < N; i++) labels[i] = i % 2;
     fu_model_init(&m, 1, params, state, counts);
-    // FU_BENCH_TRAINER_ONLY=1: the trainer's resident steps alone (device.sh, short of time).
+    // FU_BENCH_TRAINER_ONLY=1: the trainer's steps alone, unsplit and as stages (device.sh, short of time).
     const char *only = getenv("FU_BENCH_TRAINER_ONLY");
     bool trainer_only = only && strcmp(only, "0") != 0;
     static const fu_amp amps[] = {FU_AMP_OFF, FU_AMP_BF16, FU_AMP_FP16};
@@ -1566,26 +1675,7 @@ static int bench(fu_comm *one) {
         rc = !xb || !lb || bench_trainer(&m, xb, lb, big, WARM, TIMED, false, profile) < 0;
         free(xb), free(lb);
     }
-    // Model parallel: 2 stages on this one GPU, each driven by its thread.
-    static const int micro[] = {1, 4};
-    for (size_t k = 0; k < sizeof micro / sizeof *micro && rc == 0 && !trainer_only; k++) {
-        fu_backend *b = NULL;
-        fu_pipe_opts po = {.backend = "cuda", .stages = 2, .micro_batches = micro[k], .shared_device = true};
-        step_times t;
-        fu_pipe_stage_info info[2];
-        if (fu_pipe_create(&m, &po, &(fu_backend_opts){.batch = N}, &b) < 0 ||
-            time_steps(b, &m, N, params, state, counts, x, labels, cw, WARM, TIMED, &t) < 0) {
-            printf("# bench: 2 stages x %d: %s\n", micro[k], fu_error());
-            rc = 1;
-        } else {
-            fu_pipe_info(b, info, 2);
-            printf("# bench: 2 stages sharing the GPU x %d micro-batch%s, fp32: %.1f ms per training step (forward "
-                   "%.1f, backward %.1f, host clipping + AdamW %.1f); busy since set-up: %s %.2f s, %s %.2f s\n",
-                   micro[k], micro[k] == 1 ? "" : "es", 1e3 * (t.fwd + t.bwd + t.opt), 1e3 * t.fwd, 1e3 * t.bwd,
-                   1e3 * t.opt, info[0].stage.name, info[0].busy_seconds, info[1].stage.name, info[1].busy_seconds);
-        }
-        fu_backend_destroy(b);
-    }
+    if (rc == 0) rc = bench_pipe(&m, x, labels, N, WARM, TIMED) < 0;
     if (rc == 0 && !trainer_only) rc = bench_nccl(one, &m, params, state, counts, x, labels, cw, N, WARM, TIMED) < 0;
     free(params), free(state), free(x), free(counts);
     fu_model_free(&m);
