@@ -14,8 +14,10 @@
 // algorithms; one shared workspace, each algorithm's need capped at
 // WORKSPACE_CAP), and max pooling; cuBLAS runs the
 // linears; cuda_ops.cu the rest, BatchNorm included (batch statistics in
-// double, running stats as PyTorch). The loss (n x classes numbers) runs on
-// the host with the reference op, which is also where the logits must go.
+// double, running stats as PyTorch), with BatchNorm + ReLU and SE scale +
+// add + ReLU fused where the op list allows (plan_fusion). The loss (n x
+// classes numbers) runs on the host with the reference op, which is also
+// where the logits must go.
 // Dropout masks are drawn on the host exactly as ref_net.inc draws them, from
 // (seed, step, op index), and uploaded: the same masks as every backend.
 //
@@ -117,6 +119,9 @@ typedef struct {
     cudnnConvolutionBwdFilterAlgo_t bwd_filter;
     cudnnMathType_t fwd_math, bwd_data_math, bwd_filter_math; // each algorithm's own
     size_t wt; // conv: element offset of its OHWI weight in wt and dwt
+    int relu;   // BatchNorm, add: the ReLU it computes too (fusion, plan_fusion), else -1
+    int scale;  // add: the SE scale it computes too, else -1
+    bool fused; // ReLU, SE scale: computed by another op (a BatchNorm, an add)
 } cu_op;
 
 // An input batch prefetched (backend.h's prefetch) on the copy stream: from
@@ -150,7 +155,7 @@ typedef struct {
     void *wt, *dwt;                // conv weights OHWI and their gradients: fp32, or half with amp
     float *act, *dact, *aux;       // op outputs, their gradients, saved values (plan offsets)
     float *stage;                  // NCHW data on its way in or out: the input, a dropout mask, an output
-    double *part;                  // BatchNorm partial sums
+    double *part;                  // partial sums: BatchNorm's, and over positions (cu_pos_part_size)
     double *bnv;                   // one BatchNorm's per-channel sums (2 x the widest BN)
     float *coef;                   // BatchNorm per-channel coefficients
     void *ws;                      // cuDNN workspace
@@ -598,13 +603,14 @@ static int cu_prefetch(fu_backend *b, const float *x, int n) {
 }
 
 // Training BN: statistics of this batch, or of all ranks' with sync-BN.
-static int bn_train_fwd(cu_net *d, const fu_op *op, size_t rows, const float *x, float *y, float *aux) {
+// (relu: y is the fused ReLU's output.)
+static int bn_train_fwd(cu_net *d, const fu_op *op, size_t rows, const float *x, float *y, float *aux, bool relu) {
     const float *gamma = d->params + op->weight, *beta = d->params + op->bias_off;
     double m = (double)rows;
     cu_bn_sums(rows, op->c, x, d->part, d->bnv);
     if (d->dist && sync_bn_fwd(d, op->c, rows, &m) < 0) return -1;
     cu_bn_global_fwd(rows, op->c, d->bnv, m, x, gamma, beta, y, aux, aux + op->c, d->state + op->mean,
-                     d->state + op->var, FU_BN_EPS, FU_BN_MOMENTUM, d->coef);
+                     d->state + op->var, FU_BN_EPS, FU_BN_MOMENTUM, d->coef, relu);
     return 0;
 }
 
@@ -624,27 +630,41 @@ static int op_fwd(cu_net *d, int i, int n, int64_t *counts, const float *x, cons
         return took ? 0 : upload_nhwc(d, i, n, x, y);
     }
     case FU_OP_CONV: return conv_fwd(d, i, n, in, y);
-    case FU_OP_BN:
+    case FU_OP_BN: {
+        int relu = d->op[i].relu; // fused: the ReLU's output instead of the BN's
+        if (relu >= 0) y = act(d, relu);
         if (pass->train) {
-            if (bn_train_fwd(d, op, rows, in, y, aux) < 0) return -1;
+            if (bn_train_fwd(d, op, rows, in, y, aux, relu >= 0) < 0) return -1;
             counts[op->count]++;
         } else {
-            cu_bn_eval_fwd(rows, op->c, in, w, b, d->state + op->mean, d->state + op->var, y, FU_BN_EPS, d->coef);
+            cu_bn_eval_fwd(rows, op->c, in, w, b, d->state + op->mean, d->state + op->var, y, FU_BN_EPS, d->coef,
+                           relu >= 0);
         }
         break;
-    case FU_OP_RELU: cu_relu_fwd(len, in, y); break;
+    }
+    case FU_OP_RELU:
+        if (!d->op[i].fused) cu_relu_fwd(len, in, y);
+        break;
     case FU_OP_MAXPOOL:
         DNN(cudnnPoolingForward(d->dnn, d->op[i].pool, &ONE, d->op[i].x, in, &ZERO, d->op[i].y, y));
         break;
     case FU_OP_GAP: {
         const fu_op *src = &m->ops[op->in[0]];
-        cu_gap_fwd(n, src->h * src->w, src->c, in, y);
+        cu_gap_fwd(n, src->h * src->w, src->c, in, y, d->part);
         break;
     }
     case FU_OP_LINEAR: return linear_fwd(d, op, n, in, y);
     case FU_OP_SIGMOID: cu_sigmoid_fwd(len, in, y); break;
-    case FU_OP_SCALE: cu_scale_fwd(n, op->h * op->w, op->c, in, act(d, op->in[1]), y); break;
-    case FU_OP_ADD: cu_add_fwd(len, in, act(d, op->in[1]), y); break;
+    case FU_OP_SCALE:
+        if (!d->op[i].fused) cu_scale_fwd(n, op->h * op->w, op->c, in, act(d, op->in[1]), y);
+        break;
+    case FU_OP_ADD: {
+        const fu_op *sc = d->op[i].scale >= 0 ? &m->ops[d->op[i].scale] : NULL; // fused: scale, add, ReLU
+        if (!sc) cu_add_fwd(len, in, act(d, op->in[1]), y);
+        else cu_scale_add_relu_fwd(n, op->h * op->w, op->c, act(d, sc->in[0]), act(d, sc->in[1]), act(d, op->in[1]),
+                                   act(d, d->op[i].relu));
+        break;
+    }
     case FU_OP_CONCAT:
         for (int p = 0, off = 0; p < op->n_in; off += m->ops[op->in[p]].c, p++)
             cu_concat_fwd(rows, m->ops[op->in[p]].c, op->c, off, act(d, op->in[p]), y);
@@ -803,14 +823,15 @@ static int sync_bn_bwd(cu_net *d, int c, size_t rows, double *m) {
 }
 
 // BN's backward: gamma and beta gradients from this batch (local, also with
-// sync-BN), the input's from this batch's sums or all ranks'.
+// sync-BN), the input's from this batch's sums or all ranks'. Fused with
+// the ReLU after it, dy is the ReLU's output gradient and relu_y its output.
 static int bn_bwd(cu_net *d, const fu_op *op, size_t rows, const float *x, const float *aux, const float *dy,
-                  float *dx) {
+                  const float *relu_y, float *dx) {
     double m = (double)rows;
-    cu_bn_bwd_sums(rows, op->c, x, aux, aux + op->c, dy, d->part, d->bnv, d->grads + op->weight,
+    cu_bn_bwd_sums(rows, op->c, x, aux, aux + op->c, dy, relu_y, d->part, d->bnv, d->grads + op->weight,
                    d->grads + op->bias_off);
     if (d->dist && sync_bn_bwd(d, op->c, rows, &m) < 0) return -1;
-    cu_bn_global_bwd(rows, op->c, d->bnv, m, x, d->params + op->weight, aux, aux + op->c, dy, dx, d->coef);
+    cu_bn_global_bwd(rows, op->c, d->bnv, m, x, d->params + op->weight, aux, aux + op->c, dy, relu_y, dx, d->coef);
     return 0;
 }
 
@@ -824,8 +845,14 @@ static int op_bwd(cu_net *d, int i, int n) {
     switch (op->kind) {
     case FU_OP_INPUT: case FU_OP_XENT: break; // the loss's gradient came from the host
     case FU_OP_CONV: return conv_bwd(d, i, n, in, dy, din);
-    case FU_OP_BN: return bn_bwd(d, op, rows, in, aux, dy, din);
-    case FU_OP_RELU: cu_relu_bwd(len, y, dy, din); break;
+    case FU_OP_BN: {
+        int relu = d->op[i].relu;
+        return relu < 0 ? bn_bwd(d, op, rows, in, aux, dy, NULL, din)
+                        : bn_bwd(d, op, rows, in, aux, dact(d, relu), act(d, relu), din);
+    }
+    case FU_OP_RELU:
+        if (!d->op[i].fused) cu_relu_bwd(len, y, dy, din);
+        break;
     case FU_OP_MAXPOOL:
         if (din)
             DNN(cudnnPoolingBackward(d->dnn, d->op[i].pool, &ONE, d->op[i].y, y, d->op[i].y, dy, d->op[i].x, in, &ONE,
@@ -839,9 +866,18 @@ static int op_bwd(cu_net *d, int i, int n) {
     case FU_OP_LINEAR: return linear_bwd(d, op, n, in, dy, din);
     case FU_OP_SIGMOID: cu_sigmoid_bwd(len, y, dy, din); break;
     case FU_OP_SCALE:
-        cu_scale_bwd(n, op->h * op->w, op->c, in, act(d, op->in[1]), dy, din, grad_of(d, op->in[1]));
+        if (!d->op[i].fused)
+            cu_scale_bwd(n, op->h * op->w, op->c, in, act(d, op->in[1]), dy, din, grad_of(d, op->in[1]), d->part);
         break;
-    case FU_OP_ADD: cu_add_bwd(len, dy, din, grad_of(d, op->in[1])); break;
+    case FU_OP_ADD: {
+        int relu = d->op[i].relu;
+        const fu_op *sc = d->op[i].scale >= 0 ? &m->ops[d->op[i].scale] : NULL;
+        if (!sc) cu_add_bwd(len, dy, din, grad_of(d, op->in[1]));
+        else cu_scale_add_relu_bwd(n, op->h * op->w, op->c, act(d, sc->in[0]), act(d, sc->in[1]), act(d, relu),
+                                   dact(d, relu), grad_of(d, sc->in[0]), grad_of(d, sc->in[1]),
+                                   grad_of(d, op->in[1]), d->part);
+        break;
+    }
     case FU_OP_CONCAT:
         for (int p = 0, off = 0; p < op->n_in; off += m->ops[op->in[p]].c, p++)
             cu_concat_bwd(rows, m->ops[op->in[p]].c, op->c, off, dy, grad_of(d, op->in[p]));
@@ -1071,10 +1107,66 @@ static void plan_scratch(cu_net *d) {
             size_t part = cu_bn_part_size(rows, op->c);
             if (part > d->part_size) d->part_size = part;
             if (3 * (size_t)op->c > d->coef_size) d->coef_size = 3 * (size_t)op->c;
+        } else if (op->kind == FU_OP_GAP || op->kind == FU_OP_SCALE) {
+            const fu_op *x = op->kind == FU_OP_GAP ? &m->ops[op->in[0]] : op; // summed over its positions
+            size_t part = cu_pos_part_size(d->batch, x->h * x->w, x->c);
+            if (part > d->part_size) d->part_size = part;
         } else if (op->kind == FU_OP_DROPOUT && fu_op_numel(m, i, d->batch) > d->stage_size) {
             d->stage_size = fu_op_numel(m, i, d->batch);
         }
     }
+}
+
+// Fusion (cuda_ops.h): a BN whose output only a ReLU reads writes the
+// ReLU's output itself, and takes the ReLU's output gradient in backward;
+// an add of an SE scale's output (read by nothing else) and a shortcut,
+// read only by a ReLU, computes scale, add and ReLU at the add's turn (the
+// shortcut is ready by then; the scale's inputs were long before), forward
+// and backward. The fused ops' own outputs are then never written nor read.
+// FU_CUDA_FUSE=0 in the environment turns it off (the same values, one
+// kernel per op, for comparison and profiles).
+static void plan_fusion(cu_net *d) {
+    const fu_model *m = d->m;
+    const char *env = getenv("FU_CUDA_FUSE");
+    bool on = !env || strcmp(env, "0") != 0;
+    int *readers = (int *)calloc((size_t)m->n_ops, sizeof(int)); // how many ops read each op's output
+    for (int i = 0; i < m->n_ops; i++) {
+        d->op[i].relu = d->op[i].scale = -1;
+        for (int p = 0; readers && p < m->ops[i].n_in; p++) readers[m->ops[i].in[p]]++;
+    }
+    for (int j = 0; on && readers && j < m->n_ops; j++) {
+        const fu_op *op = &m->ops[j];
+        int i = op->n_in ? op->in[0] : -1;
+        if (op->kind != FU_OP_RELU || readers[i] != 1 || i == output_op(m)) continue;
+        int sc = m->ops[i].kind == FU_OP_ADD ? m->ops[i].in[0] : -1; // the scale an add adds
+        if (m->ops[i].kind == FU_OP_BN) {
+            d->op[i].relu = j;
+            d->op[j].fused = true;
+        } else if (sc >= 0 && m->ops[sc].kind == FU_OP_SCALE && readers[sc] == 1 && sc != output_op(m) &&
+                   m->ops[i].in[1] != sc) {
+            d->op[i].relu = j, d->op[i].scale = sc;
+            d->op[j].fused = d->op[sc].fused = true;
+        }
+    }
+    free(readers); // (without it: no fusion, the same results)
+}
+
+// Outputs that no op reads once fused (a fused BatchNorm's, a fused SE
+// scale's and its add's) get no memory, nor do their gradients: each such
+// op's offset is the next one's (never read nor written). The plan keeps
+// the reference's offsets otherwise.
+static void drop_fused_outputs(cu_net *d) {
+    const fu_model *m = d->m;
+    size_t at = 0;
+    for (int i = 0; i < m->n_ops; i++) {
+        const cu_op *o = &d->op[i];
+        fu_op_kind k = m->ops[i].kind;
+        bool unread = (k == FU_OP_BN && o->relu >= 0) || (k == FU_OP_ADD && o->scale >= 0) ||
+                      (k == FU_OP_SCALE && o->fused);
+        d->plan.act[i] = at;
+        if (!unread) at += (fu_op_numel(m, i, d->batch) + 15) & ~(size_t)15; // as fu_model_plan aligns them
+    }
+    d->plan.act_size = at;
 }
 
 static int create_descriptors(cu_net *d) {
@@ -1113,6 +1205,8 @@ static int create(cu_net *d, fu_backend *b) {
     if (m->inner_input && !(d->dinput = (float *)cu_host_alloc(fu_op_numel(m, 0, d->batch) * sizeof(float))))
         return fu_fail("cuda backend", "cannot allocate pinned host memory for a stage's input gradient");
     plan_scratch(d);
+    plan_fusion(d);
+    drop_fused_outputs(d);
     d->mask = (float *)cu_host_alloc(d->stage_size * sizeof(float));
     if (!d->mask) return fu_fail("cuda backend", "cannot allocate pinned host memory for dropout masks");
     snprintf(d->what, sizeof d->what, "creating the cuDNN and cuBLAS handles");

@@ -1,5 +1,5 @@
 // Kernels of the cuda backend (cuda_ops.h): element-wise ops with grid-stride
-// loops, per-(image, channel) loops for SE scale and global pooling, and
+// loops, two-pass sums over positions for SE scale and global pooling, and
 // BatchNorm as a two-level reduction (per-block partial sums in double, then
 // one thread per channel adds the blocks' partials in order: deterministic,
 // no atomics).
@@ -18,6 +18,21 @@ static unsigned blocks_for(size_t n) {
 }
 
 #define FOR_EACH(i, n) for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
+
+// A product rounded on its own, where a fused kernel must give what two
+// kernels give (nvcc would otherwise fuse it with an addition into an FMA).
+#if defined(__CUDA_ARCH__)
+#define MUL_RN(a, b) __fmul_rn(a, b)
+#else
+#define MUL_RN(a, b) ((a) * (b))
+#endif
+
+// Fusion with a ReLU after an op: dy, the ReLU's output gradient, where the
+// ReLU let it through (relu_y, its output, positive), else 0: what the
+// ReLU's own backward leaves for the op (relu_y NULL: no ReLU fused).
+__device__ static float through_relu(const float *dy, const float *relu_y, size_t i) {
+    return relu_y && !(relu_y[i] > 0) ? 0.0f : dy[i];
+}
 
 // ---- layout -----------------------------------------------------------------
 
@@ -97,8 +112,56 @@ void cu_mul_bwd(size_t n, const float *mask, const float *dy, float *dx) {
 void cu_mul_scalar(size_t n, float a, float *x) { k_mul_scalar<<<blocks_for(n), THREADS>>>(n, a, x); }
 
 // ---- per (image, channel) -------------------------------------------------------
-// One thread per (image, channel), looping over the image's positions: the
-// threads of a warp read neighbouring channels, i.e. consecutive addresses.
+// The SE scale's gradient and global pooling sum each (image, channel)'s hw
+// positions in two passes, with no atomics and no barriers, in an order fixed
+// by the shape alone: one thread per (image, chunk of POS_CHUNK positions,
+// channel) sums its chunk in double into part, then one thread per (image,
+// channel) adds its chunks in order. In both, a warp's threads take
+// neighbouring channels, i.e. consecutive addresses; and the first pass has
+// work for every SM at batch 32 too (one thread per (image, channel),
+// looping over all 3136 positions of a 56x56 map, had 2048 threads).
+
+enum { POS_CHUNK = 64 };
+
+static int pos_chunks(int hw) { return (hw + POS_CHUNK - 1) / POS_CHUNK; }
+
+size_t cu_pos_part_size(int n, int hw, int c) { return (size_t)n * pos_chunks(hw) * c; }
+
+// part (n, chunks, c) = sums of x over each chunk, or of dy * x where dy is
+// given (through the ReLU whose output is relu_y, where given).
+__global__ void k_pos_partial(int n, int hw, int c, int chunks, const float *x, const float *dy, const float *relu_y,
+                              double *part) {
+    FOR_EACH(o, (size_t)n * chunks * c) {
+        size_t ch = o % c, rest = o / c, img = rest / chunks;
+        int p0 = (int)(rest % chunks) * POS_CHUNK, p1 = p0 + POS_CHUNK < hw ? p0 + POS_CHUNK : hw;
+        size_t at = (img * hw + p0) * c + ch; // stride c
+        double acc = 0;
+        if (dy)
+            for (int p = p0; p < p1; p++, at += c) acc += (double)through_relu(dy, relu_y, at) * x[at];
+        else
+            for (int p = p0; p < p1; p++, at += c) acc += x[at];
+        part[o] = acc;
+    }
+}
+
+// out (n, c) = the chunks' sums added in order, divided by div; added to
+// out with accumulate.
+__global__ void k_pos_total(int n, int c, int chunks, const double *part, double div, bool accumulate, float *out) {
+    FOR_EACH(nc, (size_t)n * c) {
+        size_t ch = nc % c, img = nc / c;
+        double sum = 0;
+        for (int k = 0; k < chunks; k++) sum += part[(img * chunks + k) * c + ch];
+        float v = (float)(sum / div);
+        out[nc] = accumulate ? out[nc] + v : v;
+    }
+}
+
+static void pos_sums(int n, int hw, int c, const float *x, const float *dy, const float *relu_y, double div,
+                     bool accumulate, double *part, float *out) {
+    int chunks = pos_chunks(hw);
+    k_pos_partial<<<blocks_for(cu_pos_part_size(n, hw, c)), THREADS>>>(n, hw, c, chunks, x, dy, relu_y, part);
+    k_pos_total<<<blocks_for((size_t)n * c), THREADS>>>(n, c, chunks, part, div, accumulate, out);
+}
 
 __global__ void k_scale_fwd(int n, int hw, int c, const float *x, const float *s, float *y) {
     FOR_EACH(o, (size_t)n * hw * c) {
@@ -114,33 +177,45 @@ __global__ void k_scale_bwd_x(int n, int hw, int c, const float *s, const float 
     }
 }
 
-__global__ void k_scale_bwd_s(int n, int hw, int c, const float *x, const float *dy, float *ds) {
-    FOR_EACH(nc, (size_t)n * c) {
-        size_t ch = nc % c, img = nc / c;
-        const float *xi = x + img * hw * c + ch, *dyi = dy + img * hw * c + ch; // stride c
-        double acc = 0;
-        for (int p = 0; p < hw; p++) acc += (double)dyi[(size_t)p * c] * xi[(size_t)p * c];
-        ds[nc] += (float)acc;
-    }
-}
-
 void cu_scale_fwd(int n, int hw, int c, const float *x, const float *s, float *y) {
     k_scale_fwd<<<blocks_for((size_t)n * hw * c), THREADS>>>(n, hw, c, x, s, y);
 }
 
-void cu_scale_bwd(int n, int hw, int c, const float *x, const float *s, const float *dy, float *dx, float *ds) {
+void cu_scale_bwd(int n, int hw, int c, const float *x, const float *s, const float *dy, float *dx, float *ds,
+                  double *part) {
     if (dx) k_scale_bwd_x<<<blocks_for((size_t)n * hw * c), THREADS>>>(n, hw, c, s, dy, dx);
-    if (ds) k_scale_bwd_s<<<blocks_for((size_t)n * c), THREADS>>>(n, hw, c, x, dy, ds);
+    if (ds) pos_sums(n, hw, c, x, dy, NULL, 1, true, part, ds);
 }
 
-__global__ void k_gap_fwd(int n, int hw, int c, const float *x, float *y) {
-    FOR_EACH(nc, (size_t)n * c) {
-        size_t ch = nc % c, img = nc / c;
-        const float *xi = x + img * hw * c + ch;
-        double sum = 0;
-        for (int p = 0; p < hw; p++) sum += xi[(size_t)p * c];
-        y[nc] = (float)(sum / hw);
+// SE scale + add + ReLU, the residual blocks' ends: y = max(0, x s + sc),
+// the product rounded on its own as the scale op stores it.
+__global__ void k_scale_add_relu_fwd(int n, int hw, int c, const float *x, const float *s, const float *sc, float *y) {
+    FOR_EACH(o, (size_t)n * hw * c) {
+        size_t ch = o % c, img = o / ((size_t)hw * c);
+        float v = MUL_RN(x[o], s[img * c + ch]) + sc[o];
+        y[o] = v > 0 ? v : 0.0f;
     }
+}
+
+// g = dy through the ReLU (y its output): dsc += g, dx += g s.
+__global__ void k_scale_add_relu_bwd(int n, int hw, int c, const float *s, const float *y, const float *dy, float *dx,
+                                     float *dsc) {
+    FOR_EACH(o, (size_t)n * hw * c) {
+        size_t ch = o % c, img = o / ((size_t)hw * c);
+        float g = through_relu(dy, y, o);
+        if (dsc) dsc[o] += g;
+        if (dx) dx[o] += g * s[img * c + ch];
+    }
+}
+
+void cu_scale_add_relu_fwd(int n, int hw, int c, const float *x, const float *s, const float *sc, float *y) {
+    k_scale_add_relu_fwd<<<blocks_for((size_t)n * hw * c), THREADS>>>(n, hw, c, x, s, sc, y);
+}
+
+void cu_scale_add_relu_bwd(int n, int hw, int c, const float *x, const float *s, const float *y, const float *dy,
+                           float *dx, float *ds, float *dsc, double *part) {
+    if (dx || dsc) k_scale_add_relu_bwd<<<blocks_for((size_t)n * hw * c), THREADS>>>(n, hw, c, s, y, dy, dx, dsc);
+    if (ds) pos_sums(n, hw, c, x, dy, y, 1, true, part, ds);
 }
 
 __global__ void k_gap_bwd(int n, int hw, int c, const float *dy, float *dx) {
@@ -150,8 +225,8 @@ __global__ void k_gap_bwd(int n, int hw, int c, const float *dy, float *dx) {
     }
 }
 
-void cu_gap_fwd(int n, int hw, int c, const float *x, float *y) {
-    k_gap_fwd<<<blocks_for((size_t)n * c), THREADS>>>(n, hw, c, x, y);
+void cu_gap_fwd(int n, int hw, int c, const float *x, float *y, double *part) {
+    pos_sums(n, hw, c, x, NULL, NULL, hw, false, part, y);
 }
 
 void cu_gap_bwd(int n, int hw, int c, const float *dy, float *dx) {
@@ -193,10 +268,18 @@ void cu_bias_bwd(int n, int c, const float *dy, float *db) { k_bias_bwd<<<blocks
 // Pass 1: a grid of (channel groups of 32) x (row splits); each block sums its
 // rows for 32 channels (threadIdx.x: channel, threadIdx.y: every 8th row), then
 // adds its 8 partial rows in order and writes part[split] = (sum a, sum b) per
-// channel. Pass 2 (one thread per channel) adds the splits in order.
+// channel. Pass 2 (one thread per channel) adds the splits in order: at most
+// 256 of them, each a dependent chain of loads for that one thread (pass 1
+// still has 131072 threads for 64 channels).
+//
+// Fused with the ReLU after it (relu true, relu_y given): forward writes
+// max(0, bn(x)) instead of bn(x); backward takes dy as the ReLU's output
+// gradient and drops it wherever relu_y, the ReLU's output, is not positive,
+// which is what the ReLU's own backward would have left for the BN: the same
+// values, two memory passes fewer each way.
 
 enum { BN_X = 32, BN_Y = 8 };
-static const size_t BN_ROWS_PER_SPLIT = 256, BN_MAX_SPLITS = 1024;
+static const size_t BN_ROWS_PER_SPLIT = 256, BN_MAX_SPLITS = 256;
 
 static int bn_splits(size_t rows) {
     size_t s = (rows + BN_ROWS_PER_SPLIT - 1) / BN_ROWS_PER_SPLIT;
@@ -207,7 +290,7 @@ size_t cu_bn_part_size(size_t rows, int c) { return (size_t)bn_splits(rows) * 2 
 
 // stats: (x, x^2); else (dy, dy * xhat) with xhat = (x - mean) invstd.
 __global__ void k_bn_partial(size_t rows, int c, int splits, bool stats, const float *x, const float *dy,
-                             const float *mean, const float *invstd, double *part) {
+                             const float *relu_y, const float *mean, const float *invstd, double *part) {
     __shared__ double sa[BN_Y][BN_X], sb[BN_Y][BN_X];
     int ch = blockIdx.x * BN_X + threadIdx.x, split = blockIdx.y;
     size_t per = (rows + splits - 1) / splits, r0 = split * per, r1 = r0 + per < rows ? r0 + per : rows;
@@ -220,7 +303,7 @@ __global__ void k_bn_partial(size_t rows, int c, int splits, bool stats, const f
                 a += v;
                 b += v * v;
             } else {
-                double g = dy[r * c + ch];
+                double g = through_relu(dy, relu_y, r * c + ch);
                 a += g;
                 b += g * ((v - mu) * is);
             }
@@ -238,11 +321,11 @@ __global__ void k_bn_partial(size_t rows, int c, int splits, bool stats, const f
     part[((size_t)split * 2 + 1) * c + ch] = b;
 }
 
-static void bn_partial(size_t rows, int c, bool stats, const float *x, const float *dy, const float *mean,
-                       const float *invstd, double *part) {
+static void bn_partial(size_t rows, int c, bool stats, const float *x, const float *dy, const float *relu_y,
+                       const float *mean, const float *invstd, double *part) {
     int splits = bn_splits(rows);
     dim3 grid((c + BN_X - 1) / BN_X, splits), block(BN_X, BN_Y);
-    k_bn_partial<<<grid, block>>>(rows, c, splits, stats, x, dy, mean, invstd, part);
+    k_bn_partial<<<grid, block>>>(rows, c, splits, stats, x, dy, relu_y, mean, invstd, part);
 }
 
 // Adds the splits of each channel in order into v = (a, b) (c each); with
@@ -290,30 +373,31 @@ __global__ void k_bn_eval_coef(int c, const float *gamma, const float *beta, con
     }
 }
 
-__global__ void k_bn_apply(size_t n, int c, const float *x, const float *coef, float *y) {
+__global__ void k_bn_apply(size_t n, int c, const float *x, const float *coef, bool relu, float *y) {
     FOR_EACH(i, n) {
         int ch = (int)(i % c);
-        y[i] = x[i] * coef[ch] + coef[c + ch];
+        float v = x[i] * coef[ch] + coef[c + ch];
+        y[i] = relu && !(v > 0) ? 0.0f : v;
     }
 }
 
 void cu_bn_sums(size_t rows, int c, const float *x, double *part, double *v) {
-    bn_partial(rows, c, true, x, NULL, NULL, NULL, part);
+    bn_partial(rows, c, true, x, NULL, NULL, NULL, NULL, part);
     k_bn_reduce<<<blocks_for((size_t)c), THREADS>>>(c, bn_splits(rows), part, v, NULL, NULL);
 }
 
 void cu_bn_global_fwd(size_t rows, int c, const double *v, double m, const float *x, const float *gamma,
                       const float *beta, float *y, float *mean, float *invstd, float *run_mean, float *run_var,
-                      double eps, double momentum, float *coef) {
+                      double eps, double momentum, float *coef, bool relu) {
     k_bn_train_stats<<<blocks_for((size_t)c), THREADS>>>(c, v, m, gamma, beta, mean, invstd, run_mean, run_var, eps,
                                                           momentum, coef);
-    k_bn_apply<<<blocks_for(rows * c), THREADS>>>(rows * c, c, x, coef, y);
+    k_bn_apply<<<blocks_for(rows * c), THREADS>>>(rows * c, c, x, coef, relu, y);
 }
 
 void cu_bn_eval_fwd(size_t rows, int c, const float *x, const float *gamma, const float *beta, const float *run_mean,
-                    const float *run_var, float *y, double eps, float *coef) {
+                    const float *run_var, float *y, double eps, float *coef, bool relu) {
     k_bn_eval_coef<<<blocks_for((size_t)c), THREADS>>>(c, gamma, beta, run_mean, run_var, eps, coef);
-    k_bn_apply<<<blocks_for(rows * c), THREADS>>>(rows * c, c, x, coef, y);
+    k_bn_apply<<<blocks_for(rows * c), THREADS>>>(rows * c, c, x, coef, relu, y);
 }
 
 // coef = (gamma invstd, mean dy, mean dy xhat) from the sums over m values.
@@ -328,25 +412,26 @@ __global__ void k_bn_bwd_coef(int c, const double *v, double m, const float *gam
 
 // dx += gamma/std * (dy - mean(dy) - xhat * mean(dy * xhat))
 __global__ void k_bn_bwd_dx(size_t n, int c, const float *x, const float *mean, const float *invstd, const float *dy,
-                            const float *coef, float *dx) {
+                            const float *relu_y, const float *coef, float *dx) {
     FOR_EACH(i, n) {
         int ch = (int)(i % c);
         float xhat = (x[i] - mean[ch]) * invstd[ch];
-        dx[i] += coef[ch] * (dy[i] - coef[c + ch] - xhat * coef[2 * c + ch]);
+        dx[i] += coef[ch] * (through_relu(dy, relu_y, i) - coef[c + ch] - xhat * coef[2 * c + ch]);
     }
 }
 
 void cu_bn_bwd_sums(size_t rows, int c, const float *x, const float *mean, const float *invstd, const float *dy,
-                    double *part, double *v, float *dgamma, float *dbeta) {
-    bn_partial(rows, c, false, x, dy, mean, invstd, part);
+                    const float *relu_y, double *part, double *v, float *dgamma, float *dbeta) {
+    bn_partial(rows, c, false, x, dy, relu_y, mean, invstd, part);
     k_bn_reduce<<<blocks_for((size_t)c), THREADS>>>(c, bn_splits(rows), part, v, dgamma, dbeta);
 }
 
 void cu_bn_global_bwd(size_t rows, int c, const double *v, double m, const float *x, const float *gamma,
-                      const float *mean, const float *invstd, const float *dy, float *dx, float *coef) {
+                      const float *mean, const float *invstd, const float *dy, const float *relu_y, float *dx,
+                      float *coef) {
     if (!dx) return;
     k_bn_bwd_coef<<<blocks_for((size_t)c), THREADS>>>(c, v, m, gamma, invstd, coef);
-    k_bn_bwd_dx<<<blocks_for(rows * c), THREADS>>>(rows * c, c, x, mean, invstd, dy, coef, dx);
+    k_bn_bwd_dx<<<blocks_for(rows * c), THREADS>>>(rows * c, c, x, mean, invstd, dy, relu_y, coef, dx);
 }
 
 // ---- mixed precision -----------------------------------------------------------------

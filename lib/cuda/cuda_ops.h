@@ -30,11 +30,23 @@ void cu_mul_bwd(size_t n, const float *mask, const float *dy, float *dx);
 // x *= a (fp16 loss scaling of a stage's output gradient).
 void cu_mul_scalar(size_t n, float a, float *x);
 
+// Sums over the hw positions of each (image, channel), as the SE scale's
+// gradient and global pooling make them, need scratch: part, this many
+// doubles (the partial sums of chunks of positions).
+size_t cu_pos_part_size(int n, int hw, int c);
 // SE scale: y (n, hw, c) = x (n, hw, c) * s (n, c).
 void cu_scale_fwd(int n, int hw, int c, const float *x, const float *s, float *y);
-void cu_scale_bwd(int n, int hw, int c, const float *x, const float *s, const float *dy, float *dx, float *ds);
+void cu_scale_bwd(int n, int hw, int c, const float *x, const float *s, const float *dy, float *dx, float *ds,
+                  double *part);
+// Fused, the residual blocks' ends: y = max(0, x * s + sc), sc (n, hw, c);
+// backward from the ReLU's output gradient dy (y its output): dx, ds
+// (part as cu_scale_bwd's) and dsc += what the scale, add and ReLU would
+// give them, value for value.
+void cu_scale_add_relu_fwd(int n, int hw, int c, const float *x, const float *s, const float *sc, float *y);
+void cu_scale_add_relu_bwd(int n, int hw, int c, const float *x, const float *s, const float *y, const float *dy,
+                           float *dx, float *ds, float *dsc, double *part);
 // Global average pooling (n, hw, c) -> (n, c).
-void cu_gap_fwd(int n, int hw, int c, const float *x, float *y);
+void cu_gap_fwd(int n, int hw, int c, const float *x, float *y, double *part);
 void cu_gap_bwd(int n, int hw, int c, const float *dy, float *dx);
 // One part of a channel concat: y[:, off:off + c] of y's ctot channels = x, over rows.
 void cu_concat_fwd(size_t rows, int c, int ctot, int off, const float *x, float *y);
@@ -48,7 +60,9 @@ void cu_bias_bwd(int n, int c, const float *dy, float *db);
 // over ranks in between: sums over this batch, then the rest from sums v over
 // m values per channel (this batch's own, m = rows, or all ranks'). part:
 // scratch of cu_bn_part_size(rows, c) doubles; v: 2 c doubles; coef: scratch
-// of 3 c floats.
+// of 3 c floats. Fused with a ReLU after it: forward with relu writes
+// max(0, y); backward given relu_y (that ReLU's output; NULL: none) takes dy
+// as the ReLU's output gradient, dropped where relu_y is not positive.
 size_t cu_bn_part_size(size_t rows, int c);
 // Training forward, part 1: v = (sum x, sum x^2) per channel.
 void cu_bn_sums(size_t rows, int c, const float *x, double *part, double *v);
@@ -57,16 +71,17 @@ void cu_bn_sums(size_t rows, int c, const float *x, double *part, double *v);
 // (unbiased variance m / (m - 1), as PyTorch).
 void cu_bn_global_fwd(size_t rows, int c, const double *v, double m, const float *x, const float *gamma,
                       const float *beta, float *y, float *mean, float *invstd, float *run_mean, float *run_var,
-                      double eps, double momentum, float *coef);
+                      double eps, double momentum, float *coef, bool relu);
 void cu_bn_eval_fwd(size_t rows, int c, const float *x, const float *gamma, const float *beta, const float *run_mean,
-                    const float *run_var, float *y, double eps, float *coef);
+                    const float *run_var, float *y, double eps, float *coef, bool relu);
 // Backward, part 1: v = (sum dy, sum dy * xhat) per channel over this batch,
 // also added to dbeta and dgamma (which stay local).
 void cu_bn_bwd_sums(size_t rows, int c, const float *x, const float *mean, const float *invstd, const float *dy,
-                    double *part, double *v, float *dgamma, float *dbeta);
+                    const float *relu_y, double *part, double *v, float *dgamma, float *dbeta);
 // Part 2: dx += gamma invstd (dy - v[ch] / m - xhat v[c + ch] / m).
 void cu_bn_global_bwd(size_t rows, int c, const double *v, double m, const float *x, const float *gamma,
-                      const float *mean, const float *invstd, const float *dy, float *dx, float *coef);
+                      const float *mean, const float *invstd, const float *dy, const float *relu_y, float *dx,
+                      float *coef);
 
 // ---- mixed precision (--amp) -----------------------------------------------------
 // Half tensors are fp16 (__half) or, with bf16 true, bfloat16 (__nv_bfloat16),

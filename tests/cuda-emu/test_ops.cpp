@@ -27,6 +27,13 @@ template <class T> static vector<T> to_nhwc(const vector<T> &x, int n, int c, in
     return y;
 }
 
+// Value for value (a fused kernel against the ops it stands for: +0 and -0 alike).
+static bool same_values(const vector<float> &a, const vector<float> &b) {
+    for (size_t i = 0; i < a.size(); i++)
+        if (!(a[i] == b[i])) return false;
+    return a.size() == b.size();
+}
+
 // The layout kernels move every value to its place, and back.
 static void test_layout(int n, int c, int hw) {
     char what[128];
@@ -40,7 +47,8 @@ static void test_layout(int n, int c, int hw) {
     near(what, back, to_double(x), 0);
 }
 
-// SE scale and global average pooling, forward and backward (+=).
+// SE scale and global average pooling, forward and backward (+=); sums over
+// positions in chunks of 64 (cu_pos_part_size).
 static void test_scale_gap(int n, int c, int hw) {
     size_t big = (size_t)n * c * hw, nc = (size_t)n * c;
     vector<float> x = random_floats(big), s = random_floats(nc), dy = random_floats(big);
@@ -56,14 +64,15 @@ static void test_scale_gap(int n, int c, int hw) {
 
     vector<float> dx = to_nhwc(dx0, n, c, hw), ds = ds0;
     vector<double> dx_ref = to_double(dx0), ds_ref = to_double(ds0);
-    cu_scale_bwd(n, hw, c, xh.data(), s.data(), dyh.data(), dx.data(), ds.data());
+    vector<double> part(cu_pos_part_size(n, hw, c));
+    cu_scale_bwd(n, hw, c, xh.data(), s.data(), dyh.data(), dx.data(), ds.data(), part.data());
     fu_ref_scale_bwd_f64(nc, hw, xd.data(), sd.data(), dyd.data(), dx_ref.data(), ds_ref.data());
     near("scale bwd: dx += dy * s", dx, to_nhwc(dx_ref, n, c, hw), 2e-6);
     near("scale bwd: ds += sum over positions of dy * x", ds, ds_ref, 2e-6);
 
     vector<float> pooled(nc);
     vector<double> pooled_ref(nc);
-    cu_gap_fwd(n, hw, c, xh.data(), pooled.data());
+    cu_gap_fwd(n, hw, c, xh.data(), pooled.data(), part.data());
     fu_ref_gap_fwd_f64(nc, hw, xd.data(), pooled_ref.data());
     near("gap fwd: the mean over positions per (image, channel)", pooled, pooled_ref, 2e-6);
 
@@ -73,6 +82,33 @@ static void test_scale_gap(int n, int c, int hw) {
     cu_gap_bwd(n, hw, c, gdy.data(), gdx.data());
     fu_ref_gap_bwd_f64(nc, hw, gdy_d.data(), gdx_ref.data());
     near("gap bwd: dx += dy / hw at every position", gdx, to_nhwc(gdx_ref, n, c, hw), 2e-6);
+}
+
+// SE scale + add + ReLU fused = the three kernels one after the other, value
+// for value, forward and backward (dx, ds, and the shortcut's gradient).
+static void test_scale_add_relu(int n, int c, int hw) {
+    size_t big = (size_t)n * hw * c, nc = (size_t)n * c;
+    vector<float> x = random_floats(big), s = random_floats(nc), sc = random_floats(big), dy = random_floats(big);
+    vector<float> scaled(big), sum(big), y(big), yf(big);
+    cu_scale_fwd(n, hw, c, x.data(), s.data(), scaled.data());
+    cu_add_fwd(big, scaled.data(), sc.data(), sum.data());
+    cu_relu_fwd(big, sum.data(), y.data());
+    cu_scale_add_relu_fwd(n, hw, c, x.data(), s.data(), sc.data(), yf.data());
+    char name[128];
+    snprintf(name, sizeof name, "scale + add + relu %dx%dx%d fused: forward = the three ops", n, c, hw);
+    report(same_values(y, yf), name);
+
+    vector<double> part(cu_pos_part_size(n, hw, c));
+    vector<float> dsum(big, 0.0f), dscaled(big, 0.0f), dx = random_floats(big), ds = random_floats(nc);
+    vector<float> dsc = random_floats(big), dxf = dx, dsf = ds, dscf = dsc;
+    cu_relu_bwd(big, y.data(), dy.data(), dsum.data());
+    cu_add_bwd(big, dsum.data(), dscaled.data(), dsc.data());
+    cu_scale_bwd(n, hw, c, x.data(), s.data(), dscaled.data(), dx.data(), ds.data(), part.data());
+    cu_scale_add_relu_bwd(n, hw, c, x.data(), s.data(), yf.data(), dy.data(), dxf.data(), dsf.data(), dscf.data(),
+                          part.data());
+    snprintf(name, sizeof name, "scale + add + relu %dx%dx%d fused: backward = the three ops (dx, ds, dshortcut)", n,
+             c, hw);
+    report(same_values(dx, dxf) && same_values(ds, dsf) && same_values(dsc, dscf), name);
 }
 
 // A channel concat of three parts (odd channel counts), forward and backward.
@@ -142,6 +178,47 @@ static std::string bn_name(int n, int c, int hw, const char *what) {
     return name;
 }
 
+// BatchNorm fused with the ReLU after it computes what the two ops do one
+// after the other, value for value: forward (training and eval) and
+// backward (the ReLU's backward into a zeroed gradient, then the BN's).
+static void test_bn_relu(int n, int c, int hw, const vector<float> &xh, const vector<double> &v,
+                         const vector<float> &gamma, const vector<float> &beta, const vector<float> &run_mean,
+                         const vector<float> &run_var, const vector<float> &dyh) {
+    size_t rows = (size_t)n * hw, big = rows * c;
+    vector<float> y(big), yr(big), relu_of_y(big), mean(c), invstd(c), coef(3 * c);
+    vector<float> rm = run_mean, rv = run_var, rm2 = run_mean, rv2 = run_var;
+    cu_bn_global_fwd(rows, c, v.data(), (double)rows, xh.data(), gamma.data(), beta.data(), y.data(), mean.data(),
+                     invstd.data(), rm.data(), rv.data(), 1e-5, 0.1, coef.data(), false);
+    cu_bn_global_fwd(rows, c, v.data(), (double)rows, xh.data(), gamma.data(), beta.data(), yr.data(), mean.data(),
+                     invstd.data(), rm2.data(), rv2.data(), 1e-5, 0.1, coef.data(), true);
+    cu_relu_fwd(big, y.data(), relu_of_y.data());
+    report(same_values(yr, relu_of_y), bn_name(n, c, hw, "fused with a ReLU: forward = BN then ReLU").c_str());
+
+    vector<float> ye(big), yer(big), relu_of_ye(big);
+    cu_bn_eval_fwd(rows, c, xh.data(), gamma.data(), beta.data(), run_mean.data(), run_var.data(), ye.data(), 1e-5,
+                   coef.data(), false);
+    cu_bn_eval_fwd(rows, c, xh.data(), gamma.data(), beta.data(), run_mean.data(), run_var.data(), yer.data(), 1e-5,
+                   coef.data(), true);
+    cu_relu_fwd(big, ye.data(), relu_of_ye.data());
+    report(same_values(yer, relu_of_ye), bn_name(n, c, hw, "fused with a ReLU: eval forward = BN then ReLU").c_str());
+
+    vector<float> g(big, 0.0f); // the ReLU's backward, as backward leaves it for the BN
+    cu_relu_bwd(big, yr.data(), dyh.data(), g.data());
+    vector<double> part(cu_bn_part_size(rows, c)), vb(2 * c), vf(2 * c);
+    vector<float> dx(big, 0.5f), dxf(big, 0.5f), dgamma(c, 0.0f), dbeta(c, 0.0f), dgf(c, 0.0f), dbf(c, 0.0f);
+    cu_bn_bwd_sums(rows, c, xh.data(), mean.data(), invstd.data(), g.data(), nullptr, part.data(), vb.data(),
+                   dgamma.data(), dbeta.data());
+    cu_bn_global_bwd(rows, c, vb.data(), (double)rows, xh.data(), gamma.data(), mean.data(), invstd.data(), g.data(),
+                     nullptr, dx.data(), coef.data());
+    cu_bn_bwd_sums(rows, c, xh.data(), mean.data(), invstd.data(), dyh.data(), yr.data(), part.data(), vf.data(),
+                   dgf.data(), dbf.data());
+    cu_bn_global_bwd(rows, c, vf.data(), (double)rows, xh.data(), gamma.data(), mean.data(), invstd.data(), dyh.data(),
+                     yr.data(), dxf.data(), coef.data());
+    std::string name = bn_name(n, c, hw, "fused with a ReLU: backward = the ReLU's then the BN's (sums, dx, dgamma, "
+                                         "dbeta)");
+    report(vb == vf && same_values(dx, dxf) && same_values(dgamma, dgf) && same_values(dbeta, dbf), name.c_str());
+}
+
 // BatchNorm's two-level reductions and the steps after them, forward
 // (training and eval) and backward, for shapes with one and several row
 // splits, one and two channel groups of 32, and BN1d (hw = 1).
@@ -165,7 +242,7 @@ static void test_bn(int n, int c, int hw) {
     // Float outputs of double arithmetic: within a few float roundings.
     vector<float> y(big), mean(c), invstd(c), coef(3 * c), rm = run_mean, rv = run_var;
     cu_bn_global_fwd(rows, c, v.data(), (double)rows, xh.data(), gamma.data(), beta.data(), y.data(), mean.data(),
-                     invstd.data(), rm.data(), rv.data(), 1e-5, 0.1, coef.data());
+                     invstd.data(), rm.data(), rv.data(), 1e-5, 0.1, coef.data(), false);
     vector<double> y_ref(big), mean_ref(c), invstd_ref(c), rm_ref = to_double(run_mean), rv_ref = to_double(run_var);
     fu_ref_bn_global_fwd_f64(&s, v_ref.data(), (double)rows, xd.data(), gd.data(), bd.data(), y_ref.data(),
                              mean_ref.data(), invstd_ref.data(), rm_ref.data(), rv_ref.data());
@@ -186,10 +263,10 @@ static void test_bn(int n, int c, int hw) {
     vector<float> dbeta0 = random_floats(c);
     vector<float> dyh = to_nhwc(dy, n, c, hw), dx = to_nhwc(dx0, n, c, hw), dgamma = dgamma0, dbeta = dbeta0;
     vector<double> vb(2 * c), vb_ref(2 * c);
-    cu_bn_bwd_sums(rows, c, xh.data(), mean.data(), invstd.data(), dyh.data(), part.data(), vb.data(), dgamma.data(),
-                   dbeta.data());
+    cu_bn_bwd_sums(rows, c, xh.data(), mean.data(), invstd.data(), dyh.data(), nullptr, part.data(), vb.data(),
+                   dgamma.data(), dbeta.data());
     cu_bn_global_bwd(rows, c, vb.data(), (double)rows, xh.data(), gamma.data(), mean.data(), invstd.data(), dyh.data(),
-                     dx.data(), coef.data());
+                     nullptr, dx.data(), coef.data());
     vector<double> dyd = to_double(dy), dx_ref = to_double(dx0), dgamma_ref = to_double(dgamma0);
     vector<double> dbeta_ref = to_double(dbeta0), md = to_double(mean), isd = to_double(invstd);
     fu_ref_bn_bwd_sums_f64(&s, xd.data(), md.data(), isd.data(), dyd.data(), vb_ref.data(), dgamma_ref.data(),
@@ -207,9 +284,10 @@ static void test_bn(int n, int c, int hw) {
     vector<float> y_eval(big);
     vector<double> y_eval_ref(big), rmd = to_double(run_mean), rvd = to_double(run_var);
     cu_bn_eval_fwd(rows, c, xh.data(), gamma.data(), beta.data(), run_mean.data(), run_var.data(), y_eval.data(), 1e-5,
-                   coef.data());
+                   coef.data(), false);
     fu_ref_bn_eval_fwd_f64(&s, xd.data(), gd.data(), bd.data(), rmd.data(), rvd.data(), y_eval_ref.data());
     near(bn_name(n, c, hw, "eval fwd: y from the running stats"), y_eval, to_nhwc(y_eval_ref, n, c, hw), 1e-6);
+    test_bn_relu(n, c, hw, xh, v, gamma, beta, run_mean, run_var, dyh);
 }
 
 // The element-wise ops: forward overwrites, backward accumulates.
@@ -314,6 +392,8 @@ int main() {
     test_layout(3, 37, 35);
     test_layout(5, 3, 49);
     test_scale_gap(3, 37, 35);
+    test_scale_gap(2, 33, 3 * 64 + 5); // positions in three chunks and a short fourth
+    test_scale_add_relu(2, 33, 3 * 64 + 5);
     test_concat(2, 15);
     test_bias(3, 70);
     test_bn(3, 37, 35);      // one row split, two channel groups
