@@ -25,7 +25,8 @@
 //   test_cuda --bench   "#" lines: seconds per training step of MedicalCNN
 //                       224x224, batch 32, in each precision; the trainer's
 //                       step resident and with host_step; the trainer's
-//                       resident step at FU_BENCH_BATCHES (default 256); 2
+//                       resident step at FU_BENCH_BATCHES (default 256),
+//                       also with fusion off (FU_BENCH_UNFUSED=0: not); 2
 //                       stages sharing the GPU through the trainer; NCCL;
 //                       "# profile" lines: where the GPU time went
 //                       (FU_BENCH_PROFILE=0: not); FU_BENCH_TRAINER_ONLY=1:
@@ -1576,22 +1577,27 @@ static int trainer_ms(fu_trainer *t, int n, const int *labels, int warm, int tim
 // per precision: warm-up steps, then timed ones, inputs from the trainer's
 // pinned buffer. With profile, then a few resident steps more under
 // FU_CUDA_PROFILE (its events and flushes slow a step: its time is not the
-// bench's figure), which print where the GPU time went.
+// bench's figure), which print where the GPU time went. Then resident with
+// fusion off (FU_CUDA_FUSE=0; FU_BENCH_UNFUSED=0: not): what fusion saves.
 static int bench_trainer(const fu_model *m, const float *x, const int *labels, int n, int warm, int timed,
                          bool host_too, bool profile) {
     static const fu_amp amps[] = {FU_AMP_OFF, FU_AMP_BF16, FU_AMP_FP16};
+    const char *unfused_env = getenv("FU_BENCH_UNFUSED");
+    bool unfused = !unfused_env || strcmp(unfused_env, "0") != 0;
     for (size_t a = 0; a < sizeof amps / sizeof *amps; a++) {
-        double ms[3] = {0, 0, 0};
-        size_t mib = 0;
-        // run 0: resident; 1: host step; 2: resident, profiled
-        for (int run = 0; run < 3; run++) {
-            if ((run == 1 && !host_too) || (run == 2 && !profile)) continue;
+        double ms[4] = {0, 0, 0, 0};
+        size_t mib = 0, mib_unfused = 0;
+        // run 0: resident; 1: host step; 2: resident, profiled; 3: resident, fusion off
+        for (int run = 0; run < 4; run++) {
+            if ((run == 1 && !host_too) || (run == 2 && !profile) || (run == 3 && !unfused)) continue;
             fu_train_opts o = fu_train_defaults();
             o.batch = n, o.amp = amps[a], o.augment = false, o.host_step = run == 1;
             fu_trainer t;
             if (run == 2) setenv("FU_CUDA_PROFILE", "1", 1);
+            if (run == 3) setenv("FU_CUDA_FUSE", "0", 1);
             int rc = fu_trainer_init(&t, m, &o, "cuda", omp_get_max_threads());
-            if (run == 2) unsetenv("FU_CUDA_PROFILE");
+            unsetenv("FU_CUDA_PROFILE");
+            unsetenv("FU_CUDA_FUSE");
             if (rc < 0) {
                 printf("# bench: trainer, batch %d, amp %s: %s\n", n, fu_amp_name(amps[a]), fu_error());
                 return -1;
@@ -1602,6 +1608,7 @@ static int bench_trainer(const fu_model *m, const float *x, const int *labels, i
             snprintf(what, sizeof what, "batch %d, amp %s", n, fu_amp_name(amps[a]));
             rc = trainer_ms(&t, n, labels, warm, run == 2 ? 3 : timed, what, &ms[run]);
             if (run == 0) mib = t.be->device_bytes >> 20;
+            if (run == 3) mib_unfused = t.be->device_bytes >> 20;
             if (rc < 0) printf("# bench: trainer, %s%s: %s\n", what, run == 1 ? ", host step" : "", fu_error());
             fu_trainer_free(&t);
             if (rc < 0) return -1;
@@ -1614,6 +1621,10 @@ static int bench_trainer(const fu_model *m, const float *x, const int *labels, i
                    "the host): resident saves %.1f ms\n",
                    n, fu_amp_name(amps[a]), ms[1], ms[1] - ms[0]);
         if (profile) printf("# bench: batch %d, amp %s: %.1f ms per step profiled\n", n, fu_amp_name(amps[a]), ms[2]);
+        if (unfused)
+            printf("# bench: batch %d, amp %s: fusion off (FU_CUDA_FUSE=0) %.1f ms per step, %zu MiB: fusion saves "
+                   "%.1f ms and %ld MiB\n",
+                   n, fu_amp_name(amps[a]), ms[3], mib_unfused, ms[3] - ms[0], (long)mib_unfused - (long)mib);
     }
     return 0;
 }
@@ -1677,11 +1688,14 @@ static int bench_pipe(const fu_model *m, const float *x, const int *labels, int 
 // AdamW: set-up, then 2 steps warm-up and 10 timed, per precision; the
 // trainer's step resident and with host_step (bench_trainer); 2 stages
 // sharing the GPU through the trainer (bench_pipe: the cost of the split),
-// then the plain step with NCCL (bench_nccl).
+// then the plain step with NCCL (bench_nccl). FU_BENCH_SIDE: another image
+// side than the study's 224 (a quick run of the bench's code paths).
 static int bench(fu_comm *one) {
-    enum { N = 32, SIDE = 224, WARM = 2, TIMED = 10 };
+    enum { N = 32, WARM = 2, TIMED = 10 };
+    const char *side_env = getenv("FU_BENCH_SIDE");
+    int side = side_env ? atoi(side_env) : 224;
     fu_model m;
-    if (fu_medicalcnn(&m, SIDE, SIDE) < 0) return 1;
+    if (fu_medicalcnn(&m, side, side) < 0) return 1;
     float *params = malloc(m.n_params * sizeof(float)), *state = malloc(m.n_state * sizeof(float)),
           *x = random_batch(&m, N, 1), cw[2] = {0.5f, 0.5f};
     int64_t *counts = calloc(m.n_counts, sizeof(int64_t));
@@ -1705,7 +1719,7 @@ static int bench(fu_comm *one) {
             printf("# bench: MedicalCNN %dx%d, batch %d, amp %s: %.1f ms per training step (forward %.1f, "
                    "backward %.1f, host clipping + AdamW %.1f; mean of %d), set-up and warm-up %.2f s, %.0f MiB "
                    "of device buffers\n",
-                   SIDE, SIDE, N, fu_amp_name(amps[a]), 1e3 * (t.fwd + t.bwd + t.opt), 1e3 * t.fwd, 1e3 * t.bwd,
+                   side, side, N, fu_amp_name(amps[a]), 1e3 * (t.fwd + t.bwd + t.opt), 1e3 * t.fwd, 1e3 * t.bwd,
                    1e3 * t.opt, TIMED, now() - t0 - TIMED * (t.fwd + t.bwd + t.opt), b->act_bytes / 1048576.0);
         }
         fu_backend_destroy(b);
