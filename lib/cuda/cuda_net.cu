@@ -1187,10 +1187,24 @@ static int create_descriptors(cu_net *d) {
     return 0;
 }
 
+// Every op's output within the kernels' 32-bit indexing (CU_MAX_ELEMENTS).
+static int check_sizes(const cu_net *d) {
+    for (int i = 0; i < d->m->n_ops; i++) {
+        size_t n = fu_op_numel(d->m, i, d->batch);
+        if (n > CU_MAX_ELEMENTS) {
+            fu_fail("cuda backend", "op %d '%s' has %zu elements at a batch of %d: the kernels index at most %zu",
+                    i, d->m->ops[i].name, n, d->batch, CU_MAX_ELEMENTS);
+            fu_hint("a smaller --batch");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int create(cu_net *d, fu_backend *b) {
     const fu_model *m = d->m;
     size_t k = (size_t)m->classes, nb = (size_t)d->batch;
-    if (fu_model_plan(m, d->batch, &d->plan) < 0) return -1;
+    if (check_sizes(d) < 0 || fu_model_plan(m, d->batch, &d->plan) < 0) return -1;
     d->op = (cu_op *)fu_calloc((size_t)m->n_ops, sizeof *d->op);
     // Pinned: the output, a stage's input gradient and the dropout masks
     // cross the bus every step.

@@ -19,6 +19,13 @@ static unsigned blocks_for(size_t n) {
 
 #define FOR_EACH(i, n) for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
 
+// Index arithmetic per element in 32 bits: a 64-bit division or remainder
+// is a long software routine on the GPU, and these memory-bound kernels do
+// one or two per element. Every tensor has fewer than 2^32 elements
+// (CU_MAX_ELEMENTS, checked by the backend when it plans a batch), so an
+// element's index, and every index derived from it, fits.
+#define U32(i) ((unsigned)(i))
+
 // A product rounded on its own, where a fused kernel must give what two
 // kernels give (nvcc would otherwise fuse it with an addition into an FMA).
 #if defined(__CUDA_ARCH__)
@@ -38,14 +45,14 @@ __device__ static float through_relu(const float *dy, const float *relu_y, size_
 
 __global__ void k_nchw_to_nhwc(size_t n, int c, int hw, const float *x, float *y) {
     FOR_EACH(o, n * c * hw) { // o indexes y (n, hw, c)
-        size_t ch = o % c, rest = o / c, p = rest % hw, img = rest / hw;
+        unsigned ch = U32(o) % c, rest = U32(o) / c, p = rest % hw, img = rest / hw;
         y[o] = x[(img * c + ch) * hw + p];
     }
 }
 
 __global__ void k_nhwc_to_nchw(size_t n, int c, int hw, const float *x, float *y) {
     FOR_EACH(o, n * c * hw) { // o indexes y (n, c, hw)
-        size_t p = o % hw, rest = o / hw, ch = rest % c, img = rest / c;
+        unsigned p = U32(o) % hw, rest = U32(o) / hw, ch = rest % c, img = rest / c;
         y[o] = x[(img * hw + p) * c + ch];
     }
 }
@@ -132,7 +139,7 @@ size_t cu_pos_part_size(int n, int hw, int c) { return (size_t)n * pos_chunks(hw
 __global__ void k_pos_partial(int n, int hw, int c, int chunks, const float *x, const float *dy, const float *relu_y,
                               double *part) {
     FOR_EACH(o, (size_t)n * chunks * c) {
-        size_t ch = o % c, rest = o / c, img = rest / chunks;
+        unsigned ch = U32(o) % c, rest = U32(o) / c, img = rest / chunks;
         int p0 = (int)(rest % chunks) * POS_CHUNK, p1 = p0 + POS_CHUNK < hw ? p0 + POS_CHUNK : hw;
         size_t at = (img * hw + p0) * c + ch; // stride c
         double acc = 0;
@@ -148,7 +155,7 @@ __global__ void k_pos_partial(int n, int hw, int c, int chunks, const float *x, 
 // out with accumulate.
 __global__ void k_pos_total(int n, int c, int chunks, const double *part, double div, bool accumulate, float *out) {
     FOR_EACH(nc, (size_t)n * c) {
-        size_t ch = nc % c, img = nc / c;
+        unsigned ch = U32(nc) % c, img = U32(nc) / c;
         double sum = 0;
         for (int k = 0; k < chunks; k++) sum += part[(img * chunks + k) * c + ch];
         float v = (float)(sum / div);
@@ -165,14 +172,14 @@ static void pos_sums(int n, int hw, int c, const float *x, const float *dy, cons
 
 __global__ void k_scale_fwd(int n, int hw, int c, const float *x, const float *s, float *y) {
     FOR_EACH(o, (size_t)n * hw * c) {
-        size_t ch = o % c, img = o / ((size_t)hw * c);
+        unsigned ch = U32(o) % c, img = U32(o) / (U32(hw) * c);
         y[o] = x[o] * s[img * c + ch];
     }
 }
 
 __global__ void k_scale_bwd_x(int n, int hw, int c, const float *s, const float *dy, float *dx) {
     FOR_EACH(o, (size_t)n * hw * c) {
-        size_t ch = o % c, img = o / ((size_t)hw * c);
+        unsigned ch = U32(o) % c, img = U32(o) / (U32(hw) * c);
         dx[o] += dy[o] * s[img * c + ch];
     }
 }
@@ -191,7 +198,7 @@ void cu_scale_bwd(int n, int hw, int c, const float *x, const float *s, const fl
 // the product rounded on its own as the scale op stores it.
 __global__ void k_scale_add_relu_fwd(int n, int hw, int c, const float *x, const float *s, const float *sc, float *y) {
     FOR_EACH(o, (size_t)n * hw * c) {
-        size_t ch = o % c, img = o / ((size_t)hw * c);
+        unsigned ch = U32(o) % c, img = U32(o) / (U32(hw) * c);
         float v = MUL_RN(x[o], s[img * c + ch]) + sc[o];
         y[o] = v > 0 ? v : 0.0f;
     }
@@ -201,7 +208,7 @@ __global__ void k_scale_add_relu_fwd(int n, int hw, int c, const float *x, const
 __global__ void k_scale_add_relu_bwd(int n, int hw, int c, const float *s, const float *y, const float *dy, float *dx,
                                      float *dsc) {
     FOR_EACH(o, (size_t)n * hw * c) {
-        size_t ch = o % c, img = o / ((size_t)hw * c);
+        unsigned ch = U32(o) % c, img = U32(o) / (U32(hw) * c);
         float g = through_relu(dy, y, o);
         if (dsc) dsc[o] += g;
         if (dx) dx[o] += g * s[img * c + ch];
@@ -220,7 +227,7 @@ void cu_scale_add_relu_bwd(int n, int hw, int c, const float *x, const float *s,
 
 __global__ void k_gap_bwd(int n, int hw, int c, const float *dy, float *dx) {
     FOR_EACH(o, (size_t)n * hw * c) {
-        size_t ch = o % c, img = o / ((size_t)hw * c);
+        unsigned ch = U32(o) % c, img = U32(o) / (U32(hw) * c);
         dx[o] += dy[img * c + ch] / (float)hw;
     }
 }
@@ -234,11 +241,11 @@ void cu_gap_bwd(int n, int hw, int c, const float *dy, float *dx) {
 }
 
 __global__ void k_concat_fwd(size_t rows, int c, int ctot, int off, const float *x, float *y) {
-    FOR_EACH(i, rows * c) y[(i / c) * ctot + off + i % c] = x[i];
+    FOR_EACH(i, rows * c) y[U32(i) / c * ctot + off + U32(i) % c] = x[i];
 }
 
 __global__ void k_concat_bwd(size_t rows, int c, int ctot, int off, const float *dy, float *dx) {
-    FOR_EACH(i, rows * c) dx[i] += dy[(i / c) * ctot + off + i % c];
+    FOR_EACH(i, rows * c) dx[i] += dy[U32(i) / c * ctot + off + U32(i) % c];
 }
 
 void cu_concat_fwd(size_t rows, int c, int ctot, int off, const float *x, float *y) {
@@ -250,7 +257,7 @@ void cu_concat_bwd(size_t rows, int c, int ctot, int off, const float *dy, float
 }
 
 __global__ void k_bias_fwd(int n, int c, const float *b, float *y) {
-    FOR_EACH(i, (size_t)n * c) y[i] += b[i % c];
+    FOR_EACH(i, (size_t)n * c) y[i] += b[U32(i) % c];
 }
 
 __global__ void k_bias_bwd(int n, int c, const float *dy, float *db) {
@@ -375,7 +382,7 @@ __global__ void k_bn_eval_coef(int c, const float *gamma, const float *beta, con
 
 __global__ void k_bn_apply(size_t n, int c, const float *x, const float *coef, bool relu, float *y) {
     FOR_EACH(i, n) {
-        int ch = (int)(i % c);
+        unsigned ch = U32(i) % c;
         float v = x[i] * coef[ch] + coef[c + ch];
         y[i] = relu && !(v > 0) ? 0.0f : v;
     }
@@ -414,7 +421,7 @@ __global__ void k_bn_bwd_coef(int c, const double *v, double m, const float *gam
 __global__ void k_bn_bwd_dx(size_t n, int c, const float *x, const float *mean, const float *invstd, const float *dy,
                             const float *relu_y, const float *coef, float *dx) {
     FOR_EACH(i, n) {
-        int ch = (int)(i % c);
+        unsigned ch = U32(i) % c;
         float xhat = (x[i] - mean[ch]) * invstd[ch];
         dx[i] += coef[ch] * (through_relu(dy, relu_y, i) - coef[c + ch] - xhat * coef[2 * c + ch]);
     }
@@ -452,7 +459,7 @@ template <typename H> __global__ void k_from_half(size_t n, const H *x, float *y
 // o indexes y (O, kk, I); w is (O, I, kk).
 template <typename H> __global__ void k_weight_to_half(int o, int ci, int kk, const float *w, H *y) {
     FOR_EACH(j, (size_t)o * ci * kk) {
-        size_t c = j % ci, rest = j / ci, p = rest % kk, k = rest / kk;
+        unsigned c = U32(j) % ci, rest = U32(j) / ci, p = rest % kk, k = rest / kk;
         put(w[(k * ci + c) * kk + p], &y[j]);
     }
 }
@@ -460,7 +467,7 @@ template <typename H> __global__ void k_weight_to_half(int o, int ci, int kk, co
 // j indexes y (O, I, kk); w is (O, kk, I).
 template <typename H> __global__ void k_weight_from_half(int o, int ci, int kk, const H *w, float *y) {
     FOR_EACH(j, (size_t)o * ci * kk) {
-        size_t p = j % kk, rest = j / kk, c = rest % ci, k = rest / ci;
+        unsigned p = U32(j) % kk, rest = U32(j) / kk, c = rest % ci, k = rest / ci;
         y[j] = get(w[(k * kk + p) * ci + c]);
     }
 }

@@ -13,6 +13,10 @@
 
 #include <stddef.h>
 
+// The kernels index a tensor's elements in 32 bits (a 64-bit division per
+// element is slow on a GPU): no tensor they take may have more elements.
+static const size_t CU_MAX_ELEMENTS = 0xffffffffu;
+
 // (n, c, hw) -> (n, hw, c): the image and dropout masks into NHWC, conv
 // weights OIHW -> OHWI (n = O, c = I, hw = kh kw).
 void cu_nchw_to_nhwc(size_t n, int c, int hw, const float *x, float *y);

@@ -370,6 +370,21 @@ static void check_fusion(const fu_model *m, int n) {
     free(params), free(state), free(x), free(counts);
 }
 
+// A batch whose tensors outgrow the kernels' 32-bit indexing (MedicalCNN
+// 224x224: the stem's output is 802816 values an image) is refused at
+// create, before any allocation, naming the op.
+static void check_too_large(void) {
+    fu_model m;
+    fu_backend *b = NULL;
+    int rc = fu_medicalcnn(&m, 224, 224);
+    if (rc == 0) rc = fu_backend_create("cuda", &m, &(fu_backend_opts){.batch = 6000}, &b);
+    CHECK(rc < 0 && strstr(fu_error(), "the kernels index at most") && strstr(fu_error(), "'stem.0'"),
+          "a batch of 6000 at 224x224 (4.8e9 values in one tensor) refused: the kernels' 32-bit indexing",
+          "rc %d: %s", rc, fu_error());
+    fu_backend_destroy(b);
+    fu_model_free(&m);
+}
+
 // A backend planned for 4 images runs 3 (the last batch of an epoch, new
 // descriptors and algorithms): as a backend planned for 3.
 static void check_smaller_batch(const fu_model *m) {
@@ -1805,6 +1820,7 @@ int main(int argc, char **argv) {
         compare(name, &m, 3, 11 + i, false, TOL);
         free(m.ops);
     }
+    check_too_large();
     static const int sizes[] = {32, 64};
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
         fu_model m;
