@@ -69,18 +69,22 @@
 //
 // Mixed precision (--amp bf16 / fp16): convolutions run on half copies of
 // their inputs and weights (converted per op into two scratch buffers) with
-// fp32 accumulation on tensor cores, and their outputs and gradients come
-// back to fp32; everything else (BatchNorm, linears, loss, master weights,
-// gradients) stays fp32. fp16 scales the loss gradient by a power of two
-// (dynamic, as PyTorch's GradScaler: 2^16 to start, halved and backward
-// redone when a gradient overflows, doubled after 2000 clean steps) and
-// divides the gradients by it before they leave backward, so callers see
-// true gradients. A stage that ends before the loss scales its output's
-// gradient instead, and unscales its input's gradient too. With sync-BN, the
-// ranks agree on an overflow through one more sum (so that every rank redoes
-// backward, and its sums, together, and their scales stay equal); with NCCL
-// the gradients are summed while still scaled (every rank has the same
-// scale), unscaled after, and the ranks agree on an overflow over NCCL.
+// fp32 accumulation on tensor cores. A conv's output that only a BatchNorm
+// reads (every conv of MedicalCNN) stays in half, as does its gradient,
+// which that BatchNorm reads and writes in half (plan_fusion): the values
+// the conversions would give, without them. Other convs' outputs and
+// gradients come back to fp32; everything else (BatchNorm's arithmetic,
+// linears, loss, master weights, gradients) is fp32. fp16 scales the loss
+// gradient by a power of two (dynamic, as PyTorch's GradScaler: 2^16 to
+// start, halved and backward redone when a gradient overflows, doubled after
+// 2000 clean steps) and divides the gradients by it before they leave
+// backward, so callers see true gradients. A stage that ends before the loss
+// scales its output's gradient instead, and unscales its input's gradient
+// too. With sync-BN, the ranks agree on an overflow through one more sum (so
+// that every rank redoes backward, and its sums, together, and their scales
+// stay equal); with NCCL the gradients are summed while still scaled (every
+// rank has the same scale), unscaled after, and the ranks agree on an
+// overflow over NCCL.
 //
 // FU_CUDA_SYNC=1 in the environment synchronises after every op, so that an
 // asynchronous CUDA error is reported with the op that caused it.
@@ -122,6 +126,7 @@ typedef struct {
     int relu;   // BatchNorm, add: the ReLU it computes too (fusion, plan_fusion), else -1
     int scale;  // add: the SE scale it computes too, else -1
     bool fused; // ReLU, SE scale: computed by another op (a BatchNorm, an add)
+    bool half;  // conv under amp: its output and that output's gradient kept in half (plan_fusion)
 } cu_op;
 
 // An input batch prefetched (backend.h's prefetch) on the copy stream: from
@@ -257,6 +262,11 @@ static void describe(cu_net *d, int i, int n, const char *phase) {
 
 static float *act(cu_net *d, int i) { return d->act + d->plan.act[i]; }
 static float *dact(cu_net *d, int i) { return d->dact + d->plan.act[i]; }
+
+// The element type of op i's output and its gradient in act and dact.
+static cu_type type_of(const cu_net *d, int i) {
+    return !d->op[i].half ? CU_FP32 : d->bf16 ? CU_BF16 : CU_FP16;
+}
 
 // The gradient of op j's output where backward needs it: the image needs
 // none, a stage's inner input does (input_grad); NULL otherwise.
@@ -480,14 +490,14 @@ static int conv_fwd(cu_net *d, int i, int n, const float *x, float *y) {
     } else {
         cu_weight_to_half(d->bf16, op->c, src->c, kk, d->params + op->weight, wt_of(d, o));
         cu_to_half(d->bf16, fu_op_numel(d->m, op->in[0], n), x, d->hx);
-        in = d->hx, out = d->hy;
+        in = d->hx, out = o->half ? (void *)y : d->hy;
     }
     mark(d, section(FU_OP_CONV, false));
     DNN(cudnnSetConvolutionMathType(o->conv, o->fwd_math));
     DNN(cudnnConvolutionForward(d->dnn, &ONE, o->x, in, o->w, wt_of(d, o), o->conv, o->fwd, d->ws, d->ws_size, &ZERO,
                                 o->y, out));
     mark(d, FWD_CONVERT);
-    if (d->amp != FU_AMP_OFF) cu_from_half(d->bf16, fu_op_numel(d->m, i, n), d->hy, y, false);
+    if (d->amp != FU_AMP_OFF && !o->half) cu_from_half(d->bf16, fu_op_numel(d->m, i, n), d->hy, y, false);
     return 0;
 }
 
@@ -604,12 +614,13 @@ static int cu_prefetch(fu_backend *b, const float *x, int n) {
 
 // Training BN: statistics of this batch, or of all ranks' with sync-BN.
 // (relu: y is the fused ReLU's output.)
-static int bn_train_fwd(cu_net *d, const fu_op *op, size_t rows, const float *x, float *y, float *aux, bool relu) {
+static int bn_train_fwd(cu_net *d, const fu_op *op, size_t rows, cu_type xt, const void *x, float *y, float *aux,
+                        bool relu) {
     const float *gamma = d->params + op->weight, *beta = d->params + op->bias_off;
     double m = (double)rows;
-    cu_bn_sums(rows, op->c, x, d->part, d->bnv);
+    cu_bn_sums(rows, op->c, xt, x, d->part, d->bnv);
     if (d->dist && sync_bn_fwd(d, op->c, rows, &m) < 0) return -1;
-    cu_bn_global_fwd(rows, op->c, d->bnv, m, x, gamma, beta, y, aux, aux + op->c, d->state + op->mean,
+    cu_bn_global_fwd(rows, op->c, d->bnv, m, xt, x, gamma, beta, y, aux, aux + op->c, d->state + op->mean,
                      d->state + op->var, FU_BN_EPS, FU_BN_MOMENTUM, d->coef, relu);
     return 0;
 }
@@ -632,12 +643,13 @@ static int op_fwd(cu_net *d, int i, int n, int64_t *counts, const float *x, cons
     case FU_OP_CONV: return conv_fwd(d, i, n, in, y);
     case FU_OP_BN: {
         int relu = d->op[i].relu; // fused: the ReLU's output instead of the BN's
+        cu_type xt = type_of(d, op->in[0]);
         if (relu >= 0) y = act(d, relu);
         if (pass->train) {
-            if (bn_train_fwd(d, op, rows, in, y, aux, relu >= 0) < 0) return -1;
+            if (bn_train_fwd(d, op, rows, xt, in, y, aux, relu >= 0) < 0) return -1;
             counts[op->count]++;
         } else {
-            cu_bn_eval_fwd(rows, op->c, in, w, b, d->state + op->mean, d->state + op->var, y, FU_BN_EPS, d->coef,
+            cu_bn_eval_fwd(rows, op->c, xt, in, w, b, d->state + op->mean, d->state + op->var, y, FU_BN_EPS, d->coef,
                            relu >= 0);
         }
         break;
@@ -765,8 +777,9 @@ static int linear_bwd(cu_net *d, const fu_op *op, int n, const float *x, const f
     return 0;
 }
 
-// fp32: dx accumulates in place (beta = 1). amp: dy goes to half in hy; the
-// half dx (in hx) is added to the fp32 dx; then hx is reused for x in half.
+// fp32: dx accumulates in place (beta = 1). amp: dy goes to half in hy (or is
+// half already: o->half); the half dx (in hx) is added to the fp32 dx; then
+// hx is reused for x in half.
 static int conv_bwd(cu_net *d, int i, int n, const float *x, const float *dy, float *dx) {
     const fu_op *op = &d->m->ops[i];
     const fu_op *src = &d->m->ops[op->in[0]];
@@ -774,7 +787,7 @@ static int conv_bwd(cu_net *d, int i, int n, const float *x, const float *dy, fl
     bool amp = d->amp != FU_AMP_OFF;
     size_t in_len = fu_op_numel(d->m, op->in[0], n);
     const void *in = x, *g = dy;
-    if (amp) {
+    if (amp && !o->half) {
         mark(d, BWD_CONVERT);
         cu_to_half(d->bf16, fu_op_numel(d->m, i, n), dy, d->hy);
         g = d->hy;
@@ -825,13 +838,15 @@ static int sync_bn_bwd(cu_net *d, int c, size_t rows, double *m) {
 // BN's backward: gamma and beta gradients from this batch (local, also with
 // sync-BN), the input's from this batch's sums or all ranks'. Fused with
 // the ReLU after it, dy is the ReLU's output gradient and relu_y its output.
-static int bn_bwd(cu_net *d, const fu_op *op, size_t rows, const float *x, const float *aux, const float *dy,
-                  const float *relu_y, float *dx) {
+static int bn_bwd(cu_net *d, const fu_op *op, size_t rows, const float *aux, const float *dy, const float *relu_y) {
     double m = (double)rows;
-    cu_bn_bwd_sums(rows, op->c, x, aux, aux + op->c, dy, relu_y, d->part, d->bnv, d->grads + op->weight,
+    cu_type xt = type_of(d, op->in[0]);
+    const void *x = act(d, op->in[0]);
+    cu_bn_bwd_sums(rows, op->c, xt, x, aux, aux + op->c, dy, relu_y, d->part, d->bnv, d->grads + op->weight,
                    d->grads + op->bias_off);
     if (d->dist && sync_bn_bwd(d, op->c, rows, &m) < 0) return -1;
-    cu_bn_global_bwd(rows, op->c, d->bnv, m, x, d->params + op->weight, aux, aux + op->c, dy, relu_y, dx, d->coef);
+    cu_bn_global_bwd(rows, op->c, d->bnv, m, xt, x, d->params + op->weight, aux, aux + op->c, dy, relu_y,
+                     grad_of(d, op->in[0]), d->coef);
     return 0;
 }
 
@@ -847,8 +862,7 @@ static int op_bwd(cu_net *d, int i, int n) {
     case FU_OP_CONV: return conv_bwd(d, i, n, in, dy, din);
     case FU_OP_BN: {
         int relu = d->op[i].relu;
-        return relu < 0 ? bn_bwd(d, op, rows, in, aux, dy, NULL, din)
-                        : bn_bwd(d, op, rows, in, aux, dact(d, relu), act(d, relu), din);
+        return relu < 0 ? bn_bwd(d, op, rows, aux, dy, NULL) : bn_bwd(d, op, rows, aux, dact(d, relu), act(d, relu));
     }
     case FU_OP_RELU:
         if (!d->op[i].fused) cu_relu_bwd(len, y, dy, din);
@@ -1102,7 +1116,7 @@ static void plan_scratch(cu_net *d) {
             d->wt_size = d->op[i].wt + (size_t)op->c * m->ops[op->in[0]].c * op->k * op->k;
             size_t in = fu_op_numel(m, op->in[0], d->batch), out = fu_op_numel(m, i, d->batch);
             if (in > d->hx_size) d->hx_size = in;
-            if (out > d->hy_size) d->hy_size = out;
+            if (out > d->hy_size && !d->op[i].half) d->hy_size = out; // a half output has no need of hy
         } else if (op->kind == FU_OP_BN) {
             size_t part = cu_bn_part_size(rows, op->c);
             if (part > d->part_size) d->part_size = part;
@@ -1123,6 +1137,10 @@ static void plan_scratch(cu_net *d) {
 // read only by a ReLU, computes scale, add and ReLU at the add's turn (the
 // shortcut is ready by then; the scale's inputs were long before), forward
 // and backward. The fused ops' own outputs are then never written nor read.
+// Under amp, a conv whose output only a BatchNorm reads keeps that output,
+// and its gradient, in half: cuDNN writes the one and reads the other
+// there, the BatchNorm reads the one and writes the other, and the two
+// conversions between them are gone.
 // FU_CUDA_FUSE=0 in the environment turns it off (the same values, one
 // kernel per op, for comparison and profiles).
 static void plan_fusion(cu_net *d) {
@@ -1148,14 +1166,19 @@ static void plan_fusion(cu_net *d) {
             d->op[j].fused = d->op[sc].fused = true;
         }
     }
+    for (int j = 0; on && readers && d->amp != FU_AMP_OFF && j < m->n_ops; j++) {
+        int i = m->ops[j].n_in ? m->ops[j].in[0] : -1;
+        if (m->ops[j].kind == FU_OP_BN && m->ops[i].kind == FU_OP_CONV && readers[i] == 1 && i != output_op(m))
+            d->op[i].half = true;
+    }
     free(readers); // (without it: no fusion, the same results)
 }
 
 // Outputs that no op reads once fused (a fused BatchNorm's, a fused SE
 // scale's and its add's) get no memory, nor do their gradients: each such
-// op's offset is the next one's (never read nor written). The plan keeps
-// the reference's offsets otherwise.
-static void drop_fused_outputs(cu_net *d) {
+// op's offset is the next one's (never read nor written); outputs kept in
+// half get half the floats. Aligned as fu_model_plan aligns them.
+static void plan_outputs(cu_net *d) {
     const fu_model *m = d->m;
     size_t at = 0;
     for (int i = 0; i < m->n_ops; i++) {
@@ -1163,8 +1186,9 @@ static void drop_fused_outputs(cu_net *d) {
         fu_op_kind k = m->ops[i].kind;
         bool unread = (k == FU_OP_BN && o->relu >= 0) || (k == FU_OP_ADD && o->scale >= 0) ||
                       (k == FU_OP_SCALE && o->fused);
+        size_t floats = o->half ? (fu_op_numel(m, i, d->batch) * d->es + 3) / 4 : fu_op_numel(m, i, d->batch);
         d->plan.act[i] = at;
-        if (!unread) at += (fu_op_numel(m, i, d->batch) + 15) & ~(size_t)15; // as fu_model_plan aligns them
+        if (!unread) at += (floats + 15) & ~(size_t)15;
     }
     d->plan.act_size = at;
 }
@@ -1218,9 +1242,9 @@ static int create(cu_net *d, fu_backend *b) {
     if (!d->logits) return fu_fail("cuda backend", "cannot allocate pinned host memory for the model's output");
     if (m->inner_input && !(d->dinput = (float *)cu_host_alloc(fu_op_numel(m, 0, d->batch) * sizeof(float))))
         return fu_fail("cuda backend", "cannot allocate pinned host memory for a stage's input gradient");
-    plan_scratch(d);
     plan_fusion(d);
-    drop_fused_outputs(d);
+    plan_scratch(d);
+    plan_outputs(d);
     d->mask = (float *)cu_host_alloc(d->stage_size * sizeof(float));
     if (!d->mask) return fu_fail("cuda backend", "cannot allocate pinned host memory for dropout masks");
     snprintf(d->what, sizeof d->what, "creating the cuDNN and cuBLAS handles");

@@ -41,6 +41,20 @@ __device__ static float through_relu(const float *dy, const float *relu_y, size_
     return relu_y && !(relu_y[i] > 0) ? 0.0f : dy[i];
 }
 
+// Element types: a value read as float, a float stored rounded to nearest
+// (fp16 saturates to inf).
+__device__ static float get(float v) { return v; }
+__device__ static float get(__half h) { return __half2float(h); }
+__device__ static float get(__nv_bfloat16 h) { return __bfloat162float(h); }
+__device__ static void put(float v, __half *o) { *o = __float2half_rn(v); }
+__device__ static void put(float v, __nv_bfloat16 *o) { *o = __float2bfloat16_rn(v); }
+
+// A gradient added in: into fp32, dx += v; into half, written as what adding
+// into the cleared fp32 gradient and converting gave, 0 + v rounded: a half
+// gradient has one writer (cuda_ops.h, BatchNorm).
+__device__ static void add_into(float v, float *dx) { *dx += v; }
+template <typename H> __device__ static void add_into(float v, H *dx) { put(0.0f + v, dx); }
+
 // ---- layout -----------------------------------------------------------------
 
 __global__ void k_nchw_to_nhwc(size_t n, int c, int hw, const float *x, float *y) {
@@ -296,7 +310,8 @@ static int bn_splits(size_t rows) {
 size_t cu_bn_part_size(size_t rows, int c) { return (size_t)bn_splits(rows) * 2 * c; }
 
 // stats: (x, x^2); else (dy, dy * xhat) with xhat = (x - mean) invstd.
-__global__ void k_bn_partial(size_t rows, int c, int splits, bool stats, const float *x, const float *dy,
+template <typename T>
+__global__ void k_bn_partial(size_t rows, int c, int splits, bool stats, const T *x, const float *dy,
                              const float *relu_y, const float *mean, const float *invstd, double *part) {
     __shared__ double sa[BN_Y][BN_X], sb[BN_Y][BN_X];
     int ch = blockIdx.x * BN_X + threadIdx.x, split = blockIdx.y;
@@ -305,7 +320,7 @@ __global__ void k_bn_partial(size_t rows, int c, int splits, bool stats, const f
     if (ch < c) {
         double mu = stats ? 0 : mean[ch], is = stats ? 0 : invstd[ch];
         for (size_t r = r0 + threadIdx.y; r < r1; r += BN_Y) {
-            double v = x[r * c + ch];
+            double v = get(x[r * c + ch]);
             if (stats) {
                 a += v;
                 b += v * v;
@@ -328,11 +343,15 @@ __global__ void k_bn_partial(size_t rows, int c, int splits, bool stats, const f
     part[((size_t)split * 2 + 1) * c + ch] = b;
 }
 
-static void bn_partial(size_t rows, int c, bool stats, const float *x, const float *dy, const float *relu_y,
-                       const float *mean, const float *invstd, double *part) {
+static void bn_partial(size_t rows, int c, bool stats, cu_type xt, const void *x, const float *dy,
+                       const float *relu_y, const float *mean, const float *invstd, double *part) {
     int splits = bn_splits(rows);
     dim3 grid((c + BN_X - 1) / BN_X, splits), block(BN_X, BN_Y);
-    k_bn_partial<<<grid, block>>>(rows, c, splits, stats, x, dy, relu_y, mean, invstd, part);
+    if (xt == CU_FP16)
+        k_bn_partial<<<grid, block>>>(rows, c, splits, stats, (const __half *)x, dy, relu_y, mean, invstd, part);
+    else if (xt == CU_BF16)
+        k_bn_partial<<<grid, block>>>(rows, c, splits, stats, (const __nv_bfloat16 *)x, dy, relu_y, mean, invstd, part);
+    else k_bn_partial<<<grid, block>>>(rows, c, splits, stats, (const float *)x, dy, relu_y, mean, invstd, part);
 }
 
 // Adds the splits of each channel in order into v = (a, b) (c each); with
@@ -380,31 +399,37 @@ __global__ void k_bn_eval_coef(int c, const float *gamma, const float *beta, con
     }
 }
 
-__global__ void k_bn_apply(size_t n, int c, const float *x, const float *coef, bool relu, float *y) {
+template <typename T> __global__ void k_bn_apply(size_t n, int c, const T *x, const float *coef, bool relu, float *y) {
     FOR_EACH(i, n) {
         unsigned ch = U32(i) % c;
-        float v = x[i] * coef[ch] + coef[c + ch];
+        float v = get(x[i]) * coef[ch] + coef[c + ch];
         y[i] = relu && !(v > 0) ? 0.0f : v;
     }
 }
 
-void cu_bn_sums(size_t rows, int c, const float *x, double *part, double *v) {
-    bn_partial(rows, c, true, x, NULL, NULL, NULL, NULL, part);
+static void bn_apply(size_t n, int c, cu_type xt, const void *x, const float *coef, bool relu, float *y) {
+    if (xt == CU_FP16) k_bn_apply<<<blocks_for(n), THREADS>>>(n, c, (const __half *)x, coef, relu, y);
+    else if (xt == CU_BF16) k_bn_apply<<<blocks_for(n), THREADS>>>(n, c, (const __nv_bfloat16 *)x, coef, relu, y);
+    else k_bn_apply<<<blocks_for(n), THREADS>>>(n, c, (const float *)x, coef, relu, y);
+}
+
+void cu_bn_sums(size_t rows, int c, cu_type xt, const void *x, double *part, double *v) {
+    bn_partial(rows, c, true, xt, x, NULL, NULL, NULL, NULL, part);
     k_bn_reduce<<<blocks_for((size_t)c), THREADS>>>(c, bn_splits(rows), part, v, NULL, NULL);
 }
 
-void cu_bn_global_fwd(size_t rows, int c, const double *v, double m, const float *x, const float *gamma,
+void cu_bn_global_fwd(size_t rows, int c, const double *v, double m, cu_type xt, const void *x, const float *gamma,
                       const float *beta, float *y, float *mean, float *invstd, float *run_mean, float *run_var,
                       double eps, double momentum, float *coef, bool relu) {
     k_bn_train_stats<<<blocks_for((size_t)c), THREADS>>>(c, v, m, gamma, beta, mean, invstd, run_mean, run_var, eps,
                                                           momentum, coef);
-    k_bn_apply<<<blocks_for(rows * c), THREADS>>>(rows * c, c, x, coef, relu, y);
+    bn_apply(rows * c, c, xt, x, coef, relu, y);
 }
 
-void cu_bn_eval_fwd(size_t rows, int c, const float *x, const float *gamma, const float *beta, const float *run_mean,
-                    const float *run_var, float *y, double eps, float *coef, bool relu) {
+void cu_bn_eval_fwd(size_t rows, int c, cu_type xt, const void *x, const float *gamma, const float *beta,
+                    const float *run_mean, const float *run_var, float *y, double eps, float *coef, bool relu) {
     k_bn_eval_coef<<<blocks_for((size_t)c), THREADS>>>(c, gamma, beta, run_mean, run_var, eps, coef);
-    k_bn_apply<<<blocks_for(rows * c), THREADS>>>(rows * c, c, x, coef, relu, y);
+    bn_apply(rows * c, c, xt, x, coef, relu, y);
 }
 
 // coef = (gamma invstd, mean dy, mean dy xhat) from the sums over m values.
@@ -417,36 +442,39 @@ __global__ void k_bn_bwd_coef(int c, const double *v, double m, const float *gam
     }
 }
 
-// dx += gamma/std * (dy - mean(dy) - xhat * mean(dy * xhat))
-__global__ void k_bn_bwd_dx(size_t n, int c, const float *x, const float *mean, const float *invstd, const float *dy,
-                            const float *relu_y, const float *coef, float *dx) {
+// dx += gamma/std * (dy - mean(dy) - xhat * mean(dy * xhat)); x and dx of type T.
+template <typename T>
+__global__ void k_bn_bwd_dx(size_t n, int c, const T *x, const float *mean, const float *invstd, const float *dy,
+                            const float *relu_y, const float *coef, T *dx) {
     FOR_EACH(i, n) {
         unsigned ch = U32(i) % c;
-        float xhat = (x[i] - mean[ch]) * invstd[ch];
-        dx[i] += coef[ch] * (through_relu(dy, relu_y, i) - coef[c + ch] - xhat * coef[2 * c + ch]);
+        float xhat = (get(x[i]) - mean[ch]) * invstd[ch];
+        add_into(coef[ch] * (through_relu(dy, relu_y, i) - coef[c + ch] - xhat * coef[2 * c + ch]), &dx[i]);
     }
 }
 
-void cu_bn_bwd_sums(size_t rows, int c, const float *x, const float *mean, const float *invstd, const float *dy,
-                    const float *relu_y, double *part, double *v, float *dgamma, float *dbeta) {
-    bn_partial(rows, c, false, x, dy, relu_y, mean, invstd, part);
+void cu_bn_bwd_sums(size_t rows, int c, cu_type xt, const void *x, const float *mean, const float *invstd,
+                    const float *dy, const float *relu_y, double *part, double *v, float *dgamma, float *dbeta) {
+    bn_partial(rows, c, false, xt, x, dy, relu_y, mean, invstd, part);
     k_bn_reduce<<<blocks_for((size_t)c), THREADS>>>(c, bn_splits(rows), part, v, dgamma, dbeta);
 }
 
-void cu_bn_global_bwd(size_t rows, int c, const double *v, double m, const float *x, const float *gamma,
-                      const float *mean, const float *invstd, const float *dy, const float *relu_y, float *dx,
+void cu_bn_global_bwd(size_t rows, int c, const double *v, double m, cu_type xt, const void *x, const float *gamma,
+                      const float *mean, const float *invstd, const float *dy, const float *relu_y, void *dx,
                       float *coef) {
     if (!dx) return;
+    size_t n = rows * c;
     k_bn_bwd_coef<<<blocks_for((size_t)c), THREADS>>>(c, v, m, gamma, invstd, coef);
-    k_bn_bwd_dx<<<blocks_for(rows * c), THREADS>>>(rows * c, c, x, mean, invstd, dy, relu_y, coef, dx);
+    if (xt == CU_FP16)
+        k_bn_bwd_dx<<<blocks_for(n), THREADS>>>(n, c, (const __half *)x, mean, invstd, dy, relu_y, coef, (__half *)dx);
+    else if (xt == CU_BF16)
+        k_bn_bwd_dx<<<blocks_for(n), THREADS>>>(n, c, (const __nv_bfloat16 *)x, mean, invstd, dy, relu_y, coef,
+                                                (__nv_bfloat16 *)dx);
+    else k_bn_bwd_dx<<<blocks_for(n), THREADS>>>(n, c, (const float *)x, mean, invstd, dy, relu_y, coef, (float *)dx);
 }
 
 // ---- mixed precision -----------------------------------------------------------------
 
-__device__ static void put(float v, __half *o) { *o = __float2half_rn(v); }
-__device__ static void put(float v, __nv_bfloat16 *o) { *o = __float2bfloat16_rn(v); }
-__device__ static float get(__half h) { return __half2float(h); }
-__device__ static float get(__nv_bfloat16 h) { return __bfloat162float(h); }
 
 template <typename H> __global__ void k_to_half(size_t n, const float *x, H *y) {
     FOR_EACH(i, n) put(x[i], &y[i]);

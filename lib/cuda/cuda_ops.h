@@ -17,6 +17,10 @@
 // element is slow on a GPU): no tensor they take may have more elements.
 static const size_t CU_MAX_ELEMENTS = 0xffffffffu;
 
+// Element types of tensors a kernel takes either way (passed as void *):
+// fp32, fp16 (__half) or bfloat16 (__nv_bfloat16).
+typedef enum { CU_FP32, CU_FP16, CU_BF16 } cu_type;
+
 // (n, c, hw) -> (n, hw, c): the image and dropout masks into NHWC, conv
 // weights OIHW -> OHWI (n = O, c = I, hw = kh kw).
 void cu_nchw_to_nhwc(size_t n, int c, int hw, const float *x, float *y);
@@ -67,24 +71,28 @@ void cu_bias_bwd(int n, int c, const float *dy, float *db);
 // of 3 c floats. Fused with a ReLU after it: forward with relu writes
 // max(0, y); backward given relu_y (that ReLU's output; NULL: none) takes dy
 // as the ReLU's output gradient, dropped where relu_y is not positive.
+// x (and in backward dx) of type xt: fp32, or half where the backend keeps a
+// conv's output in half (amp, only a BN reads it); a half dx is written, not
+// added to (the conv's output gradient has no other writer), with the value
+// adding into a cleared fp32 gradient and converting would give.
 size_t cu_bn_part_size(size_t rows, int c);
 // Training forward, part 1: v = (sum x, sum x^2) per channel.
-void cu_bn_sums(size_t rows, int c, const float *x, double *part, double *v);
+void cu_bn_sums(size_t rows, int c, cu_type xt, const void *x, double *part, double *v);
 // Part 2: normalise with mean v[ch] / m and biased variance v[c + ch] / m -
 // mean^2; mean/invstd (c each) saved for backward; running stats updated
 // (unbiased variance m / (m - 1), as PyTorch).
-void cu_bn_global_fwd(size_t rows, int c, const double *v, double m, const float *x, const float *gamma,
-                      const float *beta, float *y, float *mean, float *invstd, float *run_mean, float *run_var,
+void cu_bn_global_fwd(size_t rows, int c, const double *v, double m, cu_type xt, const void *x,
+                      const float *gamma, const float *beta, float *y, float *mean, float *invstd, float *run_mean, float *run_var,
                       double eps, double momentum, float *coef, bool relu);
-void cu_bn_eval_fwd(size_t rows, int c, const float *x, const float *gamma, const float *beta, const float *run_mean,
-                    const float *run_var, float *y, double eps, float *coef, bool relu);
+void cu_bn_eval_fwd(size_t rows, int c, cu_type xt, const void *x, const float *gamma, const float *beta,
+                    const float *run_mean, const float *run_var, float *y, double eps, float *coef, bool relu);
 // Backward, part 1: v = (sum dy, sum dy * xhat) per channel over this batch,
 // also added to dbeta and dgamma (which stay local).
-void cu_bn_bwd_sums(size_t rows, int c, const float *x, const float *mean, const float *invstd, const float *dy,
-                    const float *relu_y, double *part, double *v, float *dgamma, float *dbeta);
+void cu_bn_bwd_sums(size_t rows, int c, cu_type xt, const void *x, const float *mean, const float *invstd,
+                    const float *dy, const float *relu_y, double *part, double *v, float *dgamma, float *dbeta);
 // Part 2: dx += gamma invstd (dy - v[ch] / m - xhat v[c + ch] / m).
-void cu_bn_global_bwd(size_t rows, int c, const double *v, double m, const float *x, const float *gamma,
-                      const float *mean, const float *invstd, const float *dy, const float *relu_y, float *dx,
+void cu_bn_global_bwd(size_t rows, int c, const double *v, double m, cu_type xt, const void *x, const float *gamma,
+                      const float *mean, const float *invstd, const float *dy, const float *relu_y, void *dx,
                       float *coef);
 
 // ---- mixed precision (--amp) -----------------------------------------------------
