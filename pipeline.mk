@@ -127,8 +127,14 @@ $(W)/ready/val.shard $(W)/ready/test.shard: $(W)/ready/%.shard: $(W)/clahe/%.sha
 #                              _mp, N / MP_STAGES ranks of MP_STAGES GPUs each, or on one GPU
 #                              the stages share it (--allow-shared-gpu)
 # Runs time themselves: run them one at a time (make -j1), not beside other work.
+# CONV_ALGOS=FILE: GPU runs use the convolution algorithms cuDNN measures,
+# recorded in FILE by the first run that meets a shape and taken from it by
+# every later one (cnn-train --conv-algos; docs/gpu.md); empty, the default:
+# cuDNN's heuristics. Not a prerequisite: a run that records a new shape
+# does not make the others stale (their algorithms are in the file as used).
 MP_STAGES     ?= 2
 MICRO_BATCHES ?= 4
+CONV_ALGOS    ?=
 MPI_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 MPI_CMD ?= mpirun $(MPI_ROOT_FLAG) --oversubscribe -np
 
@@ -200,7 +206,7 @@ $(RESULTS)/%.csv: $(READY) $(W)/train.params $$(call mp_params,$$*) bin/cnn-trai
 	@mkdir -p $(@D)
 	rm -rf $(W)/runs/$*
 	$(if $(filter-out 1,$(call gpu_ranks,$*)),$(MPI_CMD) $(call gpu_ranks,$*) )bin/cnn-train \
-	  $(subst --backend cpu,--device cuda,$(TRAIN_ARGS)) \
+	  $(subst --backend cpu,--device cuda,$(TRAIN_ARGS)) $(if $(CONV_ALGOS),--conv-algos $(CONV_ALGOS) )\
 	  $(if $(filter amp,$(call gpu_flags,$*)),--amp fp16 )$(if $(filter bf16,$(call gpu_flags,$*)),--amp bf16 )$(call mp_args,$(call gpu_flags,$*))$(if $(and $(filter mp,$(call gpu_flags,$*)),$(filter 1,$(call gpu_count,$*))),--allow-shared-gpu )--config $* \
 	  --out $(W)/runs/$*
 	cp $(W)/runs/$*/results.csv $@.tmp && mv $@.tmp $@

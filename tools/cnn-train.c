@@ -50,6 +50,9 @@ static const char USAGE[] =
     "                         scaling (GPUs); BatchNorm, loss and master weights stay fp32\n"
     "  --threads N            threads per rank (default: the host's cores shared among its ranks); with\n"
     "                         --device cuda they make the batches (decoding, augmentation)\n"
+    "  --conv-algos FILE      with --device cuda: convolution algorithms measured by cuDNN (the fastest\n"
+    "                         deterministic ones) and recorded in FILE, or taken from it where it has\n"
+    "                         them, so that reruns compute the same bytes (default: cuDNN's heuristics)\n"
     "Data parallel: mpirun -np N cnn-train ... runs N ranks; each trains on its slice of\n"
     "every epoch (batch per rank), gradients are summed across ranks while backward runs,\n"
     "metrics cover every rank's images, and rank 0 alone writes DIR.\n"
@@ -75,7 +78,7 @@ enum {
     OPT_TRAIN = TOOL_OPT_FIRST_FREE, OPT_VAL, OPT_TEST, OPT_EPOCHS, OPT_BATCH, OPT_LR, OPT_WD, OPT_NO_DECAY,
     OPT_SELECT, OPT_SEED, OPT_BACKEND, OPT_RESUME, OPT_MAX_STEPS, OPT_NO_AUGMENT, OPT_NO_DROPOUT, OPT_CONFIG,
     OPT_DATASET, OPT_AMP, OPT_SYNC_BN, OPT_LR_SCALE, OPT_BUCKET_MB, OPT_DEVICE, OPT_MODEL_PARALLEL, OPT_STAGES,
-    OPT_MICRO_BATCHES, OPT_SHARED_GPU, OPT_DEFERRED_BN, OPT_ALLREDUCE, OPT_HOST_OPTIMIZER
+    OPT_MICRO_BATCHES, OPT_SHARED_GPU, OPT_DEFERRED_BN, OPT_ALLREDUCE, OPT_HOST_OPTIMIZER, OPT_CONV_ALGOS
 };
 
 typedef enum { SELECT_AUC, SELECT_ACC, SELECT_LAST } select_by;
@@ -123,6 +126,7 @@ static options parse(int argc, char **argv) {
         {"deferred-bn", no_argument, 0, OPT_DEFERRED_BN},
         {"allreduce", required_argument, 0, OPT_ALLREDUCE},
         {"host-optimizer", no_argument, 0, OPT_HOST_OPTIMIZER},
+        {"conv-algos", required_argument, 0, OPT_CONV_ALGOS},
         {0, 0, 0, 0},
     };
     options op = {.backend = "auto", .o = fu_train_defaults(), .select = SELECT_AUC, .max_steps = -1, .bucket_mb = 25};
@@ -174,6 +178,7 @@ static options parse(int argc, char **argv) {
         case OPT_SHARED_GPU: op.o.shared_gpu = true; break;
         case OPT_DEFERRED_BN: op.o.deferred_bn = true; break;
         case OPT_HOST_OPTIMIZER: op.o.host_step = true; break;
+        case OPT_CONV_ALGOS: op.o.conv_algos = optarg; break;
         case OPT_ALLREDUCE:
             if (strcmp(optarg, "nccl") && strcmp(optarg, "mpi"))
                 tool_usage_error("--allreduce: nccl or mpi, not '%s'", optarg);
@@ -187,6 +192,8 @@ static options parse(int argc, char **argv) {
     if (strcmp(op.backend, "ref") && strcmp(op.backend, "cpu") && strcmp(op.backend, "cuda") &&
         strcmp(op.backend, "auto"))
         tool_usage_error("--backend: ref, cpu, cuda or auto, not '%s'", op.backend);
+    if (op.o.conv_algos && strcmp(op.backend, "cuda"))
+        tool_usage_error("--conv-algos chooses cuDNN's algorithms: it needs --device cuda");
     if (op.o.stage_cuts && op.o.stages < 2) tool_usage_error("--stages needs --model-parallel K (K >= 2)");
     if (op.o.micro_batches > op.o.batch / 2)
         tool_usage_error("--micro-batches %d: a batch of %d makes at most %d micro-batches of 2 images (BatchNorm "

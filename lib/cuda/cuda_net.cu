@@ -89,6 +89,7 @@
 // FU_CUDA_SYNC=1 in the environment synchronises after every op, so that an
 // asynchronous CUDA error is reported with the op that caused it.
 #include "cuda/cuda_backend.h"
+#include "cuda/conv_algos.h"
 #include "cuda/cuda_profile.h"
 #include "cuda/cuda_ops.h"
 #include "cuda/cuda_optim.h"
@@ -104,6 +105,7 @@ extern "C" {
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
+#include <ctype.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -201,6 +203,10 @@ typedef struct {
     bool ready; // a training forward ran since the last backward
     bool sync;  // FU_CUDA_SYNC: synchronise after every op
     cu_profile *prof; // FU_CUDA_PROFILE: where the time goes (NULL: off)
+    // --conv-algos FILE: algorithms measured by cuDNN and recorded there
+    // (conv_algos.h); algos.path NULL: cuDNN's heuristics
+    fu_algo_file algos;
+    char algo_key[96]; // the records' key prefix: GPU, compute capability, cuDNN version, data type
     char what[192]; // the op running, for error messages
 } cu_net;
 
@@ -318,11 +324,12 @@ static int download_nchw(cu_net *d, int i, int n, const float *src, float *host)
 
 // ---- set-up per batch size ------------------------------------------------------
 
-// The first algorithm (cuDNN's heuristic order) that works within the
-// workspace cap, preferring, in this order, for backward a deterministic one
-// (same inputs, same bytes), and the math we want: FMA for fp32 (TF32 tensor
-// cores would give fp32 training ~1e-3 relative errors), tensor cores for
-// half. Relaxed only where cuDNN offers nothing better for the shape. -1: none.
+// The first algorithm (in cuDNN's order: the heuristics', or the measured
+// times') that works within the workspace cap, preferring, in this order,
+// for backward a deterministic one (same inputs, same bytes), and the math
+// we want: FMA for fp32 (TF32 tensor cores would give fp32 training ~1e-3
+// relative errors), tensor cores for half. Relaxed only where cuDNN offers
+// nothing better for the shape. -1: none.
 template <typename Perf> static int choose(const Perf *perf, int got, bool deterministic, cudnnMathType_t want) {
     for (int relax = 0; relax < 4; relax++) {
         bool need_det = deterministic && relax < 2, need_math = relax % 2 == 0;
@@ -347,19 +354,31 @@ static cudnnMathType_t run_math(const cu_net *d, cudnnMathType_t m) {
     return d->amp == FU_AMP_OFF && m == CUDNN_DEFAULT_MATH ? CUDNN_FMA_MATH : m;
 }
 
-static int pick_algorithms(cu_net *d, cu_op *o, size_t *ws) {
+// cuDNN's candidates for the three passes of convolution o, in its order
+// (measured: fastest first, each run on the GPU; else the heuristics'),
+// and the choice among them; need: the workspace each choice asked for.
+static int query_algorithms(cu_net *d, cu_op *o, bool measure, size_t need[3]) {
     cudnnConvolutionFwdAlgoPerf_t pf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     cudnnConvolutionBwdDataAlgoPerf_t pd[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     cudnnConvolutionBwdFilterAlgoPerf_t pw[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     int nf = 0, nd = 0, nw = 0;
     cudnnMathType_t want = d->amp == FU_AMP_OFF ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH;
     DNN(cudnnSetConvolutionMathType(o->conv, want));
-    DNN(cudnnGetConvolutionForwardAlgorithm_v7(d->dnn, o->x, o->w, o->conv, o->y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-                                               &nf, pf));
-    DNN(cudnnGetConvolutionBackwardDataAlgorithm_v7(d->dnn, o->w, o->y, o->conv, o->x,
-                                                    CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &nd, pd));
-    DNN(cudnnGetConvolutionBackwardFilterAlgorithm_v7(d->dnn, o->x, o->y, o->conv, o->w,
-                                                      CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &nw, pw));
+    if (measure) {
+        DNN(cudnnFindConvolutionForwardAlgorithm(d->dnn, o->x, o->w, o->conv, o->y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                                                 &nf, pf));
+        DNN(cudnnFindConvolutionBackwardDataAlgorithm(d->dnn, o->w, o->y, o->conv, o->x,
+                                                      CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &nd, pd));
+        DNN(cudnnFindConvolutionBackwardFilterAlgorithm(d->dnn, o->x, o->y, o->conv, o->w,
+                                                        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &nw, pw));
+    } else {
+        DNN(cudnnGetConvolutionForwardAlgorithm_v7(d->dnn, o->x, o->w, o->conv, o->y,
+                                                   CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &nf, pf));
+        DNN(cudnnGetConvolutionBackwardDataAlgorithm_v7(d->dnn, o->w, o->y, o->conv, o->x,
+                                                        CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &nd, pd));
+        DNN(cudnnGetConvolutionBackwardFilterAlgorithm_v7(d->dnn, o->x, o->y, o->conv, o->w,
+                                                          CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &nw, pw));
+    }
     int f = choose(pf, nf, false, want), b = choose(pd, nd, true, want), w = choose(pw, nw, true, want);
     if (f < 0 || b < 0 || w < 0)
         return fu_fail("cuda backend", "%s: cuDNN offers no %s algorithm within %zu MiB of workspace", d->what,
@@ -367,9 +386,42 @@ static int pick_algorithms(cu_net *d, cu_op *o, size_t *ws) {
     o->fwd = pf[f].algo, o->fwd_math = run_math(d, pf[f].mathType);
     o->bwd_data = pd[b].algo, o->bwd_data_math = run_math(d, pd[b].mathType);
     o->bwd_filter = pw[w].algo, o->bwd_filter_math = run_math(d, pw[w].mathType);
+    need[0] = pf[f].memory, need[1] = pd[b].memory, need[2] = pw[w].memory;
+    return 0;
+}
+
+// A recorded choice (conv_algos.h) into o, checked to be cuDNN's values.
+static int recorded_algorithms(cu_net *d, cu_op *o, const fu_algo_rec *r) {
+    const int *v = r->v;
+    bool math_ok = true;
+    for (int k = 1; k < 6; k += 2)
+        math_ok = math_ok && (v[k] == CUDNN_DEFAULT_MATH || v[k] == CUDNN_TENSOR_OP_MATH ||
+                              v[k] == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION || v[k] == CUDNN_FMA_MATH);
+    if (!math_ok || v[0] >= CUDNN_CONVOLUTION_FWD_ALGO_COUNT || v[2] >= CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT ||
+        v[4] >= CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT)
+        return fu_fail("cuda backend", "%s: %s records '%s' with values that are not cuDNN's algorithms", d->what,
+                       d->algos.path, r->key);
+    o->fwd = (cudnnConvolutionFwdAlgo_t)v[0], o->fwd_math = (cudnnMathType_t)v[1];
+    o->bwd_data = (cudnnConvolutionBwdDataAlgo_t)v[2], o->bwd_data_math = (cudnnMathType_t)v[3];
+    o->bwd_filter = (cudnnConvolutionBwdFilterAlgo_t)v[4], o->bwd_filter_math = (cudnnMathType_t)v[5];
+    return 0;
+}
+
+// Convolution o's algorithms: from the record under key where --conv-algos
+// has one; else measured and recorded (--conv-algos) or the heuristics'.
+// ws grows to the largest workspace any of them needs.
+static int pick_algorithms(cu_net *d, cu_op *o, const char *key, size_t *ws) {
+    size_t need[3] = {0, 0, 0}, got[3] = {0, 0, 0};
+    const fu_algo_rec *r = d->algos.path ? fu_algo_find(&d->algos, key) : NULL;
+    if (r) {
+        if (recorded_algorithms(d, o, r) < 0) return -1;
+    } else {
+        if (query_algorithms(d, o, d->algos.path != NULL, need) < 0) return -1;
+        int v[6] = {o->fwd, o->fwd_math, o->bwd_data, o->bwd_data_math, o->bwd_filter, o->bwd_filter_math};
+        if (d->algos.path && fu_algo_add(&d->algos, key, v) < 0) return -1;
+    }
     // The workspace each algorithm asks for with the math it runs with (the
-    // heuristics' figure was for the query's math type), at least the heuristics'.
-    size_t need[3] = {pf[f].memory, pd[b].memory, pw[w].memory}, got[3] = {0, 0, 0};
+    // query's figure was for the query's math type), at least the query's.
     DNN(cudnnSetConvolutionMathType(o->conv, o->fwd_math));
     DNN(cudnnGetConvolutionForwardWorkspaceSize(d->dnn, o->x, o->w, o->conv, o->y, o->fwd, &got[0]));
     DNN(cudnnSetConvolutionMathType(o->conv, o->bwd_data_math));
@@ -396,6 +448,15 @@ static int check_out(cu_net *d, const fu_op *op, int n, const int got[4]) {
     return 0;
 }
 
+// The key of convolution i's record for n images (conv_algos.h): the
+// backend's prefix, then input (n x c x h x w), filter (o x k x k), stride,
+// padding, dilation.
+static void algo_key(const cu_net *d, int i, int n, char *key, size_t size) {
+    const fu_op *op = &d->m->ops[i], *x = &d->m->ops[op->in[0]];
+    snprintf(key, size, "%s:%dx%dx%dx%d:%dx%dx%d:s%dp%dd%d", d->algo_key, n, x->c, x->h, x->w, op->c, op->k, op->k,
+             op->stride, op->pad, op->dil);
+}
+
 static int setup_conv(cu_net *d, int i, int n, size_t *ws) {
     const fu_op *op = &d->m->ops[i], *x = &d->m->ops[op->in[0]];
     cu_op *o = &d->op[i];
@@ -407,7 +468,9 @@ static int setup_conv(cu_net *d, int i, int n, size_t *ws) {
                                         CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     DNN(cudnnGetConvolution2dForwardOutputDim(o->conv, o->x, o->w, &got[0], &got[1], &got[2], &got[3]));
     if (check_out(d, op, n, got) < 0) return -1;
-    return pick_algorithms(d, o, ws);
+    char key[FU_ALGO_KEY];
+    algo_key(d, i, n, key, sizeof key);
+    return pick_algorithms(d, o, key, ws);
 }
 
 static int setup_pool(cu_net *d, int i, int n) {
@@ -434,6 +497,7 @@ static int setup(cu_net *d, int n) {
         if (k == FU_OP_CONV && setup_conv(d, i, n, &ws) < 0) return -1;
         if (k == FU_OP_MAXPOOL && setup_pool(d, i, n) < 0) return -1;
     }
+    if (d->algos.path && fu_algo_save(&d->algos) < 0) return -1;
     snprintf(d->what, sizeof d->what, "workspace of %zu bytes", ws);
     if (ws > d->ws_size) {
         CU(cudaFree(d->ws));
@@ -1035,6 +1099,7 @@ static void cu_destroy(fu_backend *b) {
         cudaSetDevice(d->device); // where its handles and buffers live
         fu_nccl_sync_free(d->nccl); // before the buffer it sums
         cu_profile_destroy(d->prof);
+        fu_algo_free(&d->algos);
         for (int i = 0; d->op && i < d->m->n_ops; i++) {
             cu_op *o = &d->op[i];
             if (o->x) cudnnDestroyTensorDescriptor(o->x);
@@ -1505,6 +1570,19 @@ static void enable_peers(int device, int count) {
     cudaGetLastError(); // cudaErrorPeerAccessAlreadyEnabled, or any refusal: not this backend's error
 }
 
+// --conv-algos FILE: its records, and the prefix of this backend's keys:
+// "NVIDIA_H200:sm_90:cudnn91900:fp16" (the GPU's name without blanks).
+static int load_algos(cu_net *d, const char *path) {
+    cudaDeviceProp p;
+    if (cudaGetDeviceProperties(&p, d->device) != cudaSuccess)
+        return fu_fail("cuda backend", "cannot read GPU %d's properties", d->device);
+    for (char *c = p.name; *c; c++)
+        if (isspace((unsigned char)*c) || *c == ':') *c = '_';
+    snprintf(d->algo_key, sizeof d->algo_key, "%.48s:sm_%d%d:cudnn%zu:%s", p.name, p.major, p.minor,
+             cudnnGetVersion(), d->amp == FU_AMP_OFF ? "fp32" : fu_amp_name(d->amp));
+    return fu_algo_load(&d->algos, path);
+}
+
 // fu_backend_opts.weights_of: d computes with the lender's device weights
 // and BN state (a lender that holds its own, of a model of the same sizes,
 // on the same GPU).
@@ -1552,7 +1630,8 @@ int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backe
     b->host_alloc = cu_host_alloc, b->host_free = cu_host_free, b->prefetch = cu_prefetch;
     b->device_output = cu_device_output, b->device_input_grad = cu_device_input_grad;
     enable_peers(o->device, count);
-    if ((o->weights_of && borrow(d, o->weights_of) < 0) || create(d, b) < 0) {
+    if ((o->weights_of && borrow(d, o->weights_of) < 0) || (o->conv_algos && load_algos(d, o->conv_algos) < 0) ||
+        create(d, b) < 0) {
         cu_destroy(b);
         return -1;
     }

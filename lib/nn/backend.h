@@ -44,6 +44,10 @@ typedef struct {
     // The model-parallel pipe's micro-batch backends of one stage share
     // their first one's this way. Others ignore it. NULL: its own.
     fu_backend *weights_of;
+    // cuda: convolution algorithms measured by cuDNN, recorded in this file
+    // and taken from it by every later run (cuda/conv_algos.h); NULL:
+    // cuDNN's heuristics. Others ignore it.
+    const char *conv_algos;
 } fu_backend_opts;
 
 // Data parallelism (lib/dist) reaches into a backend through these hooks;

@@ -31,7 +31,8 @@ void fu_trainer_free(fu_trainer *t) {
 
 int fu_trainer_init(fu_trainer *t, const fu_model *m, const fu_train_opts *o, const char *backend, int threads) {
     memset(t, 0, sizeof *t);
-    fu_backend_opts bo = {.batch = o->batch, .threads = threads, .amp = o->amp, .device = o->device};
+    fu_backend_opts bo = {
+        .batch = o->batch, .threads = threads, .amp = o->amp, .device = o->device, .conv_algos = o->conv_algos};
     fu_pipe_opts po = {.backend = backend, .stages = o->stages > 1 ? o->stages : 1, .cuts = o->stage_cuts,
                        .micro_batches = o->micro_batches > 1 ? o->micro_batches : 1, .shared_device = o->shared_gpu,
                        .deferred_bn = o->deferred_bn};

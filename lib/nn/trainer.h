@@ -50,6 +50,9 @@ typedef struct {
     // thread, beside the step; 0 counts as 1. A GPU backend leaves the host's
     // cores to them; a CPU backend's step wants them itself.
     int load_threads;
+    // cuda: convolution algorithms measured and recorded in this file, or
+    // taken from it (fu_backend_opts.conv_algos); NULL: cuDNN's heuristics.
+    const char *conv_algos;
 } fu_train_opts;
 
 // The study's recipe: 10 epochs, batch 32, lr 1e-3, weight decay 1e-4 on

@@ -75,5 +75,7 @@ check_fails "an empty split" 1 'no records: the split is empty' cnn-train $S --t
 check_fails "unwritable --out" 1 'file' cnn-train $S --out "$T/file/run"
 check_fails "missing --val" 2 'required' cnn-train --train "$T/s/train.shard" --out "$T/x"
 check_fails "--allreduce: nccl or mpi" 2 "cnn-train: --allreduce: nccl or mpi, not 'gloo'" cnn-train $S --allreduce gloo --out "$T/x"
+check_fails "--conv-algos needs --device cuda" 2 "cnn-train: --conv-algos chooses cuDNN's algorithms: it needs --device cuda" \
+    cnn-train $S --conv-algos "$T/algos.txt" --out "$T/x"
 no_tmp_left "no temporaries left" "$T/a"
 finish

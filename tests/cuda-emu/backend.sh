@@ -98,7 +98,11 @@ for o in "$tmp"/*.log; do cat "$o"; done # warnings, if any
 # The library without its cuda backend; its link line without the CUDA
 # libraries and their search paths (no runpath to the real libcudart or
 # libnccl: the fakes stand in).
-objs=$(find "$PWD/build/lib" -name '*.o' ! -path "$PWD/build/lib/cuda/*" ! -path "$PWD/build/lib/nn/backend.o" | sort)
+# (lib/cuda's C files, gcc-built, are the library's like any other.)
+objs=$(find "$PWD/build/lib" -name '*.o' ! -path "$PWD/build/lib/nn/backend.o" | sort | while read -r o; do
+    case $o in "$PWD"/build/lib/cuda/*) [ -f "lib/cuda/$(basename "$o" .o).cu" ] && continue ;; esac
+    echo "$o"
+done)
 libs=
 # (The last line: make may print a note about the GPU backend first.)
 for w in $(make -s print-ldlibs 2>/dev/null | tail -n 1); do

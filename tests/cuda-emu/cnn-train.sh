@@ -24,6 +24,15 @@ if [ "$(wc -l <"$T/a/log.csv")" = 3 ]; then ok "log.csv: a row per epoch"; else 
 check "a rerun" cnn-train $S --device cuda --out "$T/b"
 same "a rerun: the same weights, bit for bit" "$T/a/model.safetensors" "$T/b/model.safetensors"
 
+# Convolution algorithms measured and recorded (--conv-algos): a rerun with
+# the file leaves it as it was and trains the same weights (the fake cuDNN
+# ranks two algorithms that sum in different orders by the process id).
+check "--conv-algos FILE: measured, recorded" cnn-train $S --device cuda --conv-algos "$T/algos.txt" --out "$T/g"
+cp "$T/algos.txt" "$T/algos-first.txt"
+check "--conv-algos FILE: a rerun" cnn-train $S --device cuda --conv-algos "$T/algos.txt" --out "$T/g2"
+same "--conv-algos: the rerun leaves the file as it was" "$T/algos-first.txt" "$T/algos.txt"
+same "--conv-algos: the rerun's weights, bit for bit" "$T/g/model.safetensors" "$T/g2/model.safetensors"
+
 # Stopped after 3 of the 6 steps (mid-epoch 2), then resumed: the resident
 # state went out with the checkpoint and comes back in.
 check "--max-steps 3" cnn-train $S --device cuda --max-steps 3 --out "$T/c"

@@ -6,8 +6,13 @@
 // to the first maximum of its window, as CUDNN_POOLING_MAX_DETERMINISTIC)
 // directly. FLOAT, HALF and BFLOAT16 data are converted to float, computed
 // in float (sums in float, as cuDNN accumulates), and the result
-// alpha * op + beta * old converted back. The algorithm queries offer one
-// algorithm (0, deterministic, the descriptor's math type, no workspace).
+// alpha * op + beta * old converted back. The heuristics (Get*_v7) offer
+// one algorithm (0, deterministic, the descriptor's math type, no
+// workspace); the measurements (Find*) three, as a real cuDNN offers
+// several: 1, non-deterministic, always fastest, and 0 and 2, deterministic,
+// which of them is faster alternating from one handle to the next, the
+// first by the process id (as close timings vary from run to run). Backward-filter with algorithm 2 sums the images in reverse
+// order, so that a run with another choice gives other bytes, as on a GPU.
 // Anything else is CUDNN_STATUS_NOT_SUPPORTED, never a wrong answer.
 #include <cudnn.h>
 #include <cuda_bf16.h>
@@ -18,10 +23,11 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <vector>
 
 struct cudnnContext {
-    int unused;
+    int serial; // handles created before it: which of two algorithms its measurements rank first
 };
 
 struct cudnnTensorStruct {
@@ -113,7 +119,17 @@ const char *cudnnGetErrorString(cudnnStatus_t s) {
         return CUDNN_STATUS_SUCCESS;                                                                       \
     }
 
-HANDLE(cudnnHandle_t, cudnnCreate, cudnnDestroy)
+cudnnStatus_t cudnnCreate(cudnnHandle_t *p) {
+    static int handles = (int)getpid();
+    cudnnStatus_t s = make(p);
+    if (s == CUDNN_STATUS_SUCCESS) (*p)->serial = handles++;
+    return s;
+}
+
+cudnnStatus_t cudnnDestroy(cudnnHandle_t p) {
+    free(p);
+    return CUDNN_STATUS_SUCCESS;
+}
 
 // ---- descriptors ------------------------------------------------------------------------
 
@@ -200,7 +216,49 @@ template <class Perf, class Algo> static cudnnStatus_t one_algo(const cudnnConvo
     return CUDNN_STATUS_SUCCESS;
 }
 
+template <class Perf, class Algo>
+static cudnnStatus_t measured(cudnnHandle_t h, const cudnnConvolutionDescriptor_t c, int requested, int *got,
+                              Perf *perf) {
+    if (!h || !c || !c->set || requested < 1 || !got || !perf) return CUDNN_STATUS_BAD_PARAM;
+    bool two_first = h->serial % 2;
+    static const int order[2][3] = {{1, 0, 2}, {1, 2, 0}};
+    *got = requested < 3 ? requested : 3;
+    for (int k = 0; k < *got; k++) {
+        memset(&perf[k], 0, sizeof perf[k]);
+        perf[k].algo = (Algo)order[two_first][k];
+        perf[k].status = CUDNN_STATUS_SUCCESS;
+        perf[k].time = 1.0f + k;
+        perf[k].determinism = perf[k].algo == 1 ? CUDNN_NON_DETERMINISTIC : CUDNN_DETERMINISTIC;
+        perf[k].mathType = c->math;
+    }
+    return CUDNN_STATUS_SUCCESS;
+}
+
 extern "C" {
+
+cudnnStatus_t cudnnFindConvolutionForwardAlgorithm(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
+                                                   const cudnnFilterDescriptor_t w,
+                                                   const cudnnConvolutionDescriptor_t c,
+                                                   const cudnnTensorDescriptor_t y, const int requested, int *got,
+                                                   cudnnConvolutionFwdAlgoPerf_t *perf) {
+    return measured<cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t>(h, c, requested, got, perf);
+}
+
+cudnnStatus_t cudnnFindConvolutionBackwardDataAlgorithm(cudnnHandle_t h, const cudnnFilterDescriptor_t w,
+                                                        const cudnnTensorDescriptor_t dy,
+                                                        const cudnnConvolutionDescriptor_t c,
+                                                        const cudnnTensorDescriptor_t dx, const int requested,
+                                                        int *got, cudnnConvolutionBwdDataAlgoPerf_t *perf) {
+    return measured<cudnnConvolutionBwdDataAlgoPerf_t, cudnnConvolutionBwdDataAlgo_t>(h, c, requested, got, perf);
+}
+
+cudnnStatus_t cudnnFindConvolutionBackwardFilterAlgorithm(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
+                                                          const cudnnTensorDescriptor_t dy,
+                                                          const cudnnConvolutionDescriptor_t c,
+                                                          const cudnnFilterDescriptor_t dw, const int requested,
+                                                          int *got, cudnnConvolutionBwdFilterAlgoPerf_t *perf) {
+    return measured<cudnnConvolutionBwdFilterAlgoPerf_t, cudnnConvolutionBwdFilterAlgo_t>(h, c, requested, got, perf);
+}
 
 cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
                                                      const cudnnFilterDescriptor_t w,
@@ -332,6 +390,7 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha, const 
     conv_shape s;
     cudnnStatus_t st = shape_of(xd, wd, cd, yd, &s);
     if (st != CUDNN_STATUS_SUCCESS) return st;
+    if ((int)algo > 2) return CUDNN_STATUS_NOT_SUPPORTED;
     std::vector<float> xf = to_float(xd->dt, x, numel(xd)), wf = to_float(wd->dt, w, numel(wd));
     std::vector<float> out(numel(yd)), col(s.pixels() * s.rsc());
     size_t in_img = (size_t)s.h * s.w * s.c, out_img = s.pixels() * s.k;
@@ -354,6 +413,7 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void *alpha, c
     conv_shape s;
     cudnnStatus_t st = shape_of(dxd, wd, cd, dyd, &s);
     if (st != CUDNN_STATUS_SUCCESS) return st;
+    if ((int)algo > 2) return CUDNN_STATUS_NOT_SUPPORTED;
     std::vector<float> dyf = to_float(dyd->dt, dy, numel(dyd)), wf = to_float(wd->dt, w, numel(wd));
     std::vector<float> out(numel(dxd), 0.0f), col(s.pixels() * s.rsc());
     size_t in_img = (size_t)s.h * s.w * s.c, out_img = s.pixels() * s.k;
@@ -376,10 +436,12 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha,
     conv_shape s;
     cudnnStatus_t st = shape_of(xd, dwd, cd, dyd, &s);
     if (st != CUDNN_STATUS_SUCCESS) return st;
+    if ((int)algo > 2) return CUDNN_STATUS_NOT_SUPPORTED;
     std::vector<float> xf = to_float(xd->dt, x, numel(xd)), dyf = to_float(dyd->dt, dy, numel(dyd));
     std::vector<float> out(numel(dwd), 0.0f), col(s.pixels() * s.rsc());
     size_t in_img = (size_t)s.h * s.w * s.c, out_img = s.pixels() * s.k;
-    for (int i = 0; i < s.n; i++) {
+    for (int j = 0; j < s.n; j++) {
+        int i = algo == 2 ? s.n - 1 - j : j; // another algorithm, another order
         im2col(s, xf.data() + i * in_img, col.data());
         if (!gemm('T', 'N', s.k, s.rsc(), s.pixels(), dyf.data() + i * out_img, s.k, col.data(), s.rsc(), 1, out.data(),
                   s.rsc()))

@@ -8,13 +8,14 @@
 #   here:  sh tests/gpu/bundle.sh && rm -rf build/acrima && cp -rL ../shared/data/acrima build/acrima
 #   there: sh tests/gpu/device.sh        (carry: build/gpu-bundle.tar.xz, build/acrima)
 # Parts, in order, each with its own limit in seconds and all within TOTAL_S
-# (default 460, so that the summary is written before the device call's own
-# limit): our speed and PyTorch's beside it (BENCH_S 230; TORCH_ARGS;
+# (default 490, so that the summary is written before the device call's own
+# limit: give the call timeout_s 520): our speed and PyTorch's beside it (BENCH_S 260; TORCH_ARGS;
 # FU_BENCH_TRAINER_ONLY=1: our trainer's steps alone, unsplit and 2 stages), the checks and memcheck
 # (TEST_S 90), the model-parallel run (MP_S 60, 2 epochs), the study's recipe with AMP on ACRIMA (ACRIMA_S 60, EPOCHS 2),
 # the refusal. At most 8 files come back from a device call: $OUT holds
-# summary.txt, probe.txt, bench.log, test-gpu.log, mp.log, acrima.log and
-# results.csv (every results row made).
+# summary.txt, probe.txt, bench.log, test-gpu.log, mp.log, acrima.log,
+# results.csv (every results row made) and conv-algos.txt (the convolution
+# algorithms the bench measured, --conv-algos).
 set -u
 OUT=${OUT:-/tmp/device-out}
 mkdir -p "$OUT"
@@ -22,7 +23,7 @@ start=$(date +%s)
 say() { echo "[$(($(date +%s) - start)) s] $*" | tee -a "$OUT/summary.txt"; }
 # A part's limit: its own, or what TOTAL_S leaves (less 15 s for the summary), at least 5.
 limit() {
-    left=$((${TOTAL_S:-460} - ($(date +%s) - start) - 15))
+    left=$((${TOTAL_S:-490} - ($(date +%s) - start) - 15))
     [ "$left" -lt 5 ] && left=5
     [ "$left" -lt "$1" ] && echo "$left" || echo "$1"
 }
@@ -42,7 +43,8 @@ say "probe: $(nvidia-smi --query-gpu=name --format=csv,noheader | paste -sd, -)"
 # 1. Our speed and PyTorch's beside it, on the same GPU (and where our step's
 # GPU time goes: the "# profile" lines).
 CHECKS=0 FU_BENCH_TRAINER_ONLY=${FU_BENCH_TRAINER_ONLY:-1} TORCH_ARGS=${TORCH_ARGS:---batches 32,256 --steps 10 --no-compile} \
-    timeout "$(limit "${BENCH_S:-230}")" sh tests/gpu/run-bundle.sh >"$OUT/bench.log" 2>&1
+    FU_BENCH_CONV_ALGOS="$OUT/conv-algos.txt" \
+    timeout "$(limit "${BENCH_S:-260}")" sh tests/gpu/run-bundle.sh >"$OUT/bench.log" 2>&1
 say "bench: exit $?"
 grep -E '^# bench|x$|img/s|^not ok' "$OUT/bench.log" | head -60 >>"$OUT/summary.txt"
 

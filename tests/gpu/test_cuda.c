@@ -48,6 +48,7 @@
 #include "nn/stages.h"
 #include "nn/trainer.h"
 
+#include <errno.h>
 #include <math.h>
 #include <omp.h>
 #include <pthread.h>
@@ -83,12 +84,12 @@ static void result_free(result *r) { free(r->grads), free(r->state), free(r->cou
 
 // One training step (BN on batch statistics, dropout masks from the pass,
 // backward), then eval-mode logits (eval_logits may be NULL), on a backend.
-static int run_backend(const char *name, fu_amp amp, const fu_model *m, int n, const float *params0,
-                       const float *state0, const float *x, const int *labels, const float *cw, result *r,
-                       float *eval_logits) {
+// (run_backend_with: with these backend options, their batch n.)
+static int run_backend_with(const char *name, const fu_backend_opts *bo, const fu_model *m, int n,
+                            const float *params0, const float *state0, const float *x, const int *labels,
+                            const float *cw, result *r, float *eval_logits) {
     fu_backend *b;
-    fu_backend_opts bo = {.batch = n, .threads = omp_get_max_threads(), .amp = amp};
-    if (fu_backend_create(name, m, &bo, &b) < 0) return -1;
+    if (fu_backend_create(name, m, bo, &b) < 0) return -1;
     size_t nl = (size_t)n * m->classes;
     result_alloc(r, m, n, state0);
     fu_pass train = {.train = true, .dropout = true, .seed = 7, .step = 3}, eval = {0};
@@ -104,6 +105,13 @@ static int run_backend(const char *name, fu_amp amp, const fu_model *m, int n, c
     }
     b->destroy(b);
     return rc;
+}
+
+static int run_backend(const char *name, fu_amp amp, const fu_model *m, int n, const float *params0,
+                       const float *state0, const float *x, const int *labels, const float *cw, result *r,
+                       float *eval_logits) {
+    fu_backend_opts bo = {.batch = n, .threads = omp_get_max_threads(), .amp = amp};
+    return run_backend_with(name, &bo, m, n, params0, state0, x, labels, cw, r, eval_logits);
 }
 
 typedef struct {
@@ -319,6 +327,8 @@ static void check_determinism(const fu_model *m, int n) {
     free(params), free(state), free(x), free(counts);
 }
 
+static bool same_floats(size_t n, const float *a, const float *b) { return !memcmp(a, b, n * sizeof(float)); }
+
 static bool same_values(size_t n, const float *a, const float *b) {
     for (size_t i = 0; i < n; i++)
         if (!(a[i] == b[i])) return false;
@@ -368,6 +378,80 @@ static void check_fusion(const fu_model *m, int n) {
               name, "rc %d (%s): they differ", rc, rc < 0 ? fu_error() : "");
         result_free(&fused), result_free(&plain), free(ef), free(ep);
     }
+    free(params), free(state), free(x), free(counts);
+}
+
+// A whole small file as a string (NULL: unreadable).
+static char *read_text(const char *path) {
+    FILE *f = fopen(path, "r");
+    char *text = f ? calloc(1, 1 << 16) : NULL;
+    if (text && fread(text, 1, (1 << 16) - 1, f) == 0 && ferror(f)) free(text), text = NULL;
+    if (f) fclose(f);
+    return text;
+}
+
+// Records in a conv algorithms file: its lines that are not comments.
+static int records_in(const char *text) {
+    int n = 0;
+    for (const char *l = text; l && *l;) {
+        n += *l != '#' && *l != '\n';
+        const char *end = strchr(l, '\n');
+        l = end ? end + 1 : NULL;
+    }
+    return n;
+}
+
+// --conv-algos FILE (fu_backend_opts.conv_algos): the first backend measures
+// each convolution (cuDNN's Find) and records its choices; a second with the
+// file takes them from there, leaves the file as it was and computes the
+// same bytes, as measuring afresh need not (under emulation the fake cuDNN
+// ranks two deterministic algorithms one way for one handle and the other
+// way for the next, and they sum in different orders). Measured or the
+// heuristics', the step agrees within fp32 rounding. A malformed file is
+// refused, naming its line.
+static void check_conv_algos(const fu_model *m, int n) {
+    char dir[] = "/tmp/fu-conv-algos-XXXXXX", path[64];
+    if (!CHECK(mkdtemp(dir), "--conv-algos: a temporary folder", "%s", strerror(errno))) return;
+    snprintf(path, sizeof path, "%s/algos.txt", dir);
+    float *params = malloc(m->n_params * sizeof(float)), *state = malloc(m->n_state * sizeof(float)),
+          *x = random_batch(m, n, 5), cw[2] = {0.5f, 0.5f};
+    int64_t *counts = calloc(m->n_counts, sizeof(int64_t));
+    int labels[8] = {1, 0, 0, 1, 1, 0, 1, 0};
+    fu_model_init(m, 5, params, state, counts);
+    fu_backend_opts bo = {.batch = n, .threads = omp_get_max_threads(), .conv_algos = path};
+    result first = {0}, again = {0}, heuristic = {0};
+    char *text[2] = {NULL, NULL};
+    int rc = run_backend_with("cuda", &bo, m, n, params, state, x, labels, cw, &first, NULL);
+    if (rc == 0) text[0] = read_text(path);
+    if (rc == 0) rc = run_backend_with("cuda", &bo, m, n, params, state, x, labels, cw, &again, NULL);
+    if (rc == 0) text[1] = read_text(path);
+    bo.conv_algos = NULL;
+    if (rc == 0) rc = run_backend_with("cuda", &bo, m, n, params, state, x, labels, cw, &heuristic, NULL);
+    size_t nl = (size_t)n * m->classes;
+    int records = records_in(text[0]);
+    char name[200];
+    snprintf(name, sizeof name, "--conv-algos: %d convolution shapes measured and recorded; a second backend takes "
+             "them from the file (unchanged) and computes the same bytes", records);
+    CHECK(rc == 0 && records > 0 && text[1] && !strcmp(text[0], text[1]) && first.loss == again.loss &&
+              same_floats(nl, first.logits, again.logits) && same_floats(m->n_params, first.grads, again.grads) &&
+              same_floats(m->n_state, first.state, again.state),
+          name, "rc %d (%s): %s", rc, rc < 0 ? fu_error() : "",
+          !text[1] || strcmp(text[0], text[1]) ? "the file changed" : "the results differ");
+    double dg = rc == 0 ? rel_ff(m->n_params, first.grads, heuristic.grads) : INFINITY,
+           dl = rc == 0 ? rel_ff(nl, first.logits, heuristic.logits) : INFINITY;
+    CHECK(dg <= 1e-4 && dl <= 1e-5, "--conv-algos: the measured algorithms' step agrees with the heuristics'",
+          "gradients %.3g, logits %.3g", dg, dl);
+    FILE *f = fopen(path, "w");
+    if (f) fputs("# a hand-edited record\nkey 1 2 3\n", f), fclose(f);
+    fu_backend *b = NULL;
+    bo.conv_algos = path;
+    rc = fu_backend_create("cuda", m, &bo, &b);
+    CHECK(rc < 0 && strstr(fu_error(), path) && strstr(fu_error(), ":2: expected a key and six numbers"),
+          "--conv-algos: a malformed file refused, naming its line", "rc %d: %s", rc, fu_error());
+    fu_backend_destroy(b);
+    unlink(path), rmdir(dir);
+    free(text[0]), free(text[1]);
+    result_free(&first), result_free(&again), result_free(&heuristic);
     free(params), free(state), free(x), free(counts);
 }
 
@@ -579,7 +663,6 @@ static float *copy_of(size_t n, const float *a) {
     return c;
 }
 
-static bool same_floats(size_t n, const float *a, const float *b) { return !memcmp(a, b, n * sizeof(float)); }
 
 // The resident interface on MedicalCNN's batch of 4 (check_resident): a
 // cuda backend, weights, BN state, moments as after some steps, and the
@@ -1595,19 +1678,27 @@ static int trainer_ms(fu_trainer *t, int n, const int *labels, int warm, int tim
 // FU_CUDA_PROFILE (its events and flushes slow a step: its time is not the
 // bench's figure), which print where the GPU time went. Then resident with
 // fusion off (FU_CUDA_FUSE=0; FU_BENCH_UNFUSED=0: not): what fusion saves.
+// Then resident with the convolution algorithms cuDNN measures, recorded
+// in FU_BENCH_CONV_ALGOS (default /tmp/fu-bench-conv-algos.txt, so that a
+// rerun takes the same ones; FU_BENCH_MEASURED=0: not): what measuring
+// gains over the heuristics.
 static int bench_trainer(const fu_model *m, const float *x, const int *labels, int n, int warm, int timed,
                          bool host_too, bool profile) {
     static const fu_amp amps[] = {FU_AMP_OFF, FU_AMP_BF16, FU_AMP_FP16};
-    const char *unfused_env = getenv("FU_BENCH_UNFUSED");
+    const char *unfused_env = getenv("FU_BENCH_UNFUSED"), *measured_env = getenv("FU_BENCH_MEASURED"),
+               *algos = getenv("FU_BENCH_CONV_ALGOS");
     bool unfused = !unfused_env || strcmp(unfused_env, "0") != 0;
+    bool measured = !measured_env || strcmp(measured_env, "0") != 0;
     for (size_t a = 0; a < sizeof amps / sizeof *amps; a++) {
-        double ms[4] = {0, 0, 0, 0};
-        size_t mib = 0, mib_unfused = 0;
-        // run 0: resident; 1: host step; 2: resident, profiled; 3: resident, fusion off
-        for (int run = 0; run < 4; run++) {
-            if ((run == 1 && !host_too) || (run == 2 && !profile) || (run == 3 && !unfused)) continue;
+        double ms[5] = {0, 0, 0, 0, 0};
+        size_t mib = 0, mib_unfused = 0, mib_measured = 0;
+        // run 0: resident; 1: host step; 2: resident, profiled; 3: resident, fusion off; 4: resident, measured
+        for (int run = 0; run < 5; run++) {
+            if ((run == 1 && !host_too) || (run == 2 && !profile) || (run == 3 && !unfused) || (run == 4 && !measured))
+                continue;
             fu_train_opts o = fu_train_defaults();
             o.batch = n, o.amp = amps[a], o.augment = false, o.host_step = run == 1;
+            if (run == 4) o.conv_algos = algos ? algos : "/tmp/fu-bench-conv-algos.txt";
             fu_trainer t;
             if (run == 2) setenv("FU_CUDA_PROFILE", "1", 1);
             if (run == 3) setenv("FU_CUDA_FUSE", "0", 1);
@@ -1625,6 +1716,7 @@ static int bench_trainer(const fu_model *m, const float *x, const int *labels, i
             rc = trainer_ms(&t, n, labels, warm, run == 2 ? 3 : timed, what, &ms[run]);
             if (run == 0) mib = t.be->device_bytes >> 20;
             if (run == 3) mib_unfused = t.be->device_bytes >> 20;
+            if (run == 4) mib_measured = t.be->device_bytes >> 20;
             if (rc < 0) printf("# bench: trainer, %s%s: %s\n", what, run == 1 ? ", host step" : "", fu_error());
             fu_trainer_free(&t);
             if (rc < 0) return -1;
@@ -1641,6 +1733,10 @@ static int bench_trainer(const fu_model *m, const float *x, const int *labels, i
             printf("# bench: batch %d, amp %s: fusion off (FU_CUDA_FUSE=0) %.1f ms per step, %zu MiB: fusion saves "
                    "%.1f ms and %ld MiB\n",
                    n, fu_amp_name(amps[a]), ms[3], mib_unfused, ms[3] - ms[0], (long)mib_unfused - (long)mib);
+        if (measured)
+            printf("# bench: batch %d, amp %s: measured convolution algorithms (--conv-algos) %.1f ms per step, %zu "
+                   "MiB: %.1f ms faster than the heuristics'\n",
+                   n, fu_amp_name(amps[a]), ms[4], mib_measured, ms[0] - ms[4]);
     }
     return 0;
 }
@@ -1834,6 +1930,7 @@ int main(int argc, char **argv) {
             compare_amp("MedicalCNN 4x3x64x64, amp fp16", &m, 4, 42, FU_AMP_FP16);
             check_determinism(&m, 4);
             check_fusion(&m, 4);
+            check_conv_algos(&m, 4);
             check_smaller_batch(&m);
             check_training(&m);
             static const fu_amp amps[] = {FU_AMP_OFF, FU_AMP_BF16, FU_AMP_FP16};
