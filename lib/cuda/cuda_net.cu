@@ -1232,9 +1232,9 @@ static void plan_fusion(cu_net *d) {
         }
     }
     for (int j = 0; on && readers && d->amp != FU_AMP_OFF && j < m->n_ops; j++) {
-        int i = m->ops[j].n_in ? m->ops[j].in[0] : -1;
-        if (m->ops[j].kind == FU_OP_BN && m->ops[i].kind == FU_OP_CONV && readers[i] == 1 && i != output_op(m))
-            d->op[i].half = true;
+        if (m->ops[j].kind != FU_OP_BN) continue;
+        int i = m->ops[j].in[0];
+        if (m->ops[i].kind == FU_OP_CONV && readers[i] == 1 && i != output_op(m)) d->op[i].half = true;
     }
     free(readers); // (without it: no fusion, the same results)
 }

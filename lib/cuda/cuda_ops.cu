@@ -475,7 +475,6 @@ void cu_bn_global_bwd(size_t rows, int c, const double *v, double m, cu_type xt,
 
 // ---- mixed precision -----------------------------------------------------------------
 
-
 template <typename H> __global__ void k_to_half(size_t n, const float *x, H *y) {
     FOR_EACH(i, n) put(x[i], &y[i]);
 }

@@ -82,8 +82,8 @@ void cu_bn_sums(size_t rows, int c, cu_type xt, const void *x, double *part, dou
 // mean^2; mean/invstd (c each) saved for backward; running stats updated
 // (unbiased variance m / (m - 1), as PyTorch).
 void cu_bn_global_fwd(size_t rows, int c, const double *v, double m, cu_type xt, const void *x,
-                      const float *gamma, const float *beta, float *y, float *mean, float *invstd, float *run_mean, float *run_var,
-                      double eps, double momentum, float *coef, bool relu);
+                      const float *gamma, const float *beta, float *y, float *mean, float *invstd, float *run_mean,
+                      float *run_var, double eps, double momentum, float *coef, bool relu);
 void cu_bn_eval_fwd(size_t rows, int c, cu_type xt, const void *x, const float *gamma, const float *beta,
                     const float *run_mean, const float *run_var, float *y, double eps, float *coef, bool relu);
 // Backward, part 1: v = (sum dy, sum dy * xhat) per channel over this batch,
