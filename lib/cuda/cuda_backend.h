@@ -9,6 +9,7 @@
 extern "C" {
 #endif
 
+#include "cuda/nccl_sync.h"
 #include "nn/backend.h"
 
 #include <stdbool.h>
@@ -38,6 +39,10 @@ int fu_cuda_device_name(char *out, size_t size);
 // optimizer: cuda_profile.h), as lines into out; "" when profiling is off or
 // b is not the cuda backend. reset: count anew from here.
 void fu_cuda_profile_report(fu_backend *b, char *out, size_t size, bool reset);
+
+// The NCCL sync attached to b (fu_nccl_api.attach), for its bucket plan;
+// NULL where none is or b is not the cuda backend.
+fu_nccl_sync *fu_cuda_nccl_sync(const fu_backend *b);
 
 #ifdef __cplusplus
 }

@@ -192,7 +192,8 @@ typedef struct {
     const fu_dist_hooks *dist;
     double w_rank, share;
     double *dist_v;
-    fu_nccl_sync *nccl; // gradients summed over ranks on the device (NULL: not)
+    fu_nccl_sync *nccl; // gradients summed over ranks on the device in backward (NULL: not)
+    fu_nccl_sync *nccl_after; // or by the caller, after backward (fu_nccl_api.sum_start)
     // Prefetched input batches: one slot per host buffer the trainer
     // alternates between; the copy stream; the lock between the loading
     // thread (prefetch) and the forward that takes a slot.
@@ -1098,6 +1099,7 @@ static void cu_destroy(fu_backend *b) {
     if (d) {
         cudaSetDevice(d->device); // where its handles and buffers live
         fu_nccl_sync_free(d->nccl); // before the buffer it sums
+        fu_nccl_sync_free(d->nccl_after);
         cu_profile_destroy(d->prof);
         fu_algo_free(&d->algos);
         for (int i = 0; d->op && i < d->m->n_ops; i++) {
@@ -1543,19 +1545,51 @@ void fu_cuda_profile_report(fu_backend *b, char *out, size_t size, bool reset) {
 }
 
 
-// fu_nccl_api.attach: the sync on this backend's device gradient buffer.
-static int cu_attach_nccl(fu_backend *b, fu_comm *c, size_t bucket_bytes, fu_nccl_sync **out) {
+// fu_nccl_api (nccl_sync.h): a sync on this backend's device gradient
+// buffer, in backward (d->nccl) or after it (d->nccl_after).
+static fu_nccl_sync *sync_of(const fu_backend *b) {
+    const cu_net *d = (const cu_net *)b->impl;
+    return d->nccl ? d->nccl : d->nccl_after;
+}
+
+static int cu_attach_nccl(fu_backend *b, fu_comm *c, size_t bucket_bytes, bool after) {
     cu_net *d = (cu_net *)b->impl;
-    *out = NULL;
-    if (d->nccl) return fu_fail("cuda backend", "an NCCL gradient sync is attached already");
-    if (fu_nccl_sync_create(c, d->device, d->grads, d->m->n_params, bucket_bytes, &d->nccl) < 0) return -1;
+    if (sync_of(b)) return fu_fail("cuda backend", "an NCCL gradient sync is attached already");
+    fu_nccl_sync **s = after ? &d->nccl_after : &d->nccl;
+    if (fu_nccl_sync_create(c, d->device, d->grads, d->m->n_params, bucket_bytes, s) < 0) return -1;
     b->reports_grads = false;
-    *out = d->nccl;
     return 0;
 }
 
-static const fu_nccl_api NCCL_API = {cu_attach_nccl, fu_nccl_sync_set_scale, fu_nccl_sync_stats_of,
-                                     fu_nccl_sync_calibrate};
+// Every bucket reported at once: each starts after the device's work so far.
+static int cu_nccl_sum_start(fu_backend *b) {
+    cu_net *d = (cu_net *)b->impl;
+    if (!d->nccl_after) return fu_fail("cuda backend", "no NCCL sync attached to be summed after backward");
+    if (use_device(d) < 0) return -1;
+    fu_nccl_sync_begin(d->nccl_after);
+    fu_nccl_sync_ready(d->nccl_after, 0, d->m->n_params);
+    return 0;
+}
+
+static int cu_nccl_sum_wait(fu_backend *b) {
+    cu_net *d = (cu_net *)b->impl;
+    if (!d->nccl_after) return fu_fail("cuda backend", "no NCCL sync attached to be summed after backward");
+    if (use_device(d) < 0) return -1;
+    return fu_nccl_sync_end(d->nccl_after);
+}
+
+static void cu_nccl_set_scale(fu_backend *b, double scale) { fu_nccl_sync_set_scale(sync_of(b), scale); }
+static fu_grad_sync_stats cu_nccl_stats(const fu_backend *b) { return fu_nccl_sync_stats_of(sync_of(b)); }
+static int cu_nccl_calibrate(fu_backend *b, int reps, double *seconds) {
+    return fu_nccl_sync_calibrate(sync_of(b), reps, seconds);
+}
+
+static const fu_nccl_api NCCL_API = {cu_attach_nccl,    cu_nccl_sum_start, cu_nccl_sum_wait,
+                                     cu_nccl_set_scale, cu_nccl_stats,     cu_nccl_calibrate};
+
+fu_nccl_sync *fu_cuda_nccl_sync(const fu_backend *b) {
+    return b && b->nccl == &NCCL_API ? sync_of(b) : NULL;
+}
 
 // Lets this GPU read the others' memory directly (model-parallel stages
 // hand tensors over with cudaMemcpyDefault), where the hardware allows. Not

@@ -90,16 +90,26 @@ typedef struct {
 // The buckets (at most max into out); returns how many there are.
 int fu_nccl_sync_plan(const fu_nccl_sync *s, fu_nccl_bucket *out, int max);
 
-// What code built without CUDA reaches through fu_backend.nccl (set by the
-// cuda backend only).
+// What code built without CUDA reaches through fu_backend.nccl (the cuda
+// backend's, and the model-parallel pipe's where every stage is cuda). The
+// syncs belong to the backend (freed with it), so calls name the backend.
 struct fu_nccl_api {
-    // Makes b's backward sum its device gradients over c's ranks with a new
-    // sync, which b owns (freed with b); *out for the calls below. b then
-    // never calls dist->grads_ready. Collective, as fu_nccl_sync_create.
-    int (*attach)(fu_backend *b, fu_comm *c, size_t bucket_bytes, fu_nccl_sync **out);
-    void (*set_scale)(fu_nccl_sync *s, double scale);
-    fu_grad_sync_stats (*stats_of)(const fu_nccl_sync *s);
-    int (*calibrate)(fu_nccl_sync *s, int reps, double *seconds);
+    // Makes b's device gradients summed over c's ranks by NCCL; b then never
+    // calls dist->grads_ready. Collective, as fu_nccl_sync_create. Without
+    // `after`, b's backward sums them, bucket by bucket, overlapping itself.
+    // With it, backward leaves them alone and only sum_start/sum_wait sum
+    // them: for a caller that adds several backward passes first (pipe.c's
+    // stages with micro-batches).
+    int (*attach)(fu_backend *b, fu_comm *c, size_t bucket_bytes, bool after);
+    // Attached `after`: starts the sum of the whole gradient buffer as the
+    // work enqueued so far (by any thread) leaves it, from this thread; every
+    // rank must start its sums in the same order. sum_wait waits for it.
+    // (NULL in a backend whose attach takes no `after`: the pipe's.)
+    int (*sum_start)(fu_backend *b);
+    int (*sum_wait)(fu_backend *b);
+    void (*set_scale)(fu_backend *b, double scale); // fu_nccl_sync_set_scale
+    fu_grad_sync_stats (*stats_of)(const fu_backend *b);
+    int (*calibrate)(fu_backend *b, int reps, double *seconds);
 };
 
 #ifdef __cplusplus

@@ -21,6 +21,7 @@
 #include "nn/pipe.h"
 
 #include "core/error.h"
+#include "cuda/nccl_sync.h" // C declarations only: reached through the stages' fu_backend.nccl
 
 #include <math.h>
 #include <omp.h>
@@ -71,6 +72,7 @@ struct pipe {
     float loss[MAX_MICRO];
     const float *params;
     float *state, *grads;                 // NULL: held by the backends (resident)
+    bool nccl;                            // data parallel: each stage's held gradients summed by NCCL
     int64_t *counts;
     const float *x;                       // (n, 3, H, W)
     const int *labels;
@@ -121,6 +123,12 @@ static void mark_failed(pipe *p, int s) {
     p->failed = true;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
+}
+
+// The error of a call for stage s, naming the stage.
+static int stage_failed(const pipe *p, int s) {
+    fu_error_prefix("stage %d (%s)", s, p->info[s].stage.name);
+    return -1;
 }
 
 // Deferred BN: whether this training forward defers the running statistics.
@@ -279,13 +287,35 @@ static void *worker_main(void *arg) {
     }
 }
 
-// Posts a job to every stage thread and waits for all of them. With `report`
-// (a backward under data parallelism), each stage's gradients go to its
-// grads_ready from this thread, the one that may call MPI, as soon as that
-// stage is done: stage s finishes after stage s + 1 (its last micro-batch
-// waits for theirs), so the ranges come last stage first on every rank, and
-// their allreduce overlaps the earlier stages' backward.
+// Under data parallelism, stage s's gradients are final (every micro-batch's
+// backward through it is done): their sum over ranks starts, by NCCL on the
+// stage's GPU (pipe_attach_nccl) or through the trainer's grads_ready.
+static int stage_grads_final(pipe *p, int s, const fu_dist_hooks *report) {
+    const fu_stage *st = &p->info[s].stage;
+    fu_backend *own = be_at(p, s, 0);
+    if (!st->n_params) return 0;
+    if (p->nccl) return own->nccl->sum_start(own);
+    report->grads_ready(report->ctx, st->param0, st->n_params);
+    return 0;
+}
+
+// Waits for the stages' NCCL sums, in the order they started.
+static int wait_nccl(pipe *p) {
+    for (int s = p->k - 1; s >= 0; s--) {
+        fu_backend *own = be_at(p, s, 0);
+        if (p->info[s].stage.n_params && own->nccl->sum_wait(own) < 0) return stage_failed(p, s);
+    }
+    return 0;
+}
+
+// Posts a job to every stage thread and waits for all of them. A backward
+// under data parallelism (NCCL, or `report`: the trainer's hooks) hands each
+// stage's gradients to the sum from this thread, the one that may call MPI,
+// as soon as that stage is done: stage s finishes after stage s + 1 (its
+// last micro-batch waits for theirs), so the sums start last stage first on
+// every rank, and overlap the earlier stages' backward.
 static int run(pipe *p, job_kind job, const fu_dist_hooks *report) {
+    bool sums = job == JOB_BACKWARD && (p->nccl || report);
     pthread_mutex_lock(&p->mu);
     p->job = job;
     p->job_id++;
@@ -293,12 +323,12 @@ static int run(pipe *p, job_kind job, const fu_dist_hooks *report) {
     p->failed = false;
     memset(p->done, 0, sizeof p->done);
     pthread_cond_broadcast(&p->cv);
-    int next = p->k - 1; // the next stage to report
+    int next = p->k - 1; // the next stage whose sum starts
     for (;;) {
-        while (report && !p->failed && next >= 0 && p->done[next] == p->parts) {
-            const fu_stage *st = &p->info[next--].stage;
+        while (sums && !p->failed && next >= 0 && p->done[next] == p->parts) {
+            int s = next--;
             pthread_mutex_unlock(&p->mu);
-            if (st->n_params) report->grads_ready(report->ctx, st->param0, st->n_params);
+            if (stage_grads_final(p, s, report) < 0) mark_failed(p, s);
             pthread_mutex_lock(&p->mu);
         }
         if (p->finished == p->k) break;
@@ -306,7 +336,7 @@ static int run(pipe *p, job_kind job, const fu_dist_hooks *report) {
     }
     bool failed = p->failed;
     pthread_mutex_unlock(&p->mu);
-    if (!failed) return 0;
+    if (!failed) return sums && p->nccl ? wait_nccl(p) : 0;
     fu_set_error(p->error, p->hint[0] ? p->hint : NULL);
     return -1;
 }
@@ -366,6 +396,8 @@ static int pipe_backward(fu_backend *b, const float *params, const float *dy, fl
     pipe *p = pipe_of(b);
     if (!p->ready) return fu_fail("model", "backward needs a training forward with labels first");
     if (dy) return fu_fail("model", "a pipe of stages ends in the loss and takes no output gradient");
+    if (p->nccl && grads)
+        return fu_fail("model parallel", "NCCL sums the gradients the stages hold: backward takes no host buffer");
     p->params = params, p->grads = grads;
     p->ready = false;
     return run(p, JOB_BACKWARD, b->dist && b->dist->grads_ready ? b->dist : NULL);
@@ -397,11 +429,6 @@ static void pipe_destroy(fu_backend *b) {
 }
 
 // ---- resident (backend.h's fu_resident_api): stage by stage ------------------------
-
-static int stage_failed(const pipe *p, int s) {
-    fu_error_prefix("stage %d (%s)", s, p->info[s].stage.name);
-    return -1;
-}
 
 static int pipe_load(fu_backend *b, const float *params, const float *state, const float *m1, const float *m2) {
     pipe *p = pipe_of(b);
@@ -466,6 +493,59 @@ static int pipe_step(fu_backend *b, const fu_adamw_opts *o, const fu_param_group
 }
 
 static const fu_resident_api PIPE_RESIDENT = {.load = pipe_load, .store = pipe_store, .step = pipe_step};
+
+// ---- data parallel with NCCL (cuda/nccl_sync.h's fu_nccl_api) -----------------------
+
+// A communicator per stage, over the ranks' copies of that stage (stage s
+// of every rank; created in stage order on every rank), attached to the
+// stage's first backend, which holds the stage's gradients after the
+// micro-batches' sum: run() starts each stage's sum when the stage is done.
+static int pipe_attach_nccl(fu_backend *b, fu_comm *c, size_t bucket_bytes, bool after) {
+    pipe *p = pipe_of(b);
+    if (after) return fu_fail("model parallel", "the stages' gradients are summed by the pipe, not after it");
+    if (p->nccl) return fu_fail("model parallel", "an NCCL gradient sync is attached already");
+    for (int s = 0; s < p->k; s++) {
+        fu_backend *own = be_at(p, s, 0);
+        if (own->nccl->attach(own, c, bucket_bytes, true) < 0) return stage_failed(p, s);
+    }
+    p->nccl = true;
+    b->reports_grads = false;
+    return 0;
+}
+
+static void pipe_nccl_set_scale(fu_backend *b, double scale) {
+    pipe *p = pipe_of(b);
+    for (int s = 0; s < p->k; s++) be_at(p, s, 0)->nccl->set_scale(be_at(p, s, 0), scale);
+}
+
+// The stages' together: buckets, megabytes, and seconds summed (their sums
+// run side by side where the stages have GPUs of their own).
+static fu_grad_sync_stats pipe_nccl_stats(const fu_backend *b) {
+    pipe *p = pipe_of(b);
+    fu_grad_sync_stats all = {0};
+    for (int s = 0; s < p->k; s++) {
+        fu_grad_sync_stats st = be_at(p, s, 0)->nccl->stats_of(be_at(p, s, 0));
+        all.buckets += st.buckets, all.mb_per_step += st.mb_per_step;
+        all.seconds += st.seconds, all.exposed += st.exposed;
+    }
+    return all;
+}
+
+// The whole model's gradients, one stage's after the other.
+static int pipe_nccl_calibrate(fu_backend *b, int reps, double *seconds) {
+    pipe *p = pipe_of(b);
+    *seconds = 0;
+    for (int s = 0; s < p->k; s++) {
+        double t;
+        if (be_at(p, s, 0)->nccl->calibrate(be_at(p, s, 0), reps, &t) < 0) return stage_failed(p, s);
+        *seconds += t;
+    }
+    return 0;
+}
+
+// sum_start/sum_wait: none, a pipe is not attached `after`.
+static const struct fu_nccl_api PIPE_NCCL = {.attach = pipe_attach_nccl, .set_scale = pipe_nccl_set_scale,
+                                             .stats_of = pipe_nccl_stats, .calibrate = pipe_nccl_calibrate};
 
 int fu_pipe_info(const fu_backend *b, fu_pipe_stage_info *info, int max) {
     if (!b || b->destroy != pipe_destroy) return 0;
@@ -577,10 +657,14 @@ int fu_pipe_create(const fu_model *m, const fu_pipe_opts *po, const fu_backend_o
     // Input batches in stage 0's pinned memory (cuda); the rest held if every stage can.
     b->host_alloc = p->be[0]->host_alloc, b->host_free = p->be[0]->host_free;
     b->resident = &PIPE_RESIDENT;
+    // NCCL too where every stage has it: it sums the gradients they hold.
+    b->nccl = &PIPE_NCCL;
     for (int s = 0; s < p->k; s++) {
         const fu_resident_api *r = be_at(p, s, 0)->resident;
         if (!r || !r->grad_norm || !r->step_with_norm || !r->add_grads) b->resident = NULL;
+        if (!be_at(p, s, 0)->nccl) b->nccl = NULL;
     }
+    if (!b->resident) b->nccl = NULL;
     for (int s = 0; s < p->k; s++) {
         p->workers[s] = (worker){.p = p, .s = s};
         if (pthread_create(&p->workers[s].thread, NULL, worker_main, &p->workers[s]) != 0) {

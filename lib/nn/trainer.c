@@ -4,6 +4,7 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "core/rng.h"
+#include "cuda/nccl_sync.h" // C declarations only: reached through fu_backend.nccl
 #include "dist/sampler.h"
 #include "metrics/auc.h"
 #include "nn/pipe.h"
@@ -115,7 +116,8 @@ int fu_trainer_distribute(fu_trainer *t, fu_comm *c, bool sync_bn, size_t bucket
     // Every rank has the same backend and options, so all take the same
     // branch (attaching NCCL is collective).
     if (t->be->nccl && !t->o.mpi_allreduce) {
-        if (t->be->nccl->attach(t->be, c, bucket_bytes, &t->nccl) < 0) return -1;
+        if (t->be->nccl->attach(t->be, c, bucket_bytes, false) < 0) return -1;
+        t->nccl = true;
     } else if (fu_grad_sync_create(c, t->grads, m->n_params, bucket_bytes, &t->sync) < 0) {
         return -1;
     }
@@ -135,13 +137,13 @@ int fu_trainer_distribute(fu_trainer *t, fu_comm *c, bool sync_bn, size_t bucket
 const char *fu_trainer_allreduce_name(const fu_trainer *t) { return t->nccl ? "NCCL" : t->sync ? "MPI" : NULL; }
 
 fu_grad_sync_stats fu_trainer_allreduce_stats(const fu_trainer *t) {
-    if (t->nccl) return t->be->nccl->stats_of(t->nccl);
+    if (t->nccl) return t->be->nccl->stats_of(t->be);
     return t->sync ? fu_grad_sync_stats_of(t->sync) : (fu_grad_sync_stats){0};
 }
 
 int fu_trainer_allreduce_calibrate(fu_trainer *t, int reps, double *seconds) {
     *seconds = 0;
-    if (t->nccl) return t->be->nccl->calibrate(t->nccl, reps, seconds);
+    if (t->nccl) return t->be->nccl->calibrate(t->be, reps, seconds);
     return t->sync ? fu_grad_sync_calibrate(t->sync, reps, seconds) : 0;
 }
 
@@ -220,7 +222,7 @@ int fu_train_step(fu_trainer *t, int n, const float *x, const int *labels, doubl
     double global_loss = g[1] / g[0];
     if (!isfinite(global_loss)) return fu_fail("training", "step %lld: the loss is %f", (long long)step, global_loss);
     if (t->sync) fu_grad_sync_begin(t->sync, w_mine / g[0]);
-    if (t->nccl) t->be->nccl->set_scale(t->nccl, w_mine / g[0]);
+    if (t->nccl) t->be->nccl->set_scale(t->be, w_mine / g[0]);
     if (t->be->backward(t->be, params, NULL, grads) < 0) return -1;
     if (t->sync && fu_grad_sync_end(t->sync) < 0) return -1;
     double norm;

@@ -14,7 +14,6 @@
 #ifndef FU_NN_TRAINER_H
 #define FU_NN_TRAINER_H
 
-#include "cuda/nccl_sync.h" // C declarations only: reached through fu_backend.nccl
 #include "dist/comm.h"
 #include "dist/grad_sync.h"
 #include "nn/adamw.h"
@@ -78,7 +77,7 @@ typedef struct {
     // Data parallel (fu_trainer_distribute); comm NULL: one process.
     fu_comm *comm;
     fu_grad_sync *sync;  // gradients summed on the host (MPI), or
-    fu_nccl_sync *nccl;  // on the GPUs by the backend (NCCL; the backend owns it)
+    bool nccl;           // on the GPUs by the backend (NCCL; fu_backend.nccl)
     fu_dist_hooks hooks;
     // The backend holds the live weights, state and moments (see above);
     // which side has the newer copy.

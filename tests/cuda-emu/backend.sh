@@ -86,8 +86,12 @@ ccflags="-std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter $cflags -isy
 compile backend.o gcc $ccflags -DFU_HAVE_CUDA=1 lib/nn/backend.c &
 compile test_cuda.o gcc $ccflags tests/gpu/test_cuda.c &
 wait
-gcc -std=c11 -O2 -fPIC -shared -Wall -Wextra -Wno-unused-parameter -isystem "$cuda_inc" $here/fake_nccl.c \
-    -Wl,-soname,libnccl.so.2 -o "$tmp/libnccl.so.2" >"$tmp/libnccl.log" 2>&1 || echo libnccl.so.2 >>"$tmp/failed"
+# The fake NCCL sums over ranks with MPI (as the Makefile finds it).
+mpi_cflags=$(pkg-config --cflags ompi-c 2>/dev/null || mpicc --showme:compile 2>/dev/null)
+mpi_libs=$(pkg-config --libs ompi-c 2>/dev/null || mpicc --showme:link 2>/dev/null)
+gcc -std=c11 -O2 -fPIC -shared -Wall -Wextra -Wno-unused-parameter -isystem "$cuda_inc" $mpi_cflags $here/fake_nccl.c \
+    $mpi_libs -Wl,-soname,libnccl.so.2 -o "$tmp/libnccl.so.2" >"$tmp/libnccl.log" 2>&1 ||
+    echo libnccl.so.2 >>"$tmp/failed"
 if [ -f "$tmp/failed" ]; then
     failed=$(cat "$tmp/failed")
     for o in $failed; do cat "$tmp/$o.log" 2>/dev/null || cat "$tmp/libnccl.log"; done

@@ -1,11 +1,15 @@
 // A fake NCCL (libnccl.so.2, built by backend.sh and found first through
 // LD_LIBRARY_PATH) for the fake CUDA runtime's host "device memory": what
-// lib/cuda/nccl_sync.cu resolves, for a world of one rank. An allreduce over
-// one rank is a copy (nothing where in place), and a non-blocking
-// communicator of one is ready at once; one that expects more ranks never
-// becomes ready (no other rank ever comes), so that the caller's timeout
-// shows. Must not be the real libnccl: that one would read host pointers
-// as device memory.
+// lib/cuda/nccl_sync.cu resolves. Over one rank an allreduce is a copy
+// (nothing where in place), and the communicator is ready at once. Over
+// several, in processes started by mpirun, it is MPI_Allreduce on a
+// communicator of its own, done when called (the fake device runs work when
+// it is enqueued), so that `mpirun -np 2 cnn-train --device cuda` sums with
+// NCCL's calls on emulated GPUs. A communicator of more ranks than MPI's
+// world never becomes ready (no other rank ever comes), so that the caller's
+// timeout shows. Must not be the real libnccl: that one would read host
+// pointers as device memory.
+#include <mpi.h>
 #include <nccl.h>
 
 #include <stdlib.h>
@@ -14,6 +18,7 @@
 struct ncclComm {
     int nranks;
     int finalized;
+    MPI_Comm mpi; // nranks > 1: the world's ranks in NCCL's rank order (else MPI_COMM_NULL)
 };
 
 static size_t type_size(ncclDataType_t t) {
@@ -37,18 +42,31 @@ ncclResult_t ncclGetUniqueId(ncclUniqueId *id) {
     return ncclSuccess;
 }
 
+// MPI's world size, 0 where MPI is not running.
+static int world_size(void) {
+    int up = 0, done = 0, n = 0;
+    MPI_Initialized(&up);
+    MPI_Finalized(&done);
+    if (up && !done) MPI_Comm_size(MPI_COMM_WORLD, &n);
+    return n;
+}
+
 ncclResult_t ncclCommInitRankConfig(ncclComm_t *comm, int nranks, ncclUniqueId id, int rank, ncclConfig_t *config) {
     if (nranks < 1 || rank < 0 || rank >= nranks) return ncclInvalidArgument;
     *comm = calloc(1, sizeof **comm);
     if (!*comm) return ncclSystemError;
     (*comm)->nranks = nranks;
+    (*comm)->mpi = MPI_COMM_NULL;
     if (nranks == 1) return ncclSuccess;
+    // Collective over the world, as NCCL's initialisation is over its ranks.
+    if (nranks == world_size())
+        return MPI_Comm_split(MPI_COMM_WORLD, 0, rank, &(*comm)->mpi) == MPI_SUCCESS ? ncclSuccess : ncclSystemError;
     return config && !config->blocking ? ncclInProgress : ncclSystemError; // blocking: would wait for ever
 }
 
 ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t *state) {
     if (!comm) return ncclInvalidArgument;
-    *state = comm->nranks == 1 ? ncclSuccess : ncclInProgress;
+    *state = comm->nranks == 1 || comm->mpi != MPI_COMM_NULL ? ncclSuccess : ncclInProgress;
     return ncclSuccess;
 }
 
@@ -58,23 +76,52 @@ ncclResult_t ncclCommFinalize(ncclComm_t comm) {
     return ncclSuccess;
 }
 
-ncclResult_t ncclCommDestroy(ncclComm_t comm) {
+static ncclResult_t release(ncclComm_t comm) {
+    if (comm && comm->mpi != MPI_COMM_NULL && world_size()) MPI_Comm_free(&comm->mpi);
     free(comm);
     return ncclSuccess;
 }
 
-ncclResult_t ncclCommAbort(ncclComm_t comm) {
-    free(comm);
-    return ncclSuccess;
+ncclResult_t ncclCommDestroy(ncclComm_t comm) { return release(comm); }
+ncclResult_t ncclCommAbort(ncclComm_t comm) { return release(comm); }
+
+static MPI_Datatype mpi_type(ncclDataType_t t) {
+    switch (t) {
+    case ncclInt32: return MPI_INT32_T;
+    case ncclUint32: return MPI_UINT32_T;
+    case ncclInt64: return MPI_INT64_T;
+    case ncclUint64: return MPI_UINT64_T;
+    case ncclFloat32: return MPI_FLOAT;
+    case ncclFloat64: return MPI_DOUBLE;
+    default: return MPI_DATATYPE_NULL; // the halves: MPI has no such type
+    }
+}
+
+static MPI_Op mpi_op(ncclRedOp_t op) {
+    switch (op) {
+    case ncclSum: return MPI_SUM;
+    case ncclProd: return MPI_PROD;
+    case ncclMax: return MPI_MAX;
+    case ncclMin: return MPI_MIN;
+    default: return MPI_OP_NULL;
+    }
 }
 
 ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t type, ncclRedOp_t op,
                            ncclComm_t comm, cudaStream_t stream) {
     size_t size = type_size(type);
     if (!comm || !size || op < 0 || op >= ncclNumOps) return ncclInvalidArgument;
-    if (comm->nranks != 1 || comm->finalized) return ncclInvalidUsage;
-    if (count && send != recv) memmove(recv, send, count * size);
-    return ncclSuccess;
+    if (comm->finalized) return ncclInvalidUsage;
+    if (comm->nranks == 1) {
+        if (count && send != recv) memmove(recv, send, count * size);
+        return ncclSuccess;
+    }
+    if (comm->mpi == MPI_COMM_NULL) return ncclInvalidUsage;
+    MPI_Datatype mt = mpi_type(type);
+    MPI_Op mo = mpi_op(op);
+    if (mt == MPI_DATATYPE_NULL || mo == MPI_OP_NULL || count > (size_t)0x7fffffff) return ncclInvalidArgument;
+    int rc = MPI_Allreduce(send == recv ? MPI_IN_PLACE : send, recv, (int)count, mt, mo, comm->mpi);
+    return rc == MPI_SUCCESS ? ncclSuccess : ncclSystemError;
 }
 
 const char *ncclGetErrorString(ncclResult_t r) {

@@ -1457,8 +1457,9 @@ static int nccl_run(const problem *p, fu_amp amp, const fu_dist_hooks *h, fu_com
                     fu_nccl_sync **sync) {
     if (step_make_amp("cuda", p, 0, DP_BATCH, amp, h, s) < 0) return -1;
     if (c) {
-        if (s->b->nccl->attach(s->b, c, NCCL_BUCKET_BYTES, sync) < 0) return -1;
-        s->b->nccl->set_scale(*sync, scale);
+        if (s->b->nccl->attach(s->b, c, NCCL_BUCKET_BYTES, false) < 0) return -1;
+        s->b->nccl->set_scale(s->b, scale);
+        *sync = fu_cuda_nccl_sync(s->b);
     }
     for (int k = 0; k < NCCL_STEPS && s->rc == 0; k++) run_step(s);
     if (s->rc < 0) fu_set_error(s->err, NULL);
@@ -1488,12 +1489,11 @@ static bool plan_ok(const fu_nccl_bucket *b, int nb, size_t n, bool *early, char
 static void check_nccl_timeout(const problem *p) {
     fu_comm lonely = {.rank = 0, .size = 2, .local_rank = 0, .local_size = 1};
     step s;
-    fu_nccl_sync *sync = NULL;
     setenv("FU_NCCL_TIMEOUT", "3", 1);
     alarm(120);
     double t0 = now();
     bool made = step_make("cuda", p, 0, DP_BATCH, NULL, &s) == 0;
-    int rc = made ? s.b->nccl->attach(s.b, &lonely, NCCL_BUCKET_BYTES, &sync) : 0;
+    int rc = made ? s.b->nccl->attach(s.b, &lonely, NCCL_BUCKET_BYTES, false) : 0;
     double took = now() - t0;
     alarm(0);
     unsetenv("FU_NCCL_TIMEOUT");
@@ -1579,6 +1579,101 @@ static void check_nccl(fu_comm *one, int side) {
     problem_free(&p);
 }
 
+// One resident training step of a 2-stage pipe (sharing this GPU) of
+// `micro` micro-batches, from params: the gradient norm (clipping off) and
+// the weights after it. With c, the pipe's NCCL syncs (one per stage) are
+// attached first, the gradients times scale; *st their stats.
+static int pipe_nccl_step(const fu_model *m, int micro, fu_amp amp, fu_comm *c, double scale, const float *params,
+                          double *norm, float *after, fu_grad_sync_stats *st, fu_backend **keep) {
+    enum { N = 8 };
+    fu_backend *b = NULL;
+    fu_pipe_opts po = {.backend = "cuda", .stages = 2, .micro_batches = micro, .shared_device = true};
+    float *state = malloc(m->n_state * sizeof(float)), *scratch = malloc(m->n_params * sizeof(float)), loss;
+    float *x = random_batch(m, N, 77), cw[2] = {0.4f, 0.6f};
+    int64_t *counts = calloc(m->n_counts, sizeof(int64_t));
+    int labels[N] = {0, 1, 1, 0, 1, 0, 0, 1};
+    fu_model_init(m, 31, scratch, state, counts);
+    fu_param_group *groups = NULL;
+    int n_groups = fu_param_groups(m, true, &groups);
+    fu_adamw_opts ao = fu_adamw_defaults();
+    fu_pass train = {.train = true, .dropout = true, .seed = 7, .step = 1};
+    int rc = n_groups > 0 ? fu_pipe_create(m, &po, &(fu_backend_opts){.batch = N, .amp = amp}, &b) : -1;
+    if (rc == 0 && (!b->resident || !b->nccl)) rc = fu_fail("test", "a pipe of cuda stages is not resident with NCCL");
+    if (rc == 0 && c && (rc = b->nccl->attach(b, c, NCCL_BUCKET_BYTES, false)) == 0) b->nccl->set_scale(b, scale);
+    if (rc == 0) rc = b->resident->load(b, params, state, NULL, NULL);
+    if (rc == 0) rc = b->forward(b, N, NULL, NULL, counts, x, labels, cw, &train, &loss);
+    if (rc == 0) rc = b->backward(b, NULL, NULL, NULL);
+    if (rc == 0) rc = b->resident->step(b, &ao, groups, n_groups, 1e-3, 1, 1e30, norm);
+    if (rc == 0) rc = b->resident->store(b, after, NULL, NULL, NULL);
+    if (rc == 0 && c) *st = b->nccl->stats_of(b);
+    if (keep) *keep = b;
+    else fu_backend_destroy(b);
+    free(state), free(scratch), free(x), free(counts), free(groups);
+    return rc;
+}
+
+// Model parallel x data parallel on the GPU: the pipe's NCCL sums (a
+// communicator per stage, each stage's gradients summed after its
+// micro-batches are added up) on one rank against no sum: the same norm and
+// weights bit for bit, scale 0.5 exactly half the norm (a sum started
+// before the micro-batches were added up would not be); the stats of both
+// stages; a host gradient buffer refused.
+static void check_pipe_nccl(fu_comm *one, const fu_model *m) {
+    static const struct {
+        int micro;
+        fu_amp amp;
+    } runs[] = {{1, FU_AMP_OFF}, {4, FU_AMP_OFF}, {4, FU_AMP_FP16}};
+    size_t np = m->n_params;
+    float *params = malloc(np * sizeof(float)), *state = malloc(m->n_state * sizeof(float));
+    float *plain = malloc(np * sizeof(float)), *synced = malloc(np * sizeof(float));
+    float *halved = malloc(np * sizeof(float));
+    int64_t *counts = calloc(m->n_counts, sizeof(int64_t));
+    fu_model_init(m, 31, params, state, counts);
+    for (size_t r = 0; r < sizeof runs / sizeof *runs; r++) {
+        double n_plain = NAN, n_synced = NAN, n_halved = NAN;
+        fu_grad_sync_stats st = {0}, unused;
+        fu_backend *b = NULL;
+        int rc = pipe_nccl_step(m, runs[r].micro, runs[r].amp, NULL, 1, params, &n_plain, plain, &unused, NULL);
+        if (rc == 0) rc = pipe_nccl_step(m, runs[r].micro, runs[r].amp, one, 1, params, &n_synced, synced, &st, &b);
+        if (rc < 0 && strstr(fu_error(), "cannot load libnccl")) {
+            printf("skip - pipe with NCCL: %s\n", fu_error());
+            fu_backend_destroy(b);
+            break;
+        }
+        if (rc == 0)
+            rc = pipe_nccl_step(m, runs[r].micro, runs[r].amp, one, 0.5, params, &n_halved, halved, &unused, NULL);
+        char name[300];
+        snprintf(name, sizeof name, "pipe of 2 stages x %d micro-batches, amp %s, NCCL on 1 rank: norm and weights = "
+                 "without it, bit for bit; scale 0.5 halves the norm exactly (%.6g, %.6g)", runs[r].micro,
+                 fu_amp_name(runs[r].amp), n_plain, n_halved);
+        CHECK(rc == 0 && n_synced == n_plain && same_floats(np, synced, plain) && n_halved == 0.5 * n_plain, name,
+              "rc %d (%s); norms %.9g, %.9g (NCCL), %.9g (scale 0.5); weights %s", rc, rc < 0 ? fu_error() : "",
+              n_plain, n_synced, n_halved, same_floats(np, synced, plain) ? "same" : "differ");
+        if (rc == 0 && r == 0) {
+            snprintf(name, sizeof name, "pipe with NCCL: stats of both stages (%d buckets, %.1f MB per step), "
+                     "reports_grads off", st.buckets, st.mb_per_step);
+            CHECK(st.buckets >= 2 && fabs(st.mb_per_step - (double)np * 4 / 1e6) < 1e-9 && st.seconds > 0 &&
+                      !b->reports_grads, name, "buckets %d, %.3f MB, %.3g s; reports_grads %d", st.buckets,
+                  st.mb_per_step, st.seconds, b->reports_grads);
+            double t = 0;
+            int crc = b->nccl->calibrate(b, 2, &t);
+            CHECK(crc == 0 && t > 0, "pipe with NCCL: calibrate times every stage's allreduce", "rc %d, %.3g s: %s",
+                  crc, t, fu_error());
+            float loss, *g = malloc(np * sizeof(float));
+            int labels[2] = {0, 1};
+            float *x = random_batch(m, 2, 5), cw[2] = {0.5f, 0.5f};
+            fu_pass train = {.train = true};
+            int frc = b->forward(b, 2, NULL, NULL, counts, x, labels, cw, &train, &loss);
+            int brc = frc == 0 ? b->backward(b, NULL, NULL, g) : 0;
+            CHECK(frc == 0 && brc < 0 && strstr(fu_error(), "takes no host buffer"),
+                  "pipe with NCCL: backward into a host gradient buffer refused", "rc %d/%d: %s", frc, brc, fu_error());
+            free(g), free(x);
+        }
+        fu_backend_destroy(b);
+    }
+    free(params), free(state), free(plain), free(synced), free(halved), free(counts);
+}
+
 // fp32 training steps of the bench's problem with a one-rank NCCL sync
 // attached (25 MB buckets, as cnn-train), then NCCL's calibration: in-place
 // allreduces of the whole 90 MB gradient. One rank moves no data (the sum of
@@ -1590,7 +1685,8 @@ static int bench_nccl(fu_comm *one, const fu_model *m, const float *params, floa
     fu_nccl_sync *sync;
     float *grads = malloc(m->n_params * sizeof(float)), loss;
     if (fu_backend_create("cuda", m, &(fu_backend_opts){.batch = n}, &b) < 0) return free(grads), -1;
-    int rc = b->nccl->attach(b, one, 25000000, &sync);
+    int rc = b->nccl->attach(b, one, 25000000, false);
+    sync = fu_cuda_nccl_sync(b);
     double busy = 0;
     fu_grad_sync_stats warmup = {0}, st = {0};
     for (int s = 0; s < warm + timed && rc == 0; s++) {
@@ -1936,6 +2032,7 @@ int main(int argc, char **argv) {
             static const fu_amp amps[] = {FU_AMP_OFF, FU_AMP_BF16, FU_AMP_FP16};
             check_stages("cuda", &m, amps, 3);
             check_pipe(&m);
+            check_pipe_nccl(&one, &m);
             check_resident(&m);
             check_resident_trainer(&m);
             check_prefetch(&m);
