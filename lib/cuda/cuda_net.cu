@@ -128,7 +128,10 @@ typedef struct {
     int relu;   // BatchNorm, add: the ReLU it computes too (fusion, plan_fusion), else -1
     int scale;  // add: the SE scale it computes too, else -1
     bool fused; // ReLU, SE scale: computed by another op (a BatchNorm, an add)
-    bool half;  // conv under amp: its output and that output's gradient kept in half (plan_fusion)
+    // Under amp, its output and that output's gradient kept in half (plan_fusion): a conv's, or a
+    // fused BatchNorm + ReLU's ReLU's.
+    bool half;
+    size_t coef; // BatchNorm: offset in coef of the affine map its training forward applied
 } cu_op;
 
 // An input batch prefetched (backend.h's prefetch) on the copy stream: from
@@ -164,7 +167,7 @@ typedef struct {
     float *stage;                  // NCHW data on its way in or out: the input, a dropout mask, an output
     double *part;                  // partial sums: BatchNorm's, and over positions (cu_pos_part_size)
     double *bnv;                   // one BatchNorm's per-channel sums (2 x the widest BN)
-    float *coef;                   // BatchNorm per-channel coefficients
+    float *coef;                   // BatchNorm's per-channel coefficients: scratch, then each BN's forward map
     void *ws;                      // cuDNN workspace
     void *hx, *hy;                 // amp: a conv's input and output (or their gradients) in half
     int *nonfinite;                // amp fp16: a gradient overflowed
@@ -554,8 +557,11 @@ static int conv_fwd(cu_net *d, int i, int n, const float *x, float *y) {
         cu_nchw_to_nhwc((size_t)op->c, src->c, kk, d->params + op->weight, (float *)wt_of(d, o));
     } else {
         cu_weight_to_half(d->bf16, op->c, src->c, kk, d->params + op->weight, wt_of(d, o));
-        cu_to_half(d->bf16, fu_op_numel(d->m, op->in[0], n), x, d->hx);
-        in = d->hx, out = o->half ? (void *)y : d->hy;
+        if (type_of(d, op->in[0]) == CU_FP32) { // else half already: a fused BN + ReLU's (plan_fusion)
+            cu_to_half(d->bf16, fu_op_numel(d->m, op->in[0], n), x, d->hx);
+            in = d->hx;
+        }
+        out = o->half ? (void *)y : d->hy;
     }
     mark(d, section(FU_OP_CONV, false));
     DNN(cudnnSetConvolutionMathType(o->conv, o->fwd_math));
@@ -677,16 +683,17 @@ static int cu_prefetch(fu_backend *b, const float *x, int n) {
     return rc;
 }
 
-// Training BN: statistics of this batch, or of all ranks' with sync-BN.
-// (relu: y is the fused ReLU's output.)
-static int bn_train_fwd(cu_net *d, const fu_op *op, size_t rows, cu_type xt, const void *x, float *y, float *aux,
-                        bool relu) {
+// Training BN: statistics of this batch, or of all ranks' with sync-BN; its
+// affine map kept (coef) for a fused ReLU's backward. (relu: y, of type yt,
+// is the fused ReLU's output.)
+static int bn_train_fwd(cu_net *d, const fu_op *op, size_t rows, cu_type xt, const void *x, cu_type yt, void *y,
+                        float *aux, float *coef, bool relu) {
     const float *gamma = d->params + op->weight, *beta = d->params + op->bias_off;
     double m = (double)rows;
     cu_bn_sums(rows, op->c, xt, x, d->part, d->bnv);
     if (d->dist && sync_bn_fwd(d, op->c, rows, &m) < 0) return -1;
-    cu_bn_global_fwd(rows, op->c, d->bnv, m, xt, x, gamma, beta, y, aux, aux + op->c, d->state + op->mean,
-                     d->state + op->var, FU_BN_EPS, FU_BN_MOMENTUM, d->coef, relu);
+    cu_bn_global_fwd(rows, op->c, d->bnv, m, xt, x, gamma, beta, yt, y, aux, aux + op->c, d->state + op->mean,
+                     d->state + op->var, FU_BN_EPS, FU_BN_MOMENTUM, coef, relu);
     return 0;
 }
 
@@ -707,15 +714,15 @@ static int op_fwd(cu_net *d, int i, int n, int64_t *counts, const float *x, cons
     }
     case FU_OP_CONV: return conv_fwd(d, i, n, in, y);
     case FU_OP_BN: {
-        int relu = d->op[i].relu; // fused: the ReLU's output instead of the BN's
-        cu_type xt = type_of(d, op->in[0]);
-        if (relu >= 0) y = act(d, relu);
+        int relu = d->op[i].relu, out = relu >= 0 ? relu : i; // fused: the ReLU's output instead of the BN's
+        cu_type xt = type_of(d, op->in[0]), yt = type_of(d, out);
         if (pass->train) {
-            if (bn_train_fwd(d, op, rows, xt, in, y, aux, relu >= 0) < 0) return -1;
+            if (bn_train_fwd(d, op, rows, xt, in, yt, act(d, out), aux, d->coef + d->op[i].coef, relu >= 0) < 0)
+                return -1;
             counts[op->count]++;
         } else {
-            cu_bn_eval_fwd(rows, op->c, xt, in, w, b, d->state + op->mean, d->state + op->var, y, FU_BN_EPS, d->coef,
-                           relu >= 0);
+            cu_bn_eval_fwd(rows, op->c, xt, in, w, b, d->state + op->mean, d->state + op->var, yt, act(d, out),
+                           FU_BN_EPS, d->coef, relu >= 0);
         }
         break;
     }
@@ -844,12 +851,13 @@ static int linear_bwd(cu_net *d, const fu_op *op, int n, const float *x, const f
 
 // fp32: dx accumulates in place (beta = 1). amp: dy goes to half in hy (or is
 // half already: o->half); the half dx (in hx) is added to the fp32 dx; then
-// hx is reused for x in half.
+// hx is reused for x in half. A half x (a fused BN + ReLU's, read by this
+// conv alone) is read as it is, and its gradient written there directly.
 static int conv_bwd(cu_net *d, int i, int n, const float *x, const float *dy, float *dx) {
     const fu_op *op = &d->m->ops[i];
     const fu_op *src = &d->m->ops[op->in[0]];
     cu_op *o = &d->op[i];
-    bool amp = d->amp != FU_AMP_OFF;
+    bool amp = d->amp != FU_AMP_OFF, convert_x = amp && type_of(d, op->in[0]) == CU_FP32;
     size_t in_len = fu_op_numel(d->m, op->in[0], n);
     const void *in = x, *g = dy;
     if (amp && !o->half) {
@@ -861,11 +869,11 @@ static int conv_bwd(cu_net *d, int i, int n, const float *x, const float *dy, fl
         mark(d, section(FU_OP_CONV, true));
         DNN(cudnnSetConvolutionMathType(o->conv, o->bwd_data_math));
         DNN(cudnnConvolutionBackwardData(d->dnn, &ONE, o->w, wt_of(d, o), o->y, g, o->conv, o->bwd_data, d->ws,
-                                         d->ws_size, amp ? &ZERO : &ONE, o->x, amp ? d->hx : (void *)dx));
+                                         d->ws_size, amp ? &ZERO : &ONE, o->x, convert_x ? d->hx : (void *)dx));
         mark(d, BWD_CONVERT);
-        if (amp) cu_from_half(d->bf16, in_len, d->hx, dx, true);
+        if (convert_x) cu_from_half(d->bf16, in_len, d->hx, dx, true);
     }
-    if (amp) {
+    if (convert_x) {
         cu_to_half(d->bf16, in_len, x, d->hx);
         in = d->hx;
     }
@@ -900,17 +908,22 @@ static int sync_bn_bwd(cu_net *d, int c, size_t rows, double *m) {
     return 0;
 }
 
-// BN's backward: gamma and beta gradients from this batch (local, also with
-// sync-BN), the input's from this batch's sums or all ranks'. Fused with
-// the ReLU after it, dy is the ReLU's output gradient and relu_y its output.
-static int bn_bwd(cu_net *d, const fu_op *op, size_t rows, const float *aux, const float *dy, const float *relu_y) {
+// BN op i's backward: gamma and beta gradients from this batch (local, also
+// with sync-BN), the input's from this batch's sums or all ranks'. Fused
+// with the ReLU after it, dy is the ReLU's output gradient, masked where the
+// forward's affine map gave no positive value.
+static int bn_bwd(cu_net *d, int i, size_t rows) {
+    const fu_op *op = &d->m->ops[i];
+    const float *aux = d->aux + d->plan.aux[i];
+    int relu = d->op[i].relu, out = relu >= 0 ? relu : i;
+    const float *relu_coef = relu >= 0 ? d->coef + d->op[i].coef : NULL;
     double m = (double)rows;
-    cu_type xt = type_of(d, op->in[0]);
-    const void *x = act(d, op->in[0]);
-    cu_bn_bwd_sums(rows, op->c, xt, x, aux, aux + op->c, dy, relu_y, d->part, d->bnv, d->grads + op->weight,
+    cu_type xt = type_of(d, op->in[0]), dyt = type_of(d, out);
+    const void *x = act(d, op->in[0]), *dy = dact(d, out);
+    cu_bn_bwd_sums(rows, op->c, xt, x, aux, aux + op->c, dyt, dy, relu_coef, d->part, d->bnv, d->grads + op->weight,
                    d->grads + op->bias_off);
     if (d->dist && sync_bn_bwd(d, op->c, rows, &m) < 0) return -1;
-    cu_bn_global_bwd(rows, op->c, d->bnv, m, xt, x, d->params + op->weight, aux, aux + op->c, dy, relu_y,
+    cu_bn_global_bwd(rows, op->c, d->bnv, m, xt, x, d->params + op->weight, aux, aux + op->c, dyt, dy, relu_coef,
                      grad_of(d, op->in[0]), d->coef);
     return 0;
 }
@@ -925,10 +938,7 @@ static int op_bwd(cu_net *d, int i, int n) {
     switch (op->kind) {
     case FU_OP_INPUT: case FU_OP_XENT: break; // the loss's gradient came from the host
     case FU_OP_CONV: return conv_bwd(d, i, n, in, dy, din);
-    case FU_OP_BN: {
-        int relu = d->op[i].relu;
-        return relu < 0 ? bn_bwd(d, op, rows, aux, dy, NULL) : bn_bwd(d, op, rows, aux, dact(d, relu), act(d, relu));
-    }
+    case FU_OP_BN: return bn_bwd(d, i, rows);
     case FU_OP_RELU:
         if (!d->op[i].fused) cu_relu_bwd(len, y, dy, din);
         break;
@@ -1196,6 +1206,10 @@ static void plan_scratch(cu_net *d) {
             d->stage_size = fu_op_numel(m, i, d->batch);
         }
     }
+    // After the scratch, each BN's forward map, which backward reads again
+    // for a fused ReLU's mask.
+    for (int i = 0; i < m->n_ops; i++)
+        if (m->ops[i].kind == FU_OP_BN) d->op[i].coef = d->coef_size, d->coef_size += 2 * (size_t)m->ops[i].c;
 }
 
 // Fusion (cuda_ops.h): a BN whose output only a ReLU reads writes the
@@ -1207,7 +1221,11 @@ static void plan_scratch(cu_net *d) {
 // Under amp, a conv whose output only a BatchNorm reads keeps that output,
 // and its gradient, in half: cuDNN writes the one and reads the other
 // there, the BatchNorm reads the one and writes the other, and the two
-// conversions between them are gone.
+// conversions between them are gone. Likewise a fused BN + ReLU whose
+// output only a conv reads: the BN writes it in half for cuDNN, cuDNN its
+// gradient in half for the BN, and the conv's three conversions of its
+// input and input gradient are gone (the ReLU's mask in backward comes from
+// the BN's input, cuda_ops.h, so the half output is never read back).
 // FU_CUDA_FUSE=0 in the environment turns it off (the same values, one
 // kernel per op, for comparison and profiles).
 static void plan_fusion(cu_net *d) {
@@ -1237,6 +1255,13 @@ static void plan_fusion(cu_net *d) {
         if (m->ops[j].kind != FU_OP_BN) continue;
         int i = m->ops[j].in[0];
         if (m->ops[i].kind == FU_OP_CONV && readers[i] == 1 && i != output_op(m)) d->op[i].half = true;
+    }
+    for (int j = 0; on && readers && d->amp != FU_AMP_OFF && j < m->n_ops; j++) {
+        if (m->ops[j].kind != FU_OP_CONV) continue;
+        int r = m->ops[j].in[0];
+        if (m->ops[r].kind != FU_OP_RELU || readers[r] != 1 || r == output_op(m)) continue;
+        int bn = m->ops[r].in[0];
+        if (m->ops[bn].kind == FU_OP_BN && d->op[bn].relu == r) d->op[r].half = true;
     }
     free(readers); // (without it: no fusion, the same results)
 }

@@ -9,6 +9,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <type_traits>
+
 static const int THREADS = 256;
 static const size_t MAX_BLOCKS = 65535;
 
@@ -46,6 +48,7 @@ __device__ static float through_relu(const float *dy, const float *relu_y, size_
 __device__ static float get(float v) { return v; }
 __device__ static float get(__half h) { return __half2float(h); }
 __device__ static float get(__nv_bfloat16 h) { return __bfloat162float(h); }
+__device__ static void put(float v, float *o) { *o = v; }
 __device__ static void put(float v, __half *o) { *o = __float2half_rn(v); }
 __device__ static void put(float v, __nv_bfloat16 *o) { *o = __float2bfloat16_rn(v); }
 
@@ -54,6 +57,16 @@ __device__ static void put(float v, __nv_bfloat16 *o) { *o = __float2bfloat16_rn
 // gradient has one writer (cuda_ops.h, BatchNorm).
 __device__ static void add_into(float v, float *dx) { *dx += v; }
 template <typename H> __device__ static void add_into(float v, H *dx) { put(0.0f + v, dx); }
+
+// Calls f with a null pointer to the element type t names (float, __half or
+// __nv_bfloat16), so that one launch serves every type: the kernel's
+// template arguments are deduced from the pointers cast with ELEM(tag).
+template <typename F> static void with_type(cu_type t, F f) {
+    if (t == CU_FP16) f((__half *)nullptr);
+    else if (t == CU_BF16) f((__nv_bfloat16 *)nullptr);
+    else f((float *)nullptr);
+}
+#define ELEM(tag) std::remove_pointer_t<decltype(tag)>
 
 // ---- layout -----------------------------------------------------------------
 
@@ -293,11 +306,13 @@ void cu_bias_bwd(int n, int c, const float *dy, float *db) { k_bias_bwd<<<blocks
 // 256 of them, each a dependent chain of loads for that one thread (pass 1
 // still has 131072 threads for 64 channels).
 //
-// Fused with the ReLU after it (relu true, relu_y given): forward writes
-// max(0, bn(x)) instead of bn(x); backward takes dy as the ReLU's output
-// gradient and drops it wherever relu_y, the ReLU's output, is not positive,
-// which is what the ReLU's own backward would have left for the BN: the same
-// values, two memory passes fewer each way.
+// Fused with the ReLU after it (relu true; relu_coef given in backward):
+// forward writes max(0, bn(x)) instead of bn(x); backward takes dy as the
+// ReLU's output gradient and drops it wherever bn(x), recomputed from x and
+// the forward's coefficients, is not positive: where the ReLU's output is
+// not, so what the ReLU's own backward would have left for the BN. The same
+// values, two memory passes fewer each way, and the ReLU's output is never
+// read back (it may be half, which a small positive value underflows to 0).
 
 enum { BN_X = 32, BN_Y = 8 };
 static const size_t BN_ROWS_PER_SPLIT = 256, BN_MAX_SPLITS = 256;
@@ -309,10 +324,24 @@ static int bn_splits(size_t rows) {
 
 size_t cu_bn_part_size(size_t rows, int c) { return (size_t)bn_splits(rows) * 2 * c; }
 
+// The BatchNorm's affine map, y = x coef[ch] + coef[c + ch]: one expression
+// for forward and for the fused ReLU's mask in backward, so that both round
+// (and contract into an FMA) alike.
+__device__ static float bn_affine(float x, const float *coef, int c, unsigned ch) {
+    return x * coef[ch] + coef[c + ch];
+}
+
+// dy[i] where a fused ReLU let it through (bn(x) positive; relu_coef: the
+// forward's coefficients), else 0; relu_coef NULL: no ReLU fused.
+template <typename D>
+__device__ static float bn_relu_grad(const D *dy, size_t i, float x, const float *relu_coef, int c, unsigned ch) {
+    return relu_coef && !(bn_affine(x, relu_coef, c, ch) > 0) ? 0.0f : get(dy[i]);
+}
+
 // stats: (x, x^2); else (dy, dy * xhat) with xhat = (x - mean) invstd.
-template <typename T>
-__global__ void k_bn_partial(size_t rows, int c, int splits, bool stats, const T *x, const float *dy,
-                             const float *relu_y, const float *mean, const float *invstd, double *part) {
+template <typename T, typename D>
+__global__ void k_bn_partial(size_t rows, int c, int splits, bool stats, const T *x, const D *dy,
+                             const float *relu_coef, const float *mean, const float *invstd, double *part) {
     __shared__ double sa[BN_Y][BN_X], sb[BN_Y][BN_X];
     int ch = blockIdx.x * BN_X + threadIdx.x, split = blockIdx.y;
     size_t per = (rows + splits - 1) / splits, r0 = split * per, r1 = r0 + per < rows ? r0 + per : rows;
@@ -320,12 +349,13 @@ __global__ void k_bn_partial(size_t rows, int c, int splits, bool stats, const T
     if (ch < c) {
         double mu = stats ? 0 : mean[ch], is = stats ? 0 : invstd[ch];
         for (size_t r = r0 + threadIdx.y; r < r1; r += BN_Y) {
-            double v = get(x[r * c + ch]);
+            float xv = get(x[r * c + ch]);
+            double v = xv;
             if (stats) {
                 a += v;
                 b += v * v;
             } else {
-                double g = through_relu(dy, relu_y, r * c + ch);
+                double g = bn_relu_grad(dy, r * c + ch, xv, relu_coef, c, U32(ch));
                 a += g;
                 b += g * ((v - mu) * is);
             }
@@ -343,15 +373,16 @@ __global__ void k_bn_partial(size_t rows, int c, int splits, bool stats, const T
     part[((size_t)split * 2 + 1) * c + ch] = b;
 }
 
-static void bn_partial(size_t rows, int c, bool stats, cu_type xt, const void *x, const float *dy,
-                       const float *relu_y, const float *mean, const float *invstd, double *part) {
+static void bn_partial(size_t rows, int c, bool stats, cu_type xt, const void *x, cu_type dyt, const void *dy,
+                       const float *relu_coef, const float *mean, const float *invstd, double *part) {
     int splits = bn_splits(rows);
     dim3 grid((c + BN_X - 1) / BN_X, splits), block(BN_X, BN_Y);
-    if (xt == CU_FP16)
-        k_bn_partial<<<grid, block>>>(rows, c, splits, stats, (const __half *)x, dy, relu_y, mean, invstd, part);
-    else if (xt == CU_BF16)
-        k_bn_partial<<<grid, block>>>(rows, c, splits, stats, (const __nv_bfloat16 *)x, dy, relu_y, mean, invstd, part);
-    else k_bn_partial<<<grid, block>>>(rows, c, splits, stats, (const float *)x, dy, relu_y, mean, invstd, part);
+    with_type(xt, [&](auto *xtag) {
+        with_type(dyt, [&](auto *dytag) {
+            k_bn_partial<<<grid, block>>>(rows, c, splits, stats, (const ELEM(xtag) *)x, (const ELEM(dytag) *)dy,
+                                          relu_coef, mean, invstd, part);
+        });
+    });
 }
 
 // Adds the splits of each channel in order into v = (a, b) (c each); with
@@ -399,37 +430,41 @@ __global__ void k_bn_eval_coef(int c, const float *gamma, const float *beta, con
     }
 }
 
-template <typename T> __global__ void k_bn_apply(size_t n, int c, const T *x, const float *coef, bool relu, float *y) {
+template <typename T, typename Y>
+__global__ void k_bn_apply(size_t n, int c, const T *x, const float *coef, bool relu, Y *y) {
     FOR_EACH(i, n) {
         unsigned ch = U32(i) % c;
-        float v = get(x[i]) * coef[ch] + coef[c + ch];
-        y[i] = relu && !(v > 0) ? 0.0f : v;
+        float v = bn_affine(get(x[i]), coef, c, ch);
+        put(relu && !(v > 0) ? 0.0f : v, &y[i]);
     }
 }
 
-static void bn_apply(size_t n, int c, cu_type xt, const void *x, const float *coef, bool relu, float *y) {
-    if (xt == CU_FP16) k_bn_apply<<<blocks_for(n), THREADS>>>(n, c, (const __half *)x, coef, relu, y);
-    else if (xt == CU_BF16) k_bn_apply<<<blocks_for(n), THREADS>>>(n, c, (const __nv_bfloat16 *)x, coef, relu, y);
-    else k_bn_apply<<<blocks_for(n), THREADS>>>(n, c, (const float *)x, coef, relu, y);
+static void bn_apply(size_t n, int c, cu_type xt, const void *x, const float *coef, bool relu, cu_type yt, void *y) {
+    with_type(xt, [&](auto *xtag) {
+        with_type(yt, [&](auto *ytag) {
+            k_bn_apply<<<blocks_for(n), THREADS>>>(n, c, (const ELEM(xtag) *)x, coef, relu, (ELEM(ytag) *)y);
+        });
+    });
 }
 
 void cu_bn_sums(size_t rows, int c, cu_type xt, const void *x, double *part, double *v) {
-    bn_partial(rows, c, true, xt, x, NULL, NULL, NULL, NULL, part);
+    bn_partial(rows, c, true, xt, x, CU_FP32, NULL, NULL, NULL, NULL, part);
     k_bn_reduce<<<blocks_for((size_t)c), THREADS>>>(c, bn_splits(rows), part, v, NULL, NULL);
 }
 
 void cu_bn_global_fwd(size_t rows, int c, const double *v, double m, cu_type xt, const void *x, const float *gamma,
-                      const float *beta, float *y, float *mean, float *invstd, float *run_mean, float *run_var,
-                      double eps, double momentum, float *coef, bool relu) {
+                      const float *beta, cu_type yt, void *y, float *mean, float *invstd, float *run_mean,
+                      float *run_var, double eps, double momentum, float *coef, bool relu) {
     k_bn_train_stats<<<blocks_for((size_t)c), THREADS>>>(c, v, m, gamma, beta, mean, invstd, run_mean, run_var, eps,
                                                           momentum, coef);
-    bn_apply(rows * c, c, xt, x, coef, relu, y);
+    bn_apply(rows * c, c, xt, x, coef, relu, yt, y);
 }
 
 void cu_bn_eval_fwd(size_t rows, int c, cu_type xt, const void *x, const float *gamma, const float *beta,
-                    const float *run_mean, const float *run_var, float *y, double eps, float *coef, bool relu) {
+                    const float *run_mean, const float *run_var, cu_type yt, void *y, double eps, float *coef,
+                    bool relu) {
     k_bn_eval_coef<<<blocks_for((size_t)c), THREADS>>>(c, gamma, beta, run_mean, run_var, eps, coef);
-    bn_apply(rows * c, c, xt, x, coef, relu, y);
+    bn_apply(rows * c, c, xt, x, coef, relu, yt, y);
 }
 
 // coef = (gamma invstd, mean dy, mean dy xhat) from the sums over m values.
@@ -442,35 +477,39 @@ __global__ void k_bn_bwd_coef(int c, const double *v, double m, const float *gam
     }
 }
 
-// dx += gamma/std * (dy - mean(dy) - xhat * mean(dy * xhat)); x and dx of type T.
-template <typename T>
-__global__ void k_bn_bwd_dx(size_t n, int c, const T *x, const float *mean, const float *invstd, const float *dy,
-                            const float *relu_y, const float *coef, T *dx) {
+// dx += gamma/std * (dy - mean(dy) - xhat * mean(dy * xhat)); x and dx of
+// type T, dy of type D.
+template <typename T, typename D>
+__global__ void k_bn_bwd_dx(size_t n, int c, const T *x, const float *mean, const float *invstd, const D *dy,
+                            const float *relu_coef, const float *coef, T *dx) {
     FOR_EACH(i, n) {
         unsigned ch = U32(i) % c;
-        float xhat = (get(x[i]) - mean[ch]) * invstd[ch];
-        add_into(coef[ch] * (through_relu(dy, relu_y, i) - coef[c + ch] - xhat * coef[2 * c + ch]), &dx[i]);
+        float xv = get(x[i]), xhat = (xv - mean[ch]) * invstd[ch];
+        float g = bn_relu_grad(dy, i, xv, relu_coef, c, ch);
+        add_into(coef[ch] * (g - coef[c + ch] - xhat * coef[2 * c + ch]), &dx[i]);
     }
 }
 
 void cu_bn_bwd_sums(size_t rows, int c, cu_type xt, const void *x, const float *mean, const float *invstd,
-                    const float *dy, const float *relu_y, double *part, double *v, float *dgamma, float *dbeta) {
-    bn_partial(rows, c, false, xt, x, dy, relu_y, mean, invstd, part);
+                    cu_type dyt, const void *dy, const float *relu_coef, double *part, double *v, float *dgamma,
+                    float *dbeta) {
+    bn_partial(rows, c, false, xt, x, dyt, dy, relu_coef, mean, invstd, part);
     k_bn_reduce<<<blocks_for((size_t)c), THREADS>>>(c, bn_splits(rows), part, v, dgamma, dbeta);
 }
 
 void cu_bn_global_bwd(size_t rows, int c, const double *v, double m, cu_type xt, const void *x, const float *gamma,
-                      const float *mean, const float *invstd, const float *dy, const float *relu_y, void *dx,
-                      float *coef) {
+                      const float *mean, const float *invstd, cu_type dyt, const void *dy, const float *relu_coef,
+                      void *dx, float *coef) {
     if (!dx) return;
     size_t n = rows * c;
     k_bn_bwd_coef<<<blocks_for((size_t)c), THREADS>>>(c, v, m, gamma, invstd, coef);
-    if (xt == CU_FP16)
-        k_bn_bwd_dx<<<blocks_for(n), THREADS>>>(n, c, (const __half *)x, mean, invstd, dy, relu_y, coef, (__half *)dx);
-    else if (xt == CU_BF16)
-        k_bn_bwd_dx<<<blocks_for(n), THREADS>>>(n, c, (const __nv_bfloat16 *)x, mean, invstd, dy, relu_y, coef,
-                                                (__nv_bfloat16 *)dx);
-    else k_bn_bwd_dx<<<blocks_for(n), THREADS>>>(n, c, (const float *)x, mean, invstd, dy, relu_y, coef, (float *)dx);
+    with_type(xt, [&](auto *xtag) {
+        with_type(dyt, [&](auto *dytag) {
+            using T = ELEM(xtag);
+            k_bn_bwd_dx<<<blocks_for(n), THREADS>>>(n, c, (const T *)x, mean, invstd, (const ELEM(dytag) *)dy,
+                                                    relu_coef, coef, (T *)dx);
+        });
+    });
 }
 
 // ---- mixed precision -----------------------------------------------------------------

@@ -67,14 +67,20 @@ void cu_bias_bwd(int n, int c, const float *dy, float *db);
 // that synchronised BatchNorm (data parallelism) can add the per-channel sums
 // over ranks in between: sums over this batch, then the rest from sums v over
 // m values per channel (this batch's own, m = rows, or all ranks'). part:
-// scratch of cu_bn_part_size(rows, c) doubles; v: 2 c doubles; coef: scratch
-// of 3 c floats. Fused with a ReLU after it: forward with relu writes
-// max(0, y); backward given relu_y (that ReLU's output; NULL: none) takes dy
-// as the ReLU's output gradient, dropped where relu_y is not positive.
+// scratch of cu_bn_part_size(rows, c) doubles; v: 2 c doubles. Forward's
+// coef (2 c floats) gets the affine map it applied, y = x coef[ch] +
+// coef[c + ch]; backward's coef is scratch of 3 c floats.
+// Fused with a ReLU after it: forward with relu writes max(0, y); backward
+// given relu_coef (the training forward's coef; NULL: no ReLU) takes dy as
+// the ReLU's output gradient, dropped where that forward's y was not
+// positive (recomputed from x, not read from the ReLU's output, which may
+// be half: a tiny positive y rounds to 0 there).
 // x (and in backward dx) of type xt: fp32, or half where the backend keeps a
 // conv's output in half (amp, only a BN reads it); a half dx is written, not
 // added to (the conv's output gradient has no other writer), with the value
-// adding into a cleared fp32 gradient and converting would give.
+// adding into a cleared fp32 gradient and converting would give. y (and in
+// backward dy) of type yt (dyt): half where the BN's fused ReLU output is
+// only a conv's input under amp (rounded as converting the fp32 y would).
 size_t cu_bn_part_size(size_t rows, int c);
 // Training forward, part 1: v = (sum x, sum x^2) per channel.
 void cu_bn_sums(size_t rows, int c, cu_type xt, const void *x, double *part, double *v);
@@ -82,18 +88,20 @@ void cu_bn_sums(size_t rows, int c, cu_type xt, const void *x, double *part, dou
 // mean^2; mean/invstd (c each) saved for backward; running stats updated
 // (unbiased variance m / (m - 1), as PyTorch).
 void cu_bn_global_fwd(size_t rows, int c, const double *v, double m, cu_type xt, const void *x,
-                      const float *gamma, const float *beta, float *y, float *mean, float *invstd, float *run_mean,
-                      float *run_var, double eps, double momentum, float *coef, bool relu);
+                      const float *gamma, const float *beta, cu_type yt, void *y, float *mean, float *invstd,
+                      float *run_mean, float *run_var, double eps, double momentum, float *coef, bool relu);
 void cu_bn_eval_fwd(size_t rows, int c, cu_type xt, const void *x, const float *gamma, const float *beta,
-                    const float *run_mean, const float *run_var, float *y, double eps, float *coef, bool relu);
+                    const float *run_mean, const float *run_var, cu_type yt, void *y, double eps, float *coef,
+                    bool relu);
 // Backward, part 1: v = (sum dy, sum dy * xhat) per channel over this batch,
 // also added to dbeta and dgamma (which stay local).
 void cu_bn_bwd_sums(size_t rows, int c, cu_type xt, const void *x, const float *mean, const float *invstd,
-                    const float *dy, const float *relu_y, double *part, double *v, float *dgamma, float *dbeta);
+                    cu_type dyt, const void *dy, const float *relu_coef, double *part, double *v, float *dgamma,
+                    float *dbeta);
 // Part 2: dx += gamma invstd (dy - v[ch] / m - xhat v[c + ch] / m).
 void cu_bn_global_bwd(size_t rows, int c, const double *v, double m, cu_type xt, const void *x, const float *gamma,
-                      const float *mean, const float *invstd, const float *dy, const float *relu_y, void *dx,
-                      float *coef);
+                      const float *mean, const float *invstd, cu_type dyt, const void *dy, const float *relu_coef,
+                      void *dx, float *coef);
 
 // ---- mixed precision (--amp) -----------------------------------------------------
 // Half tensors are fp16 (__half) or, with bf16 true, bfloat16 (__nv_bfloat16),

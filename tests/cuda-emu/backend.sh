@@ -2,8 +2,9 @@
 # The whole cuda backend (lib/cuda) under host emulation: tests/gpu/test_cuda.c
 # runs on a machine without a GPU, against fake (host) implementations of
 # the CUDA runtime (fake_cudart.cpp), cuDNN (fake_cudnn.cpp), cuBLAS
-# (fake_cublas.cpp) and NCCL for one rank (fake_nccl.c, a libnccl.so.2 put
-# first on LD_LIBRARY_PATH for nccl_sync.cu's dlopen). The kernels
+# (fake_cublas.cpp) and NCCL (fake_nccl.c: a copy over one rank, MPI over
+# several; a libnccl.so.2 put first on LD_LIBRARY_PATH for nccl_sync.cu's
+# dlopen). The kernels
 # (cuda_ops.cu, cuda_optim.cu, nccl_sync.cu's) run on the CPU through
 # rewrite_launches.py --seq and emu_seq.h; cuda_net.cu is plain C++ for g++.
 # "Device memory" is malloc: FAKE_SAN=1 builds the backend, the kernels and

@@ -185,20 +185,20 @@ static void test_bn_relu(int n, int c, int hw, const vector<float> &xh, const ve
                          const vector<float> &gamma, const vector<float> &beta, const vector<float> &run_mean,
                          const vector<float> &run_var, const vector<float> &dyh) {
     size_t rows = (size_t)n * hw, big = rows * c;
-    vector<float> y(big), yr(big), relu_of_y(big), mean(c), invstd(c), coef(3 * c);
+    vector<float> y(big), yr(big), relu_of_y(big), mean(c), invstd(c), coef(3 * c), fcoef(2 * c);
     vector<float> rm = run_mean, rv = run_var, rm2 = run_mean, rv2 = run_var;
-    cu_bn_global_fwd(rows, c, v.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), beta.data(), y.data(), mean.data(),
-                     invstd.data(), rm.data(), rv.data(), 1e-5, 0.1, coef.data(), false);
-    cu_bn_global_fwd(rows, c, v.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), beta.data(), yr.data(), mean.data(),
-                     invstd.data(), rm2.data(), rv2.data(), 1e-5, 0.1, coef.data(), true);
+    cu_bn_global_fwd(rows, c, v.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), beta.data(), CU_FP32,
+                     y.data(), mean.data(), invstd.data(), rm.data(), rv.data(), 1e-5, 0.1, coef.data(), false);
+    cu_bn_global_fwd(rows, c, v.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), beta.data(), CU_FP32,
+                     yr.data(), mean.data(), invstd.data(), rm2.data(), rv2.data(), 1e-5, 0.1, fcoef.data(), true);
     cu_relu_fwd(big, y.data(), relu_of_y.data());
     report(same_values(yr, relu_of_y), bn_name(n, c, hw, "fused with a ReLU: forward = BN then ReLU").c_str());
 
     vector<float> ye(big), yer(big), relu_of_ye(big);
-    cu_bn_eval_fwd(rows, c, CU_FP32, xh.data(), gamma.data(), beta.data(), run_mean.data(), run_var.data(), ye.data(), 1e-5,
-                   coef.data(), false);
-    cu_bn_eval_fwd(rows, c, CU_FP32, xh.data(), gamma.data(), beta.data(), run_mean.data(), run_var.data(), yer.data(), 1e-5,
-                   coef.data(), true);
+    cu_bn_eval_fwd(rows, c, CU_FP32, xh.data(), gamma.data(), beta.data(), run_mean.data(), run_var.data(), CU_FP32,
+                   ye.data(), 1e-5, coef.data(), false);
+    cu_bn_eval_fwd(rows, c, CU_FP32, xh.data(), gamma.data(), beta.data(), run_mean.data(), run_var.data(), CU_FP32,
+                   yer.data(), 1e-5, coef.data(), true);
     cu_relu_fwd(big, ye.data(), relu_of_ye.data());
     report(same_values(yer, relu_of_ye), bn_name(n, c, hw, "fused with a ReLU: eval forward = BN then ReLU").c_str());
 
@@ -206,14 +206,14 @@ static void test_bn_relu(int n, int c, int hw, const vector<float> &xh, const ve
     cu_relu_bwd(big, yr.data(), dyh.data(), g.data());
     vector<double> part(cu_bn_part_size(rows, c)), vb(2 * c), vf(2 * c);
     vector<float> dx(big, 0.5f), dxf(big, 0.5f), dgamma(c, 0.0f), dbeta(c, 0.0f), dgf(c, 0.0f), dbf(c, 0.0f);
-    cu_bn_bwd_sums(rows, c, CU_FP32, xh.data(), mean.data(), invstd.data(), g.data(), nullptr, part.data(), vb.data(),
-                   dgamma.data(), dbeta.data());
-    cu_bn_global_bwd(rows, c, vb.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), mean.data(), invstd.data(), g.data(),
-                     nullptr, dx.data(), coef.data());
-    cu_bn_bwd_sums(rows, c, CU_FP32, xh.data(), mean.data(), invstd.data(), dyh.data(), yr.data(), part.data(), vf.data(),
-                   dgf.data(), dbf.data());
-    cu_bn_global_bwd(rows, c, vf.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), mean.data(), invstd.data(), dyh.data(),
-                     yr.data(), dxf.data(), coef.data());
+    cu_bn_bwd_sums(rows, c, CU_FP32, xh.data(), mean.data(), invstd.data(), CU_FP32, g.data(), nullptr, part.data(),
+                   vb.data(), dgamma.data(), dbeta.data());
+    cu_bn_global_bwd(rows, c, vb.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), mean.data(), invstd.data(),
+                     CU_FP32, g.data(), nullptr, dx.data(), coef.data());
+    cu_bn_bwd_sums(rows, c, CU_FP32, xh.data(), mean.data(), invstd.data(), CU_FP32, dyh.data(), fcoef.data(),
+                   part.data(), vf.data(), dgf.data(), dbf.data());
+    cu_bn_global_bwd(rows, c, vf.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), mean.data(), invstd.data(),
+                     CU_FP32, dyh.data(), fcoef.data(), dxf.data(), coef.data());
     std::string name = bn_name(n, c, hw, "fused with a ReLU: backward = the ReLU's then the BN's (sums, dx, dgamma, "
                                          "dbeta)");
     report(vb == vf && same_values(dx, dxf) && same_values(dgamma, dgf) && same_values(dbeta, dbf), name.c_str());
@@ -232,38 +232,85 @@ static void test_bn_half_input(int n, int c, int hw, const vector<float> &xh, co
         vector<float> x32(big);
         cu_from_half(t, big, x16.data(), x32.data(), false); // the values the half tensor holds
         vector<double> part(cu_bn_part_size(rows, c)), v(2 * c), v32(2 * c), vb(2 * c), vb32(2 * c);
-        vector<float> y(big), y32(big), mean(c), invstd(c), coef(3 * c), rm(c, 0.0f), rv(c, 1.0f), rm32 = rm,
-            rv32 = rv;
+        vector<float> y(big), y32(big), mean(c), invstd(c), coef(3 * c), fcoef(2 * c), rm(c, 0.0f), rv(c, 1.0f),
+            rm32 = rm, rv32 = rv;
         cu_bn_sums(rows, c, xt, x16.data(), part.data(), v.data());
         cu_bn_sums(rows, c, CU_FP32, x32.data(), part.data(), v32.data());
-        cu_bn_global_fwd(rows, c, v.data(), (double)rows, xt, x16.data(), gamma.data(), beta.data(), y.data(),
-                         mean.data(), invstd.data(), rm.data(), rv.data(), 1e-5, 0.1, coef.data(), t == 1);
-        cu_bn_global_fwd(rows, c, v32.data(), (double)rows, CU_FP32, x32.data(), gamma.data(), beta.data(), y32.data(),
-                         mean.data(), invstd.data(), rm32.data(), rv32.data(), 1e-5, 0.1, coef.data(), t == 1);
+        cu_bn_global_fwd(rows, c, v.data(), (double)rows, xt, x16.data(), gamma.data(), beta.data(), CU_FP32,
+                         y.data(), mean.data(), invstd.data(), rm.data(), rv.data(), 1e-5, 0.1, fcoef.data(), t == 1);
+        cu_bn_global_fwd(rows, c, v32.data(), (double)rows, CU_FP32, x32.data(), gamma.data(), beta.data(), CU_FP32,
+                         y32.data(), mean.data(), invstd.data(), rm32.data(), rv32.data(), 1e-5, 0.1, coef.data(),
+                         t == 1);
         vector<float> ye(big), ye32(big);
-        cu_bn_eval_fwd(rows, c, xt, x16.data(), gamma.data(), beta.data(), rm.data(), rv.data(), ye.data(), 1e-5,
-                       coef.data(), false);
-        cu_bn_eval_fwd(rows, c, CU_FP32, x32.data(), gamma.data(), beta.data(), rm.data(), rv.data(), ye32.data(), 1e-5,
-                       coef.data(), false);
-        std::string name = bn_name(n, c, hw, t ? "on bf16 x: forward (sums, y, eval y) as on its values in fp32"
-                                               : "on fp16 x: forward (sums, y, eval y) as on its values in fp32");
+        cu_bn_eval_fwd(rows, c, xt, x16.data(), gamma.data(), beta.data(), rm.data(), rv.data(), CU_FP32, ye.data(),
+                       1e-5, coef.data(), false);
+        cu_bn_eval_fwd(rows, c, CU_FP32, x32.data(), gamma.data(), beta.data(), rm.data(), rv.data(), CU_FP32,
+                       ye32.data(), 1e-5, coef.data(), false);
+        std::string name = bn_name(n, c, hw,
+                                   t ? "on bf16 x: forward (sums, y, eval y) as on its values in fp32"
+                                     : "on fp16 x: forward (sums, y, eval y) as on its values in fp32");
         report(v == v32 && same_values(y, y32) && same_values(rm, rm32) && same_values(rv, rv32) &&
                    same_values(ye, ye32), name.c_str());
 
         vector<float> dx32(big, 0.0f), dg(c, 0.0f), db(c, 0.0f), dg32(c, 0.0f), db32(c, 0.0f);
-        const float *relu_y = t == 1 ? y.data() : nullptr;
-        cu_bn_bwd_sums(rows, c, xt, x16.data(), mean.data(), invstd.data(), dyh.data(), relu_y, part.data(), vb.data(),
-                       dg.data(), db.data());
+        const float *relu_coef = t == 1 ? fcoef.data() : nullptr;
+        cu_bn_bwd_sums(rows, c, xt, x16.data(), mean.data(), invstd.data(), CU_FP32, dyh.data(), relu_coef, part.data(),
+                       vb.data(), dg.data(), db.data());
         cu_bn_global_bwd(rows, c, vb.data(), (double)rows, xt, x16.data(), gamma.data(), mean.data(), invstd.data(),
-                         dyh.data(), relu_y, dx16.data(), coef.data());
-        cu_bn_bwd_sums(rows, c, CU_FP32, x32.data(), mean.data(), invstd.data(), dyh.data(), relu_y, part.data(),
-                       vb32.data(), dg32.data(), db32.data());
+                         CU_FP32, dyh.data(), relu_coef, dx16.data(), coef.data());
+        cu_bn_bwd_sums(rows, c, CU_FP32, x32.data(), mean.data(), invstd.data(), CU_FP32, dyh.data(), relu_coef,
+                       part.data(), vb32.data(), dg32.data(), db32.data());
         cu_bn_global_bwd(rows, c, vb32.data(), (double)rows, CU_FP32, x32.data(), gamma.data(), mean.data(),
-                         invstd.data(), dyh.data(), relu_y, dx32.data(), coef.data());
+                         invstd.data(), CU_FP32, dyh.data(), relu_coef, dx32.data(), coef.data());
         cu_to_half(t, big, dx32.data(), dx_ref16.data());
         name = bn_name(n, c, hw, t ? "on bf16 x: backward (sums, dgamma, dbeta; dx written in bf16) as in fp32"
                                    : "on fp16 x: backward (sums, dgamma, dbeta; dx written in fp16) as in fp32");
         report(vb == vb32 && same_values(dg, dg32) && same_values(db, db32) && dx16 == dx_ref16, name.c_str());
+    }
+}
+
+// BatchNorm + ReLU writing its output in half for a conv (amp): y is the
+// fp32 y rounded, and backward from a half dy computes what it does from the
+// same values in fp32 (sums, dgamma, dbeta, dx), for fp16 and bf16; also in
+// channel 0, made positive but below fp16's range (gamma 0, beta 1e-9, which
+// fp16 rounds to 0), whose gradient the ReLU lets through: a mask read from
+// the half output would drop it.
+static void test_bn_relu_half_output(int n, int c, int hw, const vector<float> &xh, vector<float> gamma,
+                                     vector<float> beta, const vector<float> &dyh) {
+    size_t rows = (size_t)n * hw, big = rows * c;
+    gamma[0] = 0, beta[0] = 1e-9f;
+    vector<double> part(cu_bn_part_size(rows, c)), v(2 * c);
+    cu_bn_sums(rows, c, CU_FP32, xh.data(), part.data(), v.data());
+    for (int t = 0; t < 2; t++) {
+        cu_type yt = t ? CU_BF16 : CU_FP16;
+        vector<float> y32(big), mean(c), invstd(c), fcoef(2 * c), fcoef32(2 * c), coef(3 * c);
+        vector<float> rm(c, 0.0f), rv(c, 1.0f), rm32 = rm, rv32 = rv;
+        vector<unsigned short> y16(big), y_ref16(big), dy16(big);
+        cu_bn_global_fwd(rows, c, v.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), beta.data(), yt,
+                         y16.data(), mean.data(), invstd.data(), rm.data(), rv.data(), 1e-5, 0.1, fcoef.data(), true);
+        cu_bn_global_fwd(rows, c, v.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), beta.data(), CU_FP32,
+                         y32.data(), mean.data(), invstd.data(), rm32.data(), rv32.data(), 1e-5, 0.1, fcoef32.data(),
+                         true);
+        cu_to_half(t, big, y32.data(), y_ref16.data());
+        cu_to_half(t, big, dyh.data(), dy16.data());
+        vector<float> dy32(big);
+        cu_from_half(t, big, dy16.data(), dy32.data(), false); // the values the half dy holds
+        vector<double> vb(2 * c), vb32(2 * c);
+        vector<float> dx(big, 0.25f), dx32(big, 0.25f), dg(c, 0.0f), db(c, 0.0f), dg32(c, 0.0f), db32(c, 0.0f);
+        cu_bn_bwd_sums(rows, c, CU_FP32, xh.data(), mean.data(), invstd.data(), yt, dy16.data(), fcoef.data(),
+                       part.data(), vb.data(), dg.data(), db.data());
+        cu_bn_global_bwd(rows, c, vb.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), mean.data(),
+                         invstd.data(), yt, dy16.data(), fcoef.data(), dx.data(), coef.data());
+        cu_bn_bwd_sums(rows, c, CU_FP32, xh.data(), mean.data(), invstd.data(), CU_FP32, dy32.data(), fcoef32.data(),
+                       part.data(), vb32.data(), dg32.data(), db32.data());
+        cu_bn_global_bwd(rows, c, vb32.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), mean.data(),
+                         invstd.data(), CU_FP32, dy32.data(), fcoef32.data(), dx32.data(), coef.data());
+        bool underflow = t == 1 || y16[0] == 0; // fp16: channel 0's y is 0 in half
+        std::string name = bn_name(n, c, hw, t ? "fused with a ReLU, y and dy in bf16: y rounded, backward as in fp32"
+                                               : "fused with a ReLU, y and dy in fp16: y rounded, backward as in fp32 "
+                                                 "(also where y underflows to 0)");
+        report(y16 == y_ref16 && fcoef == fcoef32 && vb == vb32 && same_values(dg, dg32) && same_values(db, db32) &&
+                   same_values(dx, dx32) && db[0] != 0 && underflow, name.c_str());
     }
 }
 
@@ -289,8 +336,8 @@ static void test_bn(int n, int c, int hw) {
 
     // Float outputs of double arithmetic: within a few float roundings.
     vector<float> y(big), mean(c), invstd(c), coef(3 * c), rm = run_mean, rv = run_var;
-    cu_bn_global_fwd(rows, c, v.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), beta.data(), y.data(), mean.data(),
-                     invstd.data(), rm.data(), rv.data(), 1e-5, 0.1, coef.data(), false);
+    cu_bn_global_fwd(rows, c, v.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), beta.data(), CU_FP32, y.data(),
+                     mean.data(), invstd.data(), rm.data(), rv.data(), 1e-5, 0.1, coef.data(), false);
     vector<double> y_ref(big), mean_ref(c), invstd_ref(c), rm_ref = to_double(run_mean), rv_ref = to_double(run_var);
     fu_ref_bn_global_fwd_f64(&s, v_ref.data(), (double)rows, xd.data(), gd.data(), bd.data(), y_ref.data(),
                              mean_ref.data(), invstd_ref.data(), rm_ref.data(), rv_ref.data());
@@ -311,10 +358,10 @@ static void test_bn(int n, int c, int hw) {
     vector<float> dbeta0 = random_floats(c);
     vector<float> dyh = to_nhwc(dy, n, c, hw), dx = to_nhwc(dx0, n, c, hw), dgamma = dgamma0, dbeta = dbeta0;
     vector<double> vb(2 * c), vb_ref(2 * c);
-    cu_bn_bwd_sums(rows, c, CU_FP32, xh.data(), mean.data(), invstd.data(), dyh.data(), nullptr, part.data(), vb.data(),
-                   dgamma.data(), dbeta.data());
-    cu_bn_global_bwd(rows, c, vb.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), mean.data(), invstd.data(), dyh.data(),
-                     nullptr, dx.data(), coef.data());
+    cu_bn_bwd_sums(rows, c, CU_FP32, xh.data(), mean.data(), invstd.data(), CU_FP32, dyh.data(), nullptr, part.data(),
+                   vb.data(), dgamma.data(), dbeta.data());
+    cu_bn_global_bwd(rows, c, vb.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), mean.data(), invstd.data(),
+                     CU_FP32, dyh.data(), nullptr, dx.data(), coef.data());
     vector<double> dyd = to_double(dy), dx_ref = to_double(dx0), dgamma_ref = to_double(dgamma0);
     vector<double> dbeta_ref = to_double(dbeta0), md = to_double(mean), isd = to_double(invstd);
     fu_ref_bn_bwd_sums_f64(&s, xd.data(), md.data(), isd.data(), dyd.data(), vb_ref.data(), dgamma_ref.data(),
@@ -331,12 +378,13 @@ static void test_bn(int n, int c, int hw) {
 
     vector<float> y_eval(big);
     vector<double> y_eval_ref(big), rmd = to_double(run_mean), rvd = to_double(run_var);
-    cu_bn_eval_fwd(rows, c, CU_FP32, xh.data(), gamma.data(), beta.data(), run_mean.data(), run_var.data(), y_eval.data(), 1e-5,
-                   coef.data(), false);
+    cu_bn_eval_fwd(rows, c, CU_FP32, xh.data(), gamma.data(), beta.data(), run_mean.data(), run_var.data(), CU_FP32,
+                   y_eval.data(), 1e-5, coef.data(), false);
     fu_ref_bn_eval_fwd_f64(&s, xd.data(), gd.data(), bd.data(), rmd.data(), rvd.data(), y_eval_ref.data());
     near(bn_name(n, c, hw, "eval fwd: y from the running stats"), y_eval, to_nhwc(y_eval_ref, n, c, hw), 1e-6);
     test_bn_relu(n, c, hw, xh, v, gamma, beta, run_mean, run_var, dyh);
     test_bn_half_input(n, c, hw, xh, gamma, beta, dyh);
+    test_bn_relu_half_output(n, c, hw, xh, gamma, beta, dyh);
 }
 
 // The element-wise ops: forward overwrites, backward accumulates.
