@@ -416,9 +416,10 @@ static void start_up_report(const options *op, const fu_model *m, const fu_train
          "\"%d layers\"); %.2f GMAC per image",
          m->height, m->width, s.params, s.tensors, s.convs, s.bns, s.linears, s.study_layers, s.macs / 1e9);
     tool_note("memory: params %.1f MiB, grads %.1f MiB, AdamW moments %.1f MiB, best copy %.1f MiB, activations "
-         "%.1f MiB (%s backend, batch %d)",
+         "%.1f MiB, of which their gradients %.1f MiB (%s backend, batch %d)",
          (double)m->n_params * 4 * mib, (double)m->n_params * 4 * mib, (double)m->n_params * 8 * mib,
-         (double)m->n_params * 4 * mib, (double)t->be->act_bytes * mib, t->be->name, op->o.batch);
+         (double)m->n_params * 4 * mib, (double)t->be->act_bytes * mib, (double)t->be->grad_bytes * mib,
+         t->be->name, op->o.batch);
     if (t->be->device_bytes)
         tool_note("GPU memory: %.0f MiB planned (all of it allocated now; the convolution workspace grows only for a "
                   "batch size not seen yet); %s", (double)t->be->device_bytes * mib,

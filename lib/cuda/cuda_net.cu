@@ -98,6 +98,7 @@
 extern "C" {
 #include "core/error.h"
 #include "core/rng.h"
+#include "nn/lifetimes.h"
 #include "nn/ref_ops.h"
 }
 
@@ -132,6 +133,9 @@ typedef struct {
     // fused BatchNorm + ReLU's ReLU's.
     bool half;
     size_t coef; // BatchNorm: offset in coef of the affine map its training forward applied
+    size_t grad, grad_len; // its output's gradient: offset in dact (shared with gradients not alive with it), elements
+    int first_writer; // the op whose backward writes that gradient first (n_ops: the output's, uploaded)
+    bool cleared;     // zeroed before it, which adds into it as the others do (plan_gradients)
 } cu_op;
 
 // An input batch prefetched (backend.h's prefetch) on the copy stream: from
@@ -163,7 +167,8 @@ typedef struct {
     double *norm_part, *norm;      // the gradient norm's partial sums, and the norm (one double)
     fu_param_group *groups;        // the resident step's groups: non-empty, sorted by offset (n_dev_groups)
     void *wt, *dwt;                // conv weights OHWI and their gradients: fp32, or half with amp
-    float *act, *dact, *aux;       // op outputs, their gradients, saved values (plan offsets)
+    float *act, *dact, *aux;       // op outputs (plan offsets), their gradients (cu_op.grad), saved values
+    size_t dact_size;              // elements
     float *stage;                  // NCHW data on its way in or out: the input, a dropout mask, an output
     double *part;                  // partial sums: BatchNorm's, and over positions (cu_pos_part_size)
     double *bnv;                   // one BatchNorm's per-channel sums (2 x the widest BN)
@@ -271,7 +276,7 @@ static void describe(cu_net *d, int i, int n, const char *phase) {
 }
 
 static float *act(cu_net *d, int i) { return d->act + d->plan.act[i]; }
-static float *dact(cu_net *d, int i) { return d->dact + d->plan.act[i]; }
+static float *dact(cu_net *d, int i) { return d->dact + d->op[i].grad; }
 
 // The element type of op i's output and its gradient in act and dact.
 static cu_type type_of(const cu_net *d, int i) {
@@ -281,6 +286,10 @@ static cu_type type_of(const cu_net *d, int i) {
 // The gradient of op j's output where backward needs it: the image needs
 // none, a stage's inner input does (input_grad); NULL otherwise.
 static float *grad_of(cu_net *d, int j) { return j > 0 || d->m->inner_input ? dact(d, j) : NULL; }
+
+// Whether op w's backward adds into op o's gradient, rather than writing it
+// as its first writer (plan_gradients).
+static bool adds(const cu_net *d, int w, int o) { return d->op[o].cleared || d->op[o].first_writer != w; }
 
 static bool ends_in_loss(const fu_model *m) { return m->ops[m->n_ops - 1].kind == FU_OP_XENT; }
 
@@ -836,24 +845,25 @@ static const float *cu_device_output(fu_backend *b) {
 
 // ---- backward ----------------------------------------------------------------------
 
-static int linear_bwd(cu_net *d, const fu_op *op, int n, const float *x, const float *dy, float *dx) {
+static int linear_bwd(cu_net *d, const fu_op *op, int n, const float *x, const float *dy, float *dx, bool add) {
     int in = d->m->ops[op->in[0]].c, out = op->c;
     // dW (out, in) += dy^T x: column-major dW^T (in, out) = x^T (in, n) dy (n, out).
     BLAS(cublasSgemm(d->blas, CUBLAS_OP_N, CUBLAS_OP_T, in, out, n, &ONE, x, in, dy, out, &ONE, d->grads + op->weight,
                      in));
     if (op->bias_off >= 0) cu_bias_bwd(n, out, dy, d->grads + op->bias_off);
-    // dx (n, in) += dy W: column-major dx^T (in, n) = W^T (in, out) dy^T (out, n).
+    // dx (n, in) (+)= dy W: column-major dx^T (in, n) = W^T (in, out) dy^T (out, n).
     if (dx)
         BLAS(cublasSgemm(d->blas, CUBLAS_OP_N, CUBLAS_OP_N, in, n, out, &ONE, d->params + op->weight, in, dy, out,
-                         &ONE, dx, in));
+                         add ? &ONE : &ZERO, dx, in));
     return 0;
 }
 
-// fp32: dx accumulates in place (beta = 1). amp: dy goes to half in hy (or is
-// half already: o->half); the half dx (in hx) is added to the fp32 dx; then
+// fp32: dx accumulates in place (beta = 1), or is written (beta = 0) by its
+// first writer (add false). amp: dy goes to half in hy (or is half already:
+// o->half); the half dx (in hx) is added to the fp32 dx or written; then
 // hx is reused for x in half. A half x (a fused BN + ReLU's, read by this
 // conv alone) is read as it is, and its gradient written there directly.
-static int conv_bwd(cu_net *d, int i, int n, const float *x, const float *dy, float *dx) {
+static int conv_bwd(cu_net *d, int i, int n, const float *x, const float *dy, float *dx, bool add) {
     const fu_op *op = &d->m->ops[i];
     const fu_op *src = &d->m->ops[op->in[0]];
     cu_op *o = &d->op[i];
@@ -869,9 +879,9 @@ static int conv_bwd(cu_net *d, int i, int n, const float *x, const float *dy, fl
         mark(d, section(FU_OP_CONV, true));
         DNN(cudnnSetConvolutionMathType(o->conv, o->bwd_data_math));
         DNN(cudnnConvolutionBackwardData(d->dnn, &ONE, o->w, wt_of(d, o), o->y, g, o->conv, o->bwd_data, d->ws,
-                                         d->ws_size, amp ? &ZERO : &ONE, o->x, convert_x ? d->hx : (void *)dx));
+                                         d->ws_size, amp || !add ? &ZERO : &ONE, o->x, convert_x ? d->hx : (void *)dx));
         mark(d, BWD_CONVERT);
-        if (convert_x) cu_from_half(d->bf16, in_len, d->hx, dx, true);
+        if (convert_x) cu_from_half(d->bf16, in_len, d->hx, dx, add);
     }
     if (convert_x) {
         cu_to_half(d->bf16, in_len, x, d->hx);
@@ -924,7 +934,7 @@ static int bn_bwd(cu_net *d, int i, size_t rows) {
                    d->grads + op->bias_off);
     if (d->dist && sync_bn_bwd(d, op->c, rows, &m) < 0) return -1;
     cu_bn_global_bwd(rows, op->c, d->bnv, m, xt, x, d->params + op->weight, aux, aux + op->c, dyt, dy, relu_coef,
-                     grad_of(d, op->in[0]), d->coef);
+                     grad_of(d, op->in[0]), adds(d, i, op->in[0]), d->coef);
     return 0;
 }
 
@@ -933,45 +943,58 @@ static int op_bwd(cu_net *d, int i, int n) {
     const fu_op *op = &m->ops[i];
     const float *y = act(d, i), *dy = dact(d, i), *in = act(d, op->in[0]);
     float *din = grad_of(d, op->in[0]);
+    bool add = adds(d, i, op->in[0]);
     const float *aux = d->aux + d->plan.aux[i];
     size_t len = fu_op_numel(m, i, n), rows = (size_t)n * op->h * op->w;
     switch (op->kind) {
     case FU_OP_INPUT: case FU_OP_XENT: break; // the loss's gradient came from the host
-    case FU_OP_CONV: return conv_bwd(d, i, n, in, dy, din);
+    case FU_OP_CONV: return conv_bwd(d, i, n, in, dy, din, add);
     case FU_OP_BN: return bn_bwd(d, i, rows);
     case FU_OP_RELU:
-        if (!d->op[i].fused) cu_relu_bwd(len, y, dy, din);
+        if (!d->op[i].fused) cu_relu_bwd(len, y, dy, din, add);
         break;
     case FU_OP_MAXPOOL:
         if (din)
-            DNN(cudnnPoolingBackward(d->dnn, d->op[i].pool, &ONE, d->op[i].y, y, d->op[i].y, dy, d->op[i].x, in, &ONE,
-                                     d->op[i].x, din));
+            DNN(cudnnPoolingBackward(d->dnn, d->op[i].pool, &ONE, d->op[i].y, y, d->op[i].y, dy, d->op[i].x, in,
+                                     add ? &ONE : &ZERO, d->op[i].x, din));
         break;
     case FU_OP_GAP: {
         const fu_op *src = &m->ops[op->in[0]];
-        cu_gap_bwd(n, src->h * src->w, src->c, dy, din);
+        cu_gap_bwd(n, src->h * src->w, src->c, dy, din, add);
         break;
     }
-    case FU_OP_LINEAR: return linear_bwd(d, op, n, in, dy, din);
-    case FU_OP_SIGMOID: cu_sigmoid_bwd(len, y, dy, din); break;
+    case FU_OP_LINEAR: return linear_bwd(d, op, n, in, dy, din, add);
+    case FU_OP_SIGMOID: cu_sigmoid_bwd(len, y, dy, din, add); break;
     case FU_OP_SCALE:
         if (!d->op[i].fused)
-            cu_scale_bwd(n, op->h * op->w, op->c, in, act(d, op->in[1]), dy, din, grad_of(d, op->in[1]), d->part);
+            cu_scale_bwd(n, op->h * op->w, op->c, in, act(d, op->in[1]), dy, din, add, grad_of(d, op->in[1]),
+                         adds(d, i, op->in[1]), d->part);
         break;
     case FU_OP_ADD: {
         int relu = d->op[i].relu;
         const fu_op *sc = d->op[i].scale >= 0 ? &m->ops[d->op[i].scale] : NULL;
-        if (!sc) cu_add_bwd(len, dy, din, grad_of(d, op->in[1]));
+        if (!sc) cu_add_bwd(len, dy, din, add, grad_of(d, op->in[1]), adds(d, i, op->in[1]));
         else cu_scale_add_relu_bwd(n, op->h * op->w, op->c, act(d, sc->in[0]), act(d, sc->in[1]), act(d, relu),
-                                   dact(d, relu), grad_of(d, sc->in[0]), grad_of(d, sc->in[1]),
-                                   grad_of(d, op->in[1]), d->part);
+                                   dact(d, relu), grad_of(d, sc->in[0]), adds(d, i, sc->in[0]), grad_of(d, sc->in[1]),
+                                   adds(d, i, sc->in[1]), grad_of(d, op->in[1]), adds(d, i, op->in[1]), d->part);
         break;
     }
     case FU_OP_CONCAT:
         for (int p = 0, off = 0; p < op->n_in; off += m->ops[op->in[p]].c, p++)
-            cu_concat_bwd(rows, m->ops[op->in[p]].c, op->c, off, dy, grad_of(d, op->in[p]));
+            cu_concat_bwd(rows, m->ops[op->in[p]].c, op->c, off, dy, grad_of(d, op->in[p]), adds(d, i, op->in[p]));
         break;
-    case FU_OP_DROPOUT: cu_mul_bwd(len, aux, dy, din); break;
+    case FU_OP_DROPOUT: cu_mul_bwd(len, aux, dy, din, add); break;
+    }
+    return 0;
+}
+
+// Zeroes the gradients to be cleared (cu_op.cleared) that op i's backward
+// writes first.
+static int clear_gradients(cu_net *d, int i) {
+    for (int o = 0; o < d->m->n_ops; o++) {
+        if (d->op[o].first_writer != i || !d->op[o].cleared || !d->op[o].grad_len) continue;
+        mark(d, "backward: clearing gradients");
+        CU(cudaMemsetAsync(dact(d, o), 0, d->op[o].grad_len * sizeof(float)));
     }
     return 0;
 }
@@ -985,9 +1008,8 @@ static int backward_pass(cu_net *d, const float *dy, float scale) {
     const fu_model *m = d->m;
     int n = d->n, k = m->classes, out = output_op(m);
     snprintf(d->what, sizeof d->what, "backward (clearing gradients, uploading the output's gradient)");
-    mark(d, "backward: clearing, the loss gradient");
+    mark(d, "backward: the loss gradient");
     CU(cudaMemset(d->grads, 0, m->n_params * sizeof(float)));
-    CU(cudaMemset(d->dact, 0, d->plan.act_size * sizeof(float)));
     if (d->nccl) fu_nccl_sync_begin(d->nccl);
     if (ends_in_loss(m)) {
         memset(d->dlogits, 0, (size_t)n * k * sizeof(float));
@@ -999,6 +1021,7 @@ static int backward_pass(cu_net *d, const float *dy, float scale) {
     }
     for (int i = m->n_ops - 1; i > 0; i--) {
         describe(d, i, n, "backward");
+        if (clear_gradients(d, i) < 0) return -1;
         mark(d, section(m->ops[i].kind, true));
         if (op_bwd(d, i, n) < 0 || op_done(d) < 0) return -1;
         // Op i wrote its parameters' gradients for the last time.
@@ -1160,7 +1183,7 @@ static size_t planned_bytes(const cu_net *d, size_t *fixed) {
     size_t held = d->borrowed ? 0 : 3 * m->n_params + m->n_state; // weights, moments, BN state
     *fixed = (m->n_params + held) * f + 2 * d->wt_size * es +
              (d->bnv_size + d->norm_part_size + 1) * sizeof(double);
-    return *fixed + (2 * d->plan.act_size + d->plan.aux_size + d->stage_size + d->coef_size) * f +
+    return *fixed + (d->plan.act_size + d->dact_size + d->plan.aux_size + d->stage_size + d->coef_size) * f +
            (d->hx_size + d->hy_size) * es + d->part_size * sizeof(double) + sizeof(int);
 }
 
@@ -1267,22 +1290,92 @@ static void plan_fusion(cu_net *d) {
 }
 
 // Outputs that no op reads once fused (a fused BatchNorm's, a fused SE
-// scale's and its add's) get no memory, nor do their gradients: each such
-// op's offset is the next one's (never read nor written); outputs kept in
-// half get half the floats. Aligned as fu_model_plan aligns them.
+// scale's and its add's) get no memory, nor do their gradients; outputs kept
+// in half get half the floats. Aligned as fu_model_plan aligns them.
+static size_t out_floats(const cu_net *d, int i) {
+    const cu_op *o = &d->op[i];
+    fu_op_kind k = d->m->ops[i].kind;
+    if ((k == FU_OP_BN && o->relu >= 0) || (k == FU_OP_ADD && o->scale >= 0) || (k == FU_OP_SCALE && o->fused))
+        return 0;
+    size_t numel = fu_op_numel(d->m, i, d->batch), floats = o->half ? (numel * d->es + 3) / 4 : numel;
+    return (floats + 15) & ~(size_t)15;
+}
+
+// Where outputs go: one after another (each unread one's offset is the
+// next one's, never read nor written).
 static void plan_outputs(cu_net *d) {
-    const fu_model *m = d->m;
     size_t at = 0;
-    for (int i = 0; i < m->n_ops; i++) {
-        const cu_op *o = &d->op[i];
-        fu_op_kind k = m->ops[i].kind;
-        bool unread = (k == FU_OP_BN && o->relu >= 0) || (k == FU_OP_ADD && o->scale >= 0) ||
-                      (k == FU_OP_SCALE && o->fused);
-        size_t floats = o->half ? (fu_op_numel(m, i, d->batch) * d->es + 3) / 4 : fu_op_numel(m, i, d->batch);
+    for (int i = 0; i < d->m->n_ops; i++) {
         d->plan.act[i] = at;
-        if (!unread) at += (floats + 15) & ~(size_t)15;
+        at += out_floats(d, i);
     }
     d->plan.act_size = at;
+}
+
+// Op o's output gradient: none for the image (only a stage's inner input
+// has one), else as its output.
+static size_t grad_floats(const cu_net *d, int o) { return o > 0 || d->m->inner_input ? out_floats(d, o) : 0; }
+
+// The op whose backward does op j's reading of its inputs: a fused SE
+// scale's add (which writes the scale's input gradients), else j.
+static int reading_op(const cu_net *d, int j) {
+    if (!d->op[j].fused || d->m->ops[j].kind != FU_OP_SCALE) return j;
+    for (int a = j + 1; a < d->m->n_ops; a++)
+        if (d->op[a].scale == j) return a;
+    return j;
+}
+
+// Where gradients go (nn/lifetimes.h), and who writes them first. Backward
+// runs from the last op to the first: op o's gradient is written first by
+// the backward of the last op reading o (the output's arrives before any),
+// which writes it without adding (no clearing pass), and read last by o's
+// own backward, or by the op that computes a fused ReLU (a BatchNorm, an
+// add). One that its first writer writes twice (an add of o to itself), or
+// that nothing writes, is cleared instead and every writer adds. Buffers
+// alive at different times share memory, as on the cpu backend;
+// FU_CUDA_REUSE=0 gives each its own (for comparison: the same values).
+static int plan_gradients(cu_net *d) {
+    const fu_model *m = d->m;
+    int n = m->n_ops, out = output_op(m);
+    const char *env = getenv("FU_CUDA_REUSE");
+    bool reuse = !env || strcmp(env, "0") != 0;
+    int *from = (int *)fu_malloc((size_t)n * sizeof(int)), *to = (int *)fu_malloc((size_t)n * sizeof(int));
+    size_t *bytes = (size_t *)fu_malloc((size_t)n * sizeof(size_t)), *at = (size_t *)fu_malloc((size_t)n * sizeof(size_t));
+    int rc = -1;
+    if (from && to && bytes && at) {
+        for (int o = 0; o < n; o++) {
+            bool fused_relu = m->ops[o].kind == FU_OP_RELU && d->op[o].fused;
+            d->op[o].first_writer = o == out ? n : -1;
+            from[o] = fused_relu ? m->ops[o].in[0] : o;
+            d->op[o].grad_len = grad_floats(d, o);
+            bytes[o] = d->op[o].grad_len * sizeof(float);
+        }
+        for (int j = 0; j < n; j++)
+            for (int p = 0; p < m->ops[j].n_in; p++) {
+                int o = m->ops[j].in[p], w = reading_op(d, j);
+                if (o != out && w > d->op[o].first_writer) d->op[o].first_writer = w;
+            }
+        for (int o = 0; o < n; o++) { // to[o]: times the first writer writes it
+            to[o] = 0;
+            if (d->op[o].first_writer < 0) d->op[o].first_writer = o;
+        }
+        for (int j = 0; j < n; j++)
+            for (int p = 0; p < m->ops[j].n_in; p++) {
+                int o = m->ops[j].in[p];
+                to[o] += reading_op(d, j) == d->op[o].first_writer;
+            }
+        for (int o = 0; o < n; o++) {
+            d->op[o].cleared = o != out && to[o] != 1;
+            to[o] = reuse ? d->op[o].first_writer : n;
+            if (!reuse) from[o] = 0;
+        }
+        size_t total;
+        rc = fu_place_lifetimes(n, bytes, from, to, 16 * sizeof(float), at, &total);
+        for (int o = 0; rc == 0 && o < n; o++) d->op[o].grad = at[o] / sizeof(float);
+        d->dact_size = total / sizeof(float);
+    }
+    free(from), free(to), free(bytes), free(at);
+    return rc;
 }
 
 static int create_descriptors(cu_net *d) {
@@ -1337,6 +1430,7 @@ static int create(cu_net *d, fu_backend *b) {
     plan_fusion(d);
     plan_scratch(d);
     plan_outputs(d);
+    if (plan_gradients(d) < 0) return -1;
     d->mask = (float *)cu_host_alloc(d->stage_size * sizeof(float));
     if (!d->mask) return fu_fail("cuda backend", "cannot allocate pinned host memory for dropout masks");
     snprintf(d->what, sizeof d->what, "creating the cuDNN and cuBLAS handles");
@@ -1356,7 +1450,7 @@ static int create(cu_net *d, fu_backend *b) {
         return -1;
     if (dev_alloc(d, &d->grads, m->n_params * f) < 0 || dev_alloc(d, &d->wt, d->wt_size * es) < 0 ||
         dev_alloc(d, &d->dwt, d->wt_size * es) < 0 || dev_alloc(d, &d->act, act * f) < 0 ||
-        dev_alloc(d, &d->dact, act * f) < 0 || dev_alloc(d, &d->aux, d->plan.aux_size * f) < 0 ||
+        dev_alloc(d, &d->dact, d->dact_size * f) < 0 || dev_alloc(d, &d->aux, d->plan.aux_size * f) < 0 ||
         dev_alloc(d, &d->stage, d->stage_size * f) < 0 || dev_alloc(d, &d->part, d->part_size * sizeof(double)) < 0 ||
         dev_alloc(d, &d->bnv, d->bnv_size * sizeof(double)) < 0 ||
         dev_alloc(d, &d->coef, d->coef_size * f) < 0 || dev_alloc(d, &d->hx, d->hx_size * es) < 0 ||
@@ -1369,7 +1463,8 @@ static int create(cu_net *d, fu_backend *b) {
         CU(cudaMemset(d->m2, 0, m->n_params * f));
     }
     if (create_descriptors(d) < 0 || setup(d, d->batch) < 0) return -1;
-    b->act_bytes = (2 * act + d->plan.aux_size + d->stage_size + d->coef_size) * f +
+    b->grad_bytes = d->dact_size * f;
+    b->act_bytes = (act + d->dact_size + d->plan.aux_size + d->stage_size + d->coef_size) * f +
                    (2 * d->wt_size + d->hx_size + d->hy_size) * es + (d->part_size + d->bnv_size) * sizeof(double) + d->ws_size;
     return 0;
 }

@@ -52,11 +52,12 @@ __device__ static void put(float v, float *o) { *o = v; }
 __device__ static void put(float v, __half *o) { *o = __float2half_rn(v); }
 __device__ static void put(float v, __nv_bfloat16 *o) { *o = __float2bfloat16_rn(v); }
 
-// A gradient added in: into fp32, dx += v; into half, written as what adding
-// into the cleared fp32 gradient and converting gave, 0 + v rounded: a half
-// gradient has one writer (cuda_ops.h, BatchNorm).
-__device__ static void add_into(float v, float *dx) { *dx += v; }
-template <typename H> __device__ static void add_into(float v, H *dx) { put(0.0f + v, dx); }
+// A gradient written by an op's backward: added to what other ops wrote
+// (add), or by its first writer stored as adding into a cleared gradient
+// gives, 0 + v (-0 becomes +0), so that nothing need clear it first. A half
+// gradient has one writer (cuda_ops.h, BatchNorm): 0 + v rounded.
+__device__ static void grad_into(bool add, float v, float *dx) { *dx = add ? *dx + v : 0.0f + v; }
+template <typename H> __device__ static void grad_into(bool, float v, H *dx) { put(0.0f + v, dx); }
 
 // Calls f with a null pointer to the element type t names (float, __half or
 // __nv_bfloat16), so that one launch serves every type: the kernel's
@@ -97,51 +98,51 @@ void cu_nhwc_to_nchw(size_t n, int c, int hw, const float *x, float *y) {
 __global__ void k_relu_fwd(size_t n, const float *x, float *y) {
     FOR_EACH(i, n) y[i] = x[i] > 0 ? x[i] : 0;
 }
-__global__ void k_relu_bwd(size_t n, const float *y, const float *dy, float *dx) {
-    FOR_EACH(i, n) dx[i] += y[i] > 0 ? dy[i] : 0;
+__global__ void k_relu_bwd(size_t n, const float *y, const float *dy, float *dx, bool add) {
+    FOR_EACH(i, n) grad_into(add, y[i] > 0 ? dy[i] : 0, &dx[i]);
 }
 __global__ void k_sigmoid_fwd(size_t n, const float *x, float *y) {
     FOR_EACH(i, n) y[i] = (float)(1 / (1 + exp(-(double)x[i])));
 }
-__global__ void k_sigmoid_bwd(size_t n, const float *y, const float *dy, float *dx) {
-    FOR_EACH(i, n) dx[i] += dy[i] * y[i] * (1 - y[i]);
+__global__ void k_sigmoid_bwd(size_t n, const float *y, const float *dy, float *dx, bool add) {
+    FOR_EACH(i, n) grad_into(add, dy[i] * y[i] * (1 - y[i]), &dx[i]);
 }
 __global__ void k_add_fwd(size_t n, const float *a, const float *b, float *y) {
     FOR_EACH(i, n) y[i] = a[i] + b[i];
 }
-__global__ void k_acc(size_t n, const float *dy, float *dx) {
-    FOR_EACH(i, n) dx[i] += dy[i];
+__global__ void k_acc(size_t n, const float *dy, float *dx, bool add) {
+    FOR_EACH(i, n) grad_into(add, dy[i], &dx[i]);
 }
 __global__ void k_mul_fwd(size_t n, const float *x, const float *mask, float *y) {
     FOR_EACH(i, n) y[i] = x[i] * mask[i];
 }
-__global__ void k_mul_bwd(size_t n, const float *mask, const float *dy, float *dx) {
-    FOR_EACH(i, n) dx[i] += dy[i] * mask[i];
+__global__ void k_mul_bwd(size_t n, const float *mask, const float *dy, float *dx, bool add) {
+    FOR_EACH(i, n) grad_into(add, dy[i] * mask[i], &dx[i]);
 }
 __global__ void k_mul_scalar(size_t n, float a, float *x) {
     FOR_EACH(i, n) x[i] *= a;
 }
 
 void cu_relu_fwd(size_t n, const float *x, float *y) { k_relu_fwd<<<blocks_for(n), THREADS>>>(n, x, y); }
-void cu_relu_bwd(size_t n, const float *y, const float *dy, float *dx) {
-    if (dx) k_relu_bwd<<<blocks_for(n), THREADS>>>(n, y, dy, dx);
+void cu_relu_bwd(size_t n, const float *y, const float *dy, float *dx, bool add) {
+    if (dx) k_relu_bwd<<<blocks_for(n), THREADS>>>(n, y, dy, dx, add);
 }
 void cu_sigmoid_fwd(size_t n, const float *x, float *y) { k_sigmoid_fwd<<<blocks_for(n), THREADS>>>(n, x, y); }
-void cu_sigmoid_bwd(size_t n, const float *y, const float *dy, float *dx) {
-    if (dx) k_sigmoid_bwd<<<blocks_for(n), THREADS>>>(n, y, dy, dx);
+void cu_sigmoid_bwd(size_t n, const float *y, const float *dy, float *dx, bool add) {
+    if (dx) k_sigmoid_bwd<<<blocks_for(n), THREADS>>>(n, y, dy, dx, add);
 }
 void cu_add_fwd(size_t n, const float *a, const float *b, float *y) {
     k_add_fwd<<<blocks_for(n), THREADS>>>(n, a, b, y);
 }
-void cu_add_bwd(size_t n, const float *dy, float *da, float *db) {
-    if (da) k_acc<<<blocks_for(n), THREADS>>>(n, dy, da);
-    if (db) k_acc<<<blocks_for(n), THREADS>>>(n, dy, db);
+void cu_add_bwd(size_t n, const float *dy, float *da, bool add_a, float *db, bool add_b) {
+    if (da) k_acc<<<blocks_for(n), THREADS>>>(n, dy, da, add_a);
+    if (db) k_acc<<<blocks_for(n), THREADS>>>(n, dy, db, add_b);
 }
 void cu_mul_fwd(size_t n, const float *x, const float *mask, float *y) {
     k_mul_fwd<<<blocks_for(n), THREADS>>>(n, x, mask, y);
 }
-void cu_mul_bwd(size_t n, const float *mask, const float *dy, float *dx) {
-    if (dx) k_mul_bwd<<<blocks_for(n), THREADS>>>(n, mask, dy, dx);
+void cu_mul_bwd(size_t n, const float *mask, const float *dy, float *dx, bool add) {
+    if (dx) k_mul_bwd<<<blocks_for(n), THREADS>>>(n, mask, dy, dx, add);
 }
 void cu_mul_scalar(size_t n, float a, float *x) { k_mul_scalar<<<blocks_for(n), THREADS>>>(n, a, x); }
 
@@ -178,23 +179,25 @@ __global__ void k_pos_partial(int n, int hw, int c, int chunks, const float *x, 
     }
 }
 
-// out (n, c) = the chunks' sums added in order, divided by div; added to
-// out with accumulate.
-__global__ void k_pos_total(int n, int c, int chunks, const double *part, double div, bool accumulate, float *out) {
+// out (n, c) = the chunks' sums added in order, divided by div; a
+// gradient's (grad_into) with grad, else a forward's output.
+__global__ void k_pos_total(int n, int c, int chunks, const double *part, double div, bool grad, bool add,
+                            float *out) {
     FOR_EACH(nc, (size_t)n * c) {
         unsigned ch = U32(nc) % c, img = U32(nc) / c;
         double sum = 0;
         for (int k = 0; k < chunks; k++) sum += part[(img * chunks + k) * c + ch];
         float v = (float)(sum / div);
-        out[nc] = accumulate ? out[nc] + v : v;
+        if (grad) grad_into(add, v, &out[nc]);
+        else out[nc] = v;
     }
 }
 
 static void pos_sums(int n, int hw, int c, const float *x, const float *dy, const float *relu_y, double div,
-                     bool accumulate, double *part, float *out) {
+                     bool grad, bool add, double *part, float *out) {
     int chunks = pos_chunks(hw);
     k_pos_partial<<<blocks_for(cu_pos_part_size(n, hw, c)), THREADS>>>(n, hw, c, chunks, x, dy, relu_y, part);
-    k_pos_total<<<blocks_for((size_t)n * c), THREADS>>>(n, c, chunks, part, div, accumulate, out);
+    k_pos_total<<<blocks_for((size_t)n * c), THREADS>>>(n, c, chunks, part, div, grad, add, out);
 }
 
 __global__ void k_scale_fwd(int n, int hw, int c, const float *x, const float *s, float *y) {
@@ -204,10 +207,10 @@ __global__ void k_scale_fwd(int n, int hw, int c, const float *x, const float *s
     }
 }
 
-__global__ void k_scale_bwd_x(int n, int hw, int c, const float *s, const float *dy, float *dx) {
+__global__ void k_scale_bwd_x(int n, int hw, int c, const float *s, const float *dy, float *dx, bool add) {
     FOR_EACH(o, (size_t)n * hw * c) {
         unsigned ch = U32(o) % c, img = U32(o) / (U32(hw) * c);
-        dx[o] += dy[o] * s[img * c + ch];
+        grad_into(add, dy[o] * s[img * c + ch], &dx[o]);
     }
 }
 
@@ -215,10 +218,10 @@ void cu_scale_fwd(int n, int hw, int c, const float *x, const float *s, float *y
     k_scale_fwd<<<blocks_for((size_t)n * hw * c), THREADS>>>(n, hw, c, x, s, y);
 }
 
-void cu_scale_bwd(int n, int hw, int c, const float *x, const float *s, const float *dy, float *dx, float *ds,
-                  double *part) {
-    if (dx) k_scale_bwd_x<<<blocks_for((size_t)n * hw * c), THREADS>>>(n, hw, c, s, dy, dx);
-    if (ds) pos_sums(n, hw, c, x, dy, NULL, 1, true, part, ds);
+void cu_scale_bwd(int n, int hw, int c, const float *x, const float *s, const float *dy, float *dx, bool add_x,
+                  float *ds, bool add_s, double *part) {
+    if (dx) k_scale_bwd_x<<<blocks_for((size_t)n * hw * c), THREADS>>>(n, hw, c, s, dy, dx, add_x);
+    if (ds) pos_sums(n, hw, c, x, dy, NULL, 1, true, add_s, part, ds);
 }
 
 // SE scale + add + ReLU, the residual blocks' ends: y = max(0, x s + sc),
@@ -233,12 +236,12 @@ __global__ void k_scale_add_relu_fwd(int n, int hw, int c, const float *x, const
 
 // g = dy through the ReLU (y its output): dsc += g, dx += g s.
 __global__ void k_scale_add_relu_bwd(int n, int hw, int c, const float *s, const float *y, const float *dy, float *dx,
-                                     float *dsc) {
+                                     bool add_x, float *dsc, bool add_sc) {
     FOR_EACH(o, (size_t)n * hw * c) {
         unsigned ch = U32(o) % c, img = U32(o) / (U32(hw) * c);
         float g = through_relu(dy, y, o);
-        if (dsc) dsc[o] += g;
-        if (dx) dx[o] += g * s[img * c + ch];
+        if (dsc) grad_into(add_sc, g, &dsc[o]);
+        if (dx) grad_into(add_x, g * s[img * c + ch], &dx[o]);
     }
 }
 
@@ -247,40 +250,41 @@ void cu_scale_add_relu_fwd(int n, int hw, int c, const float *x, const float *s,
 }
 
 void cu_scale_add_relu_bwd(int n, int hw, int c, const float *x, const float *s, const float *y, const float *dy,
-                           float *dx, float *ds, float *dsc, double *part) {
-    if (dx || dsc) k_scale_add_relu_bwd<<<blocks_for((size_t)n * hw * c), THREADS>>>(n, hw, c, s, y, dy, dx, dsc);
-    if (ds) pos_sums(n, hw, c, x, dy, y, 1, true, part, ds);
+                           float *dx, bool add_x, float *ds, bool add_s, float *dsc, bool add_sc, double *part) {
+    if (dx || dsc)
+        k_scale_add_relu_bwd<<<blocks_for((size_t)n * hw * c), THREADS>>>(n, hw, c, s, y, dy, dx, add_x, dsc, add_sc);
+    if (ds) pos_sums(n, hw, c, x, dy, y, 1, true, add_s, part, ds);
 }
 
-__global__ void k_gap_bwd(int n, int hw, int c, const float *dy, float *dx) {
+__global__ void k_gap_bwd(int n, int hw, int c, const float *dy, float *dx, bool add) {
     FOR_EACH(o, (size_t)n * hw * c) {
         unsigned ch = U32(o) % c, img = U32(o) / (U32(hw) * c);
-        dx[o] += dy[img * c + ch] / (float)hw;
+        grad_into(add, dy[img * c + ch] / (float)hw, &dx[o]);
     }
 }
 
 void cu_gap_fwd(int n, int hw, int c, const float *x, float *y, double *part) {
-    pos_sums(n, hw, c, x, NULL, NULL, hw, false, part, y);
+    pos_sums(n, hw, c, x, NULL, NULL, hw, false, false, part, y);
 }
 
-void cu_gap_bwd(int n, int hw, int c, const float *dy, float *dx) {
-    if (dx) k_gap_bwd<<<blocks_for((size_t)n * hw * c), THREADS>>>(n, hw, c, dy, dx);
+void cu_gap_bwd(int n, int hw, int c, const float *dy, float *dx, bool add) {
+    if (dx) k_gap_bwd<<<blocks_for((size_t)n * hw * c), THREADS>>>(n, hw, c, dy, dx, add);
 }
 
 __global__ void k_concat_fwd(size_t rows, int c, int ctot, int off, const float *x, float *y) {
     FOR_EACH(i, rows * c) y[U32(i) / c * ctot + off + U32(i) % c] = x[i];
 }
 
-__global__ void k_concat_bwd(size_t rows, int c, int ctot, int off, const float *dy, float *dx) {
-    FOR_EACH(i, rows * c) dx[i] += dy[U32(i) / c * ctot + off + U32(i) % c];
+__global__ void k_concat_bwd(size_t rows, int c, int ctot, int off, const float *dy, float *dx, bool add) {
+    FOR_EACH(i, rows * c) grad_into(add, dy[U32(i) / c * ctot + off + U32(i) % c], &dx[i]);
 }
 
 void cu_concat_fwd(size_t rows, int c, int ctot, int off, const float *x, float *y) {
     k_concat_fwd<<<blocks_for(rows * c), THREADS>>>(rows, c, ctot, off, x, y);
 }
 
-void cu_concat_bwd(size_t rows, int c, int ctot, int off, const float *dy, float *dx) {
-    if (dx) k_concat_bwd<<<blocks_for(rows * c), THREADS>>>(rows, c, ctot, off, dy, dx);
+void cu_concat_bwd(size_t rows, int c, int ctot, int off, const float *dy, float *dx, bool add) {
+    if (dx) k_concat_bwd<<<blocks_for(rows * c), THREADS>>>(rows, c, ctot, off, dy, dx, add);
 }
 
 __global__ void k_bias_fwd(int n, int c, const float *b, float *y) {
@@ -481,12 +485,12 @@ __global__ void k_bn_bwd_coef(int c, const double *v, double m, const float *gam
 // type T, dy of type D.
 template <typename T, typename D>
 __global__ void k_bn_bwd_dx(size_t n, int c, const T *x, const float *mean, const float *invstd, const D *dy,
-                            const float *relu_coef, const float *coef, T *dx) {
+                            const float *relu_coef, const float *coef, T *dx, bool add) {
     FOR_EACH(i, n) {
         unsigned ch = U32(i) % c;
         float xv = get(x[i]), xhat = (xv - mean[ch]) * invstd[ch];
         float g = bn_relu_grad(dy, i, xv, relu_coef, c, ch);
-        add_into(coef[ch] * (g - coef[c + ch] - xhat * coef[2 * c + ch]), &dx[i]);
+        grad_into(add, coef[ch] * (g - coef[c + ch] - xhat * coef[2 * c + ch]), &dx[i]);
     }
 }
 
@@ -499,7 +503,7 @@ void cu_bn_bwd_sums(size_t rows, int c, cu_type xt, const void *x, const float *
 
 void cu_bn_global_bwd(size_t rows, int c, const double *v, double m, cu_type xt, const void *x, const float *gamma,
                       const float *mean, const float *invstd, cu_type dyt, const void *dy, const float *relu_coef,
-                      void *dx, float *coef) {
+                      void *dx, bool add, float *coef) {
     if (!dx) return;
     size_t n = rows * c;
     k_bn_bwd_coef<<<blocks_for((size_t)c), THREADS>>>(c, v, m, gamma, invstd, coef);
@@ -507,7 +511,7 @@ void cu_bn_global_bwd(size_t rows, int c, const double *v, double m, cu_type xt,
         with_type(dyt, [&](auto *dytag) {
             using T = ELEM(xtag);
             k_bn_bwd_dx<<<blocks_for(n), THREADS>>>(n, c, (const T *)x, mean, invstd, (const ELEM(dytag) *)dy,
-                                                    relu_coef, coef, (T *)dx);
+                                                    relu_coef, coef, (T *)dx, add);
         });
     });
 }

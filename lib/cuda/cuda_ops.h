@@ -5,8 +5,11 @@
 // the same in any layout.
 //
 // As the reference ops (nn/ref_ops.h), forward kernels overwrite their output
-// and backward kernels ACCUMULATE (+=) into input and parameter gradients; a
-// NULL input gradient is skipped. Reductions run in double, in an order fixed
+// and backward kernels ACCUMULATE (+=) into parameter gradients; into an
+// input gradient they add with add (an `add` flag per gradient), and without
+// it write it as adding into a cleared gradient would (0 + v): the
+// gradient's first writer, so that nothing clears it first. A NULL input
+// gradient is skipped. Reductions run in double, in an order fixed
 // by the shape alone, so results are the same bytes on a rerun.
 #ifndef FU_CUDA_CUDA_OPS_H
 #define FU_CUDA_CUDA_OPS_H
@@ -28,13 +31,13 @@ void cu_nchw_to_nhwc(size_t n, int c, int hw, const float *x, float *y);
 void cu_nhwc_to_nchw(size_t n, int c, int hw, const float *x, float *y);
 
 void cu_relu_fwd(size_t n, const float *x, float *y);
-void cu_relu_bwd(size_t n, const float *y, const float *dy, float *dx);
+void cu_relu_bwd(size_t n, const float *y, const float *dy, float *dx, bool add);
 void cu_sigmoid_fwd(size_t n, const float *x, float *y);
-void cu_sigmoid_bwd(size_t n, const float *y, const float *dy, float *dx);
+void cu_sigmoid_bwd(size_t n, const float *y, const float *dy, float *dx, bool add);
 void cu_add_fwd(size_t n, const float *a, const float *b, float *y);
-void cu_add_bwd(size_t n, const float *dy, float *da, float *db);
+void cu_add_bwd(size_t n, const float *dy, float *da, bool add_a, float *db, bool add_b);
 void cu_mul_fwd(size_t n, const float *x, const float *mask, float *y);  // dropout
-void cu_mul_bwd(size_t n, const float *mask, const float *dy, float *dx);
+void cu_mul_bwd(size_t n, const float *mask, const float *dy, float *dx, bool add);
 // x *= a (fp16 loss scaling of a stage's output gradient).
 void cu_mul_scalar(size_t n, float a, float *x);
 
@@ -44,21 +47,21 @@ void cu_mul_scalar(size_t n, float a, float *x);
 size_t cu_pos_part_size(int n, int hw, int c);
 // SE scale: y (n, hw, c) = x (n, hw, c) * s (n, c).
 void cu_scale_fwd(int n, int hw, int c, const float *x, const float *s, float *y);
-void cu_scale_bwd(int n, int hw, int c, const float *x, const float *s, const float *dy, float *dx, float *ds,
-                  double *part);
+void cu_scale_bwd(int n, int hw, int c, const float *x, const float *s, const float *dy, float *dx, bool add_x,
+                  float *ds, bool add_s, double *part);
 // Fused, the residual blocks' ends: y = max(0, x * s + sc), sc (n, hw, c);
 // backward from the ReLU's output gradient dy (y its output): dx, ds
 // (part as cu_scale_bwd's) and dsc += what the scale, add and ReLU would
 // give them, value for value.
 void cu_scale_add_relu_fwd(int n, int hw, int c, const float *x, const float *s, const float *sc, float *y);
 void cu_scale_add_relu_bwd(int n, int hw, int c, const float *x, const float *s, const float *y, const float *dy,
-                           float *dx, float *ds, float *dsc, double *part);
+                           float *dx, bool add_x, float *ds, bool add_s, float *dsc, bool add_sc, double *part);
 // Global average pooling (n, hw, c) -> (n, c).
 void cu_gap_fwd(int n, int hw, int c, const float *x, float *y, double *part);
-void cu_gap_bwd(int n, int hw, int c, const float *dy, float *dx);
+void cu_gap_bwd(int n, int hw, int c, const float *dy, float *dx, bool add);
 // One part of a channel concat: y[:, off:off + c] of y's ctot channels = x, over rows.
 void cu_concat_fwd(size_t rows, int c, int ctot, int off, const float *x, float *y);
-void cu_concat_bwd(size_t rows, int c, int ctot, int off, const float *dy, float *dx);
+void cu_concat_bwd(size_t rows, int c, int ctot, int off, const float *dy, float *dx, bool add);
 // Linear bias: y (n, c) += b (c); db (c) += sum over n of dy.
 void cu_bias_fwd(int n, int c, const float *b, float *y);
 void cu_bias_bwd(int n, int c, const float *dy, float *db);
@@ -77,8 +80,8 @@ void cu_bias_bwd(int n, int c, const float *dy, float *db);
 // be half: a tiny positive y rounds to 0 there).
 // x (and in backward dx) of type xt: fp32, or half where the backend keeps a
 // conv's output in half (amp, only a BN reads it); a half dx is written, not
-// added to (the conv's output gradient has no other writer), with the value
-// adding into a cleared fp32 gradient and converting would give. y (and in
+// added to (the conv's output gradient has no other writer: add false), with
+// the value adding into a cleared fp32 gradient and converting would give. y (and in
 // backward dy) of type yt (dyt): half where the BN's fused ReLU output is
 // only a conv's input under amp (rounded as converting the fp32 y would).
 size_t cu_bn_part_size(size_t rows, int c);
@@ -101,7 +104,7 @@ void cu_bn_bwd_sums(size_t rows, int c, cu_type xt, const void *x, const float *
 // Part 2: dx += gamma invstd (dy - v[ch] / m - xhat v[c + ch] / m).
 void cu_bn_global_bwd(size_t rows, int c, const double *v, double m, cu_type xt, const void *x, const float *gamma,
                       const float *mean, const float *invstd, cu_type dyt, const void *dy, const float *relu_coef,
-                      void *dx, float *coef);
+                      void *dx, bool add, float *coef);
 
 // ---- mixed precision (--amp) -----------------------------------------------------
 // Half tensors are fp16 (__half) or, with bf16 true, bfloat16 (__nv_bfloat16),

@@ -64,6 +64,7 @@ static int ref_create(const fu_model *m, int batch, int threads, fu_amp amp, fu_
                       .logits = ref_logits, .backward = ref_backward, .input_grad = ref_input_grad,
                       .destroy = ref_destroy, .reports_grads = true};
     b->act_bytes = (2 * net->plan.act_size + net->plan.aux_size) * sizeof(float);
+    b->grad_bytes = net->plan.act_size * sizeof(float);
     *out = b;
     return 0;
 }

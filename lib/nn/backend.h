@@ -111,6 +111,7 @@ struct fu_backend {
     const fu_dist_hooks *dist; // set by the caller after create; NULL: single process
     bool reports_grads; // backward calls dist->grads_ready for every parameter (else never)
     size_t act_bytes;   // activation memory it planned (for the start-up report)
+    size_t grad_bytes;  // of which the activations' gradients
     // Optional, NULL but in the cuda backend: its gradient allreduce on the
     // GPU with NCCL (cuda/nccl_sync.h), used instead of dist->grads_ready and
     // a host-side sum. Function pointers, so that callers compiled without

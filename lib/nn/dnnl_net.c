@@ -44,6 +44,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "nn/lifetimes.h"
 #include "nn/ref_ops.h"
 
 #include <dnnl.h>
@@ -704,58 +705,32 @@ static int workspace_bytes(dn_net *d, int i, size_t *bytes) {
 
 // Gradient memory: op o's gradient is alive from the backward of its last
 // reader (which writes it first) to o's own backward (which reads it), so it
-// occupies op indices [o, last reader]. Buffers whose ranges do not meet share
-// bytes; placed largest first at the lowest offset free over their range.
+// occupies op indices [o, last reader] (nn/lifetimes.h).
 static int plan_gradients(dn_net *d) {
     const fu_model *m = d->m;
     int n = m->n_ops;
-    int *last = malloc((size_t)n * sizeof *last), *order = malloc((size_t)n * sizeof *order);
-    size_t *size = malloc((size_t)n * sizeof *size);
-    bool *placed = calloc((size_t)n, sizeof *placed);
-    if (!last || !order || !size || !placed) {
-        free(last), free(order), free(size), free(placed);
-        return fu_fail("cpu backend", "out of memory");
-    }
-    for (int i = 0; i < n; i++)
-        last[i] = i, size[i] = 0, order[i] = i;
-    for (int i = 0; i < n; i++) {
-        const fu_op *op = &m->ops[i];
-        if (d->op[i].owner == i)
-            size[i] = is_image(m, i) ? 0 : align_up(fu_op_numel(m, i, d->batch) * sizeof(float));
-        for (int k = 0; k < op->n_in; k++) {
-            int o = d->op[op->in[k]].owner;
-            if (i > last[o] && d->op[i].owner != o)
-                last[o] = i;
+    int *last = fu_malloc((size_t)n * sizeof *last), *first = fu_malloc((size_t)n * sizeof *first);
+    size_t *size = fu_malloc((size_t)n * sizeof *size), *at = fu_malloc((size_t)n * sizeof *at);
+    int rc = -1;
+    if (last && first && size && at) {
+        for (int i = 0; i < n; i++)
+            first[i] = last[i] = i, size[i] = 0;
+        for (int i = 0; i < n; i++) {
+            const fu_op *op = &m->ops[i];
+            if (d->op[i].owner == i)
+                size[i] = is_image(m, i) ? 0 : align_up(fu_op_numel(m, i, d->batch) * sizeof(float));
+            for (int k = 0; k < op->n_in; k++) {
+                int o = d->op[op->in[k]].owner;
+                if (i > last[o] && d->op[i].owner != o)
+                    last[o] = i;
+            }
         }
+        rc = fu_place_lifetimes(n, size, first, last, DN_ALIGN, at, &d->dact_size);
+        for (int i = 0; rc == 0 && i < n; i++)
+            d->op[i].dact = at[i];
     }
-    for (int i = 1; i < n; i++) // by size, descending (insertion sort: n is small)
-        for (int j = i; j > 0 && size[order[j]] > size[order[j - 1]]; j--) {
-            int t = order[j];
-            order[j] = order[j - 1], order[j - 1] = t;
-        }
-    size_t total = 0;
-    for (int k = 0; k < n; k++) {
-        int a = order[k];
-        if (!size[a])
-            continue;
-        size_t at = 0;
-        for (bool moved = true; moved;) { // lowest offset clear of every placed, time-overlapping buffer
-            moved = false;
-            for (int b = 0; b < n; b++)
-                if (placed[b] && a <= last[b] && b <= last[a] && at < d->op[b].dact + size[b] &&
-                    d->op[b].dact < at + size[a]) {
-                    at = d->op[b].dact + size[b];
-                    moved = true;
-                }
-        }
-        d->op[a].dact = at;
-        placed[a] = true;
-        if (at + size[a] > total)
-            total = at + size[a];
-    }
-    d->dact_size = total ? total : DN_ALIGN;
-    free(last), free(order), free(size), free(placed);
-    return 0;
+    free(last), free(first), free(size), free(at);
+    return rc < 0 ? fu_fail("cpu backend", "out of memory") : 0;
 }
 
 // Large arenas: 2 MiB aligned and marked for transparent huge pages (fewer
@@ -1786,6 +1761,7 @@ static int create(const fu_model *m, int batch, int threads, fu_backend *b, dn_n
                        (wbytes * (!!o->w_fwd + !!o->w_bwd) + sizeof(float) * !!o->dw);
     }
     size_t io = (d->out ? fu_op_numel(m, output_op(m), batch) : 0) + (d->in_grad ? fu_op_numel(m, 0, batch) : 0);
+    b->grad_bytes = d->dact_size;
     b->act_bytes = d->act_size + d->dact_size + d->aux_size + d->tmp_size + d->scratch_size + weights + d->bf_size +
                    d->pad_size + io * sizeof(float);
     return 0;

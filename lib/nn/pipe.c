@@ -647,6 +647,7 @@ int fu_pipe_create(const fu_model *m, const fu_pipe_opts *po, const fu_backend_o
         size_t on_gpu = 0; // this stage's, on its GPU
         for (int j = 0; j < p->micro; j++) {
             b->act_bytes += be_at(p, s, j)->act_bytes;
+            b->grad_bytes += be_at(p, s, j)->grad_bytes;
             on_gpu += be_at(p, s, j)->device_bytes;
         }
         // The busiest GPU's: all of them where the stages share one.

@@ -65,7 +65,7 @@ static void test_scale_gap(int n, int c, int hw) {
     vector<float> dx = to_nhwc(dx0, n, c, hw), ds = ds0;
     vector<double> dx_ref = to_double(dx0), ds_ref = to_double(ds0);
     vector<double> part(cu_pos_part_size(n, hw, c));
-    cu_scale_bwd(n, hw, c, xh.data(), s.data(), dyh.data(), dx.data(), ds.data(), part.data());
+    cu_scale_bwd(n, hw, c, xh.data(), s.data(), dyh.data(), dx.data(), true, ds.data(), true, part.data());
     fu_ref_scale_bwd_f64(nc, hw, xd.data(), sd.data(), dyd.data(), dx_ref.data(), ds_ref.data());
     near("scale bwd: dx += dy * s", dx, to_nhwc(dx_ref, n, c, hw), 2e-6);
     near("scale bwd: ds += sum over positions of dy * x", ds, ds_ref, 2e-6);
@@ -79,7 +79,7 @@ static void test_scale_gap(int n, int c, int hw) {
     vector<float> gdy = random_floats(nc);
     vector<float> gdx = to_nhwc(dx0, n, c, hw);
     vector<double> gdx_ref = to_double(dx0), gdy_d = to_double(gdy);
-    cu_gap_bwd(n, hw, c, gdy.data(), gdx.data());
+    cu_gap_bwd(n, hw, c, gdy.data(), gdx.data(), true);
     fu_ref_gap_bwd_f64(nc, hw, gdy_d.data(), gdx_ref.data());
     near("gap bwd: dx += dy / hw at every position", gdx, to_nhwc(gdx_ref, n, c, hw), 2e-6);
 }
@@ -101,11 +101,11 @@ static void test_scale_add_relu(int n, int c, int hw) {
     vector<double> part(cu_pos_part_size(n, hw, c));
     vector<float> dsum(big, 0.0f), dscaled(big, 0.0f), dx = random_floats(big), ds = random_floats(nc);
     vector<float> dsc = random_floats(big), dxf = dx, dsf = ds, dscf = dsc;
-    cu_relu_bwd(big, y.data(), dy.data(), dsum.data());
-    cu_add_bwd(big, dsum.data(), dscaled.data(), dsc.data());
-    cu_scale_bwd(n, hw, c, x.data(), s.data(), dscaled.data(), dx.data(), ds.data(), part.data());
-    cu_scale_add_relu_bwd(n, hw, c, x.data(), s.data(), yf.data(), dy.data(), dxf.data(), dsf.data(), dscf.data(),
-                          part.data());
+    cu_relu_bwd(big, y.data(), dy.data(), dsum.data(), true);
+    cu_add_bwd(big, dsum.data(), dscaled.data(), true, dsc.data(), true);
+    cu_scale_bwd(n, hw, c, x.data(), s.data(), dscaled.data(), dx.data(), true, ds.data(), true, part.data());
+    cu_scale_add_relu_bwd(n, hw, c, x.data(), s.data(), yf.data(), dy.data(), dxf.data(), true, dsf.data(), true,
+                          dscf.data(), true, part.data());
     snprintf(name, sizeof name, "scale + add + relu %dx%dx%d fused: backward = the three ops (dx, ds, dshortcut)", n,
              c, hw);
     report(same_values(dx, dxf) && same_values(ds, dsf) && same_values(dsc, dscf), name);
@@ -143,7 +143,7 @@ static void test_concat(int n, int hw) {
         dx[p] = to_nhwc(dx0, n, cs[p], hw);
     }
     for (int p = 0, off = 0; p < parts; off += cs[p], p++) {
-        cu_concat_bwd(rows, cs[p], ctot, off, dyh.data(), dx[p].data());
+        cu_concat_bwd(rows, cs[p], ctot, off, dyh.data(), dx[p].data(), true);
     }
     fu_ref_concat_bwd_f64(n, hw, parts, cs, dyd.data(), dx_ref_ptr);
     for (int p = 0; p < parts; p++) {
@@ -203,17 +203,17 @@ static void test_bn_relu(int n, int c, int hw, const vector<float> &xh, const ve
     report(same_values(yer, relu_of_ye), bn_name(n, c, hw, "fused with a ReLU: eval forward = BN then ReLU").c_str());
 
     vector<float> g(big, 0.0f); // the ReLU's backward, as backward leaves it for the BN
-    cu_relu_bwd(big, yr.data(), dyh.data(), g.data());
+    cu_relu_bwd(big, yr.data(), dyh.data(), g.data(), true);
     vector<double> part(cu_bn_part_size(rows, c)), vb(2 * c), vf(2 * c);
     vector<float> dx(big, 0.5f), dxf(big, 0.5f), dgamma(c, 0.0f), dbeta(c, 0.0f), dgf(c, 0.0f), dbf(c, 0.0f);
     cu_bn_bwd_sums(rows, c, CU_FP32, xh.data(), mean.data(), invstd.data(), CU_FP32, g.data(), nullptr, part.data(),
                    vb.data(), dgamma.data(), dbeta.data());
     cu_bn_global_bwd(rows, c, vb.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), mean.data(), invstd.data(),
-                     CU_FP32, g.data(), nullptr, dx.data(), coef.data());
+                     CU_FP32, g.data(), nullptr, dx.data(), true, coef.data());
     cu_bn_bwd_sums(rows, c, CU_FP32, xh.data(), mean.data(), invstd.data(), CU_FP32, dyh.data(), fcoef.data(),
                    part.data(), vf.data(), dgf.data(), dbf.data());
     cu_bn_global_bwd(rows, c, vf.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), mean.data(), invstd.data(),
-                     CU_FP32, dyh.data(), fcoef.data(), dxf.data(), coef.data());
+                     CU_FP32, dyh.data(), fcoef.data(), dxf.data(), true, coef.data());
     std::string name = bn_name(n, c, hw, "fused with a ReLU: backward = the ReLU's then the BN's (sums, dx, dgamma, "
                                          "dbeta)");
     report(vb == vf && same_values(dx, dxf) && same_values(dgamma, dgf) && same_values(dbeta, dbf), name.c_str());
@@ -257,11 +257,11 @@ static void test_bn_half_input(int n, int c, int hw, const vector<float> &xh, co
         cu_bn_bwd_sums(rows, c, xt, x16.data(), mean.data(), invstd.data(), CU_FP32, dyh.data(), relu_coef, part.data(),
                        vb.data(), dg.data(), db.data());
         cu_bn_global_bwd(rows, c, vb.data(), (double)rows, xt, x16.data(), gamma.data(), mean.data(), invstd.data(),
-                         CU_FP32, dyh.data(), relu_coef, dx16.data(), coef.data());
+                         CU_FP32, dyh.data(), relu_coef, dx16.data(), false, coef.data());
         cu_bn_bwd_sums(rows, c, CU_FP32, x32.data(), mean.data(), invstd.data(), CU_FP32, dyh.data(), relu_coef,
                        part.data(), vb32.data(), dg32.data(), db32.data());
         cu_bn_global_bwd(rows, c, vb32.data(), (double)rows, CU_FP32, x32.data(), gamma.data(), mean.data(),
-                         invstd.data(), CU_FP32, dyh.data(), relu_coef, dx32.data(), coef.data());
+                         invstd.data(), CU_FP32, dyh.data(), relu_coef, dx32.data(), true, coef.data());
         cu_to_half(t, big, dx32.data(), dx_ref16.data());
         name = bn_name(n, c, hw, t ? "on bf16 x: backward (sums, dgamma, dbeta; dx written in bf16) as in fp32"
                                    : "on fp16 x: backward (sums, dgamma, dbeta; dx written in fp16) as in fp32");
@@ -300,11 +300,11 @@ static void test_bn_relu_half_output(int n, int c, int hw, const vector<float> &
         cu_bn_bwd_sums(rows, c, CU_FP32, xh.data(), mean.data(), invstd.data(), yt, dy16.data(), fcoef.data(),
                        part.data(), vb.data(), dg.data(), db.data());
         cu_bn_global_bwd(rows, c, vb.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), mean.data(),
-                         invstd.data(), yt, dy16.data(), fcoef.data(), dx.data(), coef.data());
+                         invstd.data(), yt, dy16.data(), fcoef.data(), dx.data(), true, coef.data());
         cu_bn_bwd_sums(rows, c, CU_FP32, xh.data(), mean.data(), invstd.data(), CU_FP32, dy32.data(), fcoef32.data(),
                        part.data(), vb32.data(), dg32.data(), db32.data());
         cu_bn_global_bwd(rows, c, vb32.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), mean.data(),
-                         invstd.data(), CU_FP32, dy32.data(), fcoef32.data(), dx32.data(), coef.data());
+                         invstd.data(), CU_FP32, dy32.data(), fcoef32.data(), dx32.data(), true, coef.data());
         bool underflow = t == 1 || y16[0] == 0; // fp16: channel 0's y is 0 in half
         std::string name = bn_name(n, c, hw, t ? "fused with a ReLU, y and dy in bf16: y rounded, backward as in fp32"
                                                : "fused with a ReLU, y and dy in fp16: y rounded, backward as in fp32 "
@@ -361,7 +361,7 @@ static void test_bn(int n, int c, int hw) {
     cu_bn_bwd_sums(rows, c, CU_FP32, xh.data(), mean.data(), invstd.data(), CU_FP32, dyh.data(), nullptr, part.data(),
                    vb.data(), dgamma.data(), dbeta.data());
     cu_bn_global_bwd(rows, c, vb.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), mean.data(), invstd.data(),
-                     CU_FP32, dyh.data(), nullptr, dx.data(), coef.data());
+                     CU_FP32, dyh.data(), nullptr, dx.data(), true, coef.data());
     vector<double> dyd = to_double(dy), dx_ref = to_double(dx0), dgamma_ref = to_double(dgamma0);
     vector<double> dbeta_ref = to_double(dbeta0), md = to_double(mean), isd = to_double(invstd);
     fu_ref_bn_bwd_sums_f64(&s, xd.data(), md.data(), isd.data(), dyd.data(), vb_ref.data(), dgamma_ref.data(),
@@ -401,7 +401,7 @@ static void test_elementwise(size_t n) {
     vector<double> yd = to_double(y);
     dx = dx0;
     ref = to_double(dx0);
-    cu_relu_bwd(n, y.data(), dy.data(), dx.data());
+    cu_relu_bwd(n, y.data(), dy.data(), dx.data(), true);
     fu_ref_relu_bwd_f64(n, yd.data(), dyd.data(), ref.data());
     near("relu bwd: dx += dy where y > 0", dx, ref, 2e-6);
 
@@ -411,7 +411,7 @@ static void test_elementwise(size_t n) {
     yd = to_double(y);
     dx = dx0;
     ref = to_double(dx0);
-    cu_sigmoid_bwd(n, y.data(), dy.data(), dx.data());
+    cu_sigmoid_bwd(n, y.data(), dy.data(), dx.data(), true);
     fu_ref_sigmoid_bwd_f64(n, yd.data(), dyd.data(), ref.data());
     near("sigmoid bwd: dx += dy y (1 - y)", dx, ref, 2e-6);
 
@@ -422,7 +422,7 @@ static void test_elementwise(size_t n) {
     vector<float> db = b;
     ref = to_double(dx0);
     ref2 = to_double(b);
-    cu_add_bwd(n, dy.data(), dx.data(), db.data());
+    cu_add_bwd(n, dy.data(), dx.data(), true, db.data(), true);
     fu_ref_add_bwd_f64(n, dyd.data(), ref.data(), ref2.data());
     near("add bwd: da += dy", dx, ref, 2e-6);
     near("add bwd: db += dy", db, ref2, 2e-6);
@@ -432,7 +432,7 @@ static void test_elementwise(size_t n) {
     near("mul fwd (dropout): x * mask", y, ref, 2e-6);
     dx = dx0;
     ref = to_double(dx0);
-    cu_mul_bwd(n, mask.data(), dy.data(), dx.data());
+    cu_mul_bwd(n, mask.data(), dy.data(), dx.data(), true);
     fu_ref_dropout_bwd_f64(n, maskd.data(), dyd.data(), ref.data());
     near("mul bwd (dropout): dx += dy * mask", dx, ref, 2e-6);
 
@@ -485,6 +485,58 @@ static void test_unscale() {
     report(flag == 1, "unscale: an inf sets the flag");
 }
 
+// A gradient's first writer (add false) writes it, over whatever was there,
+// as adding into a cleared gradient gives: every gradient kernel, on a NaN
+// buffer, = the same kernel adding into zeros, value for value.
+static void test_first_writer(int n, int c, int hw) {
+    size_t big = (size_t)n * hw * c, nc = (size_t)n * c, rows = (size_t)n * hw;
+    vector<float> x = random_floats(big), y = random_floats(big), dy = random_floats(big), s = random_floats(nc);
+    vector<float> sc = random_floats(big), dnc = random_floats(nc), mask = random_floats(big);
+    vector<double> part(cu_pos_part_size(n, hw, c) > cu_bn_part_size(rows, c) ? cu_pos_part_size(n, hw, c)
+                                                                               : cu_bn_part_size(rows, c));
+    vector<double> v(2 * c);
+    vector<float> mean = random_floats(c), invstd = random_floats(c), gamma = random_floats(c), coef(3 * c);
+    vector<float> dg(c), db(c);
+    for (float &i : invstd) i = 1 + std::fabs(i);
+    cu_bn_bwd_sums(rows, c, CU_FP32, x.data(), mean.data(), invstd.data(), CU_FP32, dy.data(), nullptr, part.data(),
+                   v.data(), dg.data(), db.data());
+    const char *names[] = {"relu", "sigmoid", "add (both inputs)", "dropout mul", "scale (dx, ds)",
+                           "scale + add + relu (dx, ds, dshortcut)", "global pool", "concat", "batchnorm"};
+    for (int k = 0; k < 9; k++) {
+        vector<vector<float>> g[2]; // [add into zeros, write over NaN] x the op's gradients
+        for (int w = 0; w < 2; w++) {
+            float fill = w ? NAN : 0.0f;
+            bool add = !w;
+            g[w] = {vector<float>(big, fill), vector<float>(nc, fill), vector<float>(big, fill)};
+            float *a = g[w][0].data(), *b = g[w][1].data(), *e = g[w][2].data();
+            switch (k) {
+            case 0: cu_relu_bwd(big, y.data(), dy.data(), a, add); break;
+            case 1: cu_sigmoid_bwd(big, y.data(), dy.data(), a, add); break;
+            case 2: cu_add_bwd(big, dy.data(), a, add, e, add); break;
+            case 3: cu_mul_bwd(big, mask.data(), dy.data(), a, add); break;
+            case 4: cu_scale_bwd(n, hw, c, x.data(), s.data(), dy.data(), a, add, b, add, part.data()); break;
+            case 5:
+                cu_scale_add_relu_bwd(n, hw, c, x.data(), s.data(), y.data(), dy.data(), a, add, b, add, e, add,
+                                      part.data());
+                break;
+            case 6: cu_gap_bwd(n, hw, c, dnc.data(), a, add); break;
+            case 7: cu_concat_bwd(rows, c - 3, c, 2, dy.data(), a, add); g[w][0].resize(rows * (c - 3)); break;
+            case 8:
+                cu_bn_global_bwd(rows, c, v.data(), (double)rows, CU_FP32, x.data(), gamma.data(), mean.data(),
+                                 invstd.data(), CU_FP32, dy.data(), nullptr, a, add, coef.data());
+                break;
+            }
+        }
+        static const int used[] = {1, 1, 5, 1, 3, 7, 1, 1, 1}; // bit j: the op writes gradient j
+        bool same = true; // (a value left NaN, not written, differs from anything)
+        for (int j = 0; j < 3; j++)
+            if (used[k] >> j & 1) same = same && same_values(g[0][j], g[1][j]);
+        char name[160];
+        snprintf(name, sizeof name, "%s backward as a first writer (over NaN) = adding into zeros", names[k]);
+        report(same, name);
+    }
+}
+
 int main() {
     test_layout(3, 37, 35);
     test_layout(5, 3, 49);
@@ -497,6 +549,7 @@ int main() {
     test_bn(4, 40, 17 * 17); // five row splits
     test_bn(3, 16, 1);       // BatchNorm1d
     test_elementwise(1000);
+    test_first_writer(2, 19, 3 * 64 + 5);
     test_half(8, 5, 9);
     test_unscale();
     printf("# %d failed\n", failures);

@@ -381,6 +381,46 @@ static void check_fusion(const fu_model *m, int n) {
     free(params), free(state), free(x), free(counts);
 }
 
+// Gradient buffers alive at different times share memory (plan_gradients):
+// the same values as with one buffer each (FU_CUDA_REUSE=0), in less memory.
+static void check_reuse(const fu_model *m, int n) {
+    float *params = malloc(m->n_params * sizeof(float)), *state = malloc(m->n_state * sizeof(float)),
+          *x = random_batch(m, n, 11), cw[2] = {0.3f, 0.7f};
+    int64_t *counts = calloc(m->n_counts, sizeof(int64_t));
+    int labels[8] = {1, 0, 1, 0, 0, 1, 1, 0};
+    fu_model_init(m, 11, params, state, counts);
+    static const fu_amp amps[] = {FU_AMP_OFF, FU_AMP_FP16};
+    size_t nl = (size_t)n * m->classes;
+    for (size_t a = 0; a < sizeof amps / sizeof *amps; a++) {
+        double mib[2] = {0, 0}, grad_mib[2] = {0, 0}; // planned, and for gradients: reuse, FU_CUDA_REUSE=0
+        result r[2] = {{0}, {0}};
+        float *eval[2] = {malloc(nl * sizeof(float)), malloc(nl * sizeof(float))};
+        int rc = 0;
+        for (int off = 0; off < 2 && rc == 0; off++) {
+            fu_backend *b;
+            if (off) setenv("FU_CUDA_REUSE", "0", 1);
+            if (fu_backend_create("cuda", m, &(fu_backend_opts){.batch = n, .amp = amps[a]}, &b) == 0) {
+                mib[off] = b->act_bytes / 1048576.0;
+                grad_mib[off] = b->grad_bytes / 1048576.0;
+                fu_backend_destroy(b);
+            }
+            rc = run_backend("cuda", amps[a], m, n, params, state, x, labels, cw, &r[off], eval[off]);
+            unsetenv("FU_CUDA_REUSE");
+        }
+        char name[300];
+        snprintf(name, sizeof name, "gradient buffers sharing memory (%.1f MiB of gradients, %.0f MiB planned in all) = "
+                 "one each (FU_CUDA_REUSE=0: %.1f, %.0f MiB), amp %s: loss, logits, gradients, running stats, eval logits, "
+                 "value for value", grad_mib[0], mib[0], grad_mib[1], mib[1], fu_amp_name(amps[a]));
+        CHECK(rc == 0 && grad_mib[0] > 0 && grad_mib[0] < grad_mib[1] / 2 && mib[1] - mib[0] == grad_mib[1] - grad_mib[0] &&
+                  r[0].loss == r[1].loss &&
+                  same_values(nl, r[0].logits, r[1].logits) && same_values(m->n_params, r[0].grads, r[1].grads) &&
+                  same_values(m->n_state, r[0].state, r[1].state) && same_values(nl, eval[0], eval[1]),
+              name, "rc %d (%s): they differ", rc, rc < 0 ? fu_error() : "");
+        result_free(&r[0]), result_free(&r[1]), free(eval[0]), free(eval[1]);
+    }
+    free(params), free(state), free(x), free(counts);
+}
+
 // A whole small file as a string (NULL: unreadable).
 static char *read_text(const char *path) {
     FILE *f = fopen(path, "r");
@@ -2026,6 +2066,7 @@ int main(int argc, char **argv) {
             compare_amp("MedicalCNN 4x3x64x64, amp fp16", &m, 4, 42, FU_AMP_FP16);
             check_determinism(&m, 4);
             check_fusion(&m, 4);
+            check_reuse(&m, 4);
             check_conv_algos(&m, 4);
             check_smaller_batch(&m);
             check_training(&m);
