@@ -74,6 +74,30 @@ d=$(paste -d, "$T/a/predictions-test.csv" "$T/p.csv" |
 if awk -v d="$d" 'BEGIN {exit !(d <= 1e-4)}'; then
     ok "the GPU run's model on the CPU: its test predictions within 1e-4 (largest difference $d)"
 else not_ok "the GPU run's model on the CPU: its test predictions within 1e-4" "largest difference $d"; fi
+
+# Errors: one line each (and a hint where there is one), exit 1, nothing
+# written to the run's folder: no GPU; a batch the GPU's free memory cannot
+# hold (FAKE_CUDA_FREE_MIB: what the fake runtime says is free); a cuDNN
+# failure (FAKE_CUDNN_FAIL: the fake fails that call, as a GPU fault would),
+# named with its op and shape, also in a model-parallel stage (no hang).
+nothing_in() { # NAME DIR
+    if [ -z "$(ls -A "$2" 2>/dev/null)" ]; then ok "$1"; else not_ok "$1" "$(ls "$2" | tr '\n' ' ')"; fi
+}
+check_fails "no GPU: one line" 1 "^cnn-train: cuda backend: no CUDA device" \
+    env FAKE_CUDA_DEVICES=0 cnn-train $S --device cuda --out "$T/e1"
+check_fails "out of GPU memory: one line, what the batch needs, and a hint" 1 \
+    "^cnn-train: cuda backend: out of GPU memory: a batch of 2 needs [0-9]+ MiB \([0-9]+ MiB of it the weights\), and 400 MiB are free$" \
+    env FAKE_CUDA_FREE_MIB=400 cnn-train $S --device cuda --out "$T/e2"
+nothing_in "out of GPU memory: nothing written" "$T/e2"
+shape="\(2, [0-9]+, [0-9]+, [0-9]+\) -> \(2, [0-9]+, [0-9]+, [0-9]+\)"
+check_fails "a cuDNN failure: one line naming the op and its shape" 1 \
+    "^cnn-train: cuda backend: backward of conv op [0-9]+ '[a-z0-9_.]+', $shape: cuDNN: CUDNN_STATUS_EXECUTION_FAILED$" \
+    env FAKE_CUDNN_FAIL=cudnnConvolutionBackwardData:5 cnn-train $S --device cuda --out "$T/e3"
+nothing_in "a cuDNN failure: nothing written" "$T/e3"
+check_fails "a cuDNN failure in a model-parallel stage: the stage named too" 1 \
+    "^cnn-train: stage [01] \([a-z0-9_.]+\.\.[a-z0-9_.]+\): cuda backend: forward of conv op [0-9]+ '[a-z0-9_.]+', $shape: cuDNN: CUDNN_STATUS_EXECUTION_FAILED$" \
+    env FAKE_CUDNN_FAIL=cudnnConvolutionForward:70 timeout 120 cnn-train $S --device cuda $MP --out "$T/e4"
+
 # Two ranks on two emulated GPUs under mpirun, their gradients summed with
 # NCCL's calls (the fake NCCL sums through MPI): the weights of the same run
 # summed through host memory (--allreduce mpi, whose optimizer runs on the

@@ -8,7 +8,9 @@
 // events are handles whose work is always complete (an event's time is the
 // host's clock when it was recorded). Devices:
 // FAKE_CUDA_DEVICES (default 1), all of them this one memory; the current
-// device is per host thread, as CUDA's.
+// device is per host thread, as CUDA's. FAKE_CUDA_FREE_MIB: what
+// cudaMemGetInfo says is free (default 64 GiB, also the total), so that a
+// batch too large for a GPU can be asked for.
 #include <cuda_runtime.h>
 
 #include <stdio.h>
@@ -77,7 +79,9 @@ cudaError_t cudaRuntimeGetVersion(int *version) {
 }
 
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total) {
-    *free_bytes = *total = (size_t)64 << 30;
+    const char *v = getenv("FAKE_CUDA_FREE_MIB");
+    *total = (size_t)64 << 30;
+    *free_bytes = v && *v ? (size_t)atol(v) << 20 : *total;
     return cudaSuccess;
 }
 

@@ -14,6 +14,10 @@
 // first by the process id (as close timings vary from run to run). Backward-filter with algorithm 2 sums the images in reverse
 // order, so that a run with another choice gives other bytes, as on a GPU.
 // Anything else is CUDNN_STATUS_NOT_SUPPORTED, never a wrong answer.
+// FAKE_CUDNN_FAIL=NAME[:K] makes the K-th call (default the first) of the
+// convolution function NAME (cudnnConvolutionForward, ...BackwardData,
+// ...BackwardFilter) in the process fail with CUDNN_STATUS_EXECUTION_FAILED,
+// as a GPU fault would, for the backend's error path.
 #include <cudnn.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -21,10 +25,21 @@
 
 #include "fake_gemm.h"
 
+#include <atomic>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <vector>
+
+// Whether this call of fn is the one FAKE_CUDNN_FAIL names (calls counted
+// per function name, in a counter of the caller's).
+static bool injected_failure(const char *fn, std::atomic<int> *calls) {
+    const char *v = getenv("FAKE_CUDNN_FAIL");
+    size_t len = strlen(fn);
+    if (!v || strncmp(v, fn, len) != 0 || (v[len] != 0 && v[len] != ':')) return false;
+    int k = v[len] == ':' ? atoi(v + len + 1) : 1;
+    return ++*calls == k;
+}
 
 struct cudnnContext {
     int serial; // handles created before it: which of two algorithms its measurements rank first
@@ -106,6 +121,7 @@ const char *cudnnGetErrorString(cudnnStatus_t s) {
     case CUDNN_STATUS_BAD_PARAM: return "CUDNN_STATUS_BAD_PARAM";
     case CUDNN_STATUS_NOT_SUPPORTED: return "CUDNN_STATUS_NOT_SUPPORTED";
     case CUDNN_STATUS_ALLOC_FAILED: return "CUDNN_STATUS_ALLOC_FAILED";
+    case CUDNN_STATUS_EXECUTION_FAILED: return "CUDNN_STATUS_EXECUTION_FAILED";
     default: return "CUDNN_STATUS_UNKNOWN (fake cuDNN)";
     }
 }
@@ -387,6 +403,8 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha, const 
                                       const cudnnConvolutionDescriptor_t cd, cudnnConvolutionFwdAlgo_t algo,
                                       void *ws, size_t ws_bytes, const void *beta, const cudnnTensorDescriptor_t yd,
                                       void *y) {
+    static std::atomic<int> calls;
+    if (injected_failure("cudnnConvolutionForward", &calls)) return CUDNN_STATUS_EXECUTION_FAILED;
     conv_shape s;
     cudnnStatus_t st = shape_of(xd, wd, cd, yd, &s);
     if (st != CUDNN_STATUS_SUCCESS) return st;
@@ -410,6 +428,8 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void *alpha, c
                                            const cudnnConvolutionDescriptor_t cd, cudnnConvolutionBwdDataAlgo_t algo,
                                            void *ws, size_t ws_bytes, const void *beta,
                                            const cudnnTensorDescriptor_t dxd, void *dx) {
+    static std::atomic<int> calls;
+    if (injected_failure("cudnnConvolutionBackwardData", &calls)) return CUDNN_STATUS_EXECUTION_FAILED;
     conv_shape s;
     cudnnStatus_t st = shape_of(dxd, wd, cd, dyd, &s);
     if (st != CUDNN_STATUS_SUCCESS) return st;
@@ -433,6 +453,8 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha,
                                              const cudnnConvolutionDescriptor_t cd,
                                              cudnnConvolutionBwdFilterAlgo_t algo, void *ws, size_t ws_bytes,
                                              const void *beta, const cudnnFilterDescriptor_t dwd, void *dw) {
+    static std::atomic<int> calls;
+    if (injected_failure("cudnnConvolutionBackwardFilter", &calls)) return CUDNN_STATUS_EXECUTION_FAILED;
     conv_shape s;
     cudnnStatus_t st = shape_of(xd, dwd, cd, dyd, &s);
     if (st != CUDNN_STATUS_SUCCESS) return st;

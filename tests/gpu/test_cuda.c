@@ -510,6 +510,43 @@ static void check_too_large(void) {
     fu_model_free(&m);
 }
 
+// Out of GPU memory: creating a backend for a batch that does not fit fails,
+// saying what it needs (and how much of it the weights), and its hint names
+// the largest batch that fits beside the workspace cap: that batch plans.
+// Under emulation only, where FAKE_CUDA_FREE_MIB sets what cudaMemGetInfo
+// says is free (a real GPU ignores it, and the batch of 64 plans: skipped).
+static void check_out_of_memory(const fu_model *m) {
+    const char *name = "out of GPU memory: the needs and the weights said, the hint's batch plans";
+    enum { BIG = 256 }; // images: past the 512 MiB workspace cap's worth at 64x64
+    fu_backend *b = NULL;
+    setenv("FAKE_CUDA_FREE_MIB", "1", 1);
+    if (fu_backend_create("cuda", m, &(fu_backend_opts){.batch = BIG}, &b) == 0) {
+        fu_backend_destroy(b);
+        unsetenv("FAKE_CUDA_FREE_MIB");
+        printf("skip - %s: not an emulated GPU\n", name);
+        return;
+    }
+    double need = 0, weights = 0;
+    const char *at = strstr(fu_error(), "needs ");
+    bool ok = at && sscanf(at, "needs %lf MiB (%lf MiB of it the weights)", &need, &weights) == 2 && need > weights;
+    // Room for the weights, the workspace cap and 20.5 images: 20 fit.
+    double per_image = (need - weights) / BIG;
+    int fits = 0, cap = 0;
+    char free_mib[32];
+    snprintf(free_mib, sizeof free_mib, "%.0f", weights + 512 + 20.5 * per_image);
+    setenv("FAKE_CUDA_FREE_MIB", free_mib, 1);
+    int rc = ok ? fu_backend_create("cuda", m, &(fu_backend_opts){.batch = BIG}, &b) : -1;
+    if (rc == 0) fu_backend_destroy(b), ok = false;
+    ok = ok && sscanf(fu_error_hint(), "--batch %d or less fits (with up to %d MiB", &fits, &cap) == 2 &&
+         cap == 512 && fits >= 19 && fits <= 21;
+    char why[512];
+    snprintf(why, sizeof why, "%s (hint: %s; %s MiB free)", fu_error(), fu_error_hint(), free_mib);
+    ok = ok && fu_backend_create("cuda", m, &(fu_backend_opts){.batch = fits}, &b) == 0;
+    if (ok) fu_backend_destroy(b);
+    unsetenv("FAKE_CUDA_FREE_MIB");
+    CHECK(ok, name, "%s; then batch %d: %s", why, fits, fu_error());
+}
+
 // A backend planned for 4 images runs 3 (the last batch of an epoch, new
 // descriptors and algorithms): as a backend planned for 3.
 static void check_smaller_batch(const fu_model *m) {
@@ -2069,6 +2106,7 @@ int main(int argc, char **argv) {
             check_reuse(&m, 4);
             check_conv_algos(&m, 4);
             check_smaller_batch(&m);
+            check_out_of_memory(&m);
             check_training(&m);
             static const fu_amp amps[] = {FU_AMP_OFF, FU_AMP_BF16, FU_AMP_FP16};
             check_stages("cuda", &m, amps, 3);
