@@ -1007,7 +1007,7 @@ static void nccl_ready(void *sync, size_t off, size_t len) { fu_nccl_sync_ready(
 static int backward_pass(cu_net *d, const float *dy, float scale) {
     const fu_model *m = d->m;
     int n = d->n, k = m->classes, out = output_op(m);
-    snprintf(d->what, sizeof d->what, "backward (clearing gradients, uploading the output's gradient)");
+    snprintf(d->what, sizeof d->what, "backward (uploading the output's gradient)");
     mark(d, "backward: the loss gradient");
     CU(cudaMemset(d->grads, 0, m->n_params * sizeof(float)));
     if (d->nccl) fu_nccl_sync_begin(d->nccl);

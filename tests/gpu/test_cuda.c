@@ -341,6 +341,15 @@ static bool same_values(size_t n, const float *a, const float *b) {
 // logits give the same values (the fused kernels compute each value as the
 // separate ops do), in fp32, fp16 and bf16, in less memory (the outputs no
 // op reads once fused are not allocated; half outputs take half).
+// Quick mode, FU_TEST_CUDA_QUICK=1: set by tests/cuda-emu/backend.sh, which
+// runs this test on the CPU (fake CUDA, cuDNN, cuBLAS) in make test: 5
+// training steps instead of STEPS, 2 pipe steps instead of 5, and of the
+// two half types fp16 alone where a check runs both.
+static bool quick(void) {
+    const char *q = getenv("FU_TEST_CUDA_QUICK");
+    return q && *q && strcmp(q, "0") != 0;
+}
+
 #define HALF_OUTPUTS ", conv outputs for BN and BN + ReLU outputs for a conv in half"
 static void check_fusion(const fu_model *m, int n) {
     float *params = malloc(m->n_params * sizeof(float)), *state = malloc(m->n_state * sizeof(float)),
@@ -349,8 +358,8 @@ static void check_fusion(const fu_model *m, int n) {
     int labels[8] = {0, 1, 1, 0, 1, 0, 0, 1};
     fu_model_init(m, 9, params, state, counts);
     static const fu_amp amps[] = {FU_AMP_OFF, FU_AMP_FP16, FU_AMP_BF16};
-    size_t nl = (size_t)n * m->classes;
-    for (size_t a = 0; a < sizeof amps / sizeof *amps; a++) {
+    size_t nl = (size_t)n * m->classes, n_amps = quick() ? 2 : 3;
+    for (size_t a = 0; a < n_amps; a++) {
         double mib[2] = {0, 0}; // activation memory planned: fused, FU_CUDA_FUSE=0
         for (int off = 0; off < 2; off++) {
             fu_backend *b;
@@ -586,14 +595,6 @@ static void check_smaller_batch(const fu_model *m) {
 }
 
 enum { STEPS = 20 };
-
-// Quick mode, FU_TEST_CUDA_QUICK=1: set by tests/cuda-emu/backend.sh, which
-// runs this test on the CPU (fake CUDA, cuDNN, cuBLAS) in make test: 5
-// training steps instead of STEPS, 2 pipe steps instead of 5.
-static bool quick(void) {
-    const char *q = getenv("FU_TEST_CUDA_QUICK");
-    return q && *q && strcmp(q, "0") != 0;
-}
 
 // `steps` optimizer steps (AdamW, clipping, dropout) of batches of n from
 // the same weights on the same batches, with the trainer options o (batch,
@@ -2108,8 +2109,8 @@ int main(int argc, char **argv) {
             check_smaller_batch(&m);
             check_out_of_memory(&m);
             check_training(&m);
-            static const fu_amp amps[] = {FU_AMP_OFF, FU_AMP_BF16, FU_AMP_FP16};
-            check_stages("cuda", &m, amps, 3);
+            static const fu_amp amps[] = {FU_AMP_OFF, FU_AMP_FP16, FU_AMP_BF16};
+            check_stages("cuda", &m, amps, quick() ? 2 : 3);
             check_pipe(&m);
             check_pipe_nccl(&one, &m);
             check_resident(&m);
