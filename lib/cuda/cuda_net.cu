@@ -73,8 +73,10 @@
 // reads (every conv of MedicalCNN) stays in half, as does its gradient,
 // which that BatchNorm reads and writes in half (plan_fusion): the values
 // the conversions would give, without them. Other convs' outputs and
-// gradients come back to fp32; everything else (BatchNorm's arithmetic,
-// linears, loss, master weights, gradients) is fp32. fp16 scales the loss
+// gradients come back to fp32. BatchNorm outputs and residual block ends
+// whose readers all take half are kept in half too, as autocast keeps
+// them, with fp32 gradients (plan_fusion); everything else (BatchNorm's
+// arithmetic, linears, loss, master weights, gradients) is fp32. fp16 scales the loss
 // gradient by a power of two (dynamic, as PyTorch's GradScaler: 2^16 to
 // start, halved and backward redone when a gradient overflows, doubled after
 // 2000 clean steps) and divides the gradients by it before they leave
@@ -129,9 +131,10 @@ typedef struct {
     int relu;   // BatchNorm, add: the ReLU it computes too (fusion, plan_fusion), else -1
     int scale;  // add: the SE scale it computes too, else -1
     bool fused; // ReLU, SE scale: computed by another op (a BatchNorm, an add)
-    // Under amp, its output and that output's gradient kept in half (plan_fusion): a conv's, or a
-    // fused BatchNorm + ReLU's ReLU's.
-    bool half;
+    // Under amp, its output kept in half, and that output's gradient (plan_fusion): both for a
+    // conv's, or a fused BatchNorm + ReLU's ReLU's; the output alone for a BatchNorm's or a
+    // residual block's end whose readers all take half.
+    bool half_out, half_grad;
     size_t coef; // BatchNorm: offset in coef of the affine map its training forward applied
     size_t grad, grad_len; // its output's gradient: offset in dact (shared with gradients not alive with it), elements
     int first_writer; // the op whose backward writes that gradient first (n_ops: the output's, uploaded)
@@ -278,10 +281,10 @@ static void describe(cu_net *d, int i, int n, const char *phase) {
 static float *act(cu_net *d, int i) { return d->act + d->plan.act[i]; }
 static float *dact(cu_net *d, int i) { return d->dact + d->op[i].grad; }
 
-// The element type of op i's output and its gradient in act and dact.
-static cu_type type_of(const cu_net *d, int i) {
-    return !d->op[i].half ? CU_FP32 : d->bf16 ? CU_BF16 : CU_FP16;
-}
+// The element type of op i's output in act, and of its gradient in dact.
+static cu_type half_or_fp32(const cu_net *d, bool in_half) { return !in_half ? CU_FP32 : d->bf16 ? CU_BF16 : CU_FP16; }
+static cu_type out_type(const cu_net *d, int i) { return half_or_fp32(d, d->op[i].half_out); }
+static cu_type grad_type(const cu_net *d, int i) { return half_or_fp32(d, d->op[i].half_grad); }
 
 // The gradient of op j's output where backward needs it: the image needs
 // none, a stage's inner input does (input_grad); NULL otherwise.
@@ -322,13 +325,14 @@ static int upload_nhwc(cu_net *d, int i, int n, const float *src, float *dst) {
     return 0;
 }
 
-// src, shaped as op i's output (NHWC, on the device), into host (n, C, H, W).
-static int download_nchw(cu_net *d, int i, int n, const float *src, float *host) {
+// src, shaped as op i's output (NHWC, on the device) and of type st, into
+// host (n, C, H, W) fp32; a half one is a feature map (plan_fusion).
+static int download_nchw(cu_net *d, int i, int n, cu_type st, const float *src, float *host) {
     const fu_op *op = &d->m->ops[i];
     int hw = op->h * op->w;
     size_t len = fu_op_numel(d->m, i, n);
     if (hw > 1) {
-        cu_nhwc_to_nchw((size_t)n, op->c, hw, src, d->stage);
+        cu_nhwc_to_nchw((size_t)n, op->c, hw, st, src, d->stage);
         src = d->stage;
     }
     CU(cudaMemcpy(host, src, len * sizeof(float), cudaMemcpyDeviceToHost));
@@ -566,18 +570,18 @@ static int conv_fwd(cu_net *d, int i, int n, const float *x, float *y) {
         cu_nchw_to_nhwc((size_t)op->c, src->c, kk, d->params + op->weight, (float *)wt_of(d, o));
     } else {
         cu_weight_to_half(d->bf16, op->c, src->c, kk, d->params + op->weight, wt_of(d, o));
-        if (type_of(d, op->in[0]) == CU_FP32) { // else half already: a fused BN + ReLU's (plan_fusion)
+        if (out_type(d, op->in[0]) == CU_FP32) { // else half already (plan_fusion)
             cu_to_half(d->bf16, fu_op_numel(d->m, op->in[0], n), x, d->hx);
             in = d->hx;
         }
-        out = o->half ? (void *)y : d->hy;
+        out = o->half_out ? (void *)y : d->hy;
     }
     mark(d, section(FU_OP_CONV, false));
     DNN(cudnnSetConvolutionMathType(o->conv, o->fwd_math));
     DNN(cudnnConvolutionForward(d->dnn, &ONE, o->x, in, o->w, wt_of(d, o), o->conv, o->fwd, d->ws, d->ws_size, &ZERO,
                                 o->y, out));
     mark(d, FWD_CONVERT);
-    if (d->amp != FU_AMP_OFF && !o->half) cu_from_half(d->bf16, fu_op_numel(d->m, i, n), d->hy, y, false);
+    if (d->amp != FU_AMP_OFF && !o->half_out) cu_from_half(d->bf16, fu_op_numel(d->m, i, n), d->hy, y, false);
     return 0;
 }
 
@@ -724,7 +728,7 @@ static int op_fwd(cu_net *d, int i, int n, int64_t *counts, const float *x, cons
     case FU_OP_CONV: return conv_fwd(d, i, n, in, y);
     case FU_OP_BN: {
         int relu = d->op[i].relu, out = relu >= 0 ? relu : i; // fused: the ReLU's output instead of the BN's
-        cu_type xt = type_of(d, op->in[0]), yt = type_of(d, out);
+        cu_type xt = out_type(d, op->in[0]), yt = out_type(d, out);
         if (pass->train) {
             if (bn_train_fwd(d, op, rows, xt, in, yt, act(d, out), aux, d->coef + d->op[i].coef, relu >= 0) < 0)
                 return -1;
@@ -743,7 +747,7 @@ static int op_fwd(cu_net *d, int i, int n, int64_t *counts, const float *x, cons
         break;
     case FU_OP_GAP: {
         const fu_op *src = &m->ops[op->in[0]];
-        cu_gap_fwd(n, src->h * src->w, src->c, in, y, d->part);
+        cu_gap_fwd(n, src->h * src->w, src->c, out_type(d, op->in[0]), in, y, d->part);
         break;
     }
     case FU_OP_LINEAR: return linear_fwd(d, op, n, in, y);
@@ -753,9 +757,11 @@ static int op_fwd(cu_net *d, int i, int n, int64_t *counts, const float *x, cons
         break;
     case FU_OP_ADD: {
         const fu_op *sc = d->op[i].scale >= 0 ? &m->ops[d->op[i].scale] : NULL; // fused: scale, add, ReLU
+        int relu = d->op[i].relu;
         if (!sc) cu_add_fwd(len, in, act(d, op->in[1]), y);
-        else cu_scale_add_relu_fwd(n, op->h * op->w, op->c, act(d, sc->in[0]), act(d, sc->in[1]), act(d, op->in[1]),
-                                   act(d, d->op[i].relu));
+        else cu_scale_add_relu_fwd(n, op->h * op->w, op->c, out_type(d, sc->in[0]), act(d, sc->in[0]),
+                                   act(d, sc->in[1]), out_type(d, op->in[1]), act(d, op->in[1]), out_type(d, relu),
+                                   act(d, relu));
         break;
     }
     case FU_OP_CONCAT:
@@ -811,7 +817,7 @@ static int cu_forward(fu_backend *b, int n, const float *params, float *state, i
     int k = m->classes, out = output_op(m);
     snprintf(d->what, sizeof d->what, "forward (downloading the output of op %d)", out);
     mark(d, "forward: output download (a wait)");
-    if (download_nchw(d, out, n, act(d, out), d->logits) < 0) return -1;
+    if (download_nchw(d, out, n, out_type(d, out), act(d, out), d->logits) < 0) return -1;
     if (pass->train && state) CU(cudaMemcpy(state, d->state, m->n_state * sizeof(float), cudaMemcpyDeviceToHost));
     cu_profile_flush(d->prof);
     if (labels && ends_in_loss(m)) {
@@ -860,17 +866,19 @@ static int linear_bwd(cu_net *d, const fu_op *op, int n, const float *x, const f
 
 // fp32: dx accumulates in place (beta = 1), or is written (beta = 0) by its
 // first writer (add false). amp: dy goes to half in hy (or is half already:
-// o->half); the half dx (in hx) is added to the fp32 dx or written; then
-// hx is reused for x in half. A half x (a fused BN + ReLU's, read by this
-// conv alone) is read as it is, and its gradient written there directly.
+// o->half_grad); a half dx (a fused BN + ReLU's gradient, this conv its one
+// writer) is written directly, an fp32 one goes through hx and is added
+// to or written; then, unless x is half already (a fused BN + ReLU's, a
+// BatchNorm's or a block's end, plan_fusion), hx is reused for x in half.
 static int conv_bwd(cu_net *d, int i, int n, const float *x, const float *dy, float *dx, bool add) {
     const fu_op *op = &d->m->ops[i];
     const fu_op *src = &d->m->ops[op->in[0]];
     cu_op *o = &d->op[i];
-    bool amp = d->amp != FU_AMP_OFF, convert_x = amp && type_of(d, op->in[0]) == CU_FP32;
+    bool amp = d->amp != FU_AMP_OFF;
+    bool convert_x = amp && out_type(d, op->in[0]) == CU_FP32, convert_dx = amp && grad_type(d, op->in[0]) == CU_FP32;
     size_t in_len = fu_op_numel(d->m, op->in[0], n);
     const void *in = x, *g = dy;
-    if (amp && !o->half) {
+    if (amp && !o->half_grad) {
         mark(d, BWD_CONVERT);
         cu_to_half(d->bf16, fu_op_numel(d->m, i, n), dy, d->hy);
         g = d->hy;
@@ -879,9 +887,9 @@ static int conv_bwd(cu_net *d, int i, int n, const float *x, const float *dy, fl
         mark(d, section(FU_OP_CONV, true));
         DNN(cudnnSetConvolutionMathType(o->conv, o->bwd_data_math));
         DNN(cudnnConvolutionBackwardData(d->dnn, &ONE, o->w, wt_of(d, o), o->y, g, o->conv, o->bwd_data, d->ws,
-                                         d->ws_size, amp || !add ? &ZERO : &ONE, o->x, convert_x ? d->hx : (void *)dx));
+                                         d->ws_size, amp || !add ? &ZERO : &ONE, o->x, convert_dx ? d->hx : (void *)dx));
         mark(d, BWD_CONVERT);
-        if (convert_x) cu_from_half(d->bf16, in_len, d->hx, dx, add);
+        if (convert_dx) cu_from_half(d->bf16, in_len, d->hx, dx, add);
     }
     if (convert_x) {
         cu_to_half(d->bf16, in_len, x, d->hx);
@@ -895,7 +903,7 @@ static int conv_bwd(cu_net *d, int i, int n, const float *x, const float *dy, fl
     mark(d, BWD_CONVERT);
     int kk = op->k * op->k;
     if (amp) cu_weight_from_half(d->bf16, op->c, src->c, kk, dwt_of(d, o), d->grads + op->weight);
-    else cu_nhwc_to_nchw((size_t)op->c, src->c, kk, (const float *)dwt_of(d, o), d->grads + op->weight);
+    else cu_nhwc_to_nchw((size_t)op->c, src->c, kk, CU_FP32, dwt_of(d, o), d->grads + op->weight);
     return 0;
 }
 
@@ -928,7 +936,7 @@ static int bn_bwd(cu_net *d, int i, size_t rows) {
     int relu = d->op[i].relu, out = relu >= 0 ? relu : i;
     const float *relu_coef = relu >= 0 ? d->coef + d->op[i].coef : NULL;
     double m = (double)rows;
-    cu_type xt = type_of(d, op->in[0]), dyt = type_of(d, out);
+    cu_type xt = out_type(d, op->in[0]), dyt = grad_type(d, out); // dx: of x's type (plan_fusion)
     const void *x = act(d, op->in[0]), *dy = dact(d, out);
     cu_bn_bwd_sums(rows, op->c, xt, x, aux, aux + op->c, dyt, dy, relu_coef, d->part, d->bnv, d->grads + op->weight,
                    d->grads + op->bias_off);
@@ -974,9 +982,11 @@ static int op_bwd(cu_net *d, int i, int n) {
         int relu = d->op[i].relu;
         const fu_op *sc = d->op[i].scale >= 0 ? &m->ops[d->op[i].scale] : NULL;
         if (!sc) cu_add_bwd(len, dy, din, add, grad_of(d, op->in[1]), adds(d, i, op->in[1]));
-        else cu_scale_add_relu_bwd(n, op->h * op->w, op->c, act(d, sc->in[0]), act(d, sc->in[1]), act(d, relu),
-                                   dact(d, relu), grad_of(d, sc->in[0]), adds(d, i, sc->in[0]), grad_of(d, sc->in[1]),
-                                   adds(d, i, sc->in[1]), grad_of(d, op->in[1]), adds(d, i, op->in[1]), d->part);
+        else cu_scale_add_relu_bwd(n, op->h * op->w, op->c, out_type(d, sc->in[0]), act(d, sc->in[0]),
+                                   act(d, sc->in[1]), out_type(d, op->in[1]), act(d, op->in[1]), out_type(d, relu),
+                                   act(d, relu), dact(d, relu), grad_of(d, sc->in[0]), adds(d, i, sc->in[0]),
+                                   grad_of(d, sc->in[1]), adds(d, i, sc->in[1]), grad_of(d, op->in[1]),
+                                   adds(d, i, op->in[1]), d->part);
         break;
     }
     case FU_OP_CONCAT:
@@ -1091,7 +1101,7 @@ static int cu_backward(fu_backend *b, const float *params, const float *dy_out, 
     snprintf(d->what, sizeof d->what, "backward (downloading the gradients)");
     mark(d, "backward: downloads (host buffers given)");
     if (grads) CU(cudaMemcpy(grads, d->grads, m->n_params * sizeof(float), cudaMemcpyDeviceToHost));
-    if (m->inner_input && download_nchw(d, 0, d->n, dact(d, 0), d->dinput) < 0) return -1;
+    if (m->inner_input && download_nchw(d, 0, d->n, grad_type(d, 0), dact(d, 0), d->dinput) < 0) return -1;
     d->ready = false;
     cu_profile_flush(d->prof);
     // Every range of the host's grads is final now; announced in backward op
@@ -1216,7 +1226,8 @@ static void plan_scratch(cu_net *d) {
             d->wt_size = d->op[i].wt + (size_t)op->c * m->ops[op->in[0]].c * op->k * op->k;
             size_t in = fu_op_numel(m, op->in[0], d->batch), out = fu_op_numel(m, i, d->batch);
             if (in > d->hx_size) d->hx_size = in;
-            if (out > d->hy_size && !d->op[i].half) d->hy_size = out; // a half output has no need of hy
+            // hy: the output or its gradient in half on the way to or from fp32
+            if (out > d->hy_size && !(d->op[i].half_out && d->op[i].half_grad)) d->hy_size = out;
         } else if (op->kind == FU_OP_BN) {
             size_t part = cu_bn_part_size(rows, op->c);
             if (part > d->part_size) d->part_size = part;
@@ -1235,6 +1246,19 @@ static void plan_scratch(cu_net *d) {
         if (m->ops[i].kind == FU_OP_BN) d->op[i].coef = d->coef_size, d->coef_size += 2 * (size_t)m->ops[i].c;
 }
 
+// Whether op r reads op t's output as well in half, its gradient being fp32:
+// a conv (converting the gradient from half), global pooling, a fused SE
+// scale's x, a fused block end's shortcut (block_end, cuda_ops.cu).
+static bool reads_half(const cu_net *d, int r, int t) {
+    const fu_op *op = &d->m->ops[r];
+    switch (op->kind) {
+    case FU_OP_CONV: case FU_OP_GAP: return true;
+    case FU_OP_SCALE: return d->op[r].fused && op->in[0] == t && op->in[1] != t;
+    case FU_OP_ADD: return d->op[r].scale >= 0 && op->in[1] == t && op->in[0] != t;
+    default: return false;
+    }
+}
+
 // Fusion (cuda_ops.h): a BN whose output only a ReLU reads writes the
 // ReLU's output itself, and takes the ReLU's output gradient in backward;
 // an add of an SE scale's output (read by nothing else) and a shortcut,
@@ -1251,6 +1275,14 @@ static void plan_scratch(cu_net *d) {
 // the BN's input, cuda_ops.h, so the half output is never read back).
 // FU_CUDA_FUSE=0 in the environment turns it off (the same values, one
 // kernel per op, for comparison and profiles).
+// Also under amp, as PyTorch's autocast keeps them: a BatchNorm's output
+// (no ReLU fused) and a residual block's end (the fused SE scale + add +
+// ReLU's) are written in half where every op reading them takes half
+// (reads_half: the convs of the next block, the SE's pooling and the
+// block's end, the shortcut, the head's pooling); their gradients stay
+// fp32. Unlike the conversions above, this rounds values that fp32 ops
+// read (the shortcut's add, the pooling): FU_CUDA_HALF_ACT=0 keeps these
+// outputs fp32 (with fusion, the same values as FU_CUDA_FUSE=0).
 static void plan_fusion(cu_net *d) {
     const fu_model *m = d->m;
     const char *env = getenv("FU_CUDA_FUSE");
@@ -1277,14 +1309,31 @@ static void plan_fusion(cu_net *d) {
     for (int j = 0; on && readers && d->amp != FU_AMP_OFF && j < m->n_ops; j++) {
         if (m->ops[j].kind != FU_OP_BN) continue;
         int i = m->ops[j].in[0];
-        if (m->ops[i].kind == FU_OP_CONV && readers[i] == 1 && i != output_op(m)) d->op[i].half = true;
+        if (m->ops[i].kind == FU_OP_CONV && readers[i] == 1 && i != output_op(m))
+            d->op[i].half_out = d->op[i].half_grad = true;
     }
     for (int j = 0; on && readers && d->amp != FU_AMP_OFF && j < m->n_ops; j++) {
         if (m->ops[j].kind != FU_OP_CONV) continue;
         int r = m->ops[j].in[0];
         if (m->ops[r].kind != FU_OP_RELU || readers[r] != 1 || r == output_op(m)) continue;
         int bn = m->ops[r].in[0];
-        if (m->ops[bn].kind == FU_OP_BN && d->op[bn].relu == r) d->op[r].half = true;
+        if (m->ops[bn].kind == FU_OP_BN && d->op[bn].relu == r) d->op[r].half_out = d->op[r].half_grad = true;
+    }
+    const char *half_env = getenv("FU_CUDA_HALF_ACT");
+    bool half_acts = on && readers && d->amp != FU_AMP_OFF && (!half_env || strcmp(half_env, "0") != 0);
+    for (int t = 0; half_acts && t < m->n_ops; t++) {
+        const fu_op *op = &m->ops[t];
+        bool bn = op->kind == FU_OP_BN && d->op[t].relu < 0;
+        bool block_end = op->kind == FU_OP_RELU && d->op[t].fused && m->ops[op->in[0]].kind == FU_OP_ADD;
+        // A stage's output that is a block's end, handed out as fp32 (download_nchw) holding the half
+        // values: as in the whole model, where the next block's ops (or the head's pooling) read it.
+        bool handed_out = t == output_op(m) && !ends_in_loss(m) && block_end && op->h * op->w > 1;
+        if (!(bn || block_end) || (t == output_op(m) && !handed_out) || (readers[t] == 0 && !handed_out)) continue;
+        bool all = true;
+        for (int r = t + 1; all && r < m->n_ops; r++)
+            for (int p = 0; p < m->ops[r].n_in; p++)
+                if (m->ops[r].in[p] == t && !reads_half(d, r, t)) all = false;
+        d->op[t].half_out = all;
     }
     free(readers); // (without it: no fusion, the same results)
 }
@@ -1292,13 +1341,17 @@ static void plan_fusion(cu_net *d) {
 // Outputs that no op reads once fused (a fused BatchNorm's, a fused SE
 // scale's and its add's) get no memory, nor do their gradients; outputs kept
 // in half get half the floats. Aligned as fu_model_plan aligns them.
+static size_t floats_of(const cu_net *d, int i, bool in_half) {
+    size_t numel = fu_op_numel(d->m, i, d->batch), floats = in_half ? (numel * d->es + 3) / 4 : numel;
+    return (floats + 15) & ~(size_t)15;
+}
+
 static size_t out_floats(const cu_net *d, int i) {
     const cu_op *o = &d->op[i];
     fu_op_kind k = d->m->ops[i].kind;
     if ((k == FU_OP_BN && o->relu >= 0) || (k == FU_OP_ADD && o->scale >= 0) || (k == FU_OP_SCALE && o->fused))
         return 0;
-    size_t numel = fu_op_numel(d->m, i, d->batch), floats = o->half ? (numel * d->es + 3) / 4 : numel;
-    return (floats + 15) & ~(size_t)15;
+    return floats_of(d, i, o->half_out);
 }
 
 // Where outputs go: one after another (each unread one's offset is the
@@ -1313,8 +1366,11 @@ static void plan_outputs(cu_net *d) {
 }
 
 // Op o's output gradient: none for the image (only a stage's inner input
-// has one), else as its output.
-static size_t grad_floats(const cu_net *d, int o) { return o > 0 || d->m->inner_input ? out_floats(d, o) : 0; }
+// has one), nor for an output never written, else its output's size in its own type.
+static size_t grad_floats(const cu_net *d, int o) {
+    if (o == 0 && !d->m->inner_input) return 0;
+    return out_floats(d, o) ? floats_of(d, o, d->op[o].half_grad) : 0;
+}
 
 // The op whose backward does op j's reading of its inputs: a fused SE
 // scale's add (which writes the scale's input gradients), else j.

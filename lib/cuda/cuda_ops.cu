@@ -36,13 +36,6 @@ static unsigned blocks_for(size_t n) {
 #define MUL_RN(a, b) ((a) * (b))
 #endif
 
-// Fusion with a ReLU after an op: dy, the ReLU's output gradient, where the
-// ReLU let it through (relu_y, its output, positive), else 0: what the
-// ReLU's own backward leaves for the op (relu_y NULL: no ReLU fused).
-__device__ static float through_relu(const float *dy, const float *relu_y, size_t i) {
-    return relu_y && !(relu_y[i] > 0) ? 0.0f : dy[i];
-}
-
 // Element types: a value read as float, a float stored rounded to nearest
 // (fp16 saturates to inf).
 __device__ static float get(float v) { return v; }
@@ -78,10 +71,10 @@ __global__ void k_nchw_to_nhwc(size_t n, int c, int hw, const float *x, float *y
     }
 }
 
-__global__ void k_nhwc_to_nchw(size_t n, int c, int hw, const float *x, float *y) {
+template <typename X> __global__ void k_nhwc_to_nchw(size_t n, int c, int hw, const X *x, float *y) {
     FOR_EACH(o, n * c * hw) { // o indexes y (n, c, hw)
         unsigned p = U32(o) % hw, rest = U32(o) / hw, ch = rest % c, img = rest / c;
-        y[o] = x[(img * hw + p) * c + ch];
+        y[o] = get(x[(img * hw + p) * c + ch]);
     }
 }
 
@@ -89,8 +82,10 @@ void cu_nchw_to_nhwc(size_t n, int c, int hw, const float *x, float *y) {
     k_nchw_to_nhwc<<<blocks_for(n * c * hw), THREADS>>>(n, c, hw, x, y);
 }
 
-void cu_nhwc_to_nchw(size_t n, int c, int hw, const float *x, float *y) {
-    k_nhwc_to_nchw<<<blocks_for(n * c * hw), THREADS>>>(n, c, hw, x, y);
+void cu_nhwc_to_nchw(size_t n, int c, int hw, cu_type xt, const void *x, float *y) {
+    with_type(xt, [&](auto *xtag) {
+        k_nhwc_to_nchw<<<blocks_for(n * c * hw), THREADS>>>(n, c, hw, (const ELEM(xtag) *)x, y);
+    });
 }
 
 // ---- element-wise -------------------------------------------------------------
@@ -162,19 +157,42 @@ static int pos_chunks(int hw) { return (hw + POS_CHUNK - 1) / POS_CHUNK; }
 
 size_t cu_pos_part_size(int n, int hw, int c) { return (size_t)n * pos_chunks(hw) * c; }
 
+// Which elements' dy a sum over positions takes: every one (no ReLU after
+// the op), or those a residual block's fused end let through (block_end).
+struct every_element {
+    __device__ bool passes(unsigned, unsigned) const { return true; }
+};
+
+// A residual block's end fused (SE scale + add + ReLU, y = max(0, x s +
+// sc)): whether its ReLU let element o (of image and channel nc = img * c +
+// ch) through, i.e. whether forward's v = x s + sc was positive. Read from
+// y where y is fp32; recomputed from x, s and sc where y is half, as
+// forward computed it (half would round a tiny positive v to 0).
+template <typename X, typename S, typename Y> struct block_end {
+    const X *x;
+    const float *s;
+    const S *sc;
+    const Y *y;
+    __device__ float value(unsigned o, unsigned nc) const { return MUL_RN(get(x[o]), s[nc]) + get(sc[o]); }
+    __device__ bool passes(unsigned o, unsigned nc) const {
+        if constexpr (std::is_same<Y, float>::value) return y[o] > 0;
+        else return value(o, nc) > 0;
+    }
+};
+
 // part (n, chunks, c) = sums of x over each chunk, or of dy * x where dy is
-// given (through the ReLU whose output is relu_y, where given).
-__global__ void k_pos_partial(int n, int hw, int c, int chunks, const float *x, const float *dy, const float *relu_y,
-                              double *part) {
+// given (where mask lets it through).
+template <typename X, typename M>
+__global__ void k_pos_partial(int n, int hw, int c, int chunks, const X *x, const float *dy, M mask, double *part) {
     FOR_EACH(o, (size_t)n * chunks * c) {
         unsigned ch = U32(o) % c, rest = U32(o) / c, img = rest / chunks;
         int p0 = (int)(rest % chunks) * POS_CHUNK, p1 = p0 + POS_CHUNK < hw ? p0 + POS_CHUNK : hw;
-        size_t at = (img * hw + p0) * c + ch; // stride c
+        unsigned at = (img * hw + p0) * c + ch, nc = img * c + ch; // at: stride c
         double acc = 0;
         if (dy)
-            for (int p = p0; p < p1; p++, at += c) acc += (double)through_relu(dy, relu_y, at) * x[at];
+            for (int p = p0; p < p1; p++, at += c) acc += (double)(mask.passes(at, nc) ? dy[at] : 0.0f) * get(x[at]);
         else
-            for (int p = p0; p < p1; p++, at += c) acc += x[at];
+            for (int p = p0; p < p1; p++, at += c) acc += get(x[at]);
         part[o] = acc;
     }
 }
@@ -193,10 +211,11 @@ __global__ void k_pos_total(int n, int c, int chunks, const double *part, double
     }
 }
 
-static void pos_sums(int n, int hw, int c, const float *x, const float *dy, const float *relu_y, double div,
-                     bool grad, bool add, double *part, float *out) {
+template <typename X, typename M>
+static void pos_sums(int n, int hw, int c, const X *x, const float *dy, M mask, double div, bool grad, bool add,
+                     double *part, float *out) {
     int chunks = pos_chunks(hw);
-    k_pos_partial<<<blocks_for(cu_pos_part_size(n, hw, c)), THREADS>>>(n, hw, c, chunks, x, dy, relu_y, part);
+    k_pos_partial<<<blocks_for(cu_pos_part_size(n, hw, c)), THREADS>>>(n, hw, c, chunks, x, dy, mask, part);
     k_pos_total<<<blocks_for((size_t)n * c), THREADS>>>(n, c, chunks, part, div, grad, add, out);
 }
 
@@ -221,39 +240,66 @@ void cu_scale_fwd(int n, int hw, int c, const float *x, const float *s, float *y
 void cu_scale_bwd(int n, int hw, int c, const float *x, const float *s, const float *dy, float *dx, bool add_x,
                   float *ds, bool add_s, double *part) {
     if (dx) k_scale_bwd_x<<<blocks_for((size_t)n * hw * c), THREADS>>>(n, hw, c, s, dy, dx, add_x);
-    if (ds) pos_sums(n, hw, c, x, dy, NULL, 1, true, add_s, part, ds);
+    if (ds) pos_sums(n, hw, c, x, dy, every_element(), 1, true, add_s, part, ds);
 }
 
 // SE scale + add + ReLU, the residual blocks' ends: y = max(0, x s + sc),
-// the product rounded on its own as the scale op stores it.
-__global__ void k_scale_add_relu_fwd(int n, int hw, int c, const float *x, const float *s, const float *sc, float *y) {
+// the product rounded on its own as the scale op stores it; x, sc and y of
+// any element type (block_end).
+template <typename X, typename S, typename Y>
+__global__ void k_scale_add_relu_fwd(int n, int hw, int c, block_end<X, S, Y> e, Y *y) {
     FOR_EACH(o, (size_t)n * hw * c) {
         unsigned ch = U32(o) % c, img = U32(o) / (U32(hw) * c);
-        float v = MUL_RN(x[o], s[img * c + ch]) + sc[o];
-        y[o] = v > 0 ? v : 0.0f;
+        float v = e.value(U32(o), img * c + ch);
+        put(v > 0 ? v : 0.0f, &y[o]);
     }
 }
 
-// g = dy through the ReLU (y its output): dsc += g, dx += g s.
-__global__ void k_scale_add_relu_bwd(int n, int hw, int c, const float *s, const float *y, const float *dy, float *dx,
+// g = dy through the ReLU: dsc += g, dx += g s.
+template <typename X, typename S, typename Y>
+__global__ void k_scale_add_relu_bwd(int n, int hw, int c, block_end<X, S, Y> e, const float *dy, float *dx,
                                      bool add_x, float *dsc, bool add_sc) {
     FOR_EACH(o, (size_t)n * hw * c) {
-        unsigned ch = U32(o) % c, img = U32(o) / (U32(hw) * c);
-        float g = through_relu(dy, y, o);
+        unsigned ch = U32(o) % c, img = U32(o) / (U32(hw) * c), nc = img * c + ch;
+        float g = e.passes(U32(o), nc) ? dy[o] : 0.0f;
         if (dsc) grad_into(add_sc, g, &dsc[o]);
-        if (dx) grad_into(add_x, g * s[img * c + ch], &dx[o]);
+        if (dx) grad_into(add_x, g * e.s[nc], &dx[o]);
     }
 }
 
-void cu_scale_add_relu_fwd(int n, int hw, int c, const float *x, const float *s, const float *sc, float *y) {
-    k_scale_add_relu_fwd<<<blocks_for((size_t)n * hw * c), THREADS>>>(n, hw, c, x, s, sc, y);
+// Calls f with a block_end of the given types over x, s, sc and y.
+template <typename F>
+static void with_block_end(cu_type xt, const void *x, const float *s, cu_type sct, const void *sc, cu_type yt,
+                           const void *y, F f) {
+    with_type(xt, [&](auto *xtag) {
+        with_type(sct, [&](auto *sctag) {
+            with_type(yt, [&](auto *ytag) {
+                using X = ELEM(xtag);
+                using S = ELEM(sctag);
+                using Y = ELEM(ytag);
+                f(block_end<X, S, Y>{(const X *)x, s, (const S *)sc, (const Y *)y});
+            });
+        });
+    });
 }
 
-void cu_scale_add_relu_bwd(int n, int hw, int c, const float *x, const float *s, const float *y, const float *dy,
-                           float *dx, bool add_x, float *ds, bool add_s, float *dsc, bool add_sc, double *part) {
-    if (dx || dsc)
-        k_scale_add_relu_bwd<<<blocks_for((size_t)n * hw * c), THREADS>>>(n, hw, c, s, y, dy, dx, add_x, dsc, add_sc);
-    if (ds) pos_sums(n, hw, c, x, dy, y, 1, true, add_s, part, ds);
+void cu_scale_add_relu_fwd(int n, int hw, int c, cu_type xt, const void *x, const float *s, cu_type sct,
+                           const void *sc, cu_type yt, void *y) {
+    with_block_end(xt, x, s, sct, sc, yt, y, [&](auto e) {
+        using Y = std::remove_const_t<std::remove_pointer_t<decltype(e.y)>>;
+        k_scale_add_relu_fwd<<<blocks_for((size_t)n * hw * c), THREADS>>>(n, hw, c, e, (Y *)y);
+    });
+}
+
+void cu_scale_add_relu_bwd(int n, int hw, int c, cu_type xt, const void *x, const float *s, cu_type sct,
+                           const void *sc, cu_type yt, const void *y, const float *dy, float *dx, bool add_x,
+                           float *ds, bool add_s, float *dsc, bool add_sc, double *part) {
+    with_block_end(xt, x, s, sct, sc, yt, y, [&](auto e) {
+        if (dx || dsc)
+            k_scale_add_relu_bwd<<<blocks_for((size_t)n * hw * c), THREADS>>>(n, hw, c, e, dy, dx, add_x, dsc,
+                                                                              add_sc);
+        if (ds) pos_sums(n, hw, c, e.x, dy, e, 1, true, add_s, part, ds);
+    });
 }
 
 __global__ void k_gap_bwd(int n, int hw, int c, const float *dy, float *dx, bool add) {
@@ -263,8 +309,10 @@ __global__ void k_gap_bwd(int n, int hw, int c, const float *dy, float *dx, bool
     }
 }
 
-void cu_gap_fwd(int n, int hw, int c, const float *x, float *y, double *part) {
-    pos_sums(n, hw, c, x, NULL, NULL, hw, false, false, part, y);
+void cu_gap_fwd(int n, int hw, int c, cu_type xt, const void *x, float *y, double *part) {
+    with_type(xt, [&](auto *xtag) {
+        pos_sums(n, hw, c, (const ELEM(xtag) *)x, (const float *)NULL, every_element(), hw, false, false, part, y);
+    });
 }
 
 void cu_gap_bwd(int n, int hw, int c, const float *dy, float *dx, bool add) {

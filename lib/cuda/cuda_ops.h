@@ -27,8 +27,9 @@ typedef enum { CU_FP32, CU_FP16, CU_BF16 } cu_type;
 // (n, c, hw) -> (n, hw, c): the image and dropout masks into NHWC, conv
 // weights OIHW -> OHWI (n = O, c = I, hw = kh kw).
 void cu_nchw_to_nhwc(size_t n, int c, int hw, const float *x, float *y);
-// (n, hw, c) -> (n, c, hw): conv weight gradients OHWI -> OIHW.
-void cu_nhwc_to_nchw(size_t n, int c, int hw, const float *x, float *y);
+// (n, hw, c) -> (n, c, hw): conv weight gradients OHWI -> OIHW, a stage's
+// output on its way out (x of type xt: half where the backend keeps it so).
+void cu_nhwc_to_nchw(size_t n, int c, int hw, cu_type xt, const void *x, float *y);
 
 void cu_relu_fwd(size_t n, const float *x, float *y);
 void cu_relu_bwd(size_t n, const float *y, const float *dy, float *dx, bool add);
@@ -50,14 +51,19 @@ void cu_scale_fwd(int n, int hw, int c, const float *x, const float *s, float *y
 void cu_scale_bwd(int n, int hw, int c, const float *x, const float *s, const float *dy, float *dx, bool add_x,
                   float *ds, bool add_s, double *part);
 // Fused, the residual blocks' ends: y = max(0, x * s + sc), sc (n, hw, c);
-// backward from the ReLU's output gradient dy (y its output): dx, ds
-// (part as cu_scale_bwd's) and dsc += what the scale, add and ReLU would
-// give them, value for value.
-void cu_scale_add_relu_fwd(int n, int hw, int c, const float *x, const float *s, const float *sc, float *y);
-void cu_scale_add_relu_bwd(int n, int hw, int c, const float *x, const float *s, const float *y, const float *dy,
-                           float *dx, bool add_x, float *ds, bool add_s, float *dsc, bool add_sc, double *part);
-// Global average pooling (n, hw, c) -> (n, c).
-void cu_gap_fwd(int n, int hw, int c, const float *x, float *y, double *part);
+// backward from the ReLU's output gradient dy: dx, ds (part as
+// cu_scale_bwd's) and dsc += what the scale, add and ReLU would give them,
+// value for value. x, sc and y of types xt, sct, yt (fp32, or half where
+// the backend keeps them so under amp: y rounded as converting the fp32 y
+// would; the ReLU's mask in backward is then recomputed from x, s and sc,
+// not read from the half y, which a tiny positive value underflows to 0).
+void cu_scale_add_relu_fwd(int n, int hw, int c, cu_type xt, const void *x, const float *s, cu_type sct,
+                           const void *sc, cu_type yt, void *y);
+void cu_scale_add_relu_bwd(int n, int hw, int c, cu_type xt, const void *x, const float *s, cu_type sct,
+                           const void *sc, cu_type yt, const void *y, const float *dy, float *dx, bool add_x,
+                           float *ds, bool add_s, float *dsc, bool add_sc, double *part);
+// Global average pooling (n, hw, c) -> (n, c); x of type xt.
+void cu_gap_fwd(int n, int hw, int c, cu_type xt, const void *x, float *y, double *part);
 void cu_gap_bwd(int n, int hw, int c, const float *dy, float *dx, bool add);
 // One part of a channel concat: y[:, off:off + c] of y's ctot channels = x, over rows.
 void cu_concat_fwd(size_t rows, int c, int ctot, int off, const float *x, float *y);

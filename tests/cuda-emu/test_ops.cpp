@@ -42,7 +42,7 @@ static void test_layout(int n, int c, int hw) {
     cu_nchw_to_nhwc(n, c, hw, x.data(), y.data());
     snprintf(what, sizeof what, "nchw_to_nhwc %dx%dx%d: every value at its NHWC place", n, c, hw);
     near(what, y, to_double(to_nhwc(x, n, c, hw)), 0);
-    cu_nhwc_to_nchw(n, c, hw, y.data(), back.data());
+    cu_nhwc_to_nchw(n, c, hw, CU_FP32, y.data(), back.data());
     snprintf(what, sizeof what, "nhwc_to_nchw %dx%dx%d: the round trip gives x back", n, c, hw);
     near(what, back, to_double(x), 0);
 }
@@ -72,7 +72,7 @@ static void test_scale_gap(int n, int c, int hw) {
 
     vector<float> pooled(nc);
     vector<double> pooled_ref(nc);
-    cu_gap_fwd(n, hw, c, xh.data(), pooled.data(), part.data());
+    cu_gap_fwd(n, hw, c, CU_FP32, xh.data(), pooled.data(), part.data());
     fu_ref_gap_fwd_f64(nc, hw, xd.data(), pooled_ref.data());
     near("gap fwd: the mean over positions per (image, channel)", pooled, pooled_ref, 2e-6);
 
@@ -93,7 +93,7 @@ static void test_scale_add_relu(int n, int c, int hw) {
     cu_scale_fwd(n, hw, c, x.data(), s.data(), scaled.data());
     cu_add_fwd(big, scaled.data(), sc.data(), sum.data());
     cu_relu_fwd(big, sum.data(), y.data());
-    cu_scale_add_relu_fwd(n, hw, c, x.data(), s.data(), sc.data(), yf.data());
+    cu_scale_add_relu_fwd(n, hw, c, CU_FP32, x.data(), s.data(), CU_FP32, sc.data(), CU_FP32, yf.data());
     char name[128];
     snprintf(name, sizeof name, "scale + add + relu %dx%dx%d fused: forward = the three ops", n, c, hw);
     report(same_values(y, yf), name);
@@ -104,11 +104,62 @@ static void test_scale_add_relu(int n, int c, int hw) {
     cu_relu_bwd(big, y.data(), dy.data(), dsum.data(), true);
     cu_add_bwd(big, dsum.data(), dscaled.data(), true, dsc.data(), true);
     cu_scale_bwd(n, hw, c, x.data(), s.data(), dscaled.data(), dx.data(), true, ds.data(), true, part.data());
-    cu_scale_add_relu_bwd(n, hw, c, x.data(), s.data(), yf.data(), dy.data(), dxf.data(), true, dsf.data(), true,
-                          dscf.data(), true, part.data());
+    cu_scale_add_relu_bwd(n, hw, c, CU_FP32, x.data(), s.data(), CU_FP32, sc.data(), CU_FP32, yf.data(), dy.data(),
+                          dxf.data(), true, dsf.data(), true, dscf.data(), true, part.data());
     snprintf(name, sizeof name, "scale + add + relu %dx%dx%d fused: backward = the three ops (dx, ds, dshortcut)", n,
              c, hw);
     report(same_values(dx, dxf) && same_values(ds, dsf) && same_values(dsc, dscf), name);
+}
+
+// Under amp a block's end reads x (a BatchNorm's output) and the shortcut
+// in half and writes y in half, and global pooling reads half: each = the
+// fp32 kernel on the values the half tensors hold, with y rounded, value
+// for value, forward and backward, for fp16 and bf16 and for each mix the
+// backend makes (the shortcut fp32: the stem's max pooling). Element 0's
+// v = x s + sc is positive but below fp16's range (x 1, s 1e-9, sc 0): y
+// is 0 in fp16, and backward still lets its gradient through, as fp32's.
+static void test_block_end_half(int n, int c, int hw) {
+    size_t big = (size_t)n * hw * c, nc = (size_t)n * c;
+    vector<float> x0 = random_floats(big), s = random_floats(nc), sc0 = random_floats(big), dy = random_floats(big);
+    x0[0] = 1, s[0] = 1e-9f, sc0[0] = 0;
+    static const bool half_sc[] = {true, false};
+    for (int t = 0; t < 2; t++) {
+        cu_type h = t ? CU_BF16 : CU_FP16;
+        for (bool hsc : half_sc) {
+            // the typed inputs, and the fp32 values they hold
+            vector<unsigned short> x16(big), sc16(big), y16(big), y_ref16(big);
+            vector<float> x(big), sc = sc0, y(big);
+            cu_to_half(t, big, x0.data(), x16.data());
+            cu_from_half(t, big, x16.data(), x.data(), false);
+            if (hsc) {
+                cu_to_half(t, big, sc0.data(), sc16.data());
+                cu_from_half(t, big, sc16.data(), sc.data(), false);
+            }
+            const void *sc_in = hsc ? (const void *)sc16.data() : sc.data();
+            cu_type sct = hsc ? h : CU_FP32;
+            cu_scale_add_relu_fwd(n, hw, c, CU_FP32, x.data(), s.data(), CU_FP32, sc.data(), CU_FP32, y.data());
+            cu_scale_add_relu_fwd(n, hw, c, h, x16.data(), s.data(), sct, sc_in, h, y16.data());
+            cu_to_half(t, big, y.data(), y_ref16.data());
+
+            vector<double> part(cu_pos_part_size(n, hw, c));
+            vector<float> dx = random_floats(big), ds = random_floats(nc), dsc = random_floats(big);
+            vector<float> dx16 = dx, ds16 = ds, dsc16 = dsc;
+            cu_scale_add_relu_bwd(n, hw, c, CU_FP32, x.data(), s.data(), CU_FP32, sc.data(), CU_FP32, y.data(),
+                                  dy.data(), dx.data(), true, ds.data(), true, dsc.data(), true, part.data());
+            cu_scale_add_relu_bwd(n, hw, c, h, x16.data(), s.data(), sct, sc_in, h, y16.data(), dy.data(),
+                                  dx16.data(), true, ds16.data(), true, dsc16.data(), true, part.data());
+            vector<float> pooled(nc), pooled16(nc);
+            cu_gap_fwd(n, hw, c, CU_FP32, x.data(), pooled.data(), part.data());
+            cu_gap_fwd(n, hw, c, h, x16.data(), pooled16.data(), part.data());
+            bool underflow = t == 1 || (y16[0] == 0 && y[0] > 0 && dsc[0] == dsc16[0] && dy[0] != 0);
+            char name[200];
+            snprintf(name, sizeof name, "scale + add + relu %dx%dx%d, x%s and y in %s: y rounded, backward and the "
+                     "pooling of x as in fp32%s", n, c, hw, hsc ? ", shortcut" : "", t ? "bf16" : "fp16",
+                     t ? "" : " (also where y underflows to 0)");
+            report(y16 == y_ref16 && same_values(dx, dx16) && same_values(ds, ds16) && same_values(dsc, dsc16) &&
+                       same_values(pooled, pooled16) && underflow, name);
+        }
+    }
 }
 
 // A channel concat of three parts (odd channel counts), forward and backward.
@@ -516,8 +567,8 @@ static void test_first_writer(int n, int c, int hw) {
             case 3: cu_mul_bwd(big, mask.data(), dy.data(), a, add); break;
             case 4: cu_scale_bwd(n, hw, c, x.data(), s.data(), dy.data(), a, add, b, add, part.data()); break;
             case 5:
-                cu_scale_add_relu_bwd(n, hw, c, x.data(), s.data(), y.data(), dy.data(), a, add, b, add, e, add,
-                                      part.data());
+                cu_scale_add_relu_bwd(n, hw, c, CU_FP32, x.data(), s.data(), CU_FP32, sc.data(), CU_FP32, y.data(),
+                                      dy.data(), a, add, b, add, e, add, part.data());
                 break;
             case 6: cu_gap_bwd(n, hw, c, dnc.data(), a, add); break;
             case 7: cu_concat_bwd(rows, c - 3, c, 2, dy.data(), a, add); g[w][0].resize(rows * (c - 3)); break;
@@ -543,6 +594,7 @@ int main() {
     test_scale_gap(3, 37, 35);
     test_scale_gap(2, 33, 3 * 64 + 5); // positions in three chunks and a short fourth
     test_scale_add_relu(2, 33, 3 * 64 + 5);
+    test_block_end_half(2, 33, 3 * 64 + 5);
     test_concat(2, 15);
     test_bias(3, 70);
     test_bn(3, 37, 35);      // one row split, two channel groups
