@@ -1,5 +1,5 @@
 // Kernels of the cuda backend (cuda_ops.h): element-wise ops with grid-stride
-// loops, two-pass sums over positions for SE scale and global pooling, and
+// loops (the busiest ones 4 channels per step: VEC below), two-pass sums over positions for SE scale and global pooling, and
 // BatchNorm as a two-level reduction (per-block partial sums in double, then
 // one thread per channel adds the blocks' partials in order: deterministic,
 // no atomics).
@@ -9,6 +9,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <initializer_list>
+#include <stdint.h>
 #include <type_traits>
 
 static const int THREADS = 256;
@@ -61,6 +63,47 @@ template <typename F> static void with_type(cu_type t, F f) {
     else f((float *)nullptr);
 }
 #define ELEM(tag) std::remove_pointer_t<decltype(tag)>
+
+// V elements at a time: the element-wise kernels of feature maps take V
+// consecutive elements of a row (channels ch .. ch + V - 1) per step, so one
+// index computation (a division and a remainder: many instructions on a
+// GPU, where a half element is 2 bytes of memory traffic) serves V
+// elements, and each tensor is read and written V * sizeof(T) bytes at a
+// time (16 for fp32, 8 for half) instead of one element. V = VEC where VEC
+// divides the channels and every pointer is 16-byte aligned (the backend's
+// buffers are: vec_ok), else 1; the values are the same either way.
+enum { VEC = 4 };
+
+template <int V, typename T> struct alignas(V * sizeof(T)) pack {
+    T v[V];
+};
+template <int V, typename T> __device__ static pack<V, T> load(const T *p, unsigned o) {
+    return *reinterpret_cast<const pack<V, T> *>(p + o);
+}
+template <int V, typename T> __device__ static void store(T *p, unsigned o, const pack<V, T> &a) {
+    *reinterpret_cast<pack<V, T> *>(p + o) = a;
+}
+
+// V gradients g into dx at o, each as grad_into stores it.
+template <int V, typename T> __device__ static void grads_into(bool add, const float (&g)[V], T *dx, unsigned o) {
+    pack<V, T> d;
+    if (add) d = load<V>(dx, o);
+    for (int j = 0; j < V; j++) grad_into(add, g[j], &d.v[j]);
+    store(dx, o, d);
+}
+
+static bool vec_ok(int c, std::initializer_list<const void *> ptrs) {
+    if (c % VEC) return false;
+    for (const void *p : ptrs)
+        if ((uintptr_t)p % 16) return false;
+    return true;
+}
+
+// Calls f with V (std::integral_constant): VEC where vec, else 1.
+template <typename F> static void with_vec(bool vec, F f) {
+    if (vec) f(std::integral_constant<int, VEC>());
+    else f(std::integral_constant<int, 1>());
+}
 
 // ---- layout -----------------------------------------------------------------
 
@@ -168,12 +211,14 @@ struct every_element {
 // ch) through, i.e. whether forward's v = x s + sc was positive. Read from
 // y where y is fp32; recomputed from x, s and sc where y is half, as
 // forward computed it (half would round a tiny positive v to 0).
+__device__ static float block_value(float x, float s, float sc) { return MUL_RN(x, s) + sc; }
+
 template <typename X, typename S, typename Y> struct block_end {
     const X *x;
     const float *s;
     const S *sc;
     const Y *y;
-    __device__ float value(unsigned o, unsigned nc) const { return MUL_RN(get(x[o]), s[nc]) + get(sc[o]); }
+    __device__ float value(unsigned o, unsigned nc) const { return block_value(get(x[o]), s[nc], get(sc[o])); }
     __device__ bool passes(unsigned o, unsigned nc) const {
         if constexpr (std::is_same<Y, float>::value) return y[o] > 0;
         else return value(o, nc) > 0;
@@ -245,67 +290,105 @@ void cu_scale_bwd(int n, int hw, int c, const float *x, const float *s, const fl
 
 // SE scale + add + ReLU, the residual blocks' ends: y = max(0, x s + sc),
 // the product rounded on its own as the scale op stores it; x, sc and y of
-// any element type (block_end).
-template <typename X, typename S, typename Y>
+// any element type (block_end). V elements at a time (vec_ok).
+template <int V, typename X, typename S, typename Y>
 __global__ void k_scale_add_relu_fwd(int n, int hw, int c, block_end<X, S, Y> e, Y *y) {
-    FOR_EACH(o, (size_t)n * hw * c) {
-        unsigned ch = U32(o) % c, img = U32(o) / (U32(hw) * c);
-        float v = e.value(U32(o), img * c + ch);
-        put(v > 0 ? v : 0.0f, &y[o]);
+    FOR_EACH(g, (size_t)n * hw * c / V) {
+        unsigned o = U32(g) * V, ch = o % c, nc = o / (U32(hw) * c) * c + ch;
+        pack<V, X> x = load<V>(e.x, o);
+        pack<V, S> sc = load<V>(e.sc, o);
+        pack<V, Y> out;
+        for (int j = 0; j < V; j++) {
+            float v = block_value(get(x.v[j]), e.s[nc + j], get(sc.v[j]));
+            put(v > 0 ? v : 0.0f, &out.v[j]);
+        }
+        store(y, o, out);
     }
 }
 
 // g = dy through the ReLU: dsc += g, dx += g s.
-template <typename X, typename S, typename Y>
+template <int V, typename X, typename S, typename Y>
 __global__ void k_scale_add_relu_bwd(int n, int hw, int c, block_end<X, S, Y> e, const float *dy, float *dx,
                                      bool add_x, float *dsc, bool add_sc) {
-    FOR_EACH(o, (size_t)n * hw * c) {
-        unsigned ch = U32(o) % c, img = U32(o) / (U32(hw) * c), nc = img * c + ch;
-        float g = e.passes(U32(o), nc) ? dy[o] : 0.0f;
-        if (dsc) grad_into(add_sc, g, &dsc[o]);
-        if (dx) grad_into(add_x, g * e.s[nc], &dx[o]);
+    FOR_EACH(gi, (size_t)n * hw * c / V) {
+        unsigned o = U32(gi) * V, ch = o % c, nc = o / (U32(hw) * c) * c + ch;
+        pack<V, float> d = load<V>(dy, o);
+        float g[V], gs[V];
+        if constexpr (std::is_same<Y, float>::value) {
+            pack<V, float> y = load<V>(e.y, o);
+            for (int j = 0; j < V; j++) g[j] = y.v[j] > 0 ? d.v[j] : 0.0f;
+        } else {
+            pack<V, X> x = load<V>(e.x, o);
+            pack<V, S> sc = load<V>(e.sc, o);
+            for (int j = 0; j < V; j++) g[j] = block_value(get(x.v[j]), e.s[nc + j], get(sc.v[j])) > 0 ? d.v[j] : 0.0f;
+        }
+        for (int j = 0; j < V; j++) gs[j] = g[j] * e.s[nc + j];
+        if (dsc) grads_into(add_sc, g, dsc, o);
+        if (dx) grads_into(add_x, gs, dx, o);
     }
 }
 
-// Calls f with a block_end of the given types over x, s, sc and y.
+// Calls f with H (a null H *) where is_half, else with float.
+template <typename H, typename F> static void half_or_float(bool is_half, F f) {
+    if (is_half) f((H *)nullptr);
+    else f((float *)nullptr);
+}
+
+// Calls f with a block_end of the given types over x, s, sc and y: each
+// fp32 or the one half type of the run (amp's), 15 combinations compiled,
+// not 27.
 template <typename F>
 static void with_block_end(cu_type xt, const void *x, const float *s, cu_type sct, const void *sc, cu_type yt,
                            const void *y, F f) {
-    with_type(xt, [&](auto *xtag) {
-        with_type(sct, [&](auto *sctag) {
-            with_type(yt, [&](auto *ytag) {
-                using X = ELEM(xtag);
-                using S = ELEM(sctag);
-                using Y = ELEM(ytag);
-                f(block_end<X, S, Y>{(const X *)x, s, (const S *)sc, (const Y *)y});
+    auto with_half = [&](auto *htag) {
+        using H = ELEM(htag);
+        half_or_float<H>(xt != CU_FP32, [&](auto *xtag) {
+            half_or_float<H>(sct != CU_FP32, [&](auto *sctag) {
+                half_or_float<H>(yt != CU_FP32, [&](auto *ytag) {
+                    using X = ELEM(xtag);
+                    using S = ELEM(sctag);
+                    using Y = ELEM(ytag);
+                    f(block_end<X, S, Y>{(const X *)x, s, (const S *)sc, (const Y *)y});
+                });
             });
         });
-    });
+    };
+    if (xt == CU_BF16 || sct == CU_BF16 || yt == CU_BF16) with_half((__nv_bfloat16 *)nullptr);
+    else with_half((__half *)nullptr);
 }
 
 void cu_scale_add_relu_fwd(int n, int hw, int c, cu_type xt, const void *x, const float *s, cu_type sct,
                            const void *sc, cu_type yt, void *y) {
+    size_t len = (size_t)n * hw * c;
     with_block_end(xt, x, s, sct, sc, yt, y, [&](auto e) {
         using Y = std::remove_const_t<std::remove_pointer_t<decltype(e.y)>>;
-        k_scale_add_relu_fwd<<<blocks_for((size_t)n * hw * c), THREADS>>>(n, hw, c, e, (Y *)y);
+        with_vec(vec_ok(c, {x, sc, y}), [&](auto vk) {
+            constexpr int V = decltype(vk)::value;
+            k_scale_add_relu_fwd<V><<<blocks_for(len / V), THREADS>>>(n, hw, c, e, (Y *)y);
+        });
     });
 }
 
 void cu_scale_add_relu_bwd(int n, int hw, int c, cu_type xt, const void *x, const float *s, cu_type sct,
                            const void *sc, cu_type yt, const void *y, const float *dy, float *dx, bool add_x,
                            float *ds, bool add_s, float *dsc, bool add_sc, double *part) {
+    size_t len = (size_t)n * hw * c;
     with_block_end(xt, x, s, sct, sc, yt, y, [&](auto e) {
         if (dx || dsc)
-            k_scale_add_relu_bwd<<<blocks_for((size_t)n * hw * c), THREADS>>>(n, hw, c, e, dy, dx, add_x, dsc,
-                                                                              add_sc);
+            with_vec(vec_ok(c, {x, sc, y, dy, dx, dsc}), [&](auto vk) {
+                constexpr int V = decltype(vk)::value;
+                k_scale_add_relu_bwd<V><<<blocks_for(len / V), THREADS>>>(n, hw, c, e, dy, dx, add_x, dsc, add_sc);
+            });
         if (ds) pos_sums(n, hw, c, e.x, dy, e, 1, true, add_s, part, ds);
     });
 }
 
-__global__ void k_gap_bwd(int n, int hw, int c, const float *dy, float *dx, bool add) {
-    FOR_EACH(o, (size_t)n * hw * c) {
-        unsigned ch = U32(o) % c, img = U32(o) / (U32(hw) * c);
-        grad_into(add, dy[img * c + ch] / (float)hw, &dx[o]);
+template <int V> __global__ void k_gap_bwd(int n, int hw, int c, const float *dy, float *dx, bool add) {
+    FOR_EACH(gi, (size_t)n * hw * c / V) {
+        unsigned o = U32(gi) * V, ch = o % c, nc = o / (U32(hw) * c) * c + ch;
+        float g[V];
+        for (int j = 0; j < V; j++) g[j] = dy[nc + j] / (float)hw;
+        grads_into(add, g, dx, o);
     }
 }
 
@@ -316,7 +399,12 @@ void cu_gap_fwd(int n, int hw, int c, cu_type xt, const void *x, float *y, doubl
 }
 
 void cu_gap_bwd(int n, int hw, int c, const float *dy, float *dx, bool add) {
-    if (dx) k_gap_bwd<<<blocks_for((size_t)n * hw * c), THREADS>>>(n, hw, c, dy, dx, add);
+    size_t len = (size_t)n * hw * c;
+    if (dx)
+        with_vec(vec_ok(c, {dx}), [&](auto vk) {
+            constexpr int V = decltype(vk)::value;
+            k_gap_bwd<V><<<blocks_for(len / V), THREADS>>>(n, hw, c, dy, dx, add);
+        });
 }
 
 __global__ void k_concat_fwd(size_t rows, int c, int ctot, int off, const float *x, float *y) {
@@ -383,11 +471,10 @@ __device__ static float bn_affine(float x, const float *coef, int c, unsigned ch
     return x * coef[ch] + coef[c + ch];
 }
 
-// dy[i] where a fused ReLU let it through (bn(x) positive; relu_coef: the
+// dy where a fused ReLU let it through (bn(x) positive; relu_coef: the
 // forward's coefficients), else 0; relu_coef NULL: no ReLU fused.
-template <typename D>
-__device__ static float bn_relu_grad(const D *dy, size_t i, float x, const float *relu_coef, int c, unsigned ch) {
-    return relu_coef && !(bn_affine(x, relu_coef, c, ch) > 0) ? 0.0f : get(dy[i]);
+__device__ static float bn_relu_grad(float dy, float x, const float *relu_coef, int c, unsigned ch) {
+    return relu_coef && !(bn_affine(x, relu_coef, c, ch) > 0) ? 0.0f : dy;
 }
 
 // stats: (x, x^2); else (dy, dy * xhat) with xhat = (x - mean) invstd.
@@ -407,7 +494,7 @@ __global__ void k_bn_partial(size_t rows, int c, int splits, bool stats, const T
                 a += v;
                 b += v * v;
             } else {
-                double g = bn_relu_grad(dy, r * c + ch, xv, relu_coef, c, U32(ch));
+                double g = bn_relu_grad(get(dy[r * c + ch]), xv, relu_coef, c, U32(ch));
                 a += g;
                 b += g * ((v - mu) * is);
             }
@@ -482,19 +569,28 @@ __global__ void k_bn_eval_coef(int c, const float *gamma, const float *beta, con
     }
 }
 
-template <typename T, typename Y>
+template <int V, typename T, typename Y>
 __global__ void k_bn_apply(size_t n, int c, const T *x, const float *coef, bool relu, Y *y) {
-    FOR_EACH(i, n) {
-        unsigned ch = U32(i) % c;
-        float v = bn_affine(get(x[i]), coef, c, ch);
-        put(relu && !(v > 0) ? 0.0f : v, &y[i]);
+    FOR_EACH(g, n / V) {
+        unsigned o = U32(g) * V, ch = o % c;
+        pack<V, T> in = load<V>(x, o);
+        pack<V, Y> out;
+        for (int j = 0; j < V; j++) {
+            float v = bn_affine(get(in.v[j]), coef, c, ch + j);
+            put(relu && !(v > 0) ? 0.0f : v, &out.v[j]);
+        }
+        store(y, o, out);
     }
 }
 
 static void bn_apply(size_t n, int c, cu_type xt, const void *x, const float *coef, bool relu, cu_type yt, void *y) {
     with_type(xt, [&](auto *xtag) {
         with_type(yt, [&](auto *ytag) {
-            k_bn_apply<<<blocks_for(n), THREADS>>>(n, c, (const ELEM(xtag) *)x, coef, relu, (ELEM(ytag) *)y);
+            with_vec(vec_ok(c, {x, y}), [&](auto vk) {
+                constexpr int V = decltype(vk)::value;
+                k_bn_apply<V><<<blocks_for(n / V), THREADS>>>(n, c, (const ELEM(xtag) *)x, coef, relu,
+                                                              (ELEM(ytag) *)y);
+            });
         });
     });
 }
@@ -531,14 +627,21 @@ __global__ void k_bn_bwd_coef(int c, const double *v, double m, const float *gam
 
 // dx += gamma/std * (dy - mean(dy) - xhat * mean(dy * xhat)); x and dx of
 // type T, dy of type D.
-template <typename T, typename D>
+template <int V, typename T, typename D>
 __global__ void k_bn_bwd_dx(size_t n, int c, const T *x, const float *mean, const float *invstd, const D *dy,
                             const float *relu_coef, const float *coef, T *dx, bool add) {
-    FOR_EACH(i, n) {
-        unsigned ch = U32(i) % c;
-        float xv = get(x[i]), xhat = (xv - mean[ch]) * invstd[ch];
-        float g = bn_relu_grad(dy, i, xv, relu_coef, c, ch);
-        grad_into(add, coef[ch] * (g - coef[c + ch] - xhat * coef[2 * c + ch]), &dx[i]);
+    FOR_EACH(gi, n / V) {
+        unsigned o = U32(gi) * V, ch0 = o % c;
+        pack<V, T> xs = load<V>(x, o);
+        pack<V, D> dys = load<V>(dy, o);
+        float d[V];
+        for (int j = 0; j < V; j++) {
+            unsigned ch = ch0 + j;
+            float xv = get(xs.v[j]), xhat = (xv - mean[ch]) * invstd[ch];
+            float g = bn_relu_grad(get(dys.v[j]), xv, relu_coef, c, ch);
+            d[j] = coef[ch] * (g - coef[c + ch] - xhat * coef[2 * c + ch]);
+        }
+        grads_into(add, d, dx, o);
     }
 }
 
@@ -558,8 +661,11 @@ void cu_bn_global_bwd(size_t rows, int c, const double *v, double m, cu_type xt,
     with_type(xt, [&](auto *xtag) {
         with_type(dyt, [&](auto *dytag) {
             using T = ELEM(xtag);
-            k_bn_bwd_dx<<<blocks_for(n), THREADS>>>(n, c, (const T *)x, mean, invstd, (const ELEM(dytag) *)dy,
-                                                    relu_coef, coef, (T *)dx, add);
+            with_vec(vec_ok(c, {x, dy, dx}), [&](auto vk) {
+                constexpr int V = decltype(vk)::value;
+                k_bn_bwd_dx<V><<<blocks_for(n / V), THREADS>>>(n, c, (const T *)x, mean, invstd,
+                                                               (const ELEM(dytag) *)dy, relu_coef, coef, (T *)dx, add);
+            });
         });
     });
 }

@@ -53,8 +53,8 @@ void cu_scale_bwd(int n, int hw, int c, const float *x, const float *s, const fl
 // Fused, the residual blocks' ends: y = max(0, x * s + sc), sc (n, hw, c);
 // backward from the ReLU's output gradient dy: dx, ds (part as
 // cu_scale_bwd's) and dsc += what the scale, add and ReLU would give them,
-// value for value. x, sc and y of types xt, sct, yt (fp32, or half where
-// the backend keeps them so under amp: y rounded as converting the fp32 y
+// value for value. x, sc and y of types xt, sct, yt (fp32, or the run's one
+// half type where the backend keeps them so under amp: y rounded as converting the fp32 y
 // would; the ReLU's mask in backward is then recomputed from x, s and sc,
 // not read from the half y, which a tiny positive value underflows to 0).
 void cu_scale_add_relu_fwd(int n, int hw, int c, cu_type xt, const void *x, const float *s, cu_type sct,

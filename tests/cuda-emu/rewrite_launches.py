@@ -64,21 +64,22 @@ def launcher(kernel, seq, syncing):
 def rewrite(src, seq=False):
     syncing = syncing_kernels(src)
     out, pos = [], 0
-    launch = re.compile(r'(\w+)<<<(.*?)>>>\s*\(', re.S)
+    # the kernel, with explicit template arguments if any (k<4><<<...>>>)
+    launch = re.compile(r'(\w+)((?:<[^<>;]*>)?)<<<(.*?)>>>\s*\(', re.S)
     while True:
         m = launch.search(src, pos)
         if not m:
             out.append(src[pos:])
             return ''.join(out)
-        config = split_top_level(m.group(2), ',')
+        config = split_top_level(m.group(3), ',')
         if not 2 <= len(config) <= 4:
             raise SystemExit('rewrite_launches: launch of %s: expected <<<grid, block[, shared[, stream]]>>>, '
-                             'got <<<%s>>>' % (m.group(1), m.group(2)))
+                             'got <<<%s>>>' % (m.group(1), m.group(3)))
         close = closing_paren(src, m.end() - 1)
         args = src[m.end():close]
         out.append(src[pos:m.start()])
         out.append('%s(%s, %s, [&] { %s(%s); })'
-                   % (launcher(m.group(1), seq, syncing), config[0], config[1], m.group(1), args))
+                   % (launcher(m.group(1), seq, syncing), config[0], config[1], m.group(1) + m.group(2), args))
         pos = close + 1
 
 

@@ -9,6 +9,7 @@ extern "C" {
 #include "nn/ref_ops.h"
 }
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -160,6 +161,108 @@ static void test_block_end_half(int n, int c, int hw) {
                        same_values(pooled, pooled16) && underflow, name);
         }
     }
+}
+
+// A copy of v one element past a 16-byte boundary: the kernels' vec_ok
+// refuses it, so they take one element at a time (V = 1).
+template <class T> struct unaligned {
+    vector<T> buf;
+    explicit unaligned(const vector<T> &v) : buf(v.size() + 1) { std::copy(v.begin(), v.end(), buf.begin() + 1); }
+    T *data() { return buf.data() + 1; }
+    vector<T> values() const { return vector<T>(buf.begin() + 1, buf.end()); }
+};
+
+// Channels a multiple of 4 and aligned buffers: the element-wise kernels
+// take 4 elements at a time (V = 4); unaligned copies of the same inputs
+// one at a time. The same bytes out, for BatchNorm's apply (fp32 x and
+// bf16 y; fp16 x, fp32 y with a ReLU) and its input gradient (fp32 adding;
+// half x, dy and dx with a ReLU's mask), the block end forward and backward
+// (fp32; half x and y with an fp32 shortcut), and global pooling's backward.
+static void test_vector_paths(int n, int c, int hw) {
+    size_t rows = (size_t)n * hw, big = rows * c, nc = (size_t)n * c;
+    vector<float> x = random_floats(big), dy = random_floats(big), dx0 = random_floats(big), sc = random_floats(big);
+    vector<float> gamma = random_floats(c), beta = random_floats(c), mean = random_floats(c), invstd = random_floats(c);
+    vector<float> s = random_floats(nc), dnc = random_floats(nc), rm = random_floats(c), rv = random_floats(c);
+    for (float &v : invstd) v = 1 + std::fabs(v);
+    for (float &v : rv) v = 0.5f + std::fabs(v);
+    vector<unsigned short> x16(big), dy16(big);
+    cu_to_half(false, big, x.data(), x16.data());
+    cu_to_half(false, big, dy.data(), dy16.data());
+    vector<double> part(cu_bn_part_size(rows, c) > cu_pos_part_size(n, hw, c) ? cu_bn_part_size(rows, c)
+                                                                             : cu_pos_part_size(n, hw, c));
+    vector<double> v(2 * c);
+    vector<float> coef(3 * c), fcoef(2 * c), dg(c), db(c);
+    cu_bn_bwd_sums(rows, c, CU_FP32, x.data(), mean.data(), invstd.data(), CU_FP32, dy.data(), nullptr, part.data(),
+                   v.data(), dg.data(), db.data());
+    cu_bn_eval_fwd(rows, c, CU_FP32, x.data(), gamma.data(), beta.data(), rm.data(), rv.data(), CU_FP32, dx0.data(),
+                   1e-5, fcoef.data(), false); // fcoef: an affine map for the ReLU's mask
+    bool same = true;
+
+    { // BatchNorm apply: fp32 x, bf16 y; then fp16 x, fp32 y, ReLU
+        vector<unsigned short> y(big);
+        unaligned<float> ux(x);
+        unaligned<unsigned short> uy(y);
+        cu_bn_eval_fwd(rows, c, CU_FP32, x.data(), gamma.data(), beta.data(), rm.data(), rv.data(), CU_BF16, y.data(),
+                       1e-5, coef.data(), false);
+        cu_bn_eval_fwd(rows, c, CU_FP32, ux.data(), gamma.data(), beta.data(), rm.data(), rv.data(), CU_BF16,
+                       uy.data(), 1e-5, coef.data(), false);
+        same = same && y == uy.values();
+        vector<float> y32(big);
+        unaligned<unsigned short> ux16(x16);
+        unaligned<float> uy32(y32);
+        cu_bn_eval_fwd(rows, c, CU_FP16, x16.data(), gamma.data(), beta.data(), rm.data(), rv.data(), CU_FP32,
+                       y32.data(), 1e-5, coef.data(), true);
+        cu_bn_eval_fwd(rows, c, CU_FP16, ux16.data(), gamma.data(), beta.data(), rm.data(), rv.data(), CU_FP32,
+                       uy32.data(), 1e-5, coef.data(), true);
+        same = same && same_values(y32, uy32.values());
+    }
+    { // BatchNorm input gradient: fp32 adding; fp16 x, dy and dx with a ReLU's mask
+        vector<float> dx = dx0;
+        unaligned<float> ux(x), udy(dy), udx(dx0);
+        cu_bn_global_bwd(rows, c, v.data(), (double)rows, CU_FP32, x.data(), gamma.data(), mean.data(), invstd.data(),
+                         CU_FP32, dy.data(), nullptr, dx.data(), true, coef.data());
+        cu_bn_global_bwd(rows, c, v.data(), (double)rows, CU_FP32, ux.data(), gamma.data(), mean.data(),
+                         invstd.data(), CU_FP32, udy.data(), nullptr, udx.data(), true, coef.data());
+        same = same && same_values(dx, udx.values());
+        vector<unsigned short> dx16(big);
+        unaligned<unsigned short> ux16(x16), udy16(dy16), udx16(dx16);
+        cu_bn_global_bwd(rows, c, v.data(), (double)rows, CU_FP16, x16.data(), gamma.data(), mean.data(),
+                         invstd.data(), CU_FP16, dy16.data(), fcoef.data(), dx16.data(), false, coef.data());
+        cu_bn_global_bwd(rows, c, v.data(), (double)rows, CU_FP16, ux16.data(), gamma.data(), mean.data(),
+                         invstd.data(), CU_FP16, udy16.data(), fcoef.data(), udx16.data(), false, coef.data());
+        same = same && dx16 == udx16.values();
+    }
+    for (int h = 0; h < 2; h++) { // the block end: fp32; fp16 x and y, fp32 shortcut
+        cu_type t = h ? CU_FP16 : CU_FP32;
+        const void *xin = h ? (const void *)x16.data() : x.data();
+        unaligned<float> ux(x), usc(sc), udy(dy);
+        unaligned<unsigned short> ux16(x16);
+        void *uxin = h ? (void *)ux16.data() : ux.data();
+        vector<float> y(big), dx = dx0, dsc = dx0, ds(nc, 0.0f), uds(nc, 0.0f);
+        vector<unsigned short> y16(big);
+        unaligned<float> uy(y), udx(dx0), udsc(dx0);
+        unaligned<unsigned short> uy16(y16);
+        void *yo = h ? (void *)y16.data() : y.data(), *uyo = h ? (void *)uy16.data() : uy.data();
+        cu_scale_add_relu_fwd(n, hw, c, t, xin, s.data(), CU_FP32, sc.data(), t, yo);
+        cu_scale_add_relu_fwd(n, hw, c, t, uxin, s.data(), CU_FP32, usc.data(), t, uyo);
+        same = same && (h ? y16 == uy16.values() : same_values(y, uy.values()));
+        cu_scale_add_relu_bwd(n, hw, c, t, xin, s.data(), CU_FP32, sc.data(), t, yo, dy.data(), dx.data(), true,
+                              ds.data(), true, dsc.data(), false, part.data());
+        cu_scale_add_relu_bwd(n, hw, c, t, uxin, s.data(), CU_FP32, usc.data(), t, uyo, udy.data(), udx.data(), true,
+                              uds.data(), true, udsc.data(), false, part.data());
+        same = same && same_values(dx, udx.values()) && same_values(dsc, udsc.values()) && same_values(ds, uds);
+    }
+    { // global pooling's backward, adding
+        vector<float> dx = dx0;
+        unaligned<float> udx(dx0);
+        cu_gap_bwd(n, hw, c, dnc.data(), dx.data(), true);
+        cu_gap_bwd(n, hw, c, dnc.data(), udx.data(), true);
+        same = same && same_values(dx, udx.values());
+    }
+    char name[160];
+    snprintf(name, sizeof name, "%dx%dx%d: 4 channels at a time (aligned) = one at a time (unaligned copies), value "
+             "for value: BN apply and input gradient, block end, pooling gradient", n, c, hw);
+    report(same, name);
 }
 
 // A channel concat of three parts (odd channel counts), forward and backward.
@@ -595,6 +698,8 @@ int main() {
     test_scale_gap(2, 33, 3 * 64 + 5); // positions in three chunks and a short fourth
     test_scale_add_relu(2, 33, 3 * 64 + 5);
     test_block_end_half(2, 33, 3 * 64 + 5);
+    test_vector_paths(2, 36, 3 * 64 + 5);
+    test_block_end_half(2, 36, 50);
     test_concat(2, 15);
     test_bias(3, 70);
     test_bn(3, 37, 35);      // one row split, two channel groups
