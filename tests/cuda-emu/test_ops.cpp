@@ -698,8 +698,7 @@ int main() {
     test_scale_gap(2, 33, 3 * 64 + 5); // positions in three chunks and a short fourth
     test_scale_add_relu(2, 33, 3 * 64 + 5);
     test_block_end_half(2, 33, 3 * 64 + 5);
-    test_vector_paths(2, 36, 3 * 64 + 5);
-    test_block_end_half(2, 36, 50);
+    test_vector_paths(2, 12, 30);
     test_concat(2, 15);
     test_bias(3, 70);
     test_bn(3, 37, 35);      // one row split, two channel groups
