@@ -1328,7 +1328,8 @@ static void plan_fusion(cu_net *d) {
         // A stage's output that is a block's end, handed out as fp32 (download_nchw) holding the half
         // values: as in the whole model, where the next block's ops (or the head's pooling) read it.
         bool handed_out = t == output_op(m) && !ends_in_loss(m) && block_end && op->h * op->w > 1;
-        if (!(bn || block_end) || (t == output_op(m) && !handed_out) || (readers[t] == 0 && !handed_out)) continue;
+        bool read_here = t != output_op(m) && readers[t] > 0;
+        if (!(bn || block_end) || !(read_here || handed_out)) continue;
         bool all = true;
         for (int r = t + 1; all && r < m->n_ops; r++)
             for (int p = 0; p < m->ops[r].n_in; p++)
