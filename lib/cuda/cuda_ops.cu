@@ -1,8 +1,8 @@
 // Kernels of the cuda backend (cuda_ops.h): element-wise ops with grid-stride
-// loops (the busiest ones 4 channels per step: VEC below), two-pass sums over positions for SE scale and global pooling, and
-// BatchNorm as a two-level reduction (per-block partial sums in double, then
-// one thread per channel adds the blocks' partials in order: deterministic,
-// no atomics).
+// loops (the busiest ones 4 channels per step: VEC below), two-pass sums
+// over positions for SE scale and global pooling, and BatchNorm's
+// per-channel sums in three passes (per-block partial sums in double, then
+// the blocks' partials added in a fixed order: deterministic, no atomics).
 #include "cuda/cuda_ops.h"
 
 #include <cuda_bf16.h>
@@ -194,7 +194,11 @@ void cu_mul_scalar(size_t n, float a, float *x) { k_mul_scalar<<<blocks_for(n), 
 // work for every SM at batch 32 too (one thread per (image, channel),
 // looping over all 3136 positions of a 56x56 map, had 2048 threads).
 
-enum { POS_CHUNK = 64 };
+// A thread loads POS_UNROLL positions' operands before it adds them: a
+// chain of one load and one dependent add per position keeps one load per
+// thread in flight, too few to keep the memory busy at the deeper stages'
+// thread counts.
+enum { POS_CHUNK = 64, POS_UNROLL = 4 };
 
 static int pos_chunks(int hw) { return (hw + POS_CHUNK - 1) / POS_CHUNK; }
 
@@ -234,10 +238,20 @@ __global__ void k_pos_partial(int n, int hw, int c, int chunks, const X *x, cons
         int p0 = (int)(rest % chunks) * POS_CHUNK, p1 = p0 + POS_CHUNK < hw ? p0 + POS_CHUNK : hw;
         unsigned at = (img * hw + p0) * c + ch, nc = img * c + ch; // at: stride c
         double acc = 0;
-        if (dy)
-            for (int p = p0; p < p1; p++, at += c) acc += (double)(mask.passes(at, nc) ? dy[at] : 0.0f) * get(x[at]);
-        else
-            for (int p = p0; p < p1; p++, at += c) acc += get(x[at]);
+        for (int p = p0; p < p1; p += POS_UNROLL, at += POS_UNROLL * c) {
+            float g[POS_UNROLL], xv[POS_UNROLL]; // the loads first, all in flight at once; then the sum, in order
+            for (int u = 0; u < POS_UNROLL; u++) {
+                unsigned a = at + u * c;
+                bool in = p + u < p1;
+                xv[u] = in ? get(x[a]) : 0.0f;
+                float d = in && dy ? dy[a] : 0.0f; // loaded beside x, not after the mask
+                g[u] = in && dy && mask.passes(a, nc) ? d : 0.0f;
+            }
+            for (int u = 0; u < POS_UNROLL && p + u < p1; u++) {
+                if (dy) acc += (double)g[u] * xv[u];
+                else acc += xv[u];
+            }
+        }
         part[o] = acc;
     }
 }
@@ -439,12 +453,21 @@ void cu_bias_fwd(int n, int c, const float *b, float *y) { k_bias_fwd<<<blocks_f
 void cu_bias_bwd(int n, int c, const float *dy, float *db) { k_bias_bwd<<<blocks_for((size_t)c), THREADS>>>(n, c, dy, db); }
 
 // ---- BatchNorm -----------------------------------------------------------------
-// Pass 1: a grid of (channel groups of 32) x (row splits); each block sums its
-// rows for 32 channels (threadIdx.x: channel, threadIdx.y: every 8th row), then
-// adds its 8 partial rows in order and writes part[split] = (sum a, sum b) per
-// channel. Pass 2 (one thread per channel) adds the splits in order: at most
-// 256 of them, each a dependent chain of loads for that one thread (pass 1
-// still has 131072 threads for 64 channels).
+// Per-channel sums in three barrier-light passes, in an order fixed by the
+// shape alone (deterministic, no atomics):
+//  1. partial: a grid of (channel blocks) x (row splits) of BN_THREADS
+//     threads. A thread owns V consecutive channels (VEC where vec_ok, else
+//     1) and every R-th row of its split; a block's L = blockDim.x threads
+//     side by side cover L V channels, its R = blockDim.y rows of threads
+//     R rows at a time. Each thread loads BN_UNROLL rows before it adds
+//     them: the pass is bound by memory latency unless every thread keeps
+//     several loads in flight (one 2- or 4-byte load per thread at a time,
+//     as a first version did, leaves HBM mostly idle). The block then adds
+//     its R rows of sums in order and writes part (c, 2, splits).
+//  2. lanes: per channel, BN_LANES threads each add every BN_LANES-th split
+//     in order (a thread per channel adding up to 512 splits was a chain of
+//     dependent loads as long).
+//  3. reduce: one thread per channel adds its lanes in order.
 //
 // Fused with the ReLU after it (relu true; relu_coef given in backward):
 // forward writes max(0, bn(x)) instead of bn(x); backward takes dy as the
@@ -454,15 +477,16 @@ void cu_bias_bwd(int n, int c, const float *dy, float *db) { k_bias_bwd<<<blocks
 // values, two memory passes fewer each way, and the ReLU's output is never
 // read back (it may be half, which a small positive value underflows to 0).
 
-enum { BN_X = 32, BN_Y = 8 };
-static const size_t BN_ROWS_PER_SPLIT = 256, BN_MAX_SPLITS = 256;
+enum { BN_THREADS = 256, BN_MAX_L = 32, BN_UNROLL = 4, BN_LANES = 32 };
+static const size_t BN_ROWS_PER_SPLIT = 256, BN_MAX_SPLITS = 512;
 
 static int bn_splits(size_t rows) {
     size_t s = (rows + BN_ROWS_PER_SPLIT - 1) / BN_ROWS_PER_SPLIT;
     return (int)(s < 1 ? 1 : s > BN_MAX_SPLITS ? BN_MAX_SPLITS : s);
 }
 
-size_t cu_bn_part_size(size_t rows, int c) { return (size_t)bn_splits(rows) * 2 * c; }
+// The splits' partial sums, then the lanes' (2 c each).
+size_t cu_bn_part_size(size_t rows, int c) { return ((size_t)bn_splits(rows) + BN_LANES) * 2 * c; }
 
 // The BatchNorm's affine map, y = x coef[ch] + coef[c + ch]: one expression
 // for forward and for the fused ReLU's mask in backward, so that both round
@@ -477,61 +501,100 @@ __device__ static float bn_relu_grad(float dy, float x, const float *relu_coef, 
     return relu_coef && !(bn_affine(x, relu_coef, c, ch) > 0) ? 0.0f : dy;
 }
 
-// stats: (x, x^2); else (dy, dy * xhat) with xhat = (x - mean) invstd.
-template <typename T, typename D>
-__global__ void k_bn_partial(size_t rows, int c, int splits, bool stats, const T *x, const D *dy,
-                             const float *relu_coef, const float *mean, const float *invstd, double *part) {
-    __shared__ double sa[BN_Y][BN_X], sb[BN_Y][BN_X];
-    int ch = blockIdx.x * BN_X + threadIdx.x, split = blockIdx.y;
-    size_t per = (rows + splits - 1) / splits, r0 = split * per, r1 = r0 + per < rows ? r0 + per : rows;
-    double a = 0, b = 0;
-    if (ch < c) {
-        double mu = stats ? 0 : mean[ch], is = stats ? 0 : invstd[ch];
-        for (size_t r = r0 + threadIdx.y; r < r1; r += BN_Y) {
-            float xv = get(x[r * c + ch]);
-            double v = xv;
-            if (stats) {
-                a += v;
-                b += v * v;
-            } else {
-                double g = bn_relu_grad(get(dy[r * c + ch]), xv, relu_coef, c, U32(ch));
-                a += g;
-                b += g * ((v - mu) * is);
+// STATS: sums of (x, x^2); else of (dy, dy * xhat), xhat = (x - mean) invstd.
+template <bool STATS, int V, typename T, typename D>
+__global__ void k_bn_partial(unsigned rows, int c, int splits, const T *x, const D *dy, const float *relu_coef,
+                             const float *mean, const float *invstd, double *part) {
+    __shared__ double sa[BN_THREADS * VEC], sb[BN_THREADS * VEC];
+    unsigned L = blockDim.x, R = blockDim.y, ch0 = (blockIdx.x * L + threadIdx.x) * V;
+    unsigned per = (rows + splits - 1) / splits, r0 = blockIdx.y * per, r1 = r0 + per < rows ? r0 + per : rows;
+    double a[V] = {}, b[V] = {}, mu[V] = {}, is[V] = {};
+    if (ch0 < U32(c)) {
+        if (!STATS)
+            for (int j = 0; j < V; j++) {
+                mu[j] = mean[ch0 + j];
+                is[j] = invstd[ch0 + j];
             }
+        for (unsigned r = r0 + threadIdx.y; r < r1; r += BN_UNROLL * R) {
+            pack<V, T> xs[BN_UNROLL] = {};
+            pack<V, D> ds[BN_UNROLL] = {};
+            for (int u = 0; u < BN_UNROLL; u++) { // the loads first, all in flight at once
+                unsigned ru = r + u * R;
+                if (ru < r1) xs[u] = load<V>(x, ru * c + ch0);
+                if (!STATS && ru < r1) ds[u] = load<V>(dy, ru * c + ch0);
+            }
+            for (int u = 0; u < BN_UNROLL; u++)
+                for (int j = 0; j < V && r + u * R < r1; j++) {
+                    float xv = get(xs[u].v[j]);
+                    double v = xv;
+                    if (STATS) {
+                        a[j] += v;
+                        b[j] += v * v;
+                    } else {
+                        double g = bn_relu_grad(get(ds[u].v[j]), xv, relu_coef, c, ch0 + j);
+                        a[j] += g;
+                        b[j] += g * ((v - mu[j]) * is[j]);
+                    }
+                }
         }
     }
-    sa[threadIdx.y][threadIdx.x] = a;
-    sb[threadIdx.y][threadIdx.x] = b;
-    __syncthreads();
-    if (threadIdx.y != 0 || ch >= c) return;
-    for (int y = 1; y < BN_Y; y++) {
-        a += sa[y][threadIdx.x];
-        b += sb[y][threadIdx.x];
+    unsigned t = (threadIdx.y * L + threadIdx.x) * V;
+    for (int j = 0; j < V; j++) {
+        sa[t + j] = a[j];
+        sb[t + j] = b[j];
     }
-    part[((size_t)split * 2) * c + ch] = a;
-    part[((size_t)split * 2 + 1) * c + ch] = b;
+    __syncthreads();
+    if (threadIdx.y != 0 || ch0 >= U32(c)) return;
+    for (unsigned y = 1; y < R; y++)
+        for (int j = 0; j < V; j++) {
+            a[j] += sa[(y * L + threadIdx.x) * V + j];
+            b[j] += sb[(y * L + threadIdx.x) * V + j];
+        }
+    for (int j = 0; j < V; j++) {
+        part[((size_t)(ch0 + j) * 2) * splits + blockIdx.y] = a[j];
+        part[((size_t)(ch0 + j) * 2 + 1) * splits + blockIdx.y] = b[j];
+    }
 }
 
-static void bn_partial(size_t rows, int c, bool stats, cu_type xt, const void *x, cu_type dyt, const void *dy,
+// STATS: x alone (dy NULL).
+template <bool STATS>
+static void bn_partial(size_t rows, int c, cu_type xt, const void *x, cu_type dyt, const void *dy,
                        const float *relu_coef, const float *mean, const float *invstd, double *part) {
     int splits = bn_splits(rows);
-    dim3 grid((c + BN_X - 1) / BN_X, splits), block(BN_X, BN_Y);
-    with_type(xt, [&](auto *xtag) {
-        with_type(dyt, [&](auto *dytag) {
-            k_bn_partial<<<grid, block>>>(rows, c, splits, stats, (const ELEM(xtag) *)x, (const ELEM(dytag) *)dy,
-                                          relu_coef, mean, invstd, part);
+    auto launch = [&](auto *xtag, auto *dytag) {
+        with_vec(vec_ok(c, {x, dy}), [&](auto vk) {
+            constexpr int V = decltype(vk)::value;
+            int groups = c / V, L = groups < BN_MAX_L ? groups : BN_MAX_L;
+            dim3 grid((groups + L - 1) / L, splits), block(L, BN_THREADS / L);
+            k_bn_partial<STATS, V><<<grid, block>>>((unsigned)rows, c, splits, (const ELEM(xtag) *)x,
+                                                    (const ELEM(dytag) *)dy, relu_coef, mean, invstd, part);
         });
+    };
+    with_type(xt, [&](auto *xtag) {
+        if constexpr (STATS) launch(xtag, (float *)nullptr); // no dy
+        else with_type(dyt, [&](auto *dytag) { launch(xtag, dytag); });
     });
 }
 
-// Adds the splits of each channel in order into v = (a, b) (c each); with
+// lanes (c, 2, BN_LANES): lane l of a channel adds splits l, l + BN_LANES,
+// ... in order.
+__global__ void k_bn_lanes(int c, int splits, const double *part, double *lanes) {
+    FOR_EACH(t, (size_t)c * 2 * BN_LANES) {
+        unsigned lane = U32(t) % BN_LANES, row = U32(t) / BN_LANES; // row: (channel, a or b)
+        double s = 0;
+        for (unsigned k = lane; k < U32(splits); k += BN_LANES) s += part[(size_t)row * splits + k];
+        lanes[t] = s;
+    }
+}
+
+// Adds each channel's lanes in order into v = (a, b) (c each); with
 // dgamma/dbeta (backward), also dgamma += b, dbeta += a.
-__global__ void k_bn_reduce(int c, int splits, const double *part, double *v, float *dgamma, float *dbeta) {
+__global__ void k_bn_reduce(int c, const double *lanes, double *v, float *dgamma, float *dbeta) {
     FOR_EACH(ch, (size_t)c) {
         double a = 0, b = 0;
-        for (int s = 0; s < splits; s++) {
-            a += part[((size_t)s * 2) * c + ch];
-            b += part[((size_t)s * 2 + 1) * c + ch];
+        for (int l = 0; l < BN_LANES; l++) {
+            a += lanes[(ch * 2) * BN_LANES + l];
+            b += lanes[(ch * 2 + 1) * BN_LANES + l];
         }
         v[ch] = a;
         v[c + ch] = b;
@@ -540,6 +603,13 @@ __global__ void k_bn_reduce(int c, int splits, const double *part, double *v, fl
             dbeta[ch] += (float)a;
         }
     }
+}
+
+static void bn_reduce(size_t rows, int c, double *part, double *v, float *dgamma, float *dbeta) {
+    int splits = bn_splits(rows);
+    double *lanes = part + (size_t)splits * 2 * c;
+    k_bn_lanes<<<blocks_for((size_t)c * 2 * BN_LANES), THREADS>>>(c, splits, part, lanes);
+    k_bn_reduce<<<blocks_for((size_t)c), THREADS>>>(c, lanes, v, dgamma, dbeta);
 }
 
 // Mean, 1/std, running stats, and y = x * coef[ch] + coef[c + ch].
@@ -596,8 +666,8 @@ static void bn_apply(size_t n, int c, cu_type xt, const void *x, const float *co
 }
 
 void cu_bn_sums(size_t rows, int c, cu_type xt, const void *x, double *part, double *v) {
-    bn_partial(rows, c, true, xt, x, CU_FP32, NULL, NULL, NULL, NULL, part);
-    k_bn_reduce<<<blocks_for((size_t)c), THREADS>>>(c, bn_splits(rows), part, v, NULL, NULL);
+    bn_partial<true>(rows, c, xt, x, CU_FP32, NULL, NULL, NULL, NULL, part);
+    bn_reduce(rows, c, part, v, NULL, NULL);
 }
 
 void cu_bn_global_fwd(size_t rows, int c, const double *v, double m, cu_type xt, const void *x, const float *gamma,
@@ -648,8 +718,8 @@ __global__ void k_bn_bwd_dx(size_t n, int c, const T *x, const float *mean, cons
 void cu_bn_bwd_sums(size_t rows, int c, cu_type xt, const void *x, const float *mean, const float *invstd,
                     cu_type dyt, const void *dy, const float *relu_coef, double *part, double *v, float *dgamma,
                     float *dbeta) {
-    bn_partial(rows, c, false, xt, x, dyt, dy, relu_coef, mean, invstd, part);
-    k_bn_reduce<<<blocks_for((size_t)c), THREADS>>>(c, bn_splits(rows), part, v, dgamma, dbeta);
+    bn_partial<false>(rows, c, xt, x, dyt, dy, relu_coef, mean, invstd, part);
+    bn_reduce(rows, c, part, v, dgamma, dbeta);
 }
 
 void cu_bn_global_bwd(size_t rows, int c, const double *v, double m, cu_type xt, const void *x, const float *gamma,

@@ -701,8 +701,9 @@ int main() {
     test_vector_paths(2, 12, 30);
     test_concat(2, 15);
     test_bias(3, 70);
-    test_bn(3, 37, 35);      // one row split, two channel groups
-    test_bn(4, 40, 17 * 17); // five row splits
+    test_bn(3, 37, 35);      // one row split, two channel blocks, 1 channel per thread
+    test_bn(4, 40, 17 * 17); // five row splits, 4 channels per thread, 10 threads to a row
+    test_bn(2, 8, 4500);     // 36 row splits: more than the 32 lanes adding them
     test_bn(3, 16, 1);       // BatchNorm1d
     test_elementwise(1000);
     test_first_writer(2, 19, 3 * 64 + 5);
