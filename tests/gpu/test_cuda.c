@@ -26,7 +26,9 @@
 //                       224x224, batch 32, in each precision; the trainer's
 //                       step resident and with host_step; the trainer's
 //                       resident step at FU_BENCH_BATCHES (default 256),
-//                       also with fusion off (FU_BENCH_UNFUSED=0: not); 2
+//                       also with fusion off (FU_BENCH_UNFUSED=0: not),
+//                       with the next batch prefetched during each step
+//                       (FU_BENCH_PREFETCH=0: not); 2
 //                       stages sharing the GPU through the trainer; NCCL;
 //                       "# profile" lines: where the GPU time went
 //                       (FU_BENCH_PROFILE=0: not); FU_BENCH_TRAINER_ONLY=1:
@@ -1847,19 +1849,33 @@ static int time_steps(fu_backend *b, const fu_model *m, int n, float *params, fl
 }
 
 // Mean milliseconds of `timed` trainer steps after `warm`, on batch x (n
-// images, already in the trainer's pinned buffer); *mib: the GPU memory the
-// backend planned. With FU_CUDA_PROFILE set, prints where the GPU time of
-// the timed steps went.
-static int trainer_ms(fu_trainer *t, int n, const int *labels, int warm, int timed, const char *what, double *ms) {
+// images, already in the trainer's pinned buffers). Each step's forward
+// copies its batch in (behind the step before on the GPU), or, with
+// prefetch, takes it from the copy a thread started during the step before,
+// as cnn-train's loading thread does (the two pinned buffers in turn). With
+// FU_CUDA_PROFILE set, prints where the GPU time of the timed steps went.
+static int trainer_ms(fu_trainer *t, int n, const int *labels, int warm, int timed, bool prefetch, const char *what,
+                      double *ms) {
     int rc = 0;
     char report[4096];
     *ms = 0;
+    prefetch = prefetch && t->be->prefetch;
+    if (prefetch) {
+        memcpy(t->x[1], t->x[0], fu_op_numel(t->m, 0, n) * sizeof(float));
+        rc = t->be->prefetch(t->be, t->x[0], n);
+    }
     for (int s = 0; s < warm + timed && rc == 0; s++) {
         float loss;
         int correct, seen;
         if (s == warm) fu_cuda_profile_report(t->be, report, sizeof report, true); // from here
         double t0 = now();
-        rc = fu_train_step(t, n, t->x[0], labels, 1e-6, &loss, &correct, &seen);
+        prefetch_job next = {t->be, t->x[(s + 1) % 2], n, 0};
+        pthread_t thread;
+        bool started = prefetch && pthread_create(&thread, NULL, run_prefetch, &next) == 0;
+        if (prefetch && !started) rc = next.rc = fu_fail("bench", "no thread for the prefetch");
+        if (rc == 0) rc = fu_train_step(t, n, t->x[prefetch ? s % 2 : 0], labels, 1e-6, &loss, &correct, &seen);
+        if (started) pthread_join(thread, NULL);
+        if (rc == 0 && next.rc < 0) rc = -1;
         if (s >= warm) *ms += 1e3 * (now() - t0) / timed;
     }
     fu_cuda_profile_report(t->be, report, sizeof report, true);
@@ -1882,23 +1898,27 @@ static int trainer_ms(fu_trainer *t, int n, const int *labels, int warm, int tim
 // Then resident with the convolution algorithms cuDNN measures, recorded
 // in FU_BENCH_CONV_ALGOS (default /tmp/fu-bench-conv-algos.txt, so that a
 // rerun takes the same ones; FU_BENCH_MEASURED=0: not): what measuring
-// gains over the heuristics.
+// gains over the heuristics. Then resident with each next batch prefetched
+// during the step, as cnn-train runs (FU_BENCH_PREFETCH=0: not): the first
+// figure has every step wait for its own batch's copy (at batch 256 in
+// fp32, 154 MB), which PyTorch's bench, its batch kept on the GPU, does not.
 static int bench_trainer(const fu_model *m, const float *x, const int *labels, int n, int warm, int timed,
                          bool host_too, bool profile) {
     static const fu_amp amps[] = {FU_AMP_OFF, FU_AMP_BF16, FU_AMP_FP16};
     const char *unfused_env = getenv("FU_BENCH_UNFUSED"), *measured_env = getenv("FU_BENCH_MEASURED"),
-               *algos = getenv("FU_BENCH_CONV_ALGOS");
+               *algos = getenv("FU_BENCH_CONV_ALGOS"), *prefetch_env = getenv("FU_BENCH_PREFETCH");
     bool unfused = !unfused_env || strcmp(unfused_env, "0") != 0;
     bool measured = !measured_env || strcmp(measured_env, "0") != 0;
+    bool prefetched = !prefetch_env || strcmp(prefetch_env, "0") != 0;
     for (size_t a = 0; a < sizeof amps / sizeof *amps; a++) {
-        double ms[6] = {0, 0, 0, 0, 0, 0};
+        double ms[7] = {0, 0, 0, 0, 0, 0, 0};
         size_t mib = 0, mib_unfused = 0, mib_measured = 0, mib_fp32_acts = 0;
         // run 0: resident; 1: host step; 2: resident, profiled; 3: resident, fusion off; 4: resident, measured;
-        // 5: resident, amp's BatchNorm outputs and block ends in fp32
+        // 5: resident, amp's BatchNorm outputs and block ends in fp32; 6: resident, prefetched
         bool half_acts = unfused && amps[a] != FU_AMP_OFF;
-        for (int run = 0; run < 6; run++) {
+        for (int run = 0; run < 7; run++) {
             if ((run == 1 && !host_too) || (run == 2 && !profile) || (run == 3 && !unfused) ||
-                (run == 4 && !measured) || (run == 5 && !half_acts))
+                (run == 4 && !measured) || (run == 5 && !half_acts) || (run == 6 && !prefetched))
                 continue;
             fu_train_opts o = fu_train_defaults();
             o.batch = n, o.amp = amps[a], o.augment = false, o.host_step = run == 1;
@@ -1919,7 +1939,7 @@ static int bench_trainer(const fu_model *m, const float *x, const int *labels, i
             memcpy(t.x[0], x, (size_t)n * 3 * m->height * m->width * sizeof(float));
             char what[96];
             snprintf(what, sizeof what, "batch %d, amp %s", n, fu_amp_name(amps[a]));
-            rc = trainer_ms(&t, n, labels, warm, run == 2 ? 3 : timed, what, &ms[run]);
+            rc = trainer_ms(&t, n, labels, warm, run == 2 ? 3 : timed, run == 6, what, &ms[run]);
             if (run == 0) mib = t.be->device_bytes >> 20;
             if (run == 3) mib_unfused = t.be->device_bytes >> 20;
             if (run == 4) mib_measured = t.be->device_bytes >> 20;
@@ -1948,6 +1968,10 @@ static int bench_trainer(const fu_model *m, const float *x, const int *labels, i
             printf("# bench: batch %d, amp %s: measured convolution algorithms (--conv-algos) %.1f ms per step, %zu "
                    "MiB: %.1f ms faster than the heuristics'\n",
                    n, fu_amp_name(amps[a]), ms[4], mib_measured, ms[0] - ms[4]);
+        if (prefetched)
+            printf("# bench: batch %d, amp %s: prefetched (each next batch copied during the step, as cnn-train "
+                   "does) %.1f ms per step, %.0f img/s: the copy hidden saves %.1f ms\n",
+                   n, fu_amp_name(amps[a]), ms[6], 1e3 * n / ms[6], ms[0] - ms[6]);
     }
     return 0;
 }
@@ -1964,7 +1988,7 @@ static int trainer_run_ms(const fu_model *m, fu_train_opts o, const float *x, co
     }
     t.class_w[0] = t.class_w[1] = 0.5f;
     memcpy(t.x[0], x, (size_t)n * 3 * m->height * m->width * sizeof(float));
-    int rc = trainer_ms(&t, n, labels, warm, timed, what, ms);
+    int rc = trainer_ms(&t, n, labels, warm, timed, false, what, ms);
     if (rc < 0) printf("# bench: %s: %s\n", what, fu_error());
     if (info) fu_pipe_info(t.be, info, FU_MAX_STAGES);
     fu_trainer_free(&t);
