@@ -204,17 +204,11 @@ static int pos_chunks(int hw) { return (hw + POS_CHUNK - 1) / POS_CHUNK; }
 
 size_t cu_pos_part_size(int n, int hw, int c) { return (size_t)n * pos_chunks(hw) * c; }
 
-// Which elements' dy a sum over positions takes: every one (no ReLU after
-// the op), or those a residual block's fused end let through (block_end).
-struct every_element {
-    __device__ bool passes(unsigned, unsigned) const { return true; }
-};
-
 // A residual block's end fused (SE scale + add + ReLU, y = max(0, x s +
-// sc)): whether its ReLU let element o (of image and channel nc = img * c +
-// ch) through, i.e. whether forward's v = x s + sc was positive. Read from
-// y where y is fp32; recomputed from x, s and sc where y is half, as
-// forward computed it (half would round a tiny positive v to 0).
+// sc)): x, s, the shortcut sc and y of any element type. Its backward takes
+// the ReLU's mask (whether forward's v = x s + sc was positive) from y where
+// y is fp32, and recomputes it from x, s and sc where y is half, as forward
+// computed it (half would round a tiny positive v to 0).
 __device__ static float block_value(float x, float s, float sc) { return MUL_RN(x, s) + sc; }
 
 template <typename X, typename S, typename Y> struct block_end {
@@ -222,30 +216,23 @@ template <typename X, typename S, typename Y> struct block_end {
     const float *s;
     const S *sc;
     const Y *y;
-    __device__ float value(unsigned o, unsigned nc) const { return block_value(get(x[o]), s[nc], get(sc[o])); }
-    __device__ bool passes(unsigned o, unsigned nc) const {
-        if constexpr (std::is_same<Y, float>::value) return y[o] > 0;
-        else return value(o, nc) > 0;
-    }
 };
 
 // part (n, chunks, c) = sums of x over each chunk, or of dy * x where dy is
-// given (where mask lets it through).
-template <typename X, typename M>
-__global__ void k_pos_partial(int n, int hw, int c, int chunks, const X *x, const float *dy, M mask, double *part) {
+// given.
+template <typename X>
+__global__ void k_pos_partial(int n, int hw, int c, int chunks, const X *x, const float *dy, double *part) {
     FOR_EACH(o, (size_t)n * chunks * c) {
         unsigned ch = U32(o) % c, rest = U32(o) / c, img = rest / chunks;
         int p0 = (int)(rest % chunks) * POS_CHUNK, p1 = p0 + POS_CHUNK < hw ? p0 + POS_CHUNK : hw;
-        unsigned at = (img * hw + p0) * c + ch, nc = img * c + ch; // at: stride c
+        unsigned at = (img * hw + p0) * c + ch; // at: stride c
         double acc = 0;
         for (int p = p0; p < p1; p += POS_UNROLL, at += POS_UNROLL * c) {
             float g[POS_UNROLL], xv[POS_UNROLL]; // the loads first, all in flight at once; then the sum, in order
             for (int u = 0; u < POS_UNROLL; u++) {
-                unsigned a = at + u * c;
                 bool in = p + u < p1;
-                xv[u] = in ? get(x[a]) : 0.0f;
-                float d = in && dy ? dy[a] : 0.0f; // loaded beside x, not after the mask
-                g[u] = in && dy && mask.passes(a, nc) ? d : 0.0f;
+                xv[u] = in ? get(x[at + u * c]) : 0.0f;
+                g[u] = in && dy ? dy[at + u * c] : 0.0f;
             }
             for (int u = 0; u < POS_UNROLL && p + u < p1; u++) {
                 if (dy) acc += (double)g[u] * xv[u];
@@ -270,11 +257,11 @@ __global__ void k_pos_total(int n, int c, int chunks, const double *part, double
     }
 }
 
-template <typename X, typename M>
-static void pos_sums(int n, int hw, int c, const X *x, const float *dy, M mask, double div, bool grad, bool add,
-                     double *part, float *out) {
+template <typename X>
+static void pos_sums(int n, int hw, int c, const X *x, const float *dy, double div, bool grad, bool add, double *part,
+                     float *out) {
     int chunks = pos_chunks(hw);
-    k_pos_partial<<<blocks_for(cu_pos_part_size(n, hw, c)), THREADS>>>(n, hw, c, chunks, x, dy, mask, part);
+    k_pos_partial<<<blocks_for(cu_pos_part_size(n, hw, c)), THREADS>>>(n, hw, c, chunks, x, dy, part);
     k_pos_total<<<blocks_for((size_t)n * c), THREADS>>>(n, c, chunks, part, div, grad, add, out);
 }
 
@@ -299,7 +286,7 @@ void cu_scale_fwd(int n, int hw, int c, const float *x, const float *s, float *y
 void cu_scale_bwd(int n, int hw, int c, const float *x, const float *s, const float *dy, float *dx, bool add_x,
                   float *ds, bool add_s, double *part) {
     if (dx) k_scale_bwd_x<<<blocks_for((size_t)n * hw * c), THREADS>>>(n, hw, c, s, dy, dx, add_x);
-    if (ds) pos_sums(n, hw, c, x, dy, every_element(), 1, true, add_s, part, ds);
+    if (ds) pos_sums(n, hw, c, x, dy, 1, true, add_s, part, ds);
 }
 
 // SE scale + add + ReLU, the residual blocks' ends: y = max(0, x s + sc),
@@ -320,25 +307,51 @@ __global__ void k_scale_add_relu_fwd(int n, int hw, int c, block_end<X, S, Y> e,
     }
 }
 
-// g = dy through the ReLU: dsc += g, dx += g s.
+// The block end's backward in one pass over its elements: g = dy where
+// forward's ReLU let it through, dsc += g, dx += g s, and with part the SE
+// scale's gradient, the sum over positions of g x, summed as k_pos_partial
+// sums (per image, chunk of positions and channel, the positions in order;
+// then k_pos_total): reading dy, x and the shortcut once, where an
+// element-wise kernel and a sum over positions read them twice. A thread
+// per (image, chunk, V channels), POS_UNROLL positions' loads ahead.
 template <int V, typename X, typename S, typename Y>
-__global__ void k_scale_add_relu_bwd(int n, int hw, int c, block_end<X, S, Y> e, const float *dy, float *dx,
-                                     bool add_x, float *dsc, bool add_sc) {
-    FOR_EACH(gi, (size_t)n * hw * c / V) {
-        unsigned o = U32(gi) * V, ch = o % c, nc = o / (U32(hw) * c) * c + ch;
-        pack<V, float> d = load<V>(dy, o);
-        float g[V], gs[V];
-        if constexpr (std::is_same<Y, float>::value) {
-            pack<V, float> y = load<V>(e.y, o);
-            for (int j = 0; j < V; j++) g[j] = y.v[j] > 0 ? d.v[j] : 0.0f;
-        } else {
-            pack<V, X> x = load<V>(e.x, o);
-            pack<V, S> sc = load<V>(e.sc, o);
-            for (int j = 0; j < V; j++) g[j] = block_value(get(x.v[j]), e.s[nc + j], get(sc.v[j])) > 0 ? d.v[j] : 0.0f;
+__global__ void k_scale_add_relu_bwd(int n, int hw, int c, int chunks, block_end<X, S, Y> e, const float *dy,
+                                     float *dx, bool add_x, float *dsc, bool add_sc, double *part) {
+    unsigned groups = U32(c) / V;
+    FOR_EACH(t, (size_t)n * chunks * groups) {
+        unsigned ch = U32(t) % groups * V, rest = U32(t) / groups, img = rest / chunks, nc = img * c + ch;
+        int p0 = (int)(rest % chunks) * POS_CHUNK, p1 = p0 + POS_CHUNK < hw ? p0 + POS_CHUNK : hw;
+        unsigned at = (img * hw + p0) * c + ch; // at: stride c
+        float s[V];
+        double acc[V] = {};
+        for (int j = 0; j < V; j++) s[j] = e.s[nc + j];
+        for (int p = p0; p < p1; p += POS_UNROLL, at += POS_UNROLL * c) {
+            pack<V, float> d[POS_UNROLL] = {}, y[POS_UNROLL] = {};
+            pack<V, X> x[POS_UNROLL] = {};
+            pack<V, S> sc[POS_UNROLL] = {};
+            for (int u = 0; u < POS_UNROLL; u++) { // the loads first, all in flight at once
+                if (p + u >= p1) continue;
+                d[u] = load<V>(dy, at + u * c);
+                x[u] = load<V>(e.x, at + u * c);
+                if constexpr (std::is_same<Y, float>::value) y[u] = load<V>(e.y, at + u * c);
+                else sc[u] = load<V>(e.sc, at + u * c);
+            }
+            for (int u = 0; u < POS_UNROLL && p + u < p1; u++) {
+                float g[V], gs[V];
+                for (int j = 0; j < V; j++) {
+                    bool passed;
+                    if constexpr (std::is_same<Y, float>::value) passed = y[u].v[j] > 0;
+                    else passed = block_value(get(x[u].v[j]), s[j], get(sc[u].v[j])) > 0;
+                    g[j] = passed ? d[u].v[j] : 0.0f;
+                    gs[j] = g[j] * s[j];
+                    if (part) acc[j] += (double)g[j] * get(x[u].v[j]);
+                }
+                if (dsc) grads_into(add_sc, g, dsc, at + u * c);
+                if (dx) grads_into(add_x, gs, dx, at + u * c);
+            }
         }
-        for (int j = 0; j < V; j++) gs[j] = g[j] * e.s[nc + j];
-        if (dsc) grads_into(add_sc, g, dsc, o);
-        if (dx) grads_into(add_x, gs, dx, o);
+        if (part)
+            for (int j = 0; j < V; j++) part[(size_t)rest * c + ch + j] = acc[j];
     }
 }
 
@@ -386,15 +399,16 @@ void cu_scale_add_relu_fwd(int n, int hw, int c, cu_type xt, const void *x, cons
 void cu_scale_add_relu_bwd(int n, int hw, int c, cu_type xt, const void *x, const float *s, cu_type sct,
                            const void *sc, cu_type yt, const void *y, const float *dy, float *dx, bool add_x,
                            float *ds, bool add_s, float *dsc, bool add_sc, double *part) {
-    size_t len = (size_t)n * hw * c;
+    if (!dx && !ds && !dsc) return;
+    int chunks = pos_chunks(hw);
     with_block_end(xt, x, s, sct, sc, yt, y, [&](auto e) {
-        if (dx || dsc)
-            with_vec(vec_ok(c, {x, sc, y, dy, dx, dsc}), [&](auto vk) {
-                constexpr int V = decltype(vk)::value;
-                k_scale_add_relu_bwd<V><<<blocks_for(len / V), THREADS>>>(n, hw, c, e, dy, dx, add_x, dsc, add_sc);
-            });
-        if (ds) pos_sums(n, hw, c, e.x, dy, e, 1, true, add_s, part, ds);
+        with_vec(vec_ok(c, {x, sc, y, dy, dx, dsc}), [&](auto vk) {
+            constexpr int V = decltype(vk)::value;
+            k_scale_add_relu_bwd<V><<<blocks_for(cu_pos_part_size(n, hw, c) / V), THREADS>>>(
+                n, hw, c, chunks, e, dy, dx, add_x, dsc, add_sc, ds ? part : (double *)NULL);
+        });
     });
+    if (ds) k_pos_total<<<blocks_for((size_t)n * c), THREADS>>>(n, c, chunks, part, 1, true, add_s, ds);
 }
 
 template <int V> __global__ void k_gap_bwd(int n, int hw, int c, const float *dy, float *dx, bool add) {
@@ -408,7 +422,7 @@ template <int V> __global__ void k_gap_bwd(int n, int hw, int c, const float *dy
 
 void cu_gap_fwd(int n, int hw, int c, cu_type xt, const void *x, float *y, double *part) {
     with_type(xt, [&](auto *xtag) {
-        pos_sums(n, hw, c, (const ELEM(xtag) *)x, (const float *)NULL, every_element(), hw, false, false, part, y);
+        pos_sums(n, hw, c, (const ELEM(xtag) *)x, (const float *)NULL, hw, false, false, part, y);
     });
 }
 

@@ -9,7 +9,8 @@
 #   there: sh tests/gpu/device.sh        (carry: build/gpu-bundle.tar.xz, build/acrima)
 # Parts, in order, each with its own limit in seconds and all within TOTAL_S
 # (default 490, so that the summary is written before the device call's own
-# limit: give the call timeout_s 520): our speed and PyTorch's beside it (BENCH_S 260; TORCH_ARGS;
+# limit: give the call timeout_s 520): our speed and PyTorch's beside it (BENCH_S 330; TORCH_ARGS,
+# by default eager at batch 32 and 256 and torch.compile at 256 in fp16, each run at most 150 s;
 # FU_BENCH_TRAINER_ONLY=1: our trainer's steps alone, unsplit and 2 stages), the checks and memcheck
 # (TEST_S 90), the model-parallel run (MP_S 60, 2 epochs), the study's recipe with AMP on ACRIMA (ACRIMA_S 60, EPOCHS 2),
 # the refusal. At most 8 files come back from a device call: $OUT holds
@@ -42,11 +43,12 @@ say "probe: $(nvidia-smi --query-gpu=name --format=csv,noheader | paste -sd, -)"
 
 # 1. Our speed and PyTorch's beside it, on the same GPU (and where our step's
 # GPU time goes: the "# profile" lines).
-CHECKS=0 FU_BENCH_TRAINER_ONLY=${FU_BENCH_TRAINER_ONLY:-1} TORCH_ARGS=${TORCH_ARGS:---batches 32,256 --steps 10 --no-compile} \
+CHECKS=0 FU_BENCH_TRAINER_ONLY=${FU_BENCH_TRAINER_ONLY:-1} \
+    TORCH_ARGS=${TORCH_ARGS:---batches 32,256 --steps 10 --compile-batches 256 --compile-amps fp16 --timeout 150} \
     FU_BENCH_CONV_ALGOS="$OUT/conv-algos.txt" \
-    timeout "$(limit "${BENCH_S:-260}")" sh tests/gpu/run-bundle.sh >"$OUT/bench.log" 2>&1
+    timeout "$(limit "${BENCH_S:-330}")" sh tests/gpu/run-bundle.sh >"$OUT/bench.log" 2>&1
 say "bench: exit $?"
-grep -E '^# bench|x$|img/s|^not ok' "$OUT/bench.log" | head -60 >>"$OUT/summary.txt"
+grep -E '^# bench|x$|img/s|^not ok' "$OUT/bench.log" | head -90 >>"$OUT/summary.txt"
 
 # 2. The GPU checks and a short run under compute-sanitizer's memcheck.
 BENCH=0 timeout "$(limit "${TEST_S:-90}")" sh tests/gpu/run-bundle.sh >"$OUT/test-gpu.log" 2>&1
