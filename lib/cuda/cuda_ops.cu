@@ -534,11 +534,12 @@ __global__ void k_bn_partial(unsigned rows, int c, int splits, const T *x, const
             pack<V, D> ds[BN_UNROLL] = {};
             for (int u = 0; u < BN_UNROLL; u++) { // the loads first, all in flight at once
                 unsigned ru = r + u * R;
-                if (ru < r1) xs[u] = load<V>(x, ru * c + ch0);
-                if (!STATS && ru < r1) ds[u] = load<V>(dy, ru * c + ch0);
+                if (ru >= r1) continue;
+                xs[u] = load<V>(x, ru * c + ch0);
+                if (!STATS) ds[u] = load<V>(dy, ru * c + ch0);
             }
-            for (int u = 0; u < BN_UNROLL; u++)
-                for (int j = 0; j < V && r + u * R < r1; j++) {
+            for (int u = 0; u < BN_UNROLL && r + u * R < r1; u++)
+                for (int j = 0; j < V; j++) {
                     float xv = get(xs[u].v[j]);
                     double v = xv;
                     if (STATS) {
