@@ -71,7 +71,8 @@ template <typename F> static void with_type(cu_type t, F f) {
 // elements, and each tensor is read and written V * sizeof(T) bytes at a
 // time (16 for fp32, 8 for half) instead of one element. V = VEC where VEC
 // divides the channels and every pointer is 16-byte aligned (the backend's
-// buffers are: vec_ok), else 1; the values are the same either way.
+// buffers are: vec_ok), 2 VEC where every tensor is half as well
+// (with_width), else 1; the values are the same either way.
 enum { VEC = 4 };
 
 template <int V, typename T> struct alignas(V * sizeof(T)) pack {
@@ -103,6 +104,18 @@ static bool vec_ok(int c, std::initializer_list<const void *> ptrs) {
 template <typename F> static void with_vec(bool vec, F f) {
     if (vec) f(std::integral_constant<int, VEC>());
     else f(std::integral_constant<int, 1>());
+}
+
+// As with_vec(vec_ok(c, ptrs), f), but V = 2 VEC where every tensor of the
+// kernel is half (element types Ts) and 2 VEC divides c: 16-byte loads of
+// half too. A memory-bound kernel needs bandwidth x latency bytes in flight
+// (about 3 MB on an H100), and its resident threads, one load of V
+// elements each, hold 2 MB at 8 bytes.
+template <typename... Ts, typename F> static void with_width(int c, std::initializer_list<const void *> ptrs, F f) {
+    constexpr bool all_half = ((sizeof(Ts) == 2) && ...);
+    if constexpr (all_half)
+        if (c % (2 * VEC) == 0 && vec_ok(c, ptrs)) return f(std::integral_constant<int, 2 * VEC>());
+    with_vec(vec_ok(c, ptrs), f);
 }
 
 // ---- layout -----------------------------------------------------------------
@@ -389,7 +402,9 @@ void cu_scale_add_relu_fwd(int n, int hw, int c, cu_type xt, const void *x, cons
     size_t len = (size_t)n * hw * c;
     with_block_end(xt, x, s, sct, sc, yt, y, [&](auto e) {
         using Y = std::remove_const_t<std::remove_pointer_t<decltype(e.y)>>;
-        with_vec(vec_ok(c, {x, sc, y}), [&](auto vk) {
+        using X = std::remove_const_t<std::remove_pointer_t<decltype(e.x)>>;
+        using S = std::remove_const_t<std::remove_pointer_t<decltype(e.sc)>>;
+        with_width<X, S, Y>(c, {x, sc, y}, [&](auto vk) {
             constexpr int V = decltype(vk)::value;
             k_scale_add_relu_fwd<V><<<blocks_for(len / V), THREADS>>>(n, hw, c, e, (Y *)y);
         });
@@ -671,7 +686,7 @@ __global__ void k_bn_apply(size_t n, int c, const T *x, const float *coef, bool 
 static void bn_apply(size_t n, int c, cu_type xt, const void *x, const float *coef, bool relu, cu_type yt, void *y) {
     with_type(xt, [&](auto *xtag) {
         with_type(yt, [&](auto *ytag) {
-            with_vec(vec_ok(c, {x, y}), [&](auto vk) {
+            with_width<ELEM(xtag), ELEM(ytag)>(c, {x, y}, [&](auto vk) {
                 constexpr int V = decltype(vk)::value;
                 k_bn_apply<V><<<blocks_for(n / V), THREADS>>>(n, c, (const ELEM(xtag) *)x, coef, relu,
                                                               (ELEM(ytag) *)y);
@@ -746,7 +761,7 @@ void cu_bn_global_bwd(size_t rows, int c, const double *v, double m, cu_type xt,
     with_type(xt, [&](auto *xtag) {
         with_type(dyt, [&](auto *dytag) {
             using T = ELEM(xtag);
-            with_vec(vec_ok(c, {x, dy, dx}), [&](auto vk) {
+            with_width<T, ELEM(dytag)>(c, {x, dy, dx}, [&](auto vk) {
                 constexpr int V = decltype(vk)::value;
                 k_bn_bwd_dx<V><<<blocks_for(n / V), THREADS>>>(n, c, (const T *)x, mean, invstd,
                                                                (const ELEM(dytag) *)dy, relu_coef, coef, (T *)dx, add);

@@ -172,12 +172,13 @@ template <class T> struct unaligned {
     vector<T> values() const { return vector<T>(buf.begin() + 1, buf.end()); }
 };
 
-// Channels a multiple of 4 and aligned buffers: the element-wise kernels
-// take 4 elements at a time (V = 4); unaligned copies of the same inputs
-// one at a time. The same bytes out, for BatchNorm's apply (fp32 x and
-// bf16 y; fp16 x, fp32 y with a ReLU) and its input gradient (fp32 adding;
-// half x, dy and dx with a ReLU's mask), the block end forward and backward
-// (fp32; half x and y with an fp32 shortcut), and global pooling's backward.
+// Channels a multiple of 8 and aligned buffers: the element-wise kernels
+// take 4 elements at a time (V = 4), 8 where every tensor is half;
+// unaligned copies of the same inputs one at a time. The same bytes out,
+// for BatchNorm's apply (fp32 x and bf16 y; fp16 x, fp32 y with a ReLU;
+// fp16 x and y) and its input gradient (fp32 adding; half x, dy and dx with
+// a ReLU's mask), the block end forward and backward (fp32; half x and y
+// with an fp32 shortcut; all half), and global pooling's backward.
 static void test_vector_paths(int n, int c, int hw) {
     size_t rows = (size_t)n * hw, big = rows * c, nc = (size_t)n * c;
     vector<float> x = random_floats(big), dy = random_floats(big), dx0 = random_floats(big), sc = random_floats(big);
@@ -198,7 +199,7 @@ static void test_vector_paths(int n, int c, int hw) {
                    1e-5, fcoef.data(), false); // fcoef: an affine map for the ReLU's mask
     bool same = true;
 
-    { // BatchNorm apply: fp32 x, bf16 y; then fp16 x, fp32 y, ReLU
+    { // BatchNorm apply: fp32 x, bf16 y; fp16 x, fp32 y, ReLU; fp16 x and y, ReLU
         vector<unsigned short> y(big);
         unaligned<float> ux(x);
         unaligned<unsigned short> uy(y);
@@ -215,6 +216,13 @@ static void test_vector_paths(int n, int c, int hw) {
         cu_bn_eval_fwd(rows, c, CU_FP16, ux16.data(), gamma.data(), beta.data(), rm.data(), rv.data(), CU_FP32,
                        uy32.data(), 1e-5, coef.data(), true);
         same = same && same_values(y32, uy32.values());
+        vector<unsigned short> y16(big);
+        unaligned<unsigned short> uy16(y16);
+        cu_bn_eval_fwd(rows, c, CU_FP16, x16.data(), gamma.data(), beta.data(), rm.data(), rv.data(), CU_FP16,
+                       y16.data(), 1e-5, coef.data(), true);
+        cu_bn_eval_fwd(rows, c, CU_FP16, ux16.data(), gamma.data(), beta.data(), rm.data(), rv.data(), CU_FP16,
+                       uy16.data(), 1e-5, coef.data(), true);
+        same = same && y16 == uy16.values();
     }
     { // BatchNorm input gradient: fp32 adding; fp16 x, dy and dx with a ReLU's mask
         vector<float> dx = dx0;
@@ -232,23 +240,27 @@ static void test_vector_paths(int n, int c, int hw) {
                          invstd.data(), CU_FP16, udy16.data(), fcoef.data(), udx16.data(), false, coef.data());
         same = same && dx16 == udx16.values();
     }
-    for (int h = 0; h < 2; h++) { // the block end: fp32; fp16 x and y, fp32 shortcut
-        cu_type t = h ? CU_FP16 : CU_FP32;
+    vector<unsigned short> sc16(big);
+    cu_to_half(false, big, sc.data(), sc16.data());
+    for (int h = 0; h < 3; h++) { // the block end: fp32; fp16 x and y, fp32 shortcut; all fp16
+        cu_type t = h ? CU_FP16 : CU_FP32, sct = h == 2 ? CU_FP16 : CU_FP32;
         const void *xin = h ? (const void *)x16.data() : x.data();
         unaligned<float> ux(x), usc(sc), udy(dy);
-        unaligned<unsigned short> ux16(x16);
+        unaligned<unsigned short> ux16(x16), usc16(sc16);
         void *uxin = h ? (void *)ux16.data() : ux.data();
+        const void *scin = h == 2 ? (const void *)sc16.data() : sc.data();
+        const void *uscin = h == 2 ? (const void *)usc16.data() : usc.data();
         vector<float> y(big), dx = dx0, dsc = dx0, ds(nc, 0.0f), uds(nc, 0.0f);
         vector<unsigned short> y16(big);
         unaligned<float> uy(y), udx(dx0), udsc(dx0);
         unaligned<unsigned short> uy16(y16);
         void *yo = h ? (void *)y16.data() : y.data(), *uyo = h ? (void *)uy16.data() : uy.data();
-        cu_scale_add_relu_fwd(n, hw, c, t, xin, s.data(), CU_FP32, sc.data(), t, yo);
-        cu_scale_add_relu_fwd(n, hw, c, t, uxin, s.data(), CU_FP32, usc.data(), t, uyo);
+        cu_scale_add_relu_fwd(n, hw, c, t, xin, s.data(), sct, scin, t, yo);
+        cu_scale_add_relu_fwd(n, hw, c, t, uxin, s.data(), sct, uscin, t, uyo);
         same = same && (h ? y16 == uy16.values() : same_values(y, uy.values()));
-        cu_scale_add_relu_bwd(n, hw, c, t, xin, s.data(), CU_FP32, sc.data(), t, yo, dy.data(), dx.data(), true,
-                              ds.data(), true, dsc.data(), false, part.data());
-        cu_scale_add_relu_bwd(n, hw, c, t, uxin, s.data(), CU_FP32, usc.data(), t, uyo, udy.data(), udx.data(), true,
+        cu_scale_add_relu_bwd(n, hw, c, t, xin, s.data(), sct, scin, t, yo, dy.data(), dx.data(), true, ds.data(),
+                              true, dsc.data(), false, part.data());
+        cu_scale_add_relu_bwd(n, hw, c, t, uxin, s.data(), sct, uscin, t, uyo, udy.data(), udx.data(), true,
                               uds.data(), true, udsc.data(), false, part.data());
         same = same && same_values(dx, udx.values()) && same_values(dsc, udsc.values()) && same_values(ds, uds);
     }
@@ -260,8 +272,9 @@ static void test_vector_paths(int n, int c, int hw) {
         same = same && same_values(dx, udx.values());
     }
     char name[160];
-    snprintf(name, sizeof name, "%dx%dx%d: 4 channels at a time (aligned) = one at a time (unaligned copies), value "
-             "for value: BN apply and input gradient, block end, pooling gradient", n, c, hw);
+    snprintf(name, sizeof name, "%dx%dx%d: 4 channels at a time (aligned; 8 where all tensors are half) = one at a "
+             "time (unaligned copies), value for value: BN apply and input gradient, block end, pooling gradient",
+             n, c, hw);
     report(same, name);
 }
 
@@ -717,7 +730,7 @@ int main() {
     test_scale_gap(2, 33, 3 * 64 + 5); // positions in three chunks and a short fourth
     test_scale_add_relu(2, 33, 3 * 64 + 5);
     test_block_end_half(2, 33, 3 * 64 + 5);
-    test_vector_paths(2, 12, 30);
+    test_vector_paths(2, 24, 30);
     test_concat(2, 15);
     test_bias(3, 70);
     test_bn(3, 37, 35);      // one row split, two channel blocks, 1 channel per thread
