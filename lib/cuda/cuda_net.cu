@@ -12,8 +12,10 @@
 // once per shape by cuDNN's heuristics (cudnnGet*Algorithm_v7, see choose():
 // FMA math, so fp32 stays fp32 and not TF32; deterministic backward
 // algorithms; one shared workspace, each algorithm's need capped at
-// WORKSPACE_CAP), and max pooling; cuBLAS runs the
-// linears; cuda_ops.cu the rest, BatchNorm included (batch statistics in
+// WORKSPACE_CAP); cuBLAS runs the linears; cuda_ops.cu the rest, max
+// pooling (cuda_ops.h: it records where each maximum was, so that backward
+// reads one byte per output, not the input and output again) and
+// BatchNorm included (batch statistics in
 // double, running stats as PyTorch), with BatchNorm + ReLU and SE scale +
 // add + ReLU fused where the op list allows (plan_fusion). The loss (n x
 // classes numbers) runs on the host with the reference op, which is also
@@ -73,9 +75,10 @@
 // reads (every conv of MedicalCNN) stays in half, as does its gradient,
 // which that BatchNorm reads and writes in half (plan_fusion): the values
 // the conversions would give, without them. Other convs' outputs and
-// gradients come back to fp32. BatchNorm outputs and residual block ends
-// whose readers all take half are kept in half too, as autocast keeps
-// them, with fp32 gradients (plan_fusion); everything else (BatchNorm's
+// gradients come back to fp32. BatchNorm outputs, residual block ends and
+// max pooling's output whose readers all take half are kept in half too, as
+// autocast keeps them, with fp32 gradients, and the stem's ReLU output that
+// the pooling reads, with its gradient (plan_fusion); everything else (BatchNorm's
 // arithmetic, linears, loss, master weights, gradients) is fp32. fp16 scales the loss
 // gradient by a power of two (dynamic, as PyTorch's GradScaler: 2^16 to
 // start, halved and backward redone when a gradient overflows, doubled after
@@ -119,21 +122,21 @@ extern "C" {
 static const size_t WORKSPACE_CAP = (size_t)512 << 20;
 
 typedef struct {
-    cudnnTensorDescriptor_t x, y;    // conv/maxpool input and output, NHWC
+    cudnnTensorDescriptor_t x, y;    // conv input and output, NHWC
     cudnnFilterDescriptor_t w;       // conv weight, OHWI
     cudnnConvolutionDescriptor_t conv;
-    cudnnPoolingDescriptor_t pool;
     cudnnConvolutionFwdAlgo_t fwd;
     cudnnConvolutionBwdDataAlgo_t bwd_data;
     cudnnConvolutionBwdFilterAlgo_t bwd_filter;
     cudnnMathType_t fwd_math, bwd_data_math, bwd_filter_math; // each algorithm's own
     size_t wt; // conv: element offset of its OHWI weight in wt and dwt
+    size_t arg; // maxpool: byte offset in argmax of its maxima's places (cu_maxpool_fwd)
     int relu;   // BatchNorm, add: the ReLU it computes too (fusion, plan_fusion), else -1
     int scale;  // add: the SE scale it computes too, else -1
     bool fused; // ReLU, SE scale: computed by another op (a BatchNorm, an add)
     // Under amp, its output kept in half, and that output's gradient (plan_fusion): both for a
-    // conv's, or a fused BatchNorm + ReLU's ReLU's; the output alone for a BatchNorm's or a
-    // residual block's end whose readers all take half.
+    // conv's, or a fused BatchNorm + ReLU's ReLU's; the output alone for a BatchNorm's, a
+    // residual block's end or a max pooling's whose readers all take half.
     bool half_out, half_grad;
     size_t coef; // BatchNorm: offset in coef of the affine map its training forward applied
     size_t grad, grad_len; // its output's gradient: offset in dact (shared with gradients not alive with it), elements
@@ -176,6 +179,8 @@ typedef struct {
     double *part;                  // partial sums: BatchNorm's, and over positions (cu_pos_part_size)
     double *bnv;                   // one BatchNorm's per-channel sums (2 x the widest BN)
     float *coef;                   // BatchNorm's per-channel coefficients: scratch, then each BN's forward map
+    unsigned char *argmax;         // max pooling: where each window's maximum was (argmax_size bytes)
+    size_t argmax_size;
     void *ws;                      // cuDNN workspace
     void *hx, *hy;                 // amp: a conv's input and output (or their gradients) in half
     int *nonfinite;                // amp fp16: a gradient overflowed
@@ -490,17 +495,22 @@ static int setup_conv(cu_net *d, int i, int n, size_t *ws) {
     return pick_algorithms(d, o, key, ws);
 }
 
-static int setup_pool(cu_net *d, int i, int n) {
+static cu_pool pool_of(const cu_net *d, int i, int n) {
     const fu_op *op = &d->m->ops[i], *x = &d->m->ops[op->in[0]];
-    cu_op *o = &d->op[i];
-    int got[4];
-    if (op->dil > 1) return fu_fail("cuda backend", "%s: dilated max pooling is not supported", d->what);
-    if (set_nhwc(d, o->x, n, x, CUDNN_DATA_FLOAT) < 0 || set_nhwc(d, o->y, n, op, CUDNN_DATA_FLOAT) < 0) return -1;
-    // Padding never wins, as in the reference (cuDNN's max pooling skips it).
-    DNN(cudnnSetPooling2dDescriptor(o->pool, CUDNN_POOLING_MAX_DETERMINISTIC, CUDNN_NOT_PROPAGATE_NAN, op->k, op->k,
-                                    op->pad, op->pad, op->stride, op->stride));
-    DNN(cudnnGetPooling2dForwardOutputDim(o->pool, o->x, &got[0], &got[1], &got[2], &got[3]));
-    return check_out(d, op, n, got);
+    cu_pool p = {n, x->h, x->w, x->c, op->k, op->stride, op->pad, op->dil, op->h, op->w};
+    return p;
+}
+
+// A window the kernels take (its place fits a byte), giving the op list's output size.
+static int check_pool(cu_net *d, int i) {
+    cu_pool p = pool_of(d, i, 1);
+    int span = p.dil * (p.k - 1) + 1;
+    if (p.k < 1 || p.k > CU_POOL_MAX_K)
+        return fu_fail("cuda backend", "%s: a %dx%d window: max pooling takes at most %dx%d", d->what, p.k, p.k,
+                       CU_POOL_MAX_K, CU_POOL_MAX_K);
+    if (p.stride < 1 || p.oh != (p.h + 2 * p.pad - span) / p.stride + 1 || p.ow != (p.w + 2 * p.pad - span) / p.stride + 1)
+        return fu_fail("cuda backend", "%s: the window gives another output size than %dx%d", d->what, p.ow, p.oh);
+    return 0;
 }
 
 // Descriptors and algorithms for n images (again when n changes: the last
@@ -512,7 +522,7 @@ static int setup(cu_net *d, int n) {
         fu_op_kind k = d->m->ops[i].kind;
         describe(d, i, n, "set-up");
         if (k == FU_OP_CONV && setup_conv(d, i, n, &ws) < 0) return -1;
-        if (k == FU_OP_MAXPOOL && setup_pool(d, i, n) < 0) return -1;
+        if (k == FU_OP_MAXPOOL && check_pool(d, i) < 0) return -1;
     }
     if (d->algos.path && fu_algo_save(&d->algos) < 0) return -1;
     snprintf(d->what, sizeof d->what, "workspace of %zu bytes", ws);
@@ -742,9 +752,13 @@ static int op_fwd(cu_net *d, int i, int n, int64_t *counts, const float *x, cons
     case FU_OP_RELU:
         if (!d->op[i].fused) cu_relu_fwd(len, in, y);
         break;
-    case FU_OP_MAXPOOL:
-        DNN(cudnnPoolingForward(d->dnn, d->op[i].pool, &ONE, d->op[i].x, in, &ZERO, d->op[i].y, y));
+    case FU_OP_MAXPOOL: {
+        cu_pool p = pool_of(d, i, n);
+        // where the maxima were: only backward needs it
+        unsigned char *arg = pass->train ? d->argmax + d->op[i].arg : NULL;
+        cu_maxpool_fwd(&p, out_type(d, op->in[0]), in, out_type(d, i), y, arg);
         break;
+    }
     case FU_OP_GAP: {
         const fu_op *src = &m->ops[op->in[0]];
         cu_gap_fwd(n, src->h * src->w, src->c, out_type(d, op->in[0]), in, y, d->part);
@@ -961,11 +975,11 @@ static int op_bwd(cu_net *d, int i, int n) {
     case FU_OP_RELU:
         if (!d->op[i].fused) cu_relu_bwd(len, y, dy, din, add);
         break;
-    case FU_OP_MAXPOOL:
-        if (din)
-            DNN(cudnnPoolingBackward(d->dnn, d->op[i].pool, &ONE, d->op[i].y, y, d->op[i].y, dy, d->op[i].x, in,
-                                     add ? &ONE : &ZERO, d->op[i].x, din));
+    case FU_OP_MAXPOOL: {
+        cu_pool p = pool_of(d, i, n);
+        cu_maxpool_bwd(&p, d->argmax + d->op[i].arg, dy, grad_type(d, op->in[0]), din, add);
         break;
+    }
     case FU_OP_GAP: {
         const fu_op *src = &m->ops[op->in[0]];
         cu_gap_bwd(n, src->h * src->w, src->c, dy, din, add);
@@ -1151,12 +1165,11 @@ static void cu_destroy(fu_backend *b) {
             if (o->y) cudnnDestroyTensorDescriptor(o->y);
             if (o->w) cudnnDestroyFilterDescriptor(o->w);
             if (o->conv) cudnnDestroyConvolutionDescriptor(o->conv);
-            if (o->pool) cudnnDestroyPoolingDescriptor(o->pool);
         }
         if (d->borrowed) d->params = d->state = NULL; // the lender's
         void *dev[] = {d->params, d->grads, d->state, d->m1, d->m2, d->norm_part, d->norm, d->groups, d->wt,
-                       d->dwt, d->act, d->dact, d->aux, d->stage, d->part, d->bnv, d->coef, d->ws, d->hx, d->hy,
-                       d->nonfinite, d->pre[0].dev, d->pre[1].dev};
+                       d->dwt, d->act, d->dact, d->aux, d->stage, d->part, d->bnv, d->coef, d->argmax, d->ws, d->hx,
+                       d->hy, d->nonfinite, d->pre[0].dev, d->pre[1].dev};
         for (size_t j = 0; j < sizeof dev / sizeof *dev; j++) cudaFree(dev[j]);
         if (d->copy) {
             for (int k = 0; k < 2; k++) cudaEventDestroy(d->pre[k].copied), cudaEventDestroy(d->pre[k].read);
@@ -1194,7 +1207,7 @@ static size_t planned_bytes(const cu_net *d, size_t *fixed) {
     *fixed = (m->n_params + held) * f + 2 * d->wt_size * es +
              (d->bnv_size + d->norm_part_size + 1) * sizeof(double);
     return *fixed + (d->plan.act_size + d->dact_size + d->plan.aux_size + d->stage_size + d->coef_size) * f +
-           (d->hx_size + d->hy_size) * es + d->part_size * sizeof(double) + sizeof(int);
+           (d->hx_size + d->hy_size) * es + d->part_size * sizeof(double) + d->argmax_size + sizeof(int);
 }
 
 // Out of GPU memory at this batch: says so with the largest batch that would
@@ -1238,6 +1251,9 @@ static void plan_scratch(cu_net *d) {
             if (part > d->part_size) d->part_size = part;
         } else if (op->kind == FU_OP_DROPOUT && fu_op_numel(m, i, d->batch) > d->stage_size) {
             d->stage_size = fu_op_numel(m, i, d->batch);
+        } else if (op->kind == FU_OP_MAXPOOL) { // a byte per output, 16-byte aligned for the kernels' vectors
+            d->op[i].arg = d->argmax_size;
+            d->argmax_size += (fu_op_numel(m, i, d->batch) + 15) & ~(size_t)15;
         }
     }
     // After the scratch, each BN's forward map, which backward reads again
@@ -1247,12 +1263,12 @@ static void plan_scratch(cu_net *d) {
 }
 
 // Whether op r reads op t's output as well in half, its gradient being fp32:
-// a conv (converting the gradient from half), global pooling, a fused SE
-// scale's x, a fused block end's shortcut (block_end, cuda_ops.cu).
+// a conv (converting the gradient from half), global or max pooling, a
+// fused SE scale's x, a fused block end's shortcut (block_end, cuda_ops.cu).
 static bool reads_half(const cu_net *d, int r, int t) {
     const fu_op *op = &d->m->ops[r];
     switch (op->kind) {
-    case FU_OP_CONV: case FU_OP_GAP: return true;
+    case FU_OP_CONV: case FU_OP_GAP: case FU_OP_MAXPOOL: return true;
     case FU_OP_SCALE: return d->op[r].fused && op->in[0] == t && op->in[1] != t;
     case FU_OP_ADD: return d->op[r].scale >= 0 && op->in[1] == t && op->in[0] != t;
     default: return false;
@@ -1276,13 +1292,16 @@ static bool reads_half(const cu_net *d, int r, int t) {
 // FU_CUDA_FUSE=0 in the environment turns it off (the same values, one
 // kernel per op, for comparison and profiles).
 // Also under amp, as PyTorch's autocast keeps them: a BatchNorm's output
-// (no ReLU fused) and a residual block's end (the fused SE scale + add +
-// ReLU's) are written in half where every op reading them takes half
-// (reads_half: the convs of the next block, the SE's pooling and the
-// block's end, the shortcut, the head's pooling); their gradients stay
-// fp32. Unlike the conversions above, this rounds values that fp32 ops
-// read (the shortcut's add, the pooling): FU_CUDA_HALF_ACT=0 keeps these
-// outputs fp32 (with fusion, the same values as FU_CUDA_FUSE=0).
+// (no ReLU fused), a residual block's end (the fused SE scale + add +
+// ReLU's) and a max pooling's output are written in half where every op
+// reading them takes half (reads_half: the convs of the next block, the
+// SE's pooling and the block's end, the shortcut, the head's pooling); their
+// gradients stay fp32. And a fused BN + ReLU whose output only a max
+// pooling reads (the stem's) writes it in half, and the pooling its
+// gradient, as for a conv above. Unlike the conversions above, this rounds
+// values that fp32 ops read (the shortcut's add, the pooling), and the stem
+// ReLU's gradient: FU_CUDA_HALF_ACT=0 keeps all of these fp32 (with fusion,
+// the same values as FU_CUDA_FUSE=0).
 static void plan_fusion(cu_net *d) {
     const fu_model *m = d->m;
     const char *env = getenv("FU_CUDA_FUSE");
@@ -1312,24 +1331,24 @@ static void plan_fusion(cu_net *d) {
         if (m->ops[i].kind == FU_OP_CONV && readers[i] == 1 && i != output_op(m))
             d->op[i].half_out = d->op[i].half_grad = true;
     }
+    const char *half_env = getenv("FU_CUDA_HALF_ACT");
+    bool half_acts = on && readers && d->amp != FU_AMP_OFF && (!half_env || strcmp(half_env, "0") != 0);
     for (int j = 0; on && readers && d->amp != FU_AMP_OFF && j < m->n_ops; j++) {
-        if (m->ops[j].kind != FU_OP_CONV) continue;
+        if (m->ops[j].kind != FU_OP_CONV && !(m->ops[j].kind == FU_OP_MAXPOOL && half_acts)) continue;
         int r = m->ops[j].in[0];
         if (m->ops[r].kind != FU_OP_RELU || readers[r] != 1 || r == output_op(m)) continue;
         int bn = m->ops[r].in[0];
         if (m->ops[bn].kind == FU_OP_BN && d->op[bn].relu == r) d->op[r].half_out = d->op[r].half_grad = true;
     }
-    const char *half_env = getenv("FU_CUDA_HALF_ACT");
-    bool half_acts = on && readers && d->amp != FU_AMP_OFF && (!half_env || strcmp(half_env, "0") != 0);
     for (int t = 0; half_acts && t < m->n_ops; t++) {
         const fu_op *op = &m->ops[t];
-        bool bn = op->kind == FU_OP_BN && d->op[t].relu < 0;
+        bool bn = op->kind == FU_OP_BN && d->op[t].relu < 0, pool = op->kind == FU_OP_MAXPOOL;
         bool block_end = op->kind == FU_OP_RELU && d->op[t].fused && m->ops[op->in[0]].kind == FU_OP_ADD;
         // A stage's output that is a block's end, handed out as fp32 (download_nchw) holding the half
         // values: as in the whole model, where the next block's ops (or the head's pooling) read it.
         bool handed_out = t == output_op(m) && !ends_in_loss(m) && block_end && op->h * op->w > 1;
         bool read_here = t != output_op(m) && readers[t] > 0;
-        if (!(bn || block_end) || !(read_here || handed_out)) continue;
+        if (!(bn || block_end || pool) || !(read_here || handed_out)) continue;
         bool all = true;
         for (int r = t + 1; all && r < m->n_ops; r++)
             for (int p = 0; p < m->ops[r].n_in; p++)
@@ -1440,13 +1459,9 @@ static int create_descriptors(cu_net *d) {
     for (int i = 0; i < d->m->n_ops; i++) {
         fu_op_kind k = d->m->ops[i].kind;
         cu_op *o = &d->op[i];
-        if (k != FU_OP_CONV && k != FU_OP_MAXPOOL) continue;
+        if (k != FU_OP_CONV) continue;
         DNN(cudnnCreateTensorDescriptor(&o->x));
         DNN(cudnnCreateTensorDescriptor(&o->y));
-        if (k == FU_OP_MAXPOOL) {
-            DNN(cudnnCreatePoolingDescriptor(&o->pool));
-            continue;
-        }
         DNN(cudnnCreateFilterDescriptor(&o->w));
         DNN(cudnnCreateConvolutionDescriptor(&o->conv));
     }
@@ -1510,7 +1525,8 @@ static int create(cu_net *d, fu_backend *b) {
         dev_alloc(d, &d->dact, d->dact_size * f) < 0 || dev_alloc(d, &d->aux, d->plan.aux_size * f) < 0 ||
         dev_alloc(d, &d->stage, d->stage_size * f) < 0 || dev_alloc(d, &d->part, d->part_size * sizeof(double)) < 0 ||
         dev_alloc(d, &d->bnv, d->bnv_size * sizeof(double)) < 0 ||
-        dev_alloc(d, &d->coef, d->coef_size * f) < 0 || dev_alloc(d, &d->hx, d->hx_size * es) < 0 ||
+        dev_alloc(d, &d->coef, d->coef_size * f) < 0 || dev_alloc(d, &d->argmax, d->argmax_size) < 0 ||
+        dev_alloc(d, &d->hx, d->hx_size * es) < 0 ||
         dev_alloc(d, &d->hy, d->hy_size * es) < 0 || dev_alloc(d, &d->nonfinite, sizeof(int)) < 0 ||
         dev_alloc(d, &d->norm_part, d->norm_part_size * sizeof(double)) < 0 ||
         dev_alloc(d, &d->norm, sizeof(double)) < 0)
@@ -1522,7 +1538,8 @@ static int create(cu_net *d, fu_backend *b) {
     if (create_descriptors(d) < 0 || setup(d, d->batch) < 0) return -1;
     b->grad_bytes = d->dact_size * f;
     b->act_bytes = (act + d->dact_size + d->plan.aux_size + d->stage_size + d->coef_size) * f +
-                   (2 * d->wt_size + d->hx_size + d->hy_size) * es + (d->part_size + d->bnv_size) * sizeof(double) + d->ws_size;
+                   (2 * d->wt_size + d->hx_size + d->hy_size) * es + (d->part_size + d->bnv_size) * sizeof(double) +
+                   d->argmax_size + d->ws_size;
     return 0;
 }
 

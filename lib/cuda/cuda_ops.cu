@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <initializer_list>
+#include <math.h>
 #include <stdint.h>
 #include <type_traits>
 
@@ -464,6 +465,101 @@ void cu_concat_fwd(size_t rows, int c, int ctot, int off, const float *x, float 
 
 void cu_concat_bwd(size_t rows, int c, int ctot, int off, const float *dy, float *dx, bool add) {
     if (dx) k_concat_bwd<<<blocks_for(rows * c), THREADS>>>(rows, c, ctot, off, dy, dx, add);
+}
+
+// ---- max pooling -------------------------------------------------------------
+// A thread takes V channels of one output position (forward) or input
+// position (backward). Backward gathers: an input position looks up the
+// windows that hold it (at most 4 for 3 x 3 at stride 2) and adds the dy of
+// those whose maximum it was, so no two threads write one element (no
+// atomics) and the order is fixed.
+
+static const unsigned char NO_MAX = 255; // a window of padding alone, or NaN alone
+
+template <int V, typename X, typename Y>
+__global__ void k_maxpool_fwd(cu_pool p, const X *x, Y *y, unsigned char *arg) {
+    FOR_EACH(g, (size_t)p.n * p.oh * p.ow * p.c / V) {
+        unsigned o = U32(g) * V, ch = o % p.c, pix = o / p.c, ox = pix % p.ow, rest = pix / p.ow;
+        unsigned oy = rest % p.oh, img = rest / p.oh;
+        float best[V];
+        unsigned char at[V];
+        for (int j = 0; j < V; j++) best[j] = -INFINITY, at[j] = NO_MAX;
+        for (int a = 0; a < p.k; a++) {
+            int iy = (int)oy * p.stride - p.pad + a * p.dil;
+            if (iy < 0 || iy >= p.h) continue;
+            for (int b = 0; b < p.k; b++) {
+                int ix = (int)ox * p.stride - p.pad + b * p.dil;
+                if (ix < 0 || ix >= p.w) continue;
+                pack<V, X> in = load<V>(x, ((img * p.h + iy) * p.w + ix) * p.c + ch);
+                for (int j = 0; j < V; j++) {
+                    float v = get(in.v[j]);
+                    // strictly greater: the first maximum stays (a NaN never wins, -inf can)
+                    if (v > best[j] || (at[j] == NO_MAX && v == best[j])) best[j] = v, at[j] = (unsigned char)(a * p.k + b);
+                }
+            }
+        }
+        pack<V, Y> out;
+        for (int j = 0; j < V; j++) put(best[j], &out.v[j]);
+        store(y, o, out);
+        if (arg) {
+            pack<V, unsigned char> w;
+            for (int j = 0; j < V; j++) w.v[j] = at[j];
+            store(arg, o, w);
+        }
+    }
+}
+
+// Windows in the reference's order: output rows, then columns, ascending,
+// that is the input's place in the window descending.
+template <int V, typename DX>
+__global__ void k_maxpool_bwd(cu_pool p, const unsigned char *arg, const float *dy, DX *dx, bool add) {
+    FOR_EACH(g, (size_t)p.n * p.h * p.w * p.c / V) {
+        unsigned o = U32(g) * V, ch = o % p.c, pix = o / p.c, ix = pix % p.w, rest = pix / p.w;
+        unsigned iy = rest % p.h, img = rest / p.h;
+        pack<V, DX> d;
+        float acc[V];
+        if (add) d = load<V>(dx, o);
+        for (int j = 0; j < V; j++) acc[j] = add ? get(d.v[j]) : 0.0f; // adding into a cleared gradient
+        for (int a = p.k - 1; a >= 0; a--) {
+            int ty = (int)iy + p.pad - a * p.dil, oy = ty / p.stride;
+            if (ty < 0 || ty % p.stride || oy >= p.oh) continue;
+            for (int b = p.k - 1; b >= 0; b--) {
+                int tx = (int)ix + p.pad - b * p.dil, ox = tx / p.stride;
+                if (tx < 0 || tx % p.stride || ox >= p.ow) continue;
+                unsigned q = ((img * p.oh + oy) * p.ow + ox) * p.c + ch;
+                pack<V, unsigned char> w = load<V>(arg, q);
+                pack<V, float> grad = load<V>(dy, q);
+                for (int j = 0; j < V; j++)
+                    if (w.v[j] == a * p.k + b) acc[j] += grad.v[j];
+            }
+        }
+        for (int j = 0; j < V; j++) put(acc[j], &d.v[j]);
+        store(dx, o, d);
+    }
+}
+
+void cu_maxpool_fwd(const cu_pool *p, cu_type xt, const void *x, cu_type yt, void *y, unsigned char *arg) {
+    size_t len = (size_t)p->n * p->oh * p->ow * p->c;
+    with_type(xt, [&](auto *xtag) {
+        with_type(yt, [&](auto *ytag) {
+            with_width<ELEM(xtag), ELEM(ytag)>(p->c, {x, y, arg}, [&](auto vk) {
+                constexpr int V = decltype(vk)::value;
+                k_maxpool_fwd<V><<<blocks_for(len / V), THREADS>>>(*p, (const ELEM(xtag) *)x, (ELEM(ytag) *)y,
+                                                                   arg);
+            });
+        });
+    });
+}
+
+void cu_maxpool_bwd(const cu_pool *p, const unsigned char *arg, const float *dy, cu_type dxt, void *dx, bool add) {
+    size_t len = (size_t)p->n * p->h * p->w * p->c;
+    if (dx)
+        with_type(dxt, [&](auto *tag) {
+            with_vec(vec_ok(p->c, {arg, dy, dx}), [&](auto vk) {
+                constexpr int V = decltype(vk)::value;
+                k_maxpool_bwd<V><<<blocks_for(len / V), THREADS>>>(*p, arg, dy, (ELEM(tag) *)dx, add);
+            });
+        });
 }
 
 __global__ void k_bias_fwd(int n, int c, const float *b, float *y) {

@@ -68,6 +68,25 @@ void cu_gap_bwd(int n, int hw, int c, const float *dy, float *dx, bool add);
 // One part of a channel concat: y[:, off:off + c] of y's ctot channels = x, over rows.
 void cu_concat_fwd(size_t rows, int c, int ctot, int off, const float *x, float *y);
 void cu_concat_bwd(size_t rows, int c, int ctot, int off, const float *dy, float *dx, bool add);
+// Max pooling (n, h, w, c) -> (n, oh, ow, c) over k x k windows (stride,
+// padding, dilation); padding never wins, as in the reference.
+typedef struct {
+    int n, h, w, c;      // the input
+    int k, stride, pad, dil;
+    int oh, ow;          // the output's size
+} cu_pool;
+// Windows up to 15 x 15: a byte records where in its window each maximum was.
+static const int CU_POOL_MAX_K = 15;
+// Forward: y = each window's maximum (x, y of types xt, yt: half where the
+// backend keeps them so under amp; a maximum is one of the values, so half
+// loses nothing more). Given arg (training: (n, oh, ow, c) bytes), it records
+// the maximum's place in its window (row-major), the first of equal ones as
+// the reference's backward picks it, so that backward reads neither x nor y
+// (cuDNN's backward reads both, and takes one type for all four tensors).
+void cu_maxpool_fwd(const cu_pool *p, cu_type xt, const void *x, cu_type yt, void *y, unsigned char *arg);
+// Backward: dx (of type dxt) gets each dy at its window's maximum, adding in
+// the reference's order (output positions in raster order).
+void cu_maxpool_bwd(const cu_pool *p, const unsigned char *arg, const float *dy, cu_type dxt, void *dx, bool add);
 // Linear bias: y (n, c) += b (c); db (c) += sum over n of dy.
 void cu_bias_fwd(int n, int c, const float *b, float *y);
 void cu_bias_bwd(int n, int c, const float *dy, float *db);

@@ -2,9 +2,7 @@
 // lib/cuda/cuda_net.cu uses. Descriptors keep what was set; convolutions
 // (cross-correlation, NHWC tensors, NHWC = OHWI "KRSC" filters, any pad,
 // stride, dilation, one group) run as im2col / col2im around oneDNN's sgemm
-// (fake_gemm.h), per image; max pooling (NHWC, padding never wins; backward sends each dy
-// to the first maximum of its window, as CUDNN_POOLING_MAX_DETERMINISTIC)
-// directly. FLOAT, HALF and BFLOAT16 data are converted to float, computed
+// (fake_gemm.h), per image. FLOAT, HALF and BFLOAT16 data are converted to float, computed
 // in float (sums in float, as cuDNN accumulates), and the result
 // alpha * op + beta * old converted back. The heuristics (Get*_v7) offer
 // one algorithm (0, deterministic, the descriptor's math type, no
@@ -65,13 +63,6 @@ struct cudnnConvolutionStruct {
     cudnnConvolutionMode_t mode;
     cudnnDataType_t compute;
     cudnnMathType_t math;
-};
-
-struct cudnnPoolingStruct {
-    bool set;
-    cudnnPoolingMode_t mode;
-    cudnnNanPropagation_t nan;
-    int wh, ww, ph, pw, sh, sw;
 };
 
 template <class T> static cudnnStatus_t make(T **p) {
@@ -152,7 +143,6 @@ cudnnStatus_t cudnnDestroy(cudnnHandle_t p) {
 HANDLE(cudnnTensorDescriptor_t, cudnnCreateTensorDescriptor, cudnnDestroyTensorDescriptor)
 HANDLE(cudnnFilterDescriptor_t, cudnnCreateFilterDescriptor, cudnnDestroyFilterDescriptor)
 HANDLE(cudnnConvolutionDescriptor_t, cudnnCreateConvolutionDescriptor, cudnnDestroyConvolutionDescriptor)
-HANDLE(cudnnPoolingDescriptor_t, cudnnCreatePoolingDescriptor, cudnnDestroyPoolingDescriptor)
 
 cudnnStatus_t cudnnSetTensor4dDescriptor(cudnnTensorDescriptor_t t, cudnnTensorFormat_t format,
                                          cudnnDataType_t dt, int n, int c, int h, int w) {
@@ -186,14 +176,6 @@ cudnnStatus_t cudnnSetConvolutionMathType(cudnnConvolutionDescriptor_t c, cudnnM
     return CUDNN_STATUS_SUCCESS;
 }
 
-cudnnStatus_t cudnnSetPooling2dDescriptor(cudnnPoolingDescriptor_t p, cudnnPoolingMode_t mode,
-                                          cudnnNanPropagation_t nan, int wh, int ww, int ph, int pw, int sh, int sw) {
-    if (!p || wh < 1 || ww < 1 || ph < 0 || pw < 0 || sh < 1 || sw < 1) return CUDNN_STATUS_BAD_PARAM;
-    if (mode != CUDNN_POOLING_MAX_DETERMINISTIC && mode != CUDNN_POOLING_MAX) return CUDNN_STATUS_NOT_SUPPORTED;
-    *p = {true, mode, nan, wh, ww, ph, pw, sh, sw};
-    return CUDNN_STATUS_SUCCESS;
-}
-
 static int conv_out(int in, int pad, int k, int dil, int stride) { return (in + 2 * pad - ((k - 1) * dil + 1)) / stride + 1; }
 
 cudnnStatus_t cudnnGetConvolution2dForwardOutputDim(const cudnnConvolutionDescriptor_t c,
@@ -203,15 +185,6 @@ cudnnStatus_t cudnnGetConvolution2dForwardOutputDim(const cudnnConvolutionDescri
     *n = x->n, *k = f->k;
     *h = conv_out(x->h, c->pad_h, f->h, c->dil_h, c->u);
     *w = conv_out(x->w, c->pad_w, f->w, c->dil_w, c->v);
-    return *h >= 1 && *w >= 1 ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_BAD_PARAM;
-}
-
-cudnnStatus_t cudnnGetPooling2dForwardOutputDim(const cudnnPoolingDescriptor_t p, const cudnnTensorDescriptor_t x,
-                                                int *n, int *c, int *h, int *w) {
-    if (!p || !x || !p->set || !x->set) return CUDNN_STATUS_BAD_PARAM;
-    *n = x->n, *c = x->c;
-    *h = (x->h + 2 * p->ph - p->wh) / p->sh + 1;
-    *w = (x->w + 2 * p->pw - p->ww) / p->sw + 1;
     return *h >= 1 && *w >= 1 ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_BAD_PARAM;
 }
 
@@ -470,73 +443,6 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha,
             return CUDNN_STATUS_EXECUTION_FAILED;
     }
     blend(dwd->dt, alpha, out, beta, dw);
-    return CUDNN_STATUS_SUCCESS;
-}
-
-// ---- max pooling (float NHWC) -------------------------------------------------------------
-
-static cudnnStatus_t pool_check(const cudnnPoolingStruct *p, const cudnnTensorStruct *x, const cudnnTensorStruct *y) {
-    if (!p || !x || !y || !p->set || !x->set || !y->set) return CUDNN_STATUS_BAD_PARAM;
-    if (x->dt != CUDNN_DATA_FLOAT || y->dt != CUDNN_DATA_FLOAT) return CUDNN_STATUS_NOT_SUPPORTED;
-    if (y->n != x->n || y->c != x->c || y->h != (x->h + 2 * p->ph - p->wh) / p->sh + 1 ||
-        y->w != (x->w + 2 * p->pw - p->ww) / p->sw + 1)
-        return CUDNN_STATUS_BAD_PARAM;
-    return CUDNN_STATUS_SUCCESS;
-}
-
-// The input index (NHWC) of the first maximum of output element (i, oy, ox,
-// ch)'s window, padding skipped; -1 for a window all in the padding.
-static long first_max(const cudnnPoolingStruct *p, const cudnnTensorStruct *x, const float *xv, int i, int oy, int ox,
-                      int ch) {
-    long best = -1;
-    for (int ky = 0; ky < p->wh; ky++)
-        for (int kx = 0; kx < p->ww; kx++) {
-            int iy = oy * p->sh - p->ph + ky, ix = ox * p->sw - p->pw + kx;
-            if (iy < 0 || iy >= x->h || ix < 0 || ix >= x->w) continue;
-            long at = (((long)i * x->h + iy) * x->w + ix) * x->c + ch;
-            if (best < 0 || xv[at] > xv[best]) best = at;
-        }
-    return best;
-}
-
-cudnnStatus_t cudnnPoolingForward(cudnnHandle_t h, const cudnnPoolingDescriptor_t p, const void *alpha,
-                                  const cudnnTensorDescriptor_t xd, const void *x, const void *beta,
-                                  const cudnnTensorDescriptor_t yd, void *y) {
-    cudnnStatus_t st = pool_check(p, xd, yd);
-    if (st != CUDNN_STATUS_SUCCESS) return st;
-    const float *xv = (const float *)x;
-    std::vector<float> out(numel(yd));
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < yd->n; i++)
-        for (int oy = 0; oy < yd->h; oy++)
-            for (int ox = 0; ox < yd->w; ox++)
-                for (int ch = 0; ch < yd->c; ch++) {
-                    long at = first_max(p, xd, xv, i, oy, ox, ch);
-                    out[(((size_t)i * yd->h + oy) * yd->w + ox) * yd->c + ch] = at < 0 ? 0 : xv[at];
-                }
-    blend(CUDNN_DATA_FLOAT, alpha, out, beta, y);
-    return CUDNN_STATUS_SUCCESS;
-}
-
-cudnnStatus_t cudnnPoolingBackward(cudnnHandle_t h, const cudnnPoolingDescriptor_t p, const void *alpha,
-                                   const cudnnTensorDescriptor_t yd, const void *y, const cudnnTensorDescriptor_t dyd,
-                                   const void *dy, const cudnnTensorDescriptor_t xd, const void *x, const void *beta,
-                                   const cudnnTensorDescriptor_t dxd, void *dx) {
-    cudnnStatus_t st = pool_check(p, xd, yd);
-    if (st == CUDNN_STATUS_SUCCESS) st = pool_check(p, dxd, dyd);
-    if (st != CUDNN_STATUS_SUCCESS) return st;
-    const float *xv = (const float *)x, *dyv = (const float *)dy;
-    std::vector<float> out(numel(dxd), 0.0f);
-    // Parallel over images: windows of one image add into that image only.
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < yd->n; i++)
-        for (int oy = 0; oy < yd->h; oy++)
-            for (int ox = 0; ox < yd->w; ox++)
-                for (int ch = 0; ch < yd->c; ch++) {
-                    long at = first_max(p, xd, xv, i, oy, ox, ch);
-                    if (at >= 0) out[at] += dyv[(((size_t)i * yd->h + oy) * yd->w + ox) * yd->c + ch];
-                }
-    blend(CUDNN_DATA_FLOAT, alpha, out, beta, dx);
     return CUDNN_STATUS_SUCCESS;
 }
 

@@ -271,7 +271,7 @@ static void test_vector_paths(int n, int c, int hw) {
         cu_gap_bwd(n, hw, c, dnc.data(), udx.data(), true);
         same = same && same_values(dx, udx.values());
     }
-    char name[160];
+    char name[240];
     snprintf(name, sizeof name, "%dx%dx%d: 4 channels at a time (aligned; 8 where all tensors are half) = one at a "
              "time (unaligned copies), value for value: BN apply and input gradient, block end, pooling gradient",
              n, c, hw);
@@ -318,6 +318,59 @@ static void test_concat(int n, int hw) {
         snprintf(what, sizeof what, "concat bwd: part %d's dx += its %d channels of dy", p, cs[p]);
         near(what, dx[p], to_nhwc(dx_ref[p], n, cs[p], hw), 2e-6);
     }
+}
+
+// Max pooling against the reference: the maxima (ties common: x takes 9
+// values; one NaN, one window all -inf), the gradient at the first maximum
+// of each window, adding and as a first writer; and with fp16 x, y and dx:
+// the same places, y and dx rounded as converting the fp32 results would.
+// 13 channels go one at a time, 16 four (eight where all is half).
+static void test_maxpool(int n, int c, int h, int w, int k, int stride, int pad, int dil) {
+    fu_window s = {n, c, h, w, c, k, stride, pad, dil, 0, 0};
+    fu_window_out(&s);
+    cu_pool p = {n, h, w, c, k, stride, pad, dil, s.p, s.q};
+    size_t in = (size_t)n * c * h * w, out = (size_t)n * c * s.p * s.q;
+    vector<float> x = random_floats(in);
+    for (float &v : x) v = std::round(v * 4) / 4;
+    x[1] = NAN;
+    for (int i = 0; i < h * w; i++) x[(size_t)c * h * w + i] = -INFINITY; // image 1, channel 0
+    vector<float> xh = to_nhwc(x, n, c, h * w), y(out), dy = random_floats(out), dx0 = random_floats(in);
+    vector<double> xd = to_double(x), y_ref(out), dyd = to_double(dy), dx_ref = to_double(dx0);
+    vector<unsigned char> arg(out);
+    cu_maxpool_fwd(&p, CU_FP32, xh.data(), CU_FP32, y.data(), arg.data());
+    fu_ref_maxpool_fwd_f64(&s, xd.data(), y_ref.data());
+    vector<double> y_want = to_nhwc(y_ref, n, c, s.p * s.q);
+    bool same = true;
+    for (size_t i = 0; i < out; i++) same = same && y[i] == (float)y_want[i];
+    char name[200];
+    snprintf(name, sizeof name, "maxpool fwd %dx%dx%dx%d, %dx%d window, stride %d, pad %d, dilation %d: each "
+             "window's maximum", n, c, h, w, k, k, stride, pad, dil);
+    report(same, name);
+
+    vector<float> dyh = to_nhwc(dy, n, c, s.p * s.q), dx = to_nhwc(dx0, n, c, h * w), written(in, NAN), zeros(in);
+    cu_maxpool_bwd(&p, arg.data(), dyh.data(), CU_FP32, dx.data(), true);
+    fu_ref_maxpool_bwd_f64(&s, xd.data(), y_ref.data(), dyd.data(), dx_ref.data());
+    snprintf(name, sizeof name, "maxpool bwd %dx%dx%dx%d: dx += dy at each window's first maximum", n, c, h, w);
+    near(name, dx, to_nhwc(dx_ref, n, c, h * w), 2e-6);
+    cu_maxpool_bwd(&p, arg.data(), dyh.data(), CU_FP32, written.data(), false);
+    cu_maxpool_bwd(&p, arg.data(), dyh.data(), CU_FP32, zeros.data(), true);
+    snprintf(name, sizeof name, "maxpool bwd %dx%dx%dx%d as a first writer (over NaN) = adding into zeros", n, c, h, w);
+    report(same_values(written, zeros), name);
+
+    // fp16: the fp32 kernels on the values fp16 holds, then rounded
+    vector<unsigned short> x16(in), y16(out), y16_want(out), dx16(in, 0x7e00), dx16_want(in);
+    vector<float> x16f(in), y32(out);
+    vector<unsigned char> arg16(out), arg32(out);
+    cu_to_half(false, in, xh.data(), x16.data());
+    cu_from_half(false, in, x16.data(), x16f.data(), false);
+    cu_maxpool_fwd(&p, CU_FP32, x16f.data(), CU_FP32, y32.data(), arg32.data());
+    cu_maxpool_fwd(&p, CU_FP16, x16.data(), CU_FP16, y16.data(), arg16.data());
+    cu_to_half(false, out, y32.data(), y16_want.data());
+    cu_maxpool_bwd(&p, arg32.data(), dyh.data(), CU_FP32, zeros.data(), false);
+    cu_to_half(false, in, zeros.data(), dx16_want.data());
+    cu_maxpool_bwd(&p, arg16.data(), dyh.data(), CU_FP16, dx16.data(), false);
+    snprintf(name, sizeof name, "maxpool %dx%dx%dx%d in fp16: the same maxima and places, y and dx rounded", n, c, h, w);
+    report(y16 == y16_want && arg16 == arg32 && dx16 == dx16_want, name);
 }
 
 // Linear bias: y += b per row, db += the column sums of dy.
@@ -732,6 +785,9 @@ int main() {
     test_block_end_half(2, 33, 3 * 64 + 5);
     test_vector_paths(2, 24, 30);
     test_concat(2, 15);
+    test_maxpool(2, 13, 9, 11, 3, 2, 1, 1); // as the stem's, odd sizes
+    test_maxpool(2, 16, 12, 12, 3, 2, 1, 1);
+    test_maxpool(2, 3, 10, 9, 3, 1, 2, 2); // dilated, overlapping windows
     test_bias(3, 70);
     test_bn(3, 37, 35);      // one row split, two channel blocks, 1 channel per thread
     test_bn(4, 40, 17 * 17); // five row splits, 4 channels per thread, 10 threads to a row

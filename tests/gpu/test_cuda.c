@@ -403,8 +403,8 @@ static void check_fusion(const fu_model *m, int n) {
                   same_values(m->n_state, fused.state, plain.state) && same_values(nl, ef, ep),
               name, "rc %d (%s): they differ", rc, rc < 0 ? fu_error() : "");
         // The default rounds those outputs (compare_amp measures it); here, that it engages.
-        snprintf(name, sizeof name, "amp %s: BatchNorm outputs and block ends %s (%.0f MiB of activations against "
-                 "%.0f with FU_CUDA_HALF_ACT=0)", fu_amp_name(amps[a]),
+        snprintf(name, sizeof name, "amp %s: BatchNorm outputs, block ends, the stem's pooling %s (%.0f MiB of "
+                 "activations against %.0f with FU_CUDA_HALF_ACT=0)", fu_amp_name(amps[a]),
                  amps[a] == FU_AMP_OFF ? "stay fp32 without amp" : "in half by default", mib[2], mib[0]);
         CHECK(mib[2] > 0 && (amps[a] == FU_AMP_OFF ? mib[2] == mib[0] : mib[2] < mib[0]), name,
               "%.1f MiB against %.1f", mib[2], mib[0]);
