@@ -316,17 +316,18 @@ static int widest_bn(const fu_model *m) {
     return c;
 }
 
-// (n, C, H, W) shaped as op i's output into dst (NHWC, on the device),
-// through d->stage where the layouts differ. src is host memory, or another
+// (n, C, H, W) shaped as op i's output into dst (NHWC, on the device, of
+// type t), through d->stage where the layouts or types differ. src is host memory, or another
 // backend's device_output / device_input_grad on any GPU (cudaMemcpyDefault
 // tells them apart by address: one address space; a copy between GPUs goes
 // peer to peer where enable_peers could turn that on, else through the host).
-static int upload_nhwc(cu_net *d, int i, int n, const float *src, float *dst) {
+static int upload_nhwc(cu_net *d, int i, int n, const float *src, cu_type t, void *dst) {
     const fu_op *op = &d->m->ops[i];
     int hw = op->h * op->w;
     size_t len = fu_op_numel(d->m, i, n);
-    CU(cudaMemcpy(hw > 1 ? d->stage : dst, src, len * sizeof(float), cudaMemcpyDefault));
-    if (hw > 1) cu_nchw_to_nhwc((size_t)n, op->c, hw, d->stage, dst);
+    bool direct = hw == 1 && t == CU_FP32;
+    CU(cudaMemcpy(direct ? dst : d->stage, src, len * sizeof(float), cudaMemcpyDefault));
+    if (!direct) cu_nchw_to_nhwc((size_t)n, op->c, hw, d->stage, t, dst);
     return 0;
 }
 
@@ -550,7 +551,7 @@ static int dropout_mask(cu_net *d, int i, int n, const fu_pass *pass, float *mas
     float keep = (float)(1 / (1 - (double)op->p));
     for (size_t j = 0; j < len; j++) d->mask[j] = !drop ? 1 : fu_rng_uniform(&rng) < op->p ? 0 : keep;
     CU(cudaMemcpy(d->stage, d->mask, len * sizeof(float), cudaMemcpyHostToDevice));
-    cu_nchw_to_nhwc((size_t)n, op->c, op->h * op->w, d->stage, mask);
+    cu_nchw_to_nhwc((size_t)n, op->c, op->h * op->w, d->stage, CU_FP32, mask);
     return 0;
 }
 
@@ -577,7 +578,7 @@ static int conv_fwd(cu_net *d, int i, int n, const float *x, float *y) {
     int kk = op->k * op->k;
     mark(d, FWD_CONVERT);
     if (d->amp == FU_AMP_OFF) {
-        cu_nchw_to_nhwc((size_t)op->c, src->c, kk, d->params + op->weight, (float *)wt_of(d, o));
+        cu_nchw_to_nhwc((size_t)op->c, src->c, kk, d->params + op->weight, CU_FP32, wt_of(d, o));
     } else {
         cu_weight_to_half(d->bf16, op->c, src->c, kk, d->params + op->weight, wt_of(d, o));
         if (out_type(d, op->in[0]) == CU_FP32) { // else half already (plan_fusion)
@@ -630,7 +631,7 @@ static cudaError_t take_slot(cu_net *d, int n, const float *x, float *y, bool *t
         d->pre_last = k;
         *took = true;
         if ((e = cudaStreamWaitEvent(0, s->copied, 0)) != cudaSuccess) return e;
-        cu_nchw_to_nhwc((size_t)n, in->c, in->h * in->w, s->dev, y);
+        cu_nchw_to_nhwc((size_t)n, in->c, in->h * in->w, s->dev, out_type(d, 0), y);
         if ((e = cudaGetLastError()) != cudaSuccess) return e;
         e = cudaEventRecord(s->read, 0);
     }
@@ -733,7 +734,7 @@ static int op_fwd(cu_net *d, int i, int n, int64_t *counts, const float *x, cons
     case FU_OP_INPUT: {
         bool took = false;
         if (take_prefetched(d, n, x, y, &took) < 0) return -1;
-        return took ? 0 : upload_nhwc(d, i, n, x, y);
+        return took ? 0 : upload_nhwc(d, i, n, x, out_type(d, i), y);
     }
     case FU_OP_CONV: return conv_fwd(d, i, n, in, y);
     case FU_OP_BN: {
@@ -1040,7 +1041,7 @@ static int backward_pass(cu_net *d, const float *dy, float scale) {
         fu_ref_xent_bwd_f32(n, k, d->prob, d->labels, d->class_w, scale, d->dlogits);
         CU(cudaMemcpy(dact(d, out), d->dlogits, (size_t)n * k * sizeof(float), cudaMemcpyHostToDevice));
     } else {
-        if (upload_nhwc(d, out, n, dy, dact(d, out)) < 0) return -1;
+        if (upload_nhwc(d, out, n, dy, grad_type(d, out), dact(d, out)) < 0) return -1;
         if (scale != 1) cu_mul_scalar(fu_op_numel(m, out, n), scale, dact(d, out));
     }
     for (int i = m->n_ops - 1; i > 0; i--) {
@@ -1288,7 +1289,9 @@ static bool reads_half(const cu_net *d, int r, int t) {
 // output only a conv reads: the BN writes it in half for cuDNN, cuDNN its
 // gradient in half for the BN, and the conv's three conversions of its
 // input and input gradient are gone (the ReLU's mask in backward comes from
-// the BN's input, cuda_ops.h, so the half output is never read back).
+// the BN's input, cuda_ops.h, so the half output is never read back). And
+// an input that only convs read (the image: the stem's) arrives in half, its
+// conversions in the stem's forward and backward gone.
 // FU_CUDA_FUSE=0 in the environment turns it off (the same values, one
 // kernel per op, for comparison and profiles).
 // Also under amp, as PyTorch's autocast keeps them: a BatchNorm's output
@@ -1331,6 +1334,13 @@ static void plan_fusion(cu_net *d) {
         if (m->ops[i].kind == FU_OP_CONV && readers[i] == 1 && i != output_op(m))
             d->op[i].half_out = d->op[i].half_grad = true;
     }
+    // The input (the image, or a stage's inner input) that only convs read: written in half as it
+    // arrives, as those convs would round it.
+    bool conv_input = on && readers && d->amp != FU_AMP_OFF && readers[0] > 0 && m->ops[0].h * m->ops[0].w > 1;
+    for (int r = 1; conv_input && r < m->n_ops; r++)
+        for (int p = 0; p < m->ops[r].n_in; p++)
+            if (m->ops[r].in[p] == 0 && m->ops[r].kind != FU_OP_CONV) conv_input = false;
+    d->op[0].half_out = conv_input;
     const char *half_env = getenv("FU_CUDA_HALF_ACT");
     bool half_acts = on && readers && d->amp != FU_AMP_OFF && (!half_env || strcmp(half_env, "0") != 0);
     for (int j = 0; on && readers && d->amp != FU_AMP_OFF && j < m->n_ops; j++) {

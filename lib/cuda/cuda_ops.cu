@@ -121,10 +121,10 @@ template <typename... Ts, typename F> static void with_width(int c, std::initial
 
 // ---- layout -----------------------------------------------------------------
 
-__global__ void k_nchw_to_nhwc(size_t n, int c, int hw, const float *x, float *y) {
+template <typename Y> __global__ void k_nchw_to_nhwc(size_t n, int c, int hw, const float *x, Y *y) {
     FOR_EACH(o, n * c * hw) { // o indexes y (n, hw, c)
         unsigned ch = U32(o) % c, rest = U32(o) / c, p = rest % hw, img = rest / hw;
-        y[o] = x[(img * c + ch) * hw + p];
+        put(x[(img * c + ch) * hw + p], &y[o]);
     }
 }
 
@@ -135,8 +135,10 @@ template <typename X> __global__ void k_nhwc_to_nchw(size_t n, int c, int hw, co
     }
 }
 
-void cu_nchw_to_nhwc(size_t n, int c, int hw, const float *x, float *y) {
-    k_nchw_to_nhwc<<<blocks_for(n * c * hw), THREADS>>>(n, c, hw, x, y);
+void cu_nchw_to_nhwc(size_t n, int c, int hw, const float *x, cu_type yt, void *y) {
+    with_type(yt, [&](auto *ytag) {
+        k_nchw_to_nhwc<<<blocks_for(n * c * hw), THREADS>>>(n, c, hw, x, (ELEM(ytag) *)y);
+    });
 }
 
 void cu_nhwc_to_nchw(size_t n, int c, int hw, cu_type xt, const void *x, float *y) {

@@ -25,8 +25,9 @@ static const size_t CU_MAX_ELEMENTS = 0xffffffffu;
 typedef enum { CU_FP32, CU_FP16, CU_BF16 } cu_type;
 
 // (n, c, hw) -> (n, hw, c): the image and dropout masks into NHWC, conv
-// weights OIHW -> OHWI (n = O, c = I, hw = kh kw).
-void cu_nchw_to_nhwc(size_t n, int c, int hw, const float *x, float *y);
+// weights OIHW -> OHWI (n = O, c = I, hw = kh kw); y of type yt (the image
+// goes to half where only convs read it, under amp).
+void cu_nchw_to_nhwc(size_t n, int c, int hw, const float *x, cu_type yt, void *y);
 // (n, hw, c) -> (n, c, hw): conv weight gradients OHWI -> OIHW, a stage's
 // output on its way out (x of type xt: half where the backend keeps it so).
 void cu_nhwc_to_nchw(size_t n, int c, int hw, cu_type xt, const void *x, float *y);

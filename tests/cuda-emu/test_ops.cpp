@@ -35,14 +35,20 @@ static bool same_values(const vector<float> &a, const vector<float> &b) {
     return a.size() == b.size();
 }
 
-// The layout kernels move every value to its place, and back.
+// The layout kernels move every value to its place, and back; into bf16,
+// each value rounded at its place.
 static void test_layout(int n, int c, int hw) {
     char what[128];
     vector<float> x = random_floats((size_t)n * c * hw);
     vector<float> y(x.size()), back(x.size());
-    cu_nchw_to_nhwc(n, c, hw, x.data(), y.data());
+    cu_nchw_to_nhwc(n, c, hw, x.data(), CU_FP32, y.data());
     snprintf(what, sizeof what, "nchw_to_nhwc %dx%dx%d: every value at its NHWC place", n, c, hw);
     near(what, y, to_double(to_nhwc(x, n, c, hw)), 0);
+    vector<unsigned short> y16(x.size()), want16(x.size());
+    cu_nchw_to_nhwc(n, c, hw, x.data(), CU_BF16, y16.data());
+    cu_to_half(true, y.size(), y.data(), want16.data());
+    snprintf(what, sizeof what, "nchw_to_nhwc %dx%dx%d into bf16: the NHWC values rounded", n, c, hw);
+    report(y16 == want16, what);
     cu_nhwc_to_nchw(n, c, hw, CU_FP32, y.data(), back.data());
     snprintf(what, sizeof what, "nhwc_to_nchw %dx%dx%d: the round trip gives x back", n, c, hw);
     near(what, back, to_double(x), 0);
