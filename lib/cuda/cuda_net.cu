@@ -12,10 +12,9 @@
 // once per shape by cuDNN's heuristics (cudnnGet*Algorithm_v7, see choose():
 // FMA math, so fp32 stays fp32 and not TF32; deterministic backward
 // algorithms; one shared workspace, each algorithm's need capped at
-// WORKSPACE_CAP); cuBLAS runs the linears; cuda_ops.cu the rest, max
-// pooling (cuda_ops.h: it records where each maximum was, so that backward
-// reads one byte per output, not the input and output again) and
-// BatchNorm included (batch statistics in
+// WORKSPACE_CAP); cuBLAS runs the linears; cuda_ops.cu the rest: max
+// pooling (it records where each maximum was, so that backward reads a byte
+// per output, not the input and output again), BatchNorm (batch statistics in
 // double, running stats as PyTorch), with BatchNorm + ReLU and SE scale +
 // add + ReLU fused where the op list allows (plan_fusion). The loss (n x
 // classes numbers) runs on the host with the reference op, which is also
@@ -317,10 +316,11 @@ static int widest_bn(const fu_model *m) {
 }
 
 // (n, C, H, W) shaped as op i's output into dst (NHWC, on the device, of
-// type t), through d->stage where the layouts or types differ. src is host memory, or another
-// backend's device_output / device_input_grad on any GPU (cudaMemcpyDefault
-// tells them apart by address: one address space; a copy between GPUs goes
-// peer to peer where enable_peers could turn that on, else through the host).
+// type t), through d->stage where the layouts or types differ. src is host
+// memory, or another backend's device_output / device_input_grad on any GPU
+// (cudaMemcpyDefault tells them apart by address: one address space; a copy
+// between GPUs goes peer to peer where enable_peers could turn that on, else
+// through the host).
 static int upload_nhwc(cu_net *d, int i, int n, const float *src, cu_type t, void *dst) {
     const fu_op *op = &d->m->ops[i];
     int hw = op->h * op->w;
@@ -509,7 +509,8 @@ static int check_pool(cu_net *d, int i) {
     if (p.k < 1 || p.k > CU_POOL_MAX_K)
         return fu_fail("cuda backend", "%s: a %dx%d window: max pooling takes at most %dx%d", d->what, p.k, p.k,
                        CU_POOL_MAX_K, CU_POOL_MAX_K);
-    if (p.stride < 1 || p.oh != (p.h + 2 * p.pad - span) / p.stride + 1 || p.ow != (p.w + 2 * p.pad - span) / p.stride + 1)
+    if (p.stride < 1 || p.oh != (p.h + 2 * p.pad - span) / p.stride + 1 ||
+        p.ow != (p.w + 2 * p.pad - span) / p.stride + 1)
         return fu_fail("cuda backend", "%s: the window gives another output size than %dx%d", d->what, p.ow, p.oh);
     return 0;
 }
