@@ -140,7 +140,7 @@ static void held_destroy(fu_backend *b) {
     free(b);
 }
 
-static const fu_resident_api HELD_API = {held_load, held_store, held_step};
+static const fu_resident_api HELD_API = {.load = held_load, .store = held_store, .step = held_step};
 
 static fu_backend *held_create(const fu_model *m) {
     fu_backend_opts bo = {.batch = BATCH, .threads = 2};
