@@ -22,9 +22,16 @@ void emu_run_seq(dim3 grid, dim3 block, emu_call fn, void *arg) {
 #pragma omp parallel for schedule(static) if (blocks * threads >= 65536)
     for (long b = 0; b < blocks; b++) {
         blockIdx = index_of((unsigned)b, grid);
+        // threadIdx counted up, x fastest, as index_of gives it: no division per
+        // thread (a launch of 65535 x 256 threads runs 16.7 M of them)
+        dim3 at(0, 0, 0);
         for (long t = 0; t < threads; t++) {
-            threadIdx = index_of((unsigned)t, block);
+            threadIdx = at;
             fn(arg);
+            if (++at.x == block.x) {
+                at.x = 0;
+                if (++at.y == block.y) at.y = 0, at.z++;
+            }
         }
     }
 }
