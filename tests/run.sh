@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs every test: C unit tests (build/tests/*), CLI tests (tests/cli/*.sh),
-# oracle tests (tests/ref/*.py), the CUDA kernels under host emulation
-# (tests/cuda-emu/run.sh). Each prints "ok - NAME", "not ok - NAME" or
+# oracle tests (tests/ref/*.py), the CUDA kernels and the whole cuda backend
+# under host emulation (tests/cuda-emu/run.sh, backend.sh: the latter in the
+# background from the start, its line last). Each prints "ok - NAME", "not ok - NAME" or
 # "skip - NAME: why" lines; this script counts them and ends with the line
 # "N passed, N failed, N skipped". A test program that exits non-zero without
 # reporting a failure counts as one failure.
