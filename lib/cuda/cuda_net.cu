@@ -505,13 +505,15 @@ static cu_pool pool_of(const cu_net *d, int i, int n) {
 // A window the kernels take (its place fits a byte), giving the op list's output size.
 static int check_pool(cu_net *d, int i) {
     cu_pool p = pool_of(d, i, 1);
-    int span = p.dil * (p.k - 1) + 1;
     if (p.k < 1 || p.k > CU_POOL_MAX_K)
         return fu_fail("cuda backend", "%s: a %dx%d window: max pooling takes at most %dx%d", d->what, p.k, p.k,
                        CU_POOL_MAX_K, CU_POOL_MAX_K);
-    if (p.stride < 1 || p.oh != (p.h + 2 * p.pad - span) / p.stride + 1 ||
-        p.ow != (p.w + 2 * p.pad - span) / p.stride + 1)
-        return fu_fail("cuda backend", "%s: the window gives another output size than %dx%d", d->what, p.ow, p.oh);
+    fu_window s = {1, p.c, p.h, p.w, p.c, p.k, p.stride, p.pad, p.dil, 0, 0};
+    if (p.stride < 1) return fu_fail("cuda backend", "%s: a stride of %d", d->what, p.stride);
+    fu_window_out(&s);
+    if (s.p != p.oh || s.q != p.ow)
+        return fu_fail("cuda backend", "%s: the window gives %dx%d, not the op list's %dx%d", d->what, s.q, s.p,
+                       p.ow, p.oh);
     return 0;
 }
 
@@ -1277,6 +1279,19 @@ static bool reads_half(const cu_net *d, int r, int t) {
     }
 }
 
+static bool is_conv(const cu_net *d, int r, int t) {
+    (void)t;
+    return d->m->ops[r].kind == FU_OP_CONV;
+}
+
+// Whether every op that reads op t's output passes ok(d, reader, t).
+static bool readers_all(const cu_net *d, int t, bool (*ok)(const cu_net *, int, int)) {
+    for (int r = t + 1; r < d->m->n_ops; r++)
+        for (int p = 0; p < d->m->ops[r].n_in; p++)
+            if (d->m->ops[r].in[p] == t && !ok(d, r, t)) return false;
+    return true;
+}
+
 // Fusion (cuda_ops.h): a BN whose output only a ReLU reads writes the
 // ReLU's output itself, and takes the ReLU's output gradient in backward;
 // an add of an SE scale's output (read by nothing else) and a shortcut,
@@ -1337,11 +1352,8 @@ static void plan_fusion(cu_net *d) {
     }
     // The input (the image, or a stage's inner input) that only convs read: written in half as it
     // arrives, as those convs would round it.
-    bool conv_input = on && readers && d->amp != FU_AMP_OFF && readers[0] > 0 && m->ops[0].h * m->ops[0].w > 1;
-    for (int r = 1; conv_input && r < m->n_ops; r++)
-        for (int p = 0; p < m->ops[r].n_in; p++)
-            if (m->ops[r].in[p] == 0 && m->ops[r].kind != FU_OP_CONV) conv_input = false;
-    d->op[0].half_out = conv_input;
+    d->op[0].half_out = on && readers && d->amp != FU_AMP_OFF && readers[0] > 0 && m->ops[0].h * m->ops[0].w > 1 &&
+                        readers_all(d, 0, is_conv);
     const char *half_env = getenv("FU_CUDA_HALF_ACT");
     bool half_acts = on && readers && d->amp != FU_AMP_OFF && (!half_env || strcmp(half_env, "0") != 0);
     for (int j = 0; on && readers && d->amp != FU_AMP_OFF && j < m->n_ops; j++) {
@@ -1360,11 +1372,7 @@ static void plan_fusion(cu_net *d) {
         bool handed_out = t == output_op(m) && !ends_in_loss(m) && block_end && op->h * op->w > 1;
         bool read_here = t != output_op(m) && readers[t] > 0;
         if (!(bn || block_end || pool) || !(read_here || handed_out)) continue;
-        bool all = true;
-        for (int r = t + 1; all && r < m->n_ops; r++)
-            for (int p = 0; p < m->ops[r].n_in; p++)
-                if (m->ops[r].in[p] == t && !reads_half(d, r, t)) all = false;
-        d->op[t].half_out = all;
+        d->op[t].half_out = readers_all(d, t, reads_half);
     }
     free(readers); // (without it: no fusion, the same results)
 }
