@@ -1,7 +1,9 @@
 // emu_seq.h's launches: threads in order, or as fibers meeting at barriers.
 #include "emu_seq.h"
 
+#include <memory>
 #include <mutex>
+#include <setjmp.h>
 #include <stdlib.h>
 #include <ucontext.h>
 #include <vector>
@@ -40,56 +42,88 @@ void emu_run_seq(dim3 grid, dim3 block, emu_call fn, void *arg) {
 
 enum { FIBER_STACK = 256 << 10 }; // bytes: kernels are small, sanitizers' frames are not
 
+// A CUDA thread of the running block. Each lives from its first launch on,
+// looping: run the kernel, park; the next block's (or launch's) turn
+// resumes it at the top of its loop, so a fiber starts only once.
+//
+// Switches are _setjmp/_longjmp: swapcontext, which also saves and restores
+// the signal mask, makes a system call at each (two per thread per barrier:
+// a sixth of backend.sh's time). ucontext starts a fiber on its stack, and
+// under AddressSanitizer does every switch, as ASan follows swapcontext's
+// stacks and not longjmp's.
+#if defined(__SANITIZE_ADDRESS__)
+#define SWITCH_BY_UCONTEXT 1
+#else
+#define SWITCH_BY_UCONTEXT 0
+#endif
+
 struct fiber {
-    ucontext_t ctx;
     std::vector<char> stack;
-    bool done;
+    ucontext_t ctx; // its start
+    jmp_buf at;     // where it parked
+    bool started, done;
 };
 
 // The running launch (under launch_lock): its fibers, the one running, the
-// scheduler's context, the kernel.
-static std::vector<fiber> fibers;
+// scheduler's place, the kernel.
+static std::vector<std::unique_ptr<fiber>> fibers; // (pointers: a ucontext_t must not move)
 static unsigned running;
-static ucontext_t scheduler;
+#if SWITCH_BY_UCONTEXT
+static ucontext_t scheduler_ctx;
+#else
+static jmp_buf scheduler_at;
+#endif
 static emu_call kernel_fn;
 static void *kernel_arg;
 
+// From the running fiber back to the scheduler, until resumed.
+static void park() {
+    fiber &f = *fibers[running];
+#if SWITCH_BY_UCONTEXT
+    swapcontext(&f.ctx, &scheduler_ctx);
+#else
+    if (!_setjmp(f.at)) _longjmp(scheduler_at, 1);
+#endif
+}
+
 static void fiber_main() {
-    kernel_fn(kernel_arg);
-    fibers[running].done = true; // and back to the scheduler (uc_link)
+    for (;;) {
+        kernel_fn(kernel_arg);
+        fibers[running]->done = true;
+        park();
+    }
 }
 
 // A thread of the running block at a barrier: back to the scheduler, which
 // resumes it once every thread of the block got there (or ended).
-void __syncthreads() { swapcontext(&fibers[running].ctx, &scheduler); }
+void __syncthreads() { park(); }
 
 // Runs thread t until its next barrier or its end. A function of its own:
-// swapcontext returns twice, which no caller's loop variable must see.
+// _setjmp (and swapcontext) return twice, which no caller's loop variable
+// must see.
 __attribute__((noinline)) static void resume(unsigned t, dim3 block) {
+    fiber &f = *fibers[t];
     running = t;
     threadIdx = index_of(t, block);
-    swapcontext(&scheduler, &fibers[t].ctx);
+#if SWITCH_BY_UCONTEXT
+    swapcontext(&scheduler_ctx, &f.ctx);
+#else
+    if (_setjmp(scheduler_at)) return;
+    if (f.started) _longjmp(f.at, 1);
+    f.started = true;
+    setcontext(&f.ctx);
+#endif
 }
 
-static ucontext_t fresh; // getcontext's once: each fiber starts as a copy (no system call per thread)
-
 static void run_block(unsigned threads, dim3 block) {
-    for (unsigned t = 0; t < threads; t++) {
-        fiber &f = fibers[t];
-        f.ctx = fresh;
-        f.ctx.uc_stack.ss_sp = f.stack.data();
-        f.ctx.uc_stack.ss_size = f.stack.size();
-        f.ctx.uc_link = &scheduler;
-        f.done = false;
-        makecontext(&f.ctx, fiber_main, 0);
-    }
+    for (unsigned t = 0; t < threads; t++) fibers[t]->done = false;
     // Each round takes every thread to its next barrier, or to its end.
     for (bool left = true; left;) {
         left = false;
         for (unsigned t = 0; t < threads; t++) {
-            if (fibers[t].done) continue;
+            if (fibers[t]->done) continue;
             resume(t, block);
-            left = left || !fibers[t].done;
+            left = left || !fibers[t]->done;
         }
     }
 }
@@ -99,10 +133,15 @@ void emu_run_fibers(dim3 grid, dim3 block, emu_call fn, void *arg) {
     gridDim = grid, blockDim = block;
     kernel_fn = fn, kernel_arg = arg;
     unsigned blocks = grid.x * grid.y * grid.z, threads = block.x * block.y * block.z;
-    if (fibers.empty()) getcontext(&fresh);
-    if (fibers.size() < threads) {
-        fibers.resize(threads);
-        for (fiber &f : fibers) f.stack.resize(FIBER_STACK);
+    while (fibers.size() < threads) {
+        fiber *f = new fiber();
+        f->stack.resize(FIBER_STACK);
+        getcontext(&f->ctx);
+        f->ctx.uc_stack.ss_sp = f->stack.data();
+        f->ctx.uc_stack.ss_size = f->stack.size();
+        f->ctx.uc_link = NULL; // fiber_main never returns
+        makecontext(&f->ctx, fiber_main, 0);
+        fibers.emplace_back(f);
     }
     for (unsigned b = 0; b < blocks; b++) {
         blockIdx = index_of(b, grid);

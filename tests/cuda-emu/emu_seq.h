@@ -4,7 +4,7 @@
 // its threads one after another on the calling thread (blocks shared out
 // among OpenMP threads: such kernels' blocks are independent), and each
 // launch of one that does to emu_launch_fibers, where every CUDA thread of a
-// block is a fiber (ucontext) of the calling thread and __syncthreads
+// block is a fiber (a stack of its own) of the calling thread and __syncthreads
 // switches to the next: a block's threads all reach the barrier before any
 // goes on, blocks run one after another. emu.h starts one host thread per
 // CUDA thread, and its barriers cost too much for a whole training step.
