@@ -1,11 +1,16 @@
 #!/bin/sh
 # Runs every test: C unit tests (build/tests/*), CLI tests (tests/cli/*.sh),
 # oracle tests (tests/ref/*.py), the CUDA kernels and the whole cuda backend
-# under host emulation (tests/cuda-emu/run.sh, backend.sh: the latter in the
-# background from the start, its line last). Each prints "ok - NAME", "not ok - NAME" or
-# "skip - NAME: why" lines; this script counts them and ends with the line
+# under host emulation (tests/cuda-emu/run.sh, backend.sh). Each prints
+# "ok - NAME", "not ok - NAME" or "skip - NAME: why" lines; this script
+# counts them, prints a line per suite as it ends, and ends with the line
 # "N passed, N failed, N skipped". A test program that exits non-zero without
 # reporting a failure counts as one failure.
+#
+# Suites run FU_TEST_JOBS at a time (default: the cores), the long ones
+# first, so that the last to start are short and the cores finish together:
+# most suites are one process of one thread, and one after another they left
+# a core idle.
 #   sh tests/run.sh [PATTERN]   runs only tests whose file name contains PATTERN
 set -u
 cd "$(dirname "$0")/.."
@@ -18,61 +23,104 @@ export PYTHON FU_BIN="$PWD/bin" FU_ROOT="$PWD"
 # heap instead, they are reused; a seventh less time for the emulated GPU's
 # suite.
 export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1073741824
+# With suites side by side, a waiting thread yields its core to the other
+# suites instead of spinning on it: OpenMP's at a barrier, an MPI rank's in
+# a receive.
+export OMP_WAIT_POLICY=passive OMPI_MCA_mpi_yield_when_idle=1
 pattern=${1:-}
-log=$(mktemp)
-passed=0 failed=0 skipped=0
+# As many as the cores, or one per 5 GB of free memory (the largest suites
+# peak at 5 GB), but two at least: that is how CI has always run them.
+cores=$(nproc 2>/dev/null || echo 1)
+mem_gb=$(awk '/^MemAvailable:/ {print int($2 / 1048576)}' /proc/meminfo 2>/dev/null)
+by_mem=$((${mem_gb:-0} / 5))
+[ "$by_mem" -lt 2 ] && by_mem=2
+jobs_max=${FU_TEST_JOBS:-$((cores < by_mem ? cores : by_mem))}
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+# Ctrl-C or a kill ends the running suites too (started in the background,
+# they ignore SIGINT): each job passes SIGTERM on to its suite.
+pids=
+trap 'kill -TERM $pids 2>/dev/null; exit 130' INT TERM
+passed=0 failed=0 skipped=0 running=0 n=0
 
-run_one() { # name, command...
-    name=$1
-    shift
-    case "$name" in *"$pattern"*) ;; *) return ;; esac
-    start=$(date +%s)
-    "$@" >"$log" 2>&1
-    count "$name" "$log" $? "$start"
+# The suites, "NAME COMMAND..." a line: the known long ones first (in
+# minutes on two busy cores: the emulated backend ~8, the others ~1), then
+# the rest in name order.
+LONG="cuda-emu/backend.sh cli/data-parallel.sh unit/test_pipe unit/test_resident unit/test_bf16 ref/train_parity.py
+      unit/test_dist_hooks cli/cnn-train.sh cuda-emu/run.sh cli/fuzz.sh cli/model-parallel.sh"
+suites() {
+    for t in build/tests/*; do
+        [ -x "$t" ] && [ -f "$t" ] && echo "unit/${t##*/} $t"
+    done
+    for t in tests/cli/*.sh; do
+        case "$t" in */lib.sh) ;; *) echo "cli/${t##*/} sh $t" ;; esac
+    done
+    for t in tests/ref/*.py; do
+        case "$t" in */common.py) ;; *) echo "ref/${t##*/} $PYTHON $t" ;; esac
+    done
+    echo "cuda-emu/run.sh sh tests/cuda-emu/run.sh"
+    echo "cuda-emu/backend.sh sh tests/cuda-emu/backend.sh"
+}
+ordered() {
+    all=$(suites)
+    for name in $LONG; do echo "$all" | grep "^$name "; done
+    echo "$all" | while read -r name cmd; do
+        case " $(echo $LONG) " in *" $name "*) ;; *) echo "$name $cmd" ;; esac
+    done
 }
 
-count() { # name, log, exit status, start time: adds up and prints the suite's line
-    name=$1 log_=$2 rc=$3 start=$4
-    p=$(grep -c '^ok ' "$log_")
-    f=$(grep -c '^not ok ' "$log_")
-    s=$(grep -c '^skip ' "$log_")
+count() { # name, log, exit status, seconds: adds up and prints the suite's line
+    name=$1 log=$2 rc=$3 secs=$4
+    p=$(grep -c '^ok ' "$log")
+    f=$(grep -c '^not ok ' "$log")
+    s=$(grep -c '^skip ' "$log")
     if [ "$rc" != 0 ] && [ "$f" = 0 ]; then
-        echo "not ok - $name exited with status $rc" >>"$log_"
+        echo "not ok - $name exited with status $rc" >>"$log"
         f=1
     fi
     passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
-    printf '%-40s %4d ok %3d failed %3d skipped  %3ds\n' "$name" "$p" "$f" "$s" $(($(date +%s) - start))
-    if [ "$f" != 0 ]; then sed 's/^/    /' "$log_" | grep -v '^    ok ' | tail -40; fi
+    printf '%-40s %4d ok %3d failed %3d skipped  %3ds\n' "$name" "$p" "$f" "$s" "$secs"
+    if [ "$f" != 0 ]; then sed 's/^/    /' "$log" | grep -v '^    ok ' | tail -40; fi
 }
 
-# The emulated cuda backend (the longest suite, about 6 min) runs beside the
-# others from the start: the machine's two cores are otherwise a third idle
-# (many suites are one process, one thread). Its OpenMP threads wait
-# passively, so that they yield a core rather than spin against the
-# foreground's. Its line comes last.
-bg_name=cuda-emu/backend.sh bg_log=$(mktemp) bg_rc=$(mktemp) bg_start=$(date +%s) bg=
-trap 'rm -f "$log" "$bg_log" "$bg_rc"' EXIT
-case "$bg_name" in *"$pattern"*)
-    (OMP_WAIT_POLICY=passive sh tests/cuda-emu/backend.sh >"$bg_log" 2>&1; echo $? >"$bg_rc") &
-    bg=$!
-    ;;
-esac
+reap() { # counts the suites that ended
+    for end in "$dir"/*.end; do
+        [ -e "$end" ] || return 0
+        i=${end##*/}
+        i=${i%.end}
+        read -r rc secs <"$end"
+        rm -f "$end"
+        count "$(cat "$dir/$i.name")" "$dir/$i.log" "$rc" "$secs"
+        running=$((running - 1))
+    done
+}
 
-for t in build/tests/*; do
-    [ -x "$t" ] && [ -f "$t" ] && run_one "unit/$(basename "$t")" "$t"
+list=$(ordered)
+while read -r suite cmd; do # (count, through reap, sets name)
+    case "$suite" in *"$pattern"*) ;; *) continue ;; esac
+    while [ "$running" -ge "$jobs_max" ]; do
+        sleep 0.2
+        reap
+    done
+    n=$((n + 1))
+    echo "$suite" >"$dir/$n.name"
+    (
+        start=$(date +%s)
+        # shellcheck disable=SC2086 # cmd is a command and its arguments
+        $cmd >"$dir/$n.log" 2>&1 </dev/null &
+        child=$!
+        trap 'kill -TERM $child' TERM
+        wait $child
+        rc=$?
+        { echo "$rc $(($(date +%s) - start))" >"$dir/$n.tmp" && mv "$dir/$n.tmp" "$dir/$n.end"; } 2>/dev/null
+    ) &
+    pids="$pids $!" running=$((running + 1))
+done <<EOF
+$list
+EOF
+while [ "$running" -gt 0 ]; do
+    sleep 0.2
+    reap
 done
-for t in tests/cli/*.sh; do
-    case "$t" in */lib.sh) continue ;; esac
-    run_one "cli/$(basename "$t")" sh "$t"
-done
-for t in tests/ref/*.py; do
-    case "$t" in */common.py) continue ;; esac
-    run_one "ref/$(basename "$t")" "$PYTHON" "$t"
-done
-run_one "cuda-emu/run.sh" sh tests/cuda-emu/run.sh
-if [ -n "$bg" ]; then
-    wait "$bg"
-    count "$bg_name" "$bg_log" "$(cat "$bg_rc")" "$bg_start"
-fi
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" = 0 ]
