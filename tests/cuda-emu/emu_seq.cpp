@@ -8,7 +8,6 @@
 #include <ucontext.h>
 #include <vector>
 
-thread_local dim3 blockIdx, threadIdx;
 dim3 gridDim, blockDim;
 
 static std::mutex launch_lock; // one launch at a time, process-wide
@@ -44,49 +43,55 @@ enum { FIBER_STACK = 256 << 10 }; // bytes: kernels are small, sanitizers' frame
 
 // A CUDA thread of the running block. Each lives from its first launch on,
 // looping: run the kernel, park; the next block's (or launch's) turn
-// resumes it at the top of its loop, so a fiber starts only once.
-//
-// Switches are _setjmp/_longjmp: swapcontext, which also saves and restores
-// the signal mask, makes a system call at each (two per thread per barrier:
-// a sixth of backend.sh's time). ucontext starts a fiber on its stack, and
-// under AddressSanitizer does every switch, as ASan follows swapcontext's
-// stacks and not longjmp's.
-#if defined(__SANITIZE_ADDRESS__)
-#define SWITCH_BY_UCONTEXT 1
-#else
-#define SWITCH_BY_UCONTEXT 0
-#endif
-
+// resumes it at the top of its loop, so a fiber starts only once
+// (makecontext and setcontext). Switches are _setjmp/_longjmp: swapcontext,
+// which also saves and restores the signal mask, made a system call at each
+// (two per thread per barrier: a sixth of backend.sh's time).
 struct fiber {
     std::vector<char> stack;
-    ucontext_t ctx; // its start
-    jmp_buf at;     // where it parked
+    ucontext_t start; // where it starts
+    jmp_buf at;       // where it parked
     bool started, done;
+    void *asan_fake_stack; // (AddressSanitizer's, below)
 };
 
 // The running launch (under launch_lock): its fibers, the one running, the
 // scheduler's place, the kernel.
 static std::vector<std::unique_ptr<fiber>> fibers; // (pointers: a ucontext_t must not move)
 static unsigned running;
-#if SWITCH_BY_UCONTEXT
-static ucontext_t scheduler_ctx;
-#else
 static jmp_buf scheduler_at;
-#endif
 static emu_call kernel_fn;
 static void *kernel_arg;
+
+// AddressSanitizer keeps a shadow of the stack it runs on: told of each
+// switch (before it, the stack to come; after, the one left), it checks the
+// fibers' stacks as any other, with no false reports.
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+static void *scheduler_fake_stack;
+static const void *scheduler_bottom;
+static size_t scheduler_size;
+#define TO_FIBER(f) __sanitizer_start_switch_fiber(&scheduler_fake_stack, (f).stack.data(), (f).stack.size())
+#define IN_FIBER(f) __sanitizer_finish_switch_fiber((f).asan_fake_stack, &scheduler_bottom, &scheduler_size)
+#define TO_SCHEDULER(f) __sanitizer_start_switch_fiber(&(f).asan_fake_stack, scheduler_bottom, scheduler_size)
+#define IN_SCHEDULER() __sanitizer_finish_switch_fiber(scheduler_fake_stack, NULL, NULL)
+#else
+#define TO_FIBER(f)
+#define IN_FIBER(f)
+#define TO_SCHEDULER(f)
+#define IN_SCHEDULER()
+#endif
 
 // From the running fiber back to the scheduler, until resumed.
 static void park() {
     fiber &f = *fibers[running];
-#if SWITCH_BY_UCONTEXT
-    swapcontext(&f.ctx, &scheduler_ctx);
-#else
+    TO_SCHEDULER(f);
     if (!_setjmp(f.at)) _longjmp(scheduler_at, 1);
-#endif
+    IN_FIBER(*fibers[running]);
 }
 
 static void fiber_main() {
+    IN_FIBER(*fibers[running]);
     for (;;) {
         kernel_fn(kernel_arg);
         fibers[running]->done = true;
@@ -99,20 +104,19 @@ static void fiber_main() {
 void __syncthreads() { park(); }
 
 // Runs thread t until its next barrier or its end. A function of its own:
-// _setjmp (and swapcontext) return twice, which no caller's loop variable
-// must see.
+// _setjmp returns twice, which no caller's loop variable must see.
 __attribute__((noinline)) static void resume(unsigned t, dim3 block) {
     fiber &f = *fibers[t];
     running = t;
     threadIdx = index_of(t, block);
-#if SWITCH_BY_UCONTEXT
-    swapcontext(&scheduler_ctx, &f.ctx);
-#else
-    if (_setjmp(scheduler_at)) return;
+    if (_setjmp(scheduler_at)) {
+        IN_SCHEDULER();
+        return;
+    }
+    TO_FIBER(f);
     if (f.started) _longjmp(f.at, 1);
     f.started = true;
-    setcontext(&f.ctx);
-#endif
+    setcontext(&f.start);
 }
 
 static void run_block(unsigned threads, dim3 block) {
@@ -136,11 +140,11 @@ void emu_run_fibers(dim3 grid, dim3 block, emu_call fn, void *arg) {
     while (fibers.size() < threads) {
         fiber *f = new fiber();
         f->stack.resize(FIBER_STACK);
-        getcontext(&f->ctx);
-        f->ctx.uc_stack.ss_sp = f->stack.data();
-        f->ctx.uc_stack.ss_size = f->stack.size();
-        f->ctx.uc_link = NULL; // fiber_main never returns
-        makecontext(&f->ctx, fiber_main, 0);
+        getcontext(&f->start);
+        f->start.uc_stack.ss_sp = f->stack.data();
+        f->start.uc_stack.ss_size = f->stack.size();
+        f->start.uc_link = NULL; // fiber_main never returns
+        makecontext(&f->start, fiber_main, 0);
         fibers.emplace_back(f);
     }
     for (unsigned b = 0; b < blocks; b++) {

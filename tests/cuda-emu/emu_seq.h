@@ -30,7 +30,10 @@
 
 using std::isfinite; // kernels call isfinite as CUDA's device function
 
-extern thread_local dim3 blockIdx, threadIdx;
+// Defined here, their constant initialiser in sight: a kernel reads them
+// straight from thread-local storage, not through a call (which UBSan, in
+// a fiber, also took for a null pointer).
+inline thread_local dim3 blockIdx, threadIdx;
 extern dim3 gridDim, blockDim;
 
 #undef __global__
