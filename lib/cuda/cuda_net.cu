@@ -1279,6 +1279,7 @@ static bool reads_half(const cu_net *d, int r, int t) {
     }
 }
 
+// A readers_all test: op r is a conv (which rounds its input to half itself).
 static bool is_conv(const cu_net *d, int r, int t) {
     (void)t;
     return d->m->ops[r].kind == FU_OP_CONV;
