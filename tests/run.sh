@@ -83,27 +83,24 @@ count() { # name, log, exit status, seconds: adds up and prints the suite's line
     if [ "$f" != 0 ]; then sed 's/^/    /' "$log" | grep -v '^    ok ' | tail -40; fi
 }
 
-reap() { # counts the suites that ended
-    for end in "$dir"/*.end; do
-        [ -e "$end" ] || return 0
-        i=${end##*/}
-        i=${i%.end}
-        read -r rc secs <"$end"
-        rm -f "$end"
-        count "$(cat "$dir/$i.name")" "$dir/$i.log" "$rc" "$secs"
-        running=$((running - 1))
+wait_below() { # N: counts the suites that end until fewer than N run
+    while [ "$running" -ge "$1" ]; do
+        sleep 0.2
+        for end in "$dir"/*.end; do
+            [ -e "$end" ] || break
+            read -r rc secs suite_name <"$end"
+            rm -f "$end"
+            count "$suite_name" "${end%.end}.log" "$rc" "$secs"
+            running=$((running - 1))
+        done
     done
 }
 
 list=$(ordered)
-while read -r suite cmd; do # (count, through reap, sets name)
+while read -r suite cmd; do # (count sets name)
     case "$suite" in *"$pattern"*) ;; *) continue ;; esac
-    while [ "$running" -ge "$jobs_max" ]; do
-        sleep 0.2
-        reap
-    done
+    wait_below "$jobs_max"
     n=$((n + 1))
-    echo "$suite" >"$dir/$n.name"
     (
         start=$(date +%s)
         # shellcheck disable=SC2086 # cmd is a command and its arguments
@@ -112,15 +109,12 @@ while read -r suite cmd; do # (count, through reap, sets name)
         trap 'kill -TERM $child' TERM
         wait $child
         rc=$?
-        { echo "$rc $(($(date +%s) - start))" >"$dir/$n.tmp" && mv "$dir/$n.tmp" "$dir/$n.end"; } 2>/dev/null
+        { echo "$rc $(($(date +%s) - start)) $suite" >"$dir/$n.tmp" && mv "$dir/$n.tmp" "$dir/$n.end"; } 2>/dev/null
     ) &
     pids="$pids $!" running=$((running + 1))
 done <<EOF
 $list
 EOF
-while [ "$running" -gt 0 ]; do
-    sleep 0.2
-    reap
-done
+wait_below 1
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" = 0 ]
