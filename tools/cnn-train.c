@@ -426,10 +426,8 @@ static void start_up_report(const options *op, const fu_model *m, const fu_train
                   t->resident ? "weights, gradients, BN state and AdamW moments live there, and the optimizer step "
                                 "runs there"
                               : "the optimizer step runs on the host");
-    if (t->be->device_bytes)
-        tool_note("convolution algorithms: %s%s",
-                  op->o.conv_algos ? "measured by cuDNN and recorded in, or taken from, "
-                                   : "cuDNN's heuristics (--conv-algos FILE measures them)",
+    if (t->be->conv_note)
+        tool_note("convolutions: %s%s%s", t->be->conv_note, op->o.conv_algos ? " in " : "",
                   op->o.conv_algos ? op->o.conv_algos : "");
     tool_note("data: train %zu images (%zu class 0, %zu class 1; loss weights %.4f, %.4f), val %zu, test %zu; %d "
          "batches per epoch",

@@ -97,6 +97,7 @@
 #include "cuda/cuda_profile.h"
 #include "cuda/cuda_ops.h"
 #include "cuda/cuda_optim.h"
+#include "cuda/conv_graph.h"
 #include "cuda/nccl_sync.h"
 
 extern "C" {
@@ -120,6 +121,21 @@ extern "C" {
 // largest MedicalCNN layers at batch 32 need far less.
 static const size_t WORKSPACE_CAP = (size_t)512 << 20;
 
+// A convolution's graph API plans (conv_graph.h) for one batch size n (0:
+// none): forward, backward data (adding into dx where backward adds, in
+// fp32: beta is the plan's) and backward filter; used: when it was last set
+// up (the least recent goes first when a new batch size needs a place).
+typedef struct {
+    int n;
+    unsigned long used;
+    cu_conv_plan fwd, dx, dw;
+} cu_conv_set;
+
+// Batch sizes whose plans a convolution keeps: a training run meets up to
+// four (the batch, an epoch's last, and the same two in evaluation), and
+// plans cost cuDNN's heuristics and a finalization each to make.
+#define CU_CONV_SETS 4
+
 typedef struct {
     cudnnTensorDescriptor_t x, y;    // conv input and output, NHWC
     cudnnFilterDescriptor_t w;       // conv weight, OHWI
@@ -128,6 +144,11 @@ typedef struct {
     cudnnConvolutionBwdDataAlgo_t bwd_data;
     cudnnConvolutionBwdFilterAlgo_t bwd_filter;
     cudnnMathType_t fwd_math, bwd_data_math, bwd_filter_math; // each algorithm's own
+    // Through cuDNN's graph API instead of the legacy calls above (graph): with sets[set], the
+    // plans for the images set up now.
+    bool graph;
+    cu_conv_set sets[CU_CONV_SETS];
+    int set;
     size_t wt; // conv: element offset of its OHWI weight in wt and dwt
     size_t arg; // maxpool: byte offset in argmax of its maxima's places (cu_maxpool_fwd)
     int relu;   // BatchNorm, add: the ReLU it computes too (fusion, plan_fusion), else -1
@@ -142,6 +163,12 @@ typedef struct {
     int first_writer; // the op whose backward writes that gradient first (n_ops: the output's, uploaded)
     bool cleared;     // zeroed before it, which adds into it as the others do (plan_gradients)
 } cu_op;
+
+// Which of cuDNN's APIs runs the convolutions: the graph API, the legacy one
+// where the graph API has no engine for a shape (the default), the graph API
+// alone (FU_CUDNN_API=graph), or the legacy API alone (FU_CUDNN_API=legacy,
+// or --conv-algos, whose measured algorithms are the legacy API's).
+typedef enum { CU_API_AUTO, CU_API_GRAPH, CU_API_LEGACY } cu_api;
 
 // An input batch prefetched (backend.h's prefetch) on the copy stream: from
 // which host buffer, how many images, whether a forward may still take it,
@@ -222,6 +249,9 @@ typedef struct {
     // --conv-algos FILE: algorithms measured by cuDNN and recorded there
     // (conv_algos.h); algos.path NULL: cuDNN's heuristics
     fu_algo_file algos;
+    cu_api api;
+    unsigned long setups; // convolution set-ups so far (cu_conv_set.used)
+    char conv_note[160];  // fu_backend.conv_note, of the last set-up
     char algo_key[96]; // the records' key prefix: GPU, compute capability, cuDNN version, data type
     char what[192]; // the op running, for error messages
 } cu_net;
@@ -480,6 +510,76 @@ static void algo_key(const cu_net *d, int i, int n, char *key, size_t size) {
              op->stride, op->pad, op->dil);
 }
 
+static void free_set(cu_conv_set *p) {
+    cu_conv_plan_free(&p->fwd), cu_conv_plan_free(&p->dx), cu_conv_plan_free(&p->dw);
+    p->n = 0;
+}
+
+// The set for n images: the one made for n before, else an empty one or
+// the least recently used, emptied.
+static cu_conv_set *set_for(cu_op *o, int n, unsigned long now) {
+    int pick = 0;
+    for (int k = 0; k < CU_CONV_SETS; k++) {
+        if (o->sets[k].n == n) {
+            pick = k;
+            break;
+        }
+        if (o->sets[k].used < o->sets[pick].used) pick = k; // an empty one has used 0
+    }
+    cu_conv_set *p = &o->sets[pick];
+    if (p->n != n) free_set(p);
+    p->used = now;
+    o->set = pick;
+    return p;
+}
+
+// Convolution i's plans through the graph API for n images; ws grows to
+// their largest workspace. 0, -1 (failed), or 1: cuDNN has no engine for
+// one of them within our filters (conv_graph.h), and the legacy API
+// takes the convolution instead.
+static int graph_plans(cu_net *d, int i, int n, size_t *ws) {
+    const fu_op *op = &d->m->ops[i], *x = &d->m->ops[op->in[0]];
+    cu_op *o = &d->op[i];
+    cu_conv_set *set = set_for(o, n, ++d->setups);
+    cu_conv_shape s = {n, x->c, x->h, x->w, op->c, op->k, op->h, op->w, op->stride, op->pad, op->dil, d->dt};
+    // dx: none for the image (a stage's inner input has one); added into where backward adds
+    // (plan_gradients), in fp32 (under amp cuDNN writes it in half, and a kernel adds).
+    bool dx = grad_of(d, op->in[0]) != NULL, dx_adds = d->amp == FU_AMP_OFF && adds(d, i, op->in[0]);
+    struct {
+        cu_conv_pass pass;
+        float beta;
+        cu_conv_plan *plan;
+        bool want;
+        const char *name;
+    } want[3] = {{CU_CONV_FWD, 0, &set->fwd, true, "forward"},
+                 {CU_CONV_BWD_DATA, dx_adds ? 1.0f : 0.0f, &set->dx, dx, "backward-data"},
+                 {CU_CONV_BWD_FILTER, 0, &set->dw, true, "backward-filter"}};
+    o->graph = false;
+    for (int k = 0; k < 3; k++) {
+        if (!want[k].want) continue;
+        if (set->n == n) { // made before
+            if (want[k].plan->workspace > *ws) *ws = want[k].plan->workspace;
+            continue;
+        }
+        const char *failed;
+        cudnnStatus_t st = cu_conv_plan_make(d->dnn, want[k].pass, &s, want[k].beta, WORKSPACE_CAP, want[k].plan,
+                                             &failed);
+        if (st == CUDNN_STATUS_NOT_SUPPORTED) {
+            free_set(set);
+            return 1;
+        }
+        if (st != CUDNN_STATUS_SUCCESS) {
+            free_set(set);
+            return fu_fail("cuda backend", "%s: cuDNN graph API, %s plan: %s: %s", d->what, want[k].name, failed,
+                           cudnnGetErrorString(st));
+        }
+        if (want[k].plan->workspace > *ws) *ws = want[k].plan->workspace;
+    }
+    set->n = n;
+    o->graph = true;
+    return 0;
+}
+
 static int setup_conv(cu_net *d, int i, int n, size_t *ws) {
     const fu_op *op = &d->m->ops[i], *x = &d->m->ops[op->in[0]];
     cu_op *o = &d->op[i];
@@ -491,6 +591,14 @@ static int setup_conv(cu_net *d, int i, int n, size_t *ws) {
                                         CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     DNN(cudnnGetConvolution2dForwardOutputDim(o->conv, o->x, o->w, &got[0], &got[1], &got[2], &got[3]));
     if (check_out(d, op, n, got) < 0) return -1;
+    int rc = d->api == CU_API_LEGACY ? 1 : graph_plans(d, i, n, ws);
+    if (rc == 1 && d->api == CU_API_GRAPH) {
+        fu_fail("cuda backend", "%s: cuDNN's graph API has no engine for it within our filters (conv_graph.h)",
+                d->what);
+        fu_hint("without FU_CUDNN_API=graph, cuDNN's legacy API takes such a convolution");
+        return -1;
+    }
+    if (rc <= 0) return rc;
     char key[FU_ALGO_KEY];
     algo_key(d, i, n, key, sizeof key);
     return pick_algorithms(d, o, key, ws);
@@ -517,6 +625,25 @@ static int check_pool(cu_net *d, int i) {
     return 0;
 }
 
+// How the convolutions were chosen, for the start-up report.
+static void note_convs(cu_net *d) {
+    int convs = 0, graph = 0;
+    for (int i = 0; i < d->m->n_ops; i++)
+        if (d->m->ops[i].kind == FU_OP_CONV) convs++, graph += d->op[i].graph;
+    if (d->algos.path)
+        snprintf(d->conv_note, sizeof d->conv_note,
+                 "cuDNN's legacy API, algorithms measured (cudnnFind*) for all %d and recorded", convs);
+    else if (graph == convs)
+        snprintf(d->conv_note, sizeof d->conv_note, "cuDNN's graph API, heuristics mode A, for all %d", convs);
+    else if (graph)
+        snprintf(d->conv_note, sizeof d->conv_note,
+                 "cuDNN's graph API, heuristics mode A, for %d of %d; its legacy API's heuristics for %d (no "
+                 "graph engine)", graph, convs, convs - graph);
+    else
+        snprintf(d->conv_note, sizeof d->conv_note, "cuDNN's legacy API and its heuristics for all %d%s", convs,
+                 d->api == CU_API_LEGACY ? " (FU_CUDNN_API=legacy)" : " (no graph engine)");
+}
+
 // Descriptors and algorithms for n images (again when n changes: the last
 // batch of an epoch), and a workspace that fits them all.
 static int setup(cu_net *d, int n) {
@@ -529,6 +656,7 @@ static int setup(cu_net *d, int n) {
         if (k == FU_OP_MAXPOOL && check_pool(d, i) < 0) return -1;
     }
     if (d->algos.path && fu_algo_save(&d->algos) < 0) return -1;
+    note_convs(d);
     snprintf(d->what, sizeof d->what, "workspace of %zu bytes", ws);
     if (ws > d->ws_size) {
         CU(cudaFree(d->ws));
@@ -591,9 +719,13 @@ static int conv_fwd(cu_net *d, int i, int n, const float *x, float *y) {
         out = o->half_out ? (void *)y : d->hy;
     }
     mark(d, section(FU_OP_CONV, false));
-    DNN(cudnnSetConvolutionMathType(o->conv, o->fwd_math));
-    DNN(cudnnConvolutionForward(d->dnn, &ONE, o->x, in, o->w, wt_of(d, o), o->conv, o->fwd, d->ws, d->ws_size, &ZERO,
-                                o->y, out));
+    if (o->graph) {
+        DNN(cu_conv_plan_run(d->dnn, &o->sets[o->set].fwd, in, wt_of(d, o), out, d->ws));
+    } else {
+        DNN(cudnnSetConvolutionMathType(o->conv, o->fwd_math));
+        DNN(cudnnConvolutionForward(d->dnn, &ONE, o->x, in, o->w, wt_of(d, o), o->conv, o->fwd, d->ws, d->ws_size,
+                                    &ZERO, o->y, out));
+    }
     mark(d, FWD_CONVERT);
     if (d->amp != FU_AMP_OFF && !o->half_out) cu_from_half(d->bf16, fu_op_numel(d->m, i, n), d->hy, y, false);
     return 0;
@@ -903,9 +1035,19 @@ static int conv_bwd(cu_net *d, int i, int n, const float *x, const float *dy, fl
     }
     if (dx) {
         mark(d, section(FU_OP_CONV, true));
-        DNN(cudnnSetConvolutionMathType(o->conv, o->bwd_data_math));
-        DNN(cudnnConvolutionBackwardData(d->dnn, &ONE, o->w, wt_of(d, o), o->y, g, o->conv, o->bwd_data, d->ws,
-                                         d->ws_size, amp || !add ? &ZERO : &ONE, o->x, convert_dx ? d->hx : (void *)dx));
+        bool beta = !amp && add; // under amp dx is written in half (scratch, or its own half buffer)
+        void *out = convert_dx ? d->hx : (void *)dx;
+        if (o->graph) {
+            const cu_conv_plan *p = &o->sets[o->set].dx;
+            if (p->beta != (beta ? 1 : 0)) // planned from the same adds() as `add`
+                return fu_fail("cuda backend", "%s: its backward-data plan %s dx, the pass %s", d->what,
+                               p->beta ? "adds into" : "writes", beta ? "adds" : "writes");
+            DNN(cu_conv_plan_run(d->dnn, p, out, wt_of(d, o), g, d->ws));
+        } else {
+            DNN(cudnnSetConvolutionMathType(o->conv, o->bwd_data_math));
+            DNN(cudnnConvolutionBackwardData(d->dnn, &ONE, o->w, wt_of(d, o), o->y, g, o->conv, o->bwd_data, d->ws,
+                                             d->ws_size, beta ? &ONE : &ZERO, o->x, out));
+        }
         mark(d, BWD_CONVERT);
         if (convert_dx) cu_from_half(d->bf16, in_len, d->hx, dx, add);
     }
@@ -914,9 +1056,13 @@ static int conv_bwd(cu_net *d, int i, int n, const float *x, const float *dy, fl
         in = d->hx;
     }
     mark(d, "backward conv filter (cuDNN)");
-    DNN(cudnnSetConvolutionMathType(o->conv, o->bwd_filter_math));
-    DNN(cudnnConvolutionBackwardFilter(d->dnn, &ONE, o->x, in, o->y, g, o->conv, o->bwd_filter, d->ws, d->ws_size,
-                                       &ZERO, o->w, dwt_of(d, o)));
+    if (o->graph) {
+        DNN(cu_conv_plan_run(d->dnn, &o->sets[o->set].dw, in, dwt_of(d, o), g, d->ws));
+    } else {
+        DNN(cudnnSetConvolutionMathType(o->conv, o->bwd_filter_math));
+        DNN(cudnnConvolutionBackwardFilter(d->dnn, &ONE, o->x, in, o->y, g, o->conv, o->bwd_filter, d->ws,
+                                           d->ws_size, &ZERO, o->w, dwt_of(d, o)));
+    }
     // Each weight is used once, so its gradient is written, not added.
     mark(d, BWD_CONVERT);
     int kk = op->k * op->k;
@@ -1169,6 +1315,7 @@ static void cu_destroy(fu_backend *b) {
             if (o->y) cudnnDestroyTensorDescriptor(o->y);
             if (o->w) cudnnDestroyFilterDescriptor(o->w);
             if (o->conv) cudnnDestroyConvolutionDescriptor(o->conv);
+            for (int k = 0; k < CU_CONV_SETS; k++) free_set(&o->sets[k]);
         }
         if (d->borrowed) d->params = d->state = NULL; // the lender's
         void *dev[] = {d->params, d->grads, d->state, d->m1, d->m2, d->norm_part, d->norm, d->groups, d->wt,
@@ -1846,6 +1993,9 @@ static int borrow(cu_net *d, const fu_backend *lender) {
 
 int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backend **out) {
     *out = NULL;
+    const char *api = getenv("FU_CUDNN_API");
+    if (api && *api && strcmp(api, "graph") != 0 && strcmp(api, "legacy") != 0)
+        return fu_fail("cuda backend", "FU_CUDNN_API=%s: graph (the default) or legacy", api);
     char why[160];
     int count = fu_cuda_device_count(why, sizeof why);
     if (!count) return fu_fail("cuda backend", "no CUDA device: %s", why);
@@ -1869,6 +2019,10 @@ int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backe
     d->dt = o->amp == FU_AMP_OFF ? CUDNN_DATA_FLOAT : d->bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF;
     d->es = o->amp == FU_AMP_OFF ? sizeof(float) : 2;
     d->loss_scale = o->amp == FU_AMP_FP16 ? 65536 : 1; // 2^16, GradScaler's start
+    // Measured algorithms (--conv-algos) are the legacy API's (cudnnFind*).
+    d->api = (api && strcmp(api, "legacy") == 0) || o->conv_algos ? CU_API_LEGACY
+             : api && strcmp(api, "graph") == 0                  ? CU_API_GRAPH
+                                                                 : CU_API_AUTO;
     const char *sync = getenv("FU_CUDA_SYNC");
     d->sync = sync && *sync && strcmp(sync, "0") != 0;
     d->prof = cu_profile_create();
@@ -1877,6 +2031,7 @@ int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backe
     b->destroy = cu_destroy, b->reports_grads = true, b->nccl = &NCCL_API, b->resident = &RESIDENT_API;
     b->host_alloc = cu_host_alloc, b->host_free = cu_host_free, b->prefetch = cu_prefetch;
     b->device_output = cu_device_output, b->device_input_grad = cu_device_input_grad;
+    b->conv_note = d->conv_note;
     enable_peers(o->device, count);
     if ((o->weights_of && borrow(d, o->weights_of) < 0) || (o->conv_algos && load_algos(d, o->conv_algos) < 0) ||
         create(d, b) < 0) {

@@ -138,6 +138,9 @@ struct fu_backend {
     const float *(*device_output)(fu_backend *b);
     const float *(*device_input_grad)(fu_backend *b);
     size_t device_bytes; // memory it holds on its GPU (0 on the CPU), for results.csv's peak_gpu_mb
+    // Optional (cuda): how its convolutions were chosen for the planned
+    // batch, one phrase for the start-up report; NULL elsewhere.
+    const char *conv_note;
     void *impl;
     // Forward pass on n images. In training (pass->train), BN uses batch
     // statistics and updates state and counts, the loss of (labels, class_w)

@@ -75,6 +75,7 @@ compile cuda_optim.o g++ $cxxflags "$tmp/cuda_optim.cpp" &
 wait
 compile nccl_sync.o g++ $cxxflags "$tmp/nccl_sync.cpp" &
 compile cuda_net.o g++ $cxxflags -x c++ lib/cuda/cuda_net.cu &
+compile conv_graph.o g++ $cxxflags -x c++ lib/cuda/conv_graph.cu &
 wait
 compile cuda_profile.o g++ $cxxflags -x c++ lib/cuda/cuda_profile.cu &
 compile emu_seq.o g++ $cxxflags $here/emu_seq.cpp &
@@ -117,7 +118,7 @@ for w in $(make -s print-ldlibs 2>/dev/null | tail -n 1); do
     esac
 done
 cd "$tmp" || exit 1
-emulated="backend.o cuda_net.o cuda_profile.o cuda_ops.o cuda_optim.o nccl_sync.o emu_seq.o fake_cudart.o fake_cudnn.o fake_cublas.o"
+emulated="backend.o cuda_net.o conv_graph.o cuda_profile.o cuda_ops.o cuda_optim.o nccl_sync.o emu_seq.o fake_cudart.o fake_cudnn.o fake_cublas.o"
 g++ -fopenmp $san test_cuda.o $emulated $objs -o test_cuda $libs || fail "linking test_cuda"
 # cnn-train and cnn-predict on the emulated GPU too, beside the other tools,
 # for the end-to-end checks (cnn-train.sh).
@@ -131,8 +132,12 @@ done
 cd "$OLDPWD" || exit 1
 
 # LeakSanitizer off: the library keeps process-lifetime allocations.
+# FU_CUDNN_API=graph: every convolution through cuDNN's graph API (a plan
+# that fails to build fails its check instead of falling back to the
+# legacy API, which cnn-train.sh covers).
 {
     LD_LIBRARY_PATH="$tmp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" FU_TEST_CUDA_QUICK=${FU_TEST_CUDA_QUICK:-1} \
+        FU_CUDNN_API=${FU_CUDNN_API:-graph} \
         ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0} UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} \
         "$tmp/test_cuda" 2>&1
     echo "test_cuda exit $?"

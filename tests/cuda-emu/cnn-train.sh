@@ -24,6 +24,36 @@ if [ "$(wc -l <"$T/a/log.csv")" = 3 ]; then ok "log.csv: a row per epoch"; else 
 check "a rerun" cnn-train $S --device cuda --out "$T/b"
 same "a rerun: the same weights, bit for bit" "$T/a/model.safetensors" "$T/b/model.safetensors"
 
+# cuDNN's two APIs (lib/cuda/conv_graph.h): the default runs the graph API,
+# and the legacy API where the graph API has no engine for a convolution
+# (FAKE_CUDNN_GRAPH=none: the fake has none for any); FU_CUDNN_API picks one
+# alone. The fake computes the same sums either way, so the weights are the
+# same bytes: what differs is only which calls ran.
+check "FU_CUDNN_API=legacy" env FU_CUDNN_API=legacy cnn-train $S --device cuda --out "$T/api1"
+same "FU_CUDNN_API=legacy: the default's weights (graph API), bit for bit" "$T/a/model.safetensors" \
+    "$T/api1/model.safetensors"
+check "no graph engine for any convolution: the legacy API takes them" \
+    env FAKE_CUDNN_GRAPH=none cnn-train $S --device cuda --out "$T/api2"
+same "no graph engine: the default's weights, bit for bit" "$T/a/model.safetensors" "$T/api2/model.safetensors"
+check_fails "FU_CUDNN_API=graph and no graph engine: one line naming the convolution" 1 \
+    "^cnn-train: cuda backend: set-up of conv op [0-9]+ '[a-z0-9_.]+', \(2, [0-9]+, [0-9]+, [0-9]+\) -> \(2, [0-9]+, [0-9]+, [0-9]+\): cuDNN's graph API has no engine for it within our filters \(conv_graph.h\)$" \
+    env FAKE_CUDNN_GRAPH=none FU_CUDNN_API=graph cnn-train $S --device cuda --out "$T/api3"
+startup_says() { # NAME PATTERN ENV...: cnn-train's start-up report has a line matching PATTERN
+    name=$1 pat=$2
+    shift 2
+    env "$@" cnn-train --train "$T/s/train.shard" --val "$T/s/val.shard" --epochs 1 --batch 2 --max-steps 1 \
+        --device cuda --out "$T/note" >/dev/null 2>"$T/note.err"
+    if grep -Eq "$pat" "$T/note.err"; then ok "$name"; else not_ok "$name" "$(grep convolutions "$T/note.err")"; fi
+    rm -rf "$T/note"
+}
+startup_says "start-up report: the graph API for every convolution" \
+    "^cnn-train: convolutions: cuDNN's graph API, heuristics mode A, for all 41$"
+startup_says "start-up report: the legacy API where the graph API has no engine" \
+    "^cnn-train: convolutions: cuDNN's legacy API and its heuristics for all 41 \(no graph engine\)$" \
+    FAKE_CUDNN_GRAPH=none
+check_fails "FU_CUDNN_API=other: one line" 1 "^cnn-train: cuda backend: FU_CUDNN_API=other: graph \(the default\) or legacy$" \
+    env FU_CUDNN_API=other cnn-train $S --device cuda --out "$T/api4"
+
 # Convolution algorithms measured and recorded (--conv-algos): a rerun with
 # the file leaves it as it was and trains the same weights (the fake cuDNN
 # ranks two algorithms that sum in different orders by the process id).

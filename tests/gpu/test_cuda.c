@@ -1902,23 +1902,30 @@ static int trainer_ms(fu_trainer *t, int n, const int *labels, int warm, int tim
 // during the step, as cnn-train runs (FU_BENCH_PREFETCH=0: not): the first
 // figure has every step wait for its own batch's copy (at batch 256 in
 // fp32, 154 MB), which PyTorch's bench, its batch kept on the GPU, does not.
+// Then resident with every convolution on cuDNN's legacy API and its
+// heuristics (FU_CUDNN_API=legacy; FU_BENCH_LEGACY=0: not): what the graph
+// API's plans (lib/cuda/conv_graph.h) gain or lose against it.
 static int bench_trainer(const fu_model *m, const float *x, const int *labels, int n, int warm, int timed,
                          bool host_too, bool profile) {
     static const fu_amp amps[] = {FU_AMP_OFF, FU_AMP_BF16, FU_AMP_FP16};
     const char *unfused_env = getenv("FU_BENCH_UNFUSED"), *measured_env = getenv("FU_BENCH_MEASURED"),
-               *algos = getenv("FU_BENCH_CONV_ALGOS"), *prefetch_env = getenv("FU_BENCH_PREFETCH");
+               *algos = getenv("FU_BENCH_CONV_ALGOS"), *prefetch_env = getenv("FU_BENCH_PREFETCH"),
+               *legacy_env = getenv("FU_BENCH_LEGACY");
     bool unfused = !unfused_env || strcmp(unfused_env, "0") != 0;
     bool measured = !measured_env || strcmp(measured_env, "0") != 0;
     bool prefetched = !prefetch_env || strcmp(prefetch_env, "0") != 0;
+    bool legacy = !legacy_env || strcmp(legacy_env, "0") != 0;
     for (size_t a = 0; a < sizeof amps / sizeof *amps; a++) {
-        double ms[7] = {0, 0, 0, 0, 0, 0, 0};
+        double ms[8] = {0, 0, 0, 0, 0, 0, 0, 0};
         size_t mib = 0, mib_unfused = 0, mib_measured = 0, mib_fp32_acts = 0;
         // run 0: resident; 1: host step; 2: resident, profiled; 3: resident, fusion off; 4: resident, measured;
-        // 5: resident, amp's BatchNorm outputs and block ends in fp32; 6: resident, prefetched
+        // 5: resident, amp's BatchNorm outputs and block ends in fp32; 6: resident, prefetched;
+        // 7: resident, the legacy API's convolutions
         bool half_acts = unfused && amps[a] != FU_AMP_OFF;
-        for (int run = 0; run < 7; run++) {
+        for (int run = 0; run < 8; run++) {
             if ((run == 1 && !host_too) || (run == 2 && !profile) || (run == 3 && !unfused) ||
-                (run == 4 && !measured) || (run == 5 && !half_acts) || (run == 6 && !prefetched))
+                (run == 4 && !measured) || (run == 5 && !half_acts) || (run == 6 && !prefetched) ||
+                (run == 7 && !legacy))
                 continue;
             fu_train_opts o = fu_train_defaults();
             o.batch = n, o.amp = amps[a], o.augment = false, o.host_step = run == 1;
@@ -1927,10 +1934,15 @@ static int bench_trainer(const fu_model *m, const float *x, const int *labels, i
             if (run == 2) setenv("FU_CUDA_PROFILE", "1", 1);
             if (run == 3) setenv("FU_CUDA_FUSE", "0", 1);
             if (run == 5) setenv("FU_CUDA_HALF_ACT", "0", 1);
+            char *api = getenv("FU_CUDNN_API") ? strdup(getenv("FU_CUDNN_API")) : NULL;
+            if (run == 7) setenv("FU_CUDNN_API", "legacy", 1);
             int rc = fu_trainer_init(&t, m, &o, "cuda", omp_get_max_threads());
             unsetenv("FU_CUDA_PROFILE");
             unsetenv("FU_CUDA_FUSE");
             unsetenv("FU_CUDA_HALF_ACT");
+            if (api) setenv("FU_CUDNN_API", api, 1);
+            else unsetenv("FU_CUDNN_API");
+            free(api);
             if (rc < 0) {
                 printf("# bench: trainer, batch %d, amp %s: %s\n", n, fu_amp_name(amps[a]), fu_error());
                 return -1;
@@ -1972,6 +1984,10 @@ static int bench_trainer(const fu_model *m, const float *x, const int *labels, i
             printf("# bench: batch %d, amp %s: prefetched (each next batch copied during the step, as cnn-train "
                    "does) %.1f ms per step, %.0f img/s: the copy hidden saves %.1f ms\n",
                    n, fu_amp_name(amps[a]), ms[6], 1e3 * n / ms[6], ms[0] - ms[6]);
+        if (legacy)
+            printf("# bench: batch %d, amp %s: convolutions on cuDNN's legacy API (FU_CUDNN_API=legacy) %.1f ms per "
+                   "step: the graph API's plans save %.1f ms\n",
+                   n, fu_amp_name(amps[a]), ms[7], ms[7] - ms[0]);
     }
     return 0;
 }

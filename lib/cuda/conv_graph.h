@@ -1,0 +1,65 @@
+// One pass of one convolution (forward, backward data or backward filter)
+// through cuDNN's graph API (the backend descriptors of cudnn_graph.h), the
+// API cuDNN 9 recommends: the legacy cudnnConvolution* calls and their
+// algorithm getters are deprecated there. A plan is built once per shape:
+// an operation graph of the one convolution, the engine configurations
+// cuDNN's heuristics (mode A) list for it, and the first of them that
+// passes our filters, finalized into an execution plan.
+//
+// The filters keep the promises of the legacy path (docs/gpu.md):
+//   never: for float tensors an engine that down-converts its inputs or uses
+//          tensor cores (TF32: ~1e-3 relative errors in fp32 training); an
+//          engine that reduces in reduced precision (half sums); a
+//          workspace over the cap;
+//   rather not, relaxed in this order where no engine is left: an engine
+//          compiled at run time (NVRTC: seconds at set-up), for half
+//          tensors one without tensor cores, for backward passes a
+//          nondeterministic one (same inputs, other bytes).
+//
+// Tensors are NHWC, the filter KRSC (OHWI), each pointer 16-byte aligned;
+// accumulation in float whatever the tensors' type.
+#ifndef FU_CUDA_CONV_GRAPH_H
+#define FU_CUDA_CONV_GRAPH_H
+
+#include <cudnn.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { CU_CONV_FWD, CU_CONV_BWD_DATA, CU_CONV_BWD_FILTER } cu_conv_pass;
+
+typedef struct {
+    int n, c, h, w;        // input x (or dx)
+    int k, r;              // k filters of r x r
+    int oh, ow;            // output y (or dy): (n, k, oh, ow)
+    int stride, pad, dil;  // the same both ways
+    cudnnDataType_t dt;    // every tensor's: float, half or bfloat16
+} cu_conv_shape;
+
+typedef struct {
+    cudnnBackendDescriptor_t plan; // NULL: none
+    // What it was built from (tensors, convolution, operation, graph, the
+    // engine configuration): kept while the plan lives, as cuDNN's own
+    // frontend keeps them.
+    cudnnBackendDescriptor_t from[7];
+    size_t workspace;              // bytes it needs
+    int64_t engine;                // cuDNN's global index of its engine (for messages)
+    float beta;                    // the output = result + beta * output
+} cu_conv_plan;
+
+// Builds the plan for pass p of convolution s whose output is blended with
+// beta (0 or 1), its workspace at most ws_cap bytes. CUDNN_STATUS_SUCCESS,
+// CUDNN_STATUS_NOT_SUPPORTED where no engine passes the filters, or the
+// failing call's status; *failed names that call (or "no engine").
+cudnnStatus_t cu_conv_plan_make(cudnnHandle_t h, cu_conv_pass p, const cu_conv_shape *s, float beta, size_t ws_cap,
+                                cu_conv_plan *out, const char **failed);
+
+// Runs it on the handle's stream: x, w, y are the pass's tensors in the
+// forward's roles (for backward data, x is dx and y is dy; for backward
+// filter, w is dw and y is dy); ws holds plan->workspace bytes.
+cudnnStatus_t cu_conv_plan_run(cudnnHandle_t h, const cu_conv_plan *p, const void *x, const void *w, const void *y,
+                               void *ws);
+
+void cu_conv_plan_free(cu_conv_plan *p);
+
+#endif
