@@ -97,11 +97,12 @@ static cudnnStatus_t graph_of(desc_t *g, cudnnHandle_t h, desc_t op, const char 
     return CUDNN_STATUS_SUCCESS;
 }
 
-// The engine configurations cuDNN's heuristics (mode A) list for graph g,
-// best first: *cfgs (*n of them, the caller destroys them and frees *cfgs).
-static cudnnStatus_t heuristics(desc_t g, desc_t **cfgs, int64_t *n, const char **failed) {
+// The engine configurations cuDNN's heuristics in mode `mode` list for
+// graph g, best first: *cfgs (*n of them, the caller destroys them and
+// frees *cfgs).
+static cudnnStatus_t heuristics(desc_t g, cudnnBackendHeurMode_t mode, desc_t **cfgs, int64_t *n,
+                                const char **failed) {
     desc_t heur;
-    cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
     int64_t count = 0;
     *cfgs = NULL, *n = 0;
     STEP(create(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur, failed), *failed);
@@ -112,15 +113,21 @@ static cudnnStatus_t heuristics(desc_t g, desc_t **cfgs, int64_t *n, const char 
         s = cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count,
                                      NULL);
     if (s == CUDNN_STATUS_SUCCESS && count > 0) {
+        int64_t got = 0;
         *cfgs = (desc_t *)calloc((size_t)count, sizeof **cfgs);
         if (!*cfgs) s = CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED;
-        for (int64_t k = 0; s == CUDNN_STATUS_SUCCESS && k < count; k++, *n = k)
-            s = cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &(*cfgs)[k]);
+        while (s == CUDNN_STATUS_SUCCESS && *n < count) { // *n: created
+            s = cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &(*cfgs)[*n]);
+            if (s == CUDNN_STATUS_SUCCESS) ++*n;
+        }
         if (s == CUDNN_STATUS_SUCCESS)
             s = cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, count,
-                                         n, *cfgs);
+                                         &got, *cfgs);
+        if (s == CUDNN_STATUS_SUCCESS) // fewer filled than counted: the rest go
+            for (; *n > got && *n > 0; --*n) cudnnBackendDestroyDescriptor((*cfgs)[*n - 1]);
     }
-    if (s != CUDNN_STATUS_SUCCESS) *failed = "cuDNN's heuristics (mode A)";
+    if (s != CUDNN_STATUS_SUCCESS) *failed = mode == CUDNN_HEUR_MODE_A ? "cuDNN's heuristics (mode A)"
+                                                                       : "cuDNN's fallback heuristics";
     cudnnBackendDestroyDescriptor(heur);
     return s;
 }
@@ -219,7 +226,7 @@ static cudnnStatus_t choose(cudnnHandle_t h, cu_conv_pass p, cudnnDataType_t dt,
     free(tried);
     if (out->plan) return CUDNN_STATUS_SUCCESS;
     if (first_error / 1000 == CUDNN_STATUS_BAD_PARAM / 1000) { // our mistake, not the engines' limits
-        *failed = "finalizing an execution plan";
+        *failed = "building an execution plan";
         return first_error;
     }
     *failed = "no engine of cuDNN's heuristics within our filters and the workspace cap";
@@ -239,13 +246,22 @@ cudnnStatus_t cu_conv_plan_make(cudnnHandle_t h, cu_conv_pass p, const cu_conv_s
     if (st == CUDNN_STATUS_SUCCESS) st = convolution(&conv, s, failed);
     if (st == CUDNN_STATUS_SUCCESS) st = operation(&op, p, t, conv, beta, failed);
     if (st == CUDNN_STATUS_SUCCESS) st = graph_of(&graph, h, op, failed);
-    if (st == CUDNN_STATUS_SUCCESS) st = heuristics(graph, &cfgs, &n_cfg, failed);
-    int chosen = -1;
-    if (st == CUDNN_STATUS_SUCCESS) st = choose(h, p, s->dt, cfgs, n_cfg, ws_cap, out, &chosen, failed);
-    for (int64_t k = 0; k < n_cfg; k++)
-        if (k != chosen) cudnnBackendDestroyDescriptor(cfgs[k]);
-    desc_t from[7] = {t[0], t[1], t[2], conv, op, graph, chosen >= 0 ? cfgs[chosen] : NULL};
-    free(cfgs);
+    // Mode A's list first; where none of it will do, the fallback list (engines that support any
+    // graph they take, if slowly).
+    static const cudnnBackendHeurMode_t modes[2] = {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
+    desc_t cfg = NULL;
+    for (int m = 0; m < 2 && st == CUDNN_STATUS_SUCCESS && !out->plan; m++) {
+        int chosen = -1;
+        cudnnStatus_t found = heuristics(graph, modes[m], &cfgs, &n_cfg, failed);
+        if (found == CUDNN_STATUS_SUCCESS) found = choose(h, p, s->dt, cfgs, n_cfg, ws_cap, out, &chosen, failed);
+        for (int64_t k = 0; k < n_cfg; k++)
+            if (k != chosen) cudnnBackendDestroyDescriptor(cfgs[k]);
+        if (chosen >= 0) cfg = cfgs[chosen], out->fallback = m == 1;
+        free(cfgs);
+        cfgs = NULL, n_cfg = 0;
+        if (m == 1 || found != CUDNN_STATUS_NOT_SUPPORTED) st = found;
+    }
+    desc_t from[7] = {t[0], t[1], t[2], conv, op, graph, cfg};
     memcpy(out->from, from, sizeof from);
     if (st != CUDNN_STATUS_SUCCESS) cu_conv_plan_free(out);
     return st;

@@ -4,7 +4,8 @@
 // algorithm getters are deprecated there. A plan is built once per shape:
 // an operation graph of the one convolution, the engine configurations
 // cuDNN's heuristics (mode A) list for it, and the first of them that
-// passes our filters, finalized into an execution plan.
+// passes our filters, finalized into an execution plan (where none of mode
+// A's will do, the same with the fallback heuristics' list).
 //
 // The filters keep the promises of the legacy path (docs/gpu.md):
 //   never: for float tensors an engine that down-converts its inputs or uses
@@ -44,13 +45,15 @@ typedef struct {
     cudnnBackendDescriptor_t from[7];
     size_t workspace;              // bytes it needs
     int64_t engine;                // cuDNN's global index of its engine (for messages)
+    bool fallback;                 // from the fallback heuristics' list, not mode A's
     float beta;                    // the output = result + beta * output
 } cu_conv_plan;
 
 // Builds the plan for pass p of convolution s whose output is blended with
-// beta (0 or 1), its workspace at most ws_cap bytes. CUDNN_STATUS_SUCCESS,
-// CUDNN_STATUS_NOT_SUPPORTED where no engine passes the filters, or the
-// failing call's status; *failed names that call (or "no engine").
+// beta (0 or 1), its workspace at most ws_cap bytes. CUDNN_STATUS_SUCCESS;
+// CUDNN_STATUS_NOT_SUPPORTED where no engine passes the filters (or none
+// finalizes: an engine that cannot take a shape says so there); or the
+// failing call's status. *failed says what failed.
 cudnnStatus_t cu_conv_plan_make(cudnnHandle_t h, cu_conv_pass p, const cu_conv_shape *s, float beta, size_t ws_cap,
                                 cu_conv_plan *out, const char **failed);
 

@@ -123,10 +123,13 @@ static const size_t WORKSPACE_CAP = (size_t)512 << 20;
 
 // A convolution's graph API plans (conv_graph.h) for one batch size n (0:
 // none): forward, backward data (adding into dx where backward adds, in
-// fp32: beta is the plan's) and backward filter; used: when it was last set
-// up (the least recent goes first when a new batch size needs a place).
+// fp32: beta is the plan's) and backward filter, or none where cuDNN could
+// not plan them (legacy: the legacy API's, not tried again); used: when it
+// was last set up (the least recent goes first when a new batch size needs
+// a place).
 typedef struct {
     int n;
+    bool legacy;
     unsigned long used;
     cu_conv_plan fwd, dx, dw;
 } cu_conv_set;
@@ -251,7 +254,8 @@ typedef struct {
     fu_algo_file algos;
     cu_api api;
     unsigned long setups; // convolution set-ups so far (cu_conv_set.used)
-    char conv_note[160];  // fu_backend.conv_note, of the last set-up
+    char conv_note[384];  // fu_backend.conv_note, of the last set-up
+    char graph_why[192];  // why the graph API could not plan a convolution, the last time it could not
     char algo_key[96]; // the records' key prefix: GPU, compute capability, cuDNN version, data type
     char what[192]; // the op running, for error messages
 } cu_net;
@@ -512,7 +516,7 @@ static void algo_key(const cu_net *d, int i, int n, char *key, size_t size) {
 
 static void free_set(cu_conv_set *p) {
     cu_conv_plan_free(&p->fwd), cu_conv_plan_free(&p->dx), cu_conv_plan_free(&p->dw);
-    p->n = 0;
+    p->n = 0, p->legacy = false;
 }
 
 // The set for n images: the one made for n before, else an empty one or
@@ -534,9 +538,10 @@ static cu_conv_set *set_for(cu_op *o, int n, unsigned long now) {
 }
 
 // Convolution i's plans through the graph API for n images; ws grows to
-// their largest workspace. 0, -1 (failed), or 1: cuDNN has no engine for
-// one of them within our filters (conv_graph.h), and the legacy API
-// takes the convolution instead.
+// their largest workspace. 0, or 1: cuDNN could not plan one of them (no
+// engine within our filters, conv_graph.h, or another failure, said in
+// d->graph_why), and the legacy API takes the convolution for n images
+// instead; with FU_CUDNN_API=graph that is an error (-1).
 static int graph_plans(cu_net *d, int i, int n, size_t *ws) {
     const fu_op *op = &d->m->ops[i], *x = &d->m->ops[op->in[0]];
     cu_op *o = &d->op[i];
@@ -554,24 +559,24 @@ static int graph_plans(cu_net *d, int i, int n, size_t *ws) {
     } want[3] = {{CU_CONV_FWD, 0, &set->fwd, true, "forward"},
                  {CU_CONV_BWD_DATA, dx_adds ? 1.0f : 0.0f, &set->dx, dx, "backward-data"},
                  {CU_CONV_BWD_FILTER, 0, &set->dw, true, "backward-filter"}};
+    bool made = set->n == n;
     o->graph = false;
+    if (made && set->legacy) return 1;
     for (int k = 0; k < 3; k++) {
         if (!want[k].want) continue;
-        if (set->n == n) { // made before
-            if (want[k].plan->workspace > *ws) *ws = want[k].plan->workspace;
-            continue;
-        }
         const char *failed;
-        cudnnStatus_t st = cu_conv_plan_make(d->dnn, want[k].pass, &s, want[k].beta, WORKSPACE_CAP, want[k].plan,
-                                             &failed);
-        if (st == CUDNN_STATUS_NOT_SUPPORTED) {
-            free_set(set);
-            return 1;
-        }
+        cudnnStatus_t st = made ? CUDNN_STATUS_SUCCESS
+                                : cu_conv_plan_make(d->dnn, want[k].pass, &s, want[k].beta, WORKSPACE_CAP,
+                                                    want[k].plan, &failed);
         if (st != CUDNN_STATUS_SUCCESS) {
             free_set(set);
-            return fu_fail("cuda backend", "%s: cuDNN graph API, %s plan: %s: %s", d->what, want[k].name, failed,
-                           cudnnGetErrorString(st));
+            set->n = n, set->legacy = true; // not tried again for n
+            snprintf(d->graph_why, sizeof d->graph_why, "%s plan: %s: %s", want[k].name, failed,
+                     cudnnGetErrorString(st));
+            if (d->api != CU_API_GRAPH) return 1;
+            fu_fail("cuda backend", "%s: cuDNN's graph API, %s", d->what, d->graph_why);
+            fu_hint("without FU_CUDNN_API=graph, cuDNN's legacy API takes such a convolution");
+            return -1;
         }
         if (want[k].plan->workspace > *ws) *ws = want[k].plan->workspace;
     }
@@ -592,12 +597,6 @@ static int setup_conv(cu_net *d, int i, int n, size_t *ws) {
     DNN(cudnnGetConvolution2dForwardOutputDim(o->conv, o->x, o->w, &got[0], &got[1], &got[2], &got[3]));
     if (check_out(d, op, n, got) < 0) return -1;
     int rc = d->api == CU_API_LEGACY ? 1 : graph_plans(d, i, n, ws);
-    if (rc == 1 && d->api == CU_API_GRAPH) {
-        fu_fail("cuda backend", "%s: cuDNN's graph API has no engine for it within our filters (conv_graph.h)",
-                d->what);
-        fu_hint("without FU_CUDNN_API=graph, cuDNN's legacy API takes such a convolution");
-        return -1;
-    }
     if (rc <= 0) return rc;
     char key[FU_ALGO_KEY];
     algo_key(d, i, n, key, sizeof key);
@@ -627,21 +626,31 @@ static int check_pool(cu_net *d, int i) {
 
 // How the convolutions were chosen, for the start-up report.
 static void note_convs(cu_net *d) {
-    int convs = 0, graph = 0;
-    for (int i = 0; i < d->m->n_ops; i++)
-        if (d->m->ops[i].kind == FU_OP_CONV) convs++, graph += d->op[i].graph;
+    int convs = 0, graph = 0, fallback = 0;
+    for (int i = 0; i < d->m->n_ops; i++) {
+        const cu_op *o = &d->op[i];
+        if (d->m->ops[i].kind != FU_OP_CONV) continue;
+        const cu_conv_set *p = &o->sets[o->set];
+        convs++, graph += o->graph;
+        fallback += o->graph && (p->fwd.fallback || p->dx.fallback || p->dw.fallback);
+    }
+    char how[64] = "heuristics mode A";
+    if (fallback) snprintf(how, sizeof how, "heuristics mode A (fallback heuristics for %d)", fallback);
     if (d->algos.path)
         snprintf(d->conv_note, sizeof d->conv_note,
                  "cuDNN's legacy API, algorithms measured (cudnnFind*) for all %d and recorded", convs);
     else if (graph == convs)
-        snprintf(d->conv_note, sizeof d->conv_note, "cuDNN's graph API, heuristics mode A, for all %d", convs);
+        snprintf(d->conv_note, sizeof d->conv_note, "cuDNN's graph API, %s, for all %d", how, convs);
     else if (graph)
         snprintf(d->conv_note, sizeof d->conv_note,
-                 "cuDNN's graph API, heuristics mode A, for %d of %d; its legacy API's heuristics for %d (no "
-                 "graph engine)", graph, convs, convs - graph);
+                 "cuDNN's graph API, %s, for %d of %d; its legacy API's heuristics for %d (graph API: %s)", how,
+                 graph, convs, convs - graph, d->graph_why);
+    else if (d->api == CU_API_LEGACY)
+        snprintf(d->conv_note, sizeof d->conv_note, "cuDNN's legacy API and its heuristics for all %d "
+                 "(FU_CUDNN_API=legacy)", convs);
     else
-        snprintf(d->conv_note, sizeof d->conv_note, "cuDNN's legacy API and its heuristics for all %d%s", convs,
-                 d->api == CU_API_LEGACY ? " (FU_CUDNN_API=legacy)" : " (no graph engine)");
+        snprintf(d->conv_note, sizeof d->conv_note, "cuDNN's legacy API and its heuristics for all %d (graph API: %s)",
+                 convs, d->graph_why);
 }
 
 // Descriptors and algorithms for n images (again when n changes: the last

@@ -36,7 +36,7 @@ check "no graph engine for any convolution: the legacy API takes them" \
     env FAKE_CUDNN_GRAPH=none cnn-train $S --device cuda --out "$T/api2"
 same "no graph engine: the default's weights, bit for bit" "$T/a/model.safetensors" "$T/api2/model.safetensors"
 check_fails "FU_CUDNN_API=graph and no graph engine: one line naming the convolution" 1 \
-    "^cnn-train: cuda backend: set-up of conv op [0-9]+ '[a-z0-9_.]+', \(2, [0-9]+, [0-9]+, [0-9]+\) -> \(2, [0-9]+, [0-9]+, [0-9]+\): cuDNN's graph API has no engine for it within our filters \(conv_graph.h\)$" \
+    "^cnn-train: cuda backend: set-up of conv op [0-9]+ '[a-z0-9_.]+', \(2, [0-9]+, [0-9]+, [0-9]+\) -> \(2, [0-9]+, [0-9]+, [0-9]+\): cuDNN's graph API, forward plan: no engine of cuDNN's heuristics within our filters and the workspace cap: CUDNN_STATUS_NOT_SUPPORTED$" \
     env FAKE_CUDNN_GRAPH=none FU_CUDNN_API=graph cnn-train $S --device cuda --out "$T/api3"
 startup_says() { # NAME PATTERN ENV...: cnn-train's start-up report has a line matching PATTERN
     name=$1 pat=$2
@@ -49,8 +49,14 @@ startup_says() { # NAME PATTERN ENV...: cnn-train's start-up report has a line m
 startup_says "start-up report: the graph API for every convolution" \
     "^cnn-train: convolutions: cuDNN's graph API, heuristics mode A, for all 41$"
 startup_says "start-up report: the legacy API where the graph API has no engine" \
-    "^cnn-train: convolutions: cuDNN's legacy API and its heuristics for all 41 \(no graph engine\)$" \
+    "^cnn-train: convolutions: cuDNN's legacy API and its heuristics for all 41 \(graph API: forward plan: no engine of cuDNN's heuristics within our filters and the workspace cap: CUDNN_STATUS_NOT_SUPPORTED\)$" \
     FAKE_CUDNN_GRAPH=none
+startup_says "start-up report: the legacy API where the graph API fails to plan, and why" \
+    "^cnn-train: convolutions: cuDNN's legacy API and its heuristics for all 41 \(graph API: forward plan: building an execution plan: CUDNN_STATUS_BAD_PARAM\)$" \
+    FAKE_CUDNN_GRAPH=broken
+startup_says "start-up report: the fallback heuristics where mode A's engines will not do" \
+    "^cnn-train: convolutions: cuDNN's graph API, heuristics mode A \(fallback heuristics for 41\), for all 41$" \
+    FAKE_CUDNN_GRAPH=fallback
 check_fails "FU_CUDNN_API=other: one line" 1 "^cnn-train: cuda backend: FU_CUDNN_API=other: graph \(the default\) or legacy$" \
     env FU_CUDNN_API=other cnn-train $S --device cuda --out "$T/api4"
 

@@ -484,7 +484,11 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha,
 // Tensor cores (half) on all but 9. A backward pass run by engine 0 or
 // any pass by engine 1 fails with CUDNN_STATUS_EXECUTION_FAILED and a
 // line on stderr. FAKE_CUDNN_GRAPH=none: every plan is
-// CUDNN_STATUS_NOT_SUPPORTED (as a cuDNN without an engine for the shape).
+// CUDNN_STATUS_NOT_SUPPORTED (as a cuDNN without an engine for the shape);
+// FAKE_CUDNN_GRAPH=broken: CUDNN_STATUS_BAD_PARAM (as a cuDNN that takes
+// what the caller built otherwise than the fake does); FAKE_CUDNN_GRAPH=
+// fallback: heuristics other than the fallback mode list only the first
+// three (nothing a backward pass may take).
 
 struct fake_engine {
     int64_t index;
@@ -757,6 +761,10 @@ cudnnStatus_t cudnnBackendFinalize(cudnnBackendDescriptor_t desc) {
         if (!finalized(g, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR)) return CUDNN_STATUS_BAD_PARAM;
         graph_shape(g->desc(CUDNN_ATTR_OPERATIONGRAPH_OPS), &shape, &dt);
         d->engines = fake_engines(dt);
+        const char *only = getenv("FAKE_CUDNN_GRAPH");
+        if (only && strcmp(only, "fallback") == 0 &&
+            *d->get(CUDNN_ATTR_ENGINEHEUR_MODE)->as<cudnnBackendHeurMode_t>() != CUDNN_HEUR_MODE_FALLBACK)
+            d->engines.resize(3); // the 1 GiB, nondeterministic and lossy ones: nothing for backward
         break;
     }
     case CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR: {
@@ -767,6 +775,8 @@ cudnnStatus_t cudnnBackendFinalize(cudnnBackendDescriptor_t desc) {
             s = CUDNN_STATUS_BAD_PARAM;
         else if (none && strcmp(none, "none") == 0)
             s = CUDNN_STATUS_NOT_SUPPORTED;
+        else if (none && strcmp(none, "broken") == 0)
+            s = CUDNN_STATUS_BAD_PARAM;
         else
             d->engine = cfg->engine, d->graph = cfg->graph;
         break;

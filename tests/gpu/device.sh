@@ -9,7 +9,8 @@
 #   there: sh tests/gpu/device.sh        (carry: build/gpu-bundle.tar.xz, build/acrima)
 # Parts, in order, each with its own limit in seconds and all within TOTAL_S
 # (default 490, so that the summary is written before the device call's own
-# limit: give the call timeout_s 520): our speed and PyTorch's beside it (BENCH_S 330; TORCH_ARGS,
+# limit: give the call timeout_s 520): short runs of the default path (at
+# most 90 s; where they fail, the rest runs with FU_CUDNN_API=legacy), our speed and PyTorch's beside it (BENCH_S 330; TORCH_ARGS,
 # by default eager at batch 32 and 256 and torch.compile at 256 in fp16, each run at most 150 s;
 # FU_BENCH_TRAINER_ONLY=1: our trainer's steps alone, unsplit and 2 stages), the checks and memcheck
 # (TEST_S 90), the model-parallel run (MP_S 60, 2 epochs), the study's recipe with AMP on ACRIMA (ACRIMA_S 60, EPOCHS 2),
@@ -40,6 +41,22 @@ limit() {
     nproc; free -g; df -h .
 } >"$OUT/probe.txt" 2>&1
 say "probe: $(nvidia-smi --query-gpu=name --format=csv,noheader | paste -sd, -)"
+
+# 0. Short training runs (test_cuda --sanitize, no sanitizer) on the default
+# path, whose convolutions go through cuDNN's graph API (first run on a GPU
+# by this call, if nothing has run it since 2026-12-07). Where they fail,
+# everything after runs on the legacy API (FU_CUDNN_API=legacy), so that the
+# bench still measures; the failure is at the end of probe.txt.
+echo "# the default path (cuDNN's graph API), test_cuda --sanitize:" >>"$OUT/probe.txt"
+PROBE=1 timeout "$(limit 90)" sh tests/gpu/run-bundle.sh >>"$OUT/probe.txt" 2>&1
+probe=$?
+if [ "$probe" = 0 ]; then
+    say "default path (graph API) short runs: ok"
+else
+    export FU_CUDNN_API=legacy
+    say "default path (graph API) short runs: exit $probe; FU_CUDNN_API=legacy from here (probe.txt)"
+    grep -E '^not ok|cuda backend' "$OUT/probe.txt" | head -5 >>"$OUT/summary.txt"
+fi
 
 # 1. Our speed and PyTorch's beside it, on the same GPU (and where our step's
 # GPU time goes: the "# profile" lines).

@@ -6,8 +6,9 @@
 # skipped" as `make test-gpu` does; then, where every check passed, the
 # timing lines of `test_cuda --bench` (BENCH=0: not) and PyTorch's beside
 # them (bench/train_gpu.py; BENCH_TORCH=0: not); CHECKS=0 skips the checks
-# and memcheck and goes straight to the bench. Run from the repository's
-# root. FU_CUDA_SYNC=1 in the environment passes through (errors then name the
+# and memcheck and goes straight to the bench; PROBE=1 runs only `test_cuda
+# --sanitize`'s short training runs (no sanitizer), its status the script's.
+# Run from the repository's root. FU_CUDA_SYNC=1 in the environment passes through (errors then name the
 # op that faulted).
 #   sh tests/gpu/run-bundle.sh [build/gpu-bundle.tar.xz]
 set -u
@@ -31,6 +32,10 @@ for d in $path; do
 done
 IFS=$old_ifs
 echo "#   libnccl.so.2 (dlopen) => $nccl"
+if [ "${PROBE:-0}" = 1 ]; then
+    "$b/lib/ld-linux.so" --library-path "$path" "$b/test_cuda" --sanitize
+    exit $?
+fi
 log=$dir/log
 # CHECKS=0: straight to the bench (device.sh runs the checks and the bench apart).
 if [ "${CHECKS:-1}" = 0 ]; then

@@ -612,6 +612,14 @@ static void check_smaller_batch(const fu_model *m) {
         CHECK(loss3 == loss4 && !memcmp(g3, g4, m->n_params * sizeof(float)) &&
                   !memcmp(s3, s4, m->n_state * sizeof(float)),
               "batch of 3 on a backend planned for 4: training step as a backend planned for 3", "they differ");
+        // Back to 4 images: the convolutions' plans for 4 (the graph API's, kept per batch size) again.
+        float again[8];
+        ok = b4->forward(b4, 4, params, state, counts, x, NULL, NULL, &eval, NULL) == 0;
+        if (ok) memcpy(again, b4->logits(b4), sizeof again);
+        if (CHECK(ok, "a batch of 4 again after 3", "%s", fu_error()))
+            CHECK(!memcmp(again, e4, sizeof e4), "a batch of 4 again after 3: the first eval logits, bit for bit",
+                  "they differ");
+        printf("# MedicalCNN, batch 4: convolutions: %s\n", b4->conv_note ? b4->conv_note : "(no note)");
     }
     fu_backend_destroy(b4), fu_backend_destroy(b3);
     free(params), free(state), free(x), free(counts), free(g4), free(g3), free(s4), free(s3), free(c4), free(c3);
