@@ -199,13 +199,14 @@ static cudnnStatus_t plan_of(desc_t *plan, cudnnHandle_t h, desc_t cfg, size_t *
 }
 
 // The first of cfgs (heuristics' order) acceptable at the lowest
-// relaxation level that has one, whose plan finalizes within the cap.
+// relaxation level up to max_relax that has one, whose plan finalizes
+// within the cap.
 static cudnnStatus_t choose(cudnnHandle_t h, cu_conv_pass p, cudnnDataType_t dt, desc_t *cfgs, int64_t n,
-                            size_t cap, cu_conv_plan *out, int *chosen, const char **failed) {
+                            int max_relax, size_t cap, cu_conv_plan *out, int *chosen, const char **failed) {
     cudnnStatus_t first_error = CUDNN_STATUS_SUCCESS;
     bool *tried = (bool *)calloc((size_t)n + 1, sizeof(bool));
     if (!tried) return CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED;
-    for (int relax = 0; relax < 4 && !out->plan; relax++)
+    for (int relax = 0; relax <= max_relax && !out->plan; relax++)
         for (int64_t k = 0; k < n && !out->plan; k++) {
             engine_notes e;
             size_t ws = 0;
@@ -247,19 +248,21 @@ cudnnStatus_t cu_conv_plan_make(cudnnHandle_t h, cu_conv_pass p, const cu_conv_s
     if (st == CUDNN_STATUS_SUCCESS) st = operation(&op, p, t, conv, beta, failed);
     if (st == CUDNN_STATUS_SUCCESS) st = graph_of(&graph, h, op, failed);
     // Mode A's list first; where none of it will do, the fallback list (engines that support any
-    // graph they take, if slowly).
+    // graph they take, if slowly); a nondeterministic engine for a backward pass only where neither
+    // list has another (relaxation level 3: determinism goes last).
     static const cudnnBackendHeurMode_t modes[2] = {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
     desc_t cfg = NULL;
-    for (int m = 0; m < 2 && st == CUDNN_STATUS_SUCCESS && !out->plan; m++) {
-        int chosen = -1;
+    for (int round = 0; round < 4 && st == CUDNN_STATUS_SUCCESS && !out->plan; round++) {
+        int chosen = -1, m = round % 2;
         cudnnStatus_t found = heuristics(graph, modes[m], &cfgs, &n_cfg, failed);
-        if (found == CUDNN_STATUS_SUCCESS) found = choose(h, p, s->dt, cfgs, n_cfg, ws_cap, out, &chosen, failed);
+        if (found == CUDNN_STATUS_SUCCESS)
+            found = choose(h, p, s->dt, cfgs, n_cfg, round < 2 ? 2 : 3, ws_cap, out, &chosen, failed);
         for (int64_t k = 0; k < n_cfg; k++)
             if (k != chosen) cudnnBackendDestroyDescriptor(cfgs[k]);
         if (chosen >= 0) cfg = cfgs[chosen], out->fallback = m == 1;
         free(cfgs);
         cfgs = NULL, n_cfg = 0;
-        if (m == 1 || found != CUDNN_STATUS_NOT_SUPPORTED) st = found;
+        if (round == 3 || found != CUDNN_STATUS_NOT_SUPPORTED) st = found;
     }
     desc_t from[7] = {t[0], t[1], t[2], conv, op, graph, cfg};
     memcpy(out->from, from, sizeof from);

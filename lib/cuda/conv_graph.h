@@ -14,7 +14,8 @@
 //          workspace over the cap;
 //   rather not, relaxed in this order where no engine is left: an engine
 //          compiled at run time (NVRTC: seconds at set-up), for half
-//          tensors one without tensor cores, for backward passes a
+//          tensors one without tensor cores; and, only where neither
+//          heuristics list has another engine, for backward passes a
 //          nondeterministic one (same inputs, other bytes).
 //
 // Tensors are NHWC, the filter KRSC (OHWI), each pointer 16-byte aligned;

@@ -1,7 +1,8 @@
 #!/bin/sh
 # The whole cuda backend (lib/cuda) under host emulation: tests/gpu/test_cuda.c
 # runs on a machine without a GPU, against fake (host) implementations of
-# the CUDA runtime (fake_cudart.cpp), cuDNN (fake_cudnn.cpp), cuBLAS
+# the CUDA runtime (fake_cudart.cpp), cuDNN (fake_cudnn.cpp, its graph API
+# fake_cudnn_graph.cpp), cuBLAS
 # (fake_cublas.cpp) and NCCL (fake_nccl.c: a copy over one rank, MPI over
 # several; a libnccl.so.2 put first on LD_LIBRARY_PATH for nccl_sync.cu's
 # dlopen). The kernels
@@ -84,6 +85,7 @@ compile fake_cudart.o g++ $cxxflags $here/fake_cudart.cpp &
 compile fake_cudnn.o g++ $cxxflags $here/fake_cudnn.cpp &
 wait
 compile fake_cublas.o g++ $cxxflags $here/fake_cublas.cpp &
+compile fake_cudnn_graph.o g++ $cxxflags $here/fake_cudnn_graph.cpp &
 ccflags="-std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter $cflags -isystem $cuda_inc"
 compile backend.o gcc $ccflags -DFU_HAVE_CUDA=1 lib/nn/backend.c &
 compile test_cuda.o gcc $ccflags tests/gpu/test_cuda.c &
@@ -118,7 +120,7 @@ for w in $(make -s print-ldlibs 2>/dev/null | tail -n 1); do
     esac
 done
 cd "$tmp" || exit 1
-emulated="backend.o cuda_net.o conv_graph.o cuda_profile.o cuda_ops.o cuda_optim.o nccl_sync.o emu_seq.o fake_cudart.o fake_cudnn.o fake_cublas.o"
+emulated="backend.o cuda_net.o conv_graph.o cuda_profile.o cuda_ops.o cuda_optim.o nccl_sync.o emu_seq.o fake_cudart.o fake_cudnn.o fake_cudnn_graph.o fake_cublas.o"
 g++ -fopenmp $san test_cuda.o $emulated $objs -o test_cuda $libs || fail "linking test_cuda"
 # cnn-train and cnn-predict on the emulated GPU too, beside the other tools,
 # for the end-to-end checks (cnn-train.sh).

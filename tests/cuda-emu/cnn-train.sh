@@ -38,12 +38,14 @@ same "no graph engine: the default's weights, bit for bit" "$T/a/model.safetenso
 check_fails "FU_CUDNN_API=graph and no graph engine: one line naming the convolution" 1 \
     "^cnn-train: cuda backend: set-up of conv op [0-9]+ '[a-z0-9_.]+', \(2, [0-9]+, [0-9]+, [0-9]+\) -> \(2, [0-9]+, [0-9]+, [0-9]+\): cuDNN's graph API, forward plan: no engine of cuDNN's heuristics within our filters and the workspace cap: CUDNN_STATUS_NOT_SUPPORTED$" \
     env FAKE_CUDNN_GRAPH=none FU_CUDNN_API=graph cnn-train $S --device cuda --out "$T/api3"
-startup_says() { # NAME PATTERN ENV...: cnn-train's start-up report has a line matching PATTERN
+startup_says() { # NAME PATTERN ENV...: a training step runs, and the start-up report has a line matching PATTERN
     name=$1 pat=$2
     shift 2
     env "$@" cnn-train --train "$T/s/train.shard" --val "$T/s/val.shard" --epochs 1 --batch 2 --max-steps 1 \
         --device cuda --out "$T/note" >/dev/null 2>"$T/note.err"
-    if grep -Eq "$pat" "$T/note.err"; then ok "$name"; else not_ok "$name" "$(grep convolutions "$T/note.err")"; fi
+    rc=$?
+    if [ "$rc" = 0 ] && grep -Eq "$pat" "$T/note.err"; then ok "$name"
+    else not_ok "$name" "exit $rc: $(grep -E 'convolutions|cuDNN' "$T/note.err" | head -3)"; fi
     rm -rf "$T/note"
 }
 startup_says "start-up report: the graph API for every convolution" \
