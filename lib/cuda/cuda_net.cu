@@ -8,13 +8,16 @@
 // buffer and are transposed to OHWI (cuDNN's NHWC filter layout) each forward;
 // their gradients come back OHWI -> OIHW.
 //
-// Who does what: cuDNN (legacy API) runs convolutions, with algorithms chosen
-// once per shape by cuDNN's heuristics (cudnnGet*Algorithm_v7, see choose():
-// FMA math, so fp32 stays fp32 and not TF32; deterministic backward
-// algorithms; one shared workspace, each algorithm's need capped at
-// WORKSPACE_CAP); cuBLAS runs the linears; cuda_ops.cu the rest: max
-// pooling (it records where each maximum was, so that backward reads a byte
-// per output, not the input and output again), BatchNorm (batch statistics in
+// Who does what: cuDNN runs convolutions (cuda_conv.cu), as execution plans
+// of its graph API (conv_graph.h) made once per shape and batch size from
+// engines its heuristics list, filtered by their notes (no TF32: fp32
+// stays fp32; deterministic backward engines), or through its legacy API
+// where the graph API cannot plan one (cudnnGet*Algorithm_v7 or measured
+// algorithms, --conv-algos; the same filters); one shared workspace, each
+// plan's or algorithm's need capped at WORKSPACE_CAP. cuBLAS runs the
+// linears; cuda_ops.cu the rest: max pooling (it records where each
+// maximum was, so that backward reads a byte per output, not the input and
+// output again), BatchNorm (batch statistics in
 // double, running stats as PyTorch), with BatchNorm + ReLU and SE scale +
 // add + ReLU fused where the op list allows (plan_fusion). The loss (n x
 // classes numbers) runs on the host with the reference op, which is also
@@ -40,9 +43,9 @@
 // stream while backward goes on, and backward waits for them before the
 // download (or the resident step); grads_ready is then never called.
 //
-// As the reference, backward zeroes every gradient and each op ACCUMULATES
-// into its inputs' gradients (cuDNN and cuBLAS with beta = 1), so a tensor
-// read by two ops gets the sum.
+// As the reference, a tensor read by two ops gets the sum of their
+// gradients: the first op whose backward reaches it writes its gradient,
+// and the others add (cuDNN and cuBLAS with beta = 1; plan_gradients).
 //
 // Resident mode (backend.h's fu_resident_api, which the trainer uses): the
 // weights, BN state and AdamW moments live on the device; load and store
@@ -92,221 +95,25 @@
 //
 // FU_CUDA_SYNC=1 in the environment synchronises after every op, so that an
 // asynchronous CUDA error is reported with the op that caused it.
-#include "cuda/cuda_backend.h"
-#include "cuda/conv_algos.h"
-#include "cuda/cuda_profile.h"
-#include "cuda/cuda_ops.h"
+#include "cuda/cuda_net.h"
 #include "cuda/cuda_optim.h"
-#include "cuda/conv_graph.h"
-#include "cuda/nccl_sync.h"
 
 extern "C" {
-#include "core/error.h"
 #include "core/rng.h"
 #include "nn/lifetimes.h"
 #include "nn/ref_ops.h"
 }
 
-#include <cublas_v2.h>
-#include <cuda_runtime.h>
-#include <cudnn.h>
-
-#include <ctype.h>
-#include <pthread.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-// Workspace cap for one convolution's algorithm: cuDNN's choices for the
-// largest MedicalCNN layers at batch 32 need far less.
-static const size_t WORKSPACE_CAP = (size_t)512 << 20;
-
-// A convolution's graph API plans (conv_graph.h) for one batch size n (0:
-// none): forward, backward data (adding into dx where backward adds, in
-// fp32: beta is the plan's) and backward filter, or none where cuDNN could
-// not plan them (legacy: the legacy API's, not tried again); used: when it
-// was last set up (the least recent goes first when a new batch size needs
-// a place).
-typedef struct {
-    int n;
-    bool legacy;
-    unsigned long used;
-    cu_conv_plan fwd, dx, dw;
-} cu_conv_set;
-
-// Batch sizes whose plans a convolution keeps: a training run meets up to
-// four (the batch, an epoch's last, and the same two in evaluation), and
-// plans cost cuDNN's heuristics and a finalization each to make.
-#define CU_CONV_SETS 4
-
-typedef struct {
-    cudnnTensorDescriptor_t x, y;    // conv input and output, NHWC
-    cudnnFilterDescriptor_t w;       // conv weight, OHWI
-    cudnnConvolutionDescriptor_t conv;
-    cudnnConvolutionFwdAlgo_t fwd;
-    cudnnConvolutionBwdDataAlgo_t bwd_data;
-    cudnnConvolutionBwdFilterAlgo_t bwd_filter;
-    cudnnMathType_t fwd_math, bwd_data_math, bwd_filter_math; // each algorithm's own
-    // Through cuDNN's graph API instead of the legacy calls above (graph): with sets[set], the
-    // plans for the images set up now.
-    bool graph;
-    cu_conv_set sets[CU_CONV_SETS];
-    int set;
-    size_t wt; // conv: element offset of its OHWI weight in wt and dwt
-    size_t arg; // maxpool: byte offset in argmax of its maxima's places (cu_maxpool_fwd)
-    int relu;   // BatchNorm, add: the ReLU it computes too (fusion, plan_fusion), else -1
-    int scale;  // add: the SE scale it computes too, else -1
-    bool fused; // ReLU, SE scale: computed by another op (a BatchNorm, an add)
-    // Under amp, its output kept in half, and that output's gradient (plan_fusion): both for a
-    // conv's, or a fused BatchNorm + ReLU's ReLU's; the output alone for a BatchNorm's, a
-    // residual block's end or a max pooling's whose readers all take half.
-    bool half_out, half_grad;
-    size_t coef; // BatchNorm: offset in coef of the affine map its training forward applied
-    size_t grad, grad_len; // its output's gradient: offset in dact (shared with gradients not alive with it), elements
-    int first_writer; // the op whose backward writes that gradient first (n_ops: the output's, uploaded)
-    bool cleared;     // zeroed before it, which adds into it as the others do (plan_gradients)
-} cu_op;
-
-// Which of cuDNN's APIs runs the convolutions: the graph API, the legacy one
-// where the graph API has no engine for a shape (the default), the graph API
-// alone (FU_CUDNN_API=graph), or the legacy API alone (FU_CUDNN_API=legacy,
-// or --conv-algos, whose measured algorithms are the legacy API's).
-typedef enum { CU_API_AUTO, CU_API_GRAPH, CU_API_LEGACY } cu_api;
-
-// An input batch prefetched (backend.h's prefetch) on the copy stream: from
-// which host buffer, how many images, whether a forward may still take it,
-// its device copy (NCHW, the planned batch's size), and events for "copied"
-// (the forward waits for it) and "read" (the next copy into it waits for it).
-typedef struct {
-    const float *host;
-    int n;
-    bool ready;
-    float *dev;
-    cudaEvent_t copied, read;
-} cu_prefetch_slot;
-
-typedef struct {
-    const fu_model *m;
-    fu_backend *b; // its owner, whose device_bytes it keeps current
-    fu_plan plan;  // output and saved-value offsets per op (elements), as the reference
-    int batch;     // planned
-    int device;    // the GPU it runs on
-    int n;         // images the descriptors and algorithms are set up for (0: none yet)
-    cudnnHandle_t dnn;
-    cublasHandle_t blas;
-    cu_op *op;
-    // device buffers
-    float *params, *grads, *state; // copies of the caller's flat buffers, or the resident ones
-    bool borrowed;                 // params and state are another backend's (weights_of): not freed here
-    float *m1, *m2;                // AdamW's moments (n_params each), for the resident step (NULL: borrowed)
-    double *norm_part, *norm;      // the gradient norm's partial sums, and the norm (one double)
-    fu_param_group *groups;        // the resident step's groups: non-empty, sorted by offset (n_dev_groups)
-    void *wt, *dwt;                // conv weights OHWI and their gradients: fp32, or half with amp
-    float *act, *dact, *aux;       // op outputs (plan offsets), their gradients (cu_op.grad), saved values
-    size_t dact_size;              // elements
-    float *stage;                  // NCHW data on its way in or out: the input, a dropout mask, an output
-    double *part;                  // partial sums: BatchNorm's, and over positions (cu_pos_part_size)
-    double *bnv;                   // one BatchNorm's per-channel sums (2 x the widest BN)
-    float *coef;                   // BatchNorm's per-channel coefficients: scratch, then each BN's forward map
-    unsigned char *argmax;         // max pooling: where each window's maximum was (argmax_size bytes)
-    size_t argmax_size;
-    void *ws;                      // cuDNN workspace
-    void *hx, *hy;                 // amp: a conv's input and output (or their gradients) in half
-    int *nonfinite;                // amp fp16: a gradient overflowed
-    size_t wt_size, stage_size, part_size, coef_size, bnv_size, ws_size, hx_size, hy_size; // elements (ws: bytes)
-    size_t norm_part_size, groups_bytes; // doubles; bytes
-    int n_dev_groups;
-    fu_amp amp;
-    bool bf16;              // amp's half type: bfloat16, else fp16
-    cudnnDataType_t dt;     // conv tensors: float, half or bfloat16
-    size_t es;              // bytes per conv tensor element
-    float loss_scale;       // fp16: the loss gradient's factor (1 otherwise)
-    int clean_steps;        // fp16: backward passes since the scale last changed
-    // host
-    fu_param_group *host_groups; // the step's groups as the caller gave them (n_groups), to notice a change
-    int n_groups;
-    float *logits;            // the model's output, NCHW: (batch, classes), or a stage's last op's
-    float *prob, *dlogits;    // (batch, classes) each
-    float *mask;              // the largest dropout mask
-    float *dinput;            // inner input: its gradient, NCHW (else NULL)
-    int *labels;              // of the last training forward
-    float *class_w;
-    // sync-BN (ref_net.h): the hooks of the last training forward where it ran
-    // sync-BN (NULL: BN on this batch alone), this rank's W_r, W_r / W, and
-    // the vector the hook sums (2 x the widest BN + 2)
-    const fu_dist_hooks *dist;
-    double w_rank, share;
-    double *dist_v;
-    fu_nccl_sync *nccl; // gradients summed over ranks on the device in backward (NULL: not)
-    fu_nccl_sync *nccl_after; // or by the caller, after backward (fu_nccl_api.sum_start)
-    // Prefetched input batches: one slot per host buffer the trainer
-    // alternates between; the copy stream; the lock between the loading
-    // thread (prefetch) and the forward that takes a slot.
-    cu_prefetch_slot pre[2];
-    int pre_last; // the slot the last forward took
-    cudaStream_t copy;
-    pthread_mutex_t pre_lock;
-    bool ready; // a training forward ran since the last backward
-    bool sync;  // FU_CUDA_SYNC: synchronise after every op
-    cu_profile *prof; // FU_CUDA_PROFILE: where the time goes (NULL: off)
-    // --conv-algos FILE: algorithms measured by cuDNN and recorded there
-    // (conv_algos.h); algos.path NULL: cuDNN's heuristics
-    fu_algo_file algos;
-    cu_api api;
-    unsigned long setups; // convolution set-ups so far (cu_conv_set.used)
-    char conv_note[384];  // fu_backend.conv_note, of the last set-up
-    char graph_why[192];  // why the graph API could not plan a convolution, the last time it could not
-    char algo_key[96]; // the records' key prefix: GPU, compute capability, cuDNN version, data type
-    char what[192]; // the op running, for error messages
-} cu_net;
-
-#define CU(call)                                                                                            \
-    do {                                                                                                    \
-        cudaError_t e_ = (call);                                                                            \
-        if (e_ != cudaSuccess) return fu_fail("cuda backend", "%s: %s", d->what, cudaGetErrorString(e_));    \
-    } while (0)
-
-#define DNN(call)                                                                                           \
-    do {                                                                                                    \
-        cudnnStatus_t s_ = (call);                                                                          \
-        if (s_ != CUDNN_STATUS_SUCCESS)                                                                     \
-            return fu_fail("cuda backend", "%s: cuDNN: %s", d->what, cudnnGetErrorString(s_));               \
-    } while (0)
-
-#define BLAS(call)                                                                                          \
-    do {                                                                                                    \
-        cublasStatus_t s_ = (call);                                                                         \
-        if (s_ != CUBLAS_STATUS_SUCCESS)                                                                    \
-            return fu_fail("cuda backend", "%s: cuBLAS: %s", d->what, cublasGetStatusString(s_));            \
-    } while (0)
-
-static const float ONE = 1, ZERO = 0;
+static const char *const OPTIMIZER = "optimizer: norm, clipping, AdamW";
 
 static const char *kind_name(fu_op_kind k) {
     static const char *names[] = {"input", "conv", "batchnorm", "relu", "maxpool", "global pool", "linear",
                                   "sigmoid", "scale", "add", "concat", "dropout", "loss"};
     return k >= 0 && k < (int)(sizeof names / sizeof *names) ? names[k] : "op";
 }
-
-// The profile's section of op kind k's forward or backward (cuda_profile.h).
-static const char *section(fu_op_kind k, bool backward) {
-    static const char *fwd[] = {"forward input", "forward conv (cuDNN)", "forward batchnorm", "forward relu",
-                                "forward maxpool", "forward global pool", "forward linear", "forward sigmoid",
-                                "forward scale", "forward add", "forward concat", "forward dropout", "forward loss"};
-    static const char *bwd[] = {"backward input", "backward conv data (cuDNN)", "backward batchnorm",
-                                "backward relu", "backward maxpool", "backward global pool", "backward linear",
-                                "backward sigmoid", "backward scale", "backward add", "backward concat",
-                                "backward dropout", "backward loss"};
-    int n = (int)(sizeof fwd / sizeof *fwd);
-    return k >= 0 && k < n ? (backward ? bwd : fwd)[k] : backward ? "backward other" : "forward other";
-}
-
-static void mark(cu_net *d, const char *label) { cu_profile_mark(d->prof, label, 0); }
-
-// Profile sections besides the ops' own.
-static const char *const FWD_CONVERT = "forward conv: weight layout, half conversions";
-static const char *const BWD_CONVERT = "backward conv: weight layout, half conversions";
-static const char *const OPTIMIZER = "optimizer: norm, clipping, AdamW";
 
 // "conv op 12 'stage1.0.conv1', (4, 64, 56, 56) -> (4, 64, 56, 56)" into d->what.
 static void describe(cu_net *d, int i, int n, const char *phase) {
@@ -315,22 +122,6 @@ static void describe(cu_net *d, int i, int n, const char *phase) {
     snprintf(d->what, sizeof d->what, "%s of %s op %d '%s', (%d, %d, %d, %d) -> (%d, %d, %d, %d)", phase,
              kind_name(op->kind), i, op->name, n, x->c, x->h, x->w, n, op->c, op->h, op->w);
 }
-
-static float *act(cu_net *d, int i) { return d->act + d->plan.act[i]; }
-static float *dact(cu_net *d, int i) { return d->dact + d->op[i].grad; }
-
-// The element type of op i's output in act, and of its gradient in dact.
-static cu_type half_or_fp32(const cu_net *d, bool in_half) { return !in_half ? CU_FP32 : d->bf16 ? CU_BF16 : CU_FP16; }
-static cu_type out_type(const cu_net *d, int i) { return half_or_fp32(d, d->op[i].half_out); }
-static cu_type grad_type(const cu_net *d, int i) { return half_or_fp32(d, d->op[i].half_grad); }
-
-// The gradient of op j's output where backward needs it: the image needs
-// none, a stage's inner input does (input_grad); NULL otherwise.
-static float *grad_of(cu_net *d, int j) { return j > 0 || d->m->inner_input ? dact(d, j) : NULL; }
-
-// Whether op w's backward adds into op o's gradient, rather than writing it
-// as its first writer (plan_gradients).
-static bool adds(const cu_net *d, int w, int o) { return d->op[o].cleared || d->op[o].first_writer != w; }
 
 static bool ends_in_loss(const fu_model *m) { return m->ops[m->n_ops - 1].kind == FU_OP_XENT; }
 
@@ -381,228 +172,6 @@ static int download_nchw(cu_net *d, int i, int n, cu_type st, const float *src, 
 
 // ---- set-up per batch size ------------------------------------------------------
 
-// The first algorithm (in cuDNN's order: the heuristics', or the measured
-// times') that works within the workspace cap, preferring, in this order,
-// for backward a deterministic one (same inputs, same bytes), and the math
-// we want: FMA for fp32 (TF32 tensor cores would give fp32 training ~1e-3
-// relative errors), tensor cores for half. Relaxed only where cuDNN offers
-// nothing better for the shape. -1: none.
-template <typename Perf> static int choose(const Perf *perf, int got, bool deterministic, cudnnMathType_t want) {
-    for (int relax = 0; relax < 4; relax++) {
-        bool need_det = deterministic && relax < 2, need_math = relax % 2 == 0;
-        for (int k = 0; k < got; k++) {
-            const Perf *p = &perf[k];
-            if (p->status != CUDNN_STATUS_SUCCESS || p->memory > WORKSPACE_CAP) continue;
-            if (need_det && p->determinism != CUDNN_DETERMINISTIC) continue;
-            // fp32 (want FMA) never relaxes to tensor-op math: for float tensors that is TF32,
-            // and run_math only turns DEFAULT into FMA.
-            bool lossy = p->mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION ||
-                         (want == CUDNN_FMA_MATH && p->mathType == CUDNN_TENSOR_OP_MATH);
-            if (need_math ? p->mathType != want : lossy) continue;
-            return k;
-        }
-    }
-    return -1;
-}
-
-// The math type to run an algorithm with: in fp32, cuDNN's "default" would
-// allow TF32 on Ampere and later, so it runs as FMA.
-static cudnnMathType_t run_math(const cu_net *d, cudnnMathType_t m) {
-    return d->amp == FU_AMP_OFF && m == CUDNN_DEFAULT_MATH ? CUDNN_FMA_MATH : m;
-}
-
-// cuDNN's candidates for the three passes of convolution o, in its order
-// (measured: fastest first, each run on the GPU; else the heuristics'),
-// and the choice among them; need: the workspace each choice asked for.
-static int query_algorithms(cu_net *d, cu_op *o, bool measure, size_t need[3]) {
-    cudnnConvolutionFwdAlgoPerf_t pf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-    cudnnConvolutionBwdDataAlgoPerf_t pd[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-    cudnnConvolutionBwdFilterAlgoPerf_t pw[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-    int nf = 0, nd = 0, nw = 0;
-    cudnnMathType_t want = d->amp == FU_AMP_OFF ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH;
-    DNN(cudnnSetConvolutionMathType(o->conv, want));
-    if (measure) {
-        DNN(cudnnFindConvolutionForwardAlgorithm(d->dnn, o->x, o->w, o->conv, o->y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-                                                 &nf, pf));
-        DNN(cudnnFindConvolutionBackwardDataAlgorithm(d->dnn, o->w, o->y, o->conv, o->x,
-                                                      CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &nd, pd));
-        DNN(cudnnFindConvolutionBackwardFilterAlgorithm(d->dnn, o->x, o->y, o->conv, o->w,
-                                                        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &nw, pw));
-    } else {
-        DNN(cudnnGetConvolutionForwardAlgorithm_v7(d->dnn, o->x, o->w, o->conv, o->y,
-                                                   CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &nf, pf));
-        DNN(cudnnGetConvolutionBackwardDataAlgorithm_v7(d->dnn, o->w, o->y, o->conv, o->x,
-                                                        CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &nd, pd));
-        DNN(cudnnGetConvolutionBackwardFilterAlgorithm_v7(d->dnn, o->x, o->y, o->conv, o->w,
-                                                          CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &nw, pw));
-    }
-    int f = choose(pf, nf, false, want), b = choose(pd, nd, true, want), w = choose(pw, nw, true, want);
-    if (f < 0 || b < 0 || w < 0)
-        return fu_fail("cuda backend", "%s: cuDNN offers no %s algorithm within %zu MiB of workspace", d->what,
-                       f < 0 ? "forward" : b < 0 ? "backward-data" : "backward-filter", WORKSPACE_CAP >> 20);
-    o->fwd = pf[f].algo, o->fwd_math = run_math(d, pf[f].mathType);
-    o->bwd_data = pd[b].algo, o->bwd_data_math = run_math(d, pd[b].mathType);
-    o->bwd_filter = pw[w].algo, o->bwd_filter_math = run_math(d, pw[w].mathType);
-    need[0] = pf[f].memory, need[1] = pd[b].memory, need[2] = pw[w].memory;
-    return 0;
-}
-
-// A recorded choice (conv_algos.h) into o, checked to be cuDNN's values.
-static int recorded_algorithms(cu_net *d, cu_op *o, const fu_algo_rec *r) {
-    const int *v = r->v;
-    bool math_ok = true;
-    for (int k = 1; k < 6; k += 2)
-        math_ok = math_ok && (v[k] == CUDNN_DEFAULT_MATH || v[k] == CUDNN_TENSOR_OP_MATH ||
-                              v[k] == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION || v[k] == CUDNN_FMA_MATH);
-    if (!math_ok || v[0] >= CUDNN_CONVOLUTION_FWD_ALGO_COUNT || v[2] >= CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT ||
-        v[4] >= CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT)
-        return fu_fail("cuda backend", "%s: %s records '%s' with values that are not cuDNN's algorithms", d->what,
-                       d->algos.path, r->key);
-    o->fwd = (cudnnConvolutionFwdAlgo_t)v[0], o->fwd_math = (cudnnMathType_t)v[1];
-    o->bwd_data = (cudnnConvolutionBwdDataAlgo_t)v[2], o->bwd_data_math = (cudnnMathType_t)v[3];
-    o->bwd_filter = (cudnnConvolutionBwdFilterAlgo_t)v[4], o->bwd_filter_math = (cudnnMathType_t)v[5];
-    return 0;
-}
-
-// Convolution o's algorithms: from the record under key where --conv-algos
-// has one; else measured and recorded (--conv-algos) or the heuristics'.
-// ws grows to the largest workspace any of them needs.
-static int pick_algorithms(cu_net *d, cu_op *o, const char *key, size_t *ws) {
-    size_t need[3] = {0, 0, 0}, got[3] = {0, 0, 0};
-    const fu_algo_rec *r = d->algos.path ? fu_algo_find(&d->algos, key) : NULL;
-    if (r) {
-        if (recorded_algorithms(d, o, r) < 0) return -1;
-    } else {
-        if (query_algorithms(d, o, d->algos.path != NULL, need) < 0) return -1;
-        int v[6] = {o->fwd, o->fwd_math, o->bwd_data, o->bwd_data_math, o->bwd_filter, o->bwd_filter_math};
-        if (d->algos.path && fu_algo_add(&d->algos, key, v) < 0) return -1;
-    }
-    // The workspace each algorithm asks for with the math it runs with (the
-    // query's figure was for the query's math type), at least the query's.
-    DNN(cudnnSetConvolutionMathType(o->conv, o->fwd_math));
-    DNN(cudnnGetConvolutionForwardWorkspaceSize(d->dnn, o->x, o->w, o->conv, o->y, o->fwd, &got[0]));
-    DNN(cudnnSetConvolutionMathType(o->conv, o->bwd_data_math));
-    DNN(cudnnGetConvolutionBackwardDataWorkspaceSize(d->dnn, o->w, o->y, o->conv, o->x, o->bwd_data, &got[1]));
-    DNN(cudnnSetConvolutionMathType(o->conv, o->bwd_filter_math));
-    DNN(cudnnGetConvolutionBackwardFilterWorkspaceSize(d->dnn, o->x, o->y, o->conv, o->w, o->bwd_filter, &got[2]));
-    for (int k = 0; k < 3; k++) {
-        size_t bytes = got[k] > need[k] ? got[k] : need[k];
-        if (bytes > *ws) *ws = bytes;
-    }
-    return 0;
-}
-
-static int set_nhwc(cu_net *d, cudnnTensorDescriptor_t t, int n, const fu_op *op, cudnnDataType_t dt) {
-    DNN(cudnnSetTensor4dDescriptor(t, CUDNN_TENSOR_NHWC, dt, n, op->c, op->h, op->w));
-    return 0;
-}
-
-// The output shape cuDNN computes must be the op list's.
-static int check_out(cu_net *d, const fu_op *op, int n, const int got[4]) {
-    if (got[0] != n || got[1] != op->c || got[2] != op->h || got[3] != op->w)
-        return fu_fail("cuda backend", "%s: cuDNN computes an output of (%d, %d, %d, %d)", d->what, got[0], got[1],
-                       got[2], got[3]);
-    return 0;
-}
-
-// The key of convolution i's record for n images (conv_algos.h): the
-// backend's prefix, then input (n x c x h x w), filter (o x k x k), stride,
-// padding, dilation.
-static void algo_key(const cu_net *d, int i, int n, char *key, size_t size) {
-    const fu_op *op = &d->m->ops[i], *x = &d->m->ops[op->in[0]];
-    snprintf(key, size, "%s:%dx%dx%dx%d:%dx%dx%d:s%dp%dd%d", d->algo_key, n, x->c, x->h, x->w, op->c, op->k, op->k,
-             op->stride, op->pad, op->dil);
-}
-
-static void free_set(cu_conv_set *p) {
-    cu_conv_plan_free(&p->fwd), cu_conv_plan_free(&p->dx), cu_conv_plan_free(&p->dw);
-    p->n = 0, p->legacy = false;
-}
-
-// The set for n images: the one made for n before, else an empty one or
-// the least recently used, emptied.
-static cu_conv_set *set_for(cu_op *o, int n, unsigned long now) {
-    int pick = 0;
-    for (int k = 0; k < CU_CONV_SETS; k++) {
-        if (o->sets[k].n == n) {
-            pick = k;
-            break;
-        }
-        if (o->sets[k].used < o->sets[pick].used) pick = k; // an empty one has used 0
-    }
-    cu_conv_set *p = &o->sets[pick];
-    if (p->n != n) free_set(p);
-    p->used = now;
-    o->set = pick;
-    return p;
-}
-
-// Convolution i's plans through the graph API for n images; ws grows to
-// their largest workspace. 0, or 1: cuDNN could not plan one of them (no
-// engine within our filters, conv_graph.h, or another failure, said in
-// d->graph_why), and the legacy API takes the convolution for n images
-// instead; with FU_CUDNN_API=graph that is an error (-1).
-static int graph_plans(cu_net *d, int i, int n, size_t *ws) {
-    const fu_op *op = &d->m->ops[i], *x = &d->m->ops[op->in[0]];
-    cu_op *o = &d->op[i];
-    cu_conv_set *set = set_for(o, n, ++d->setups);
-    cu_conv_shape s = {n, x->c, x->h, x->w, op->c, op->k, op->h, op->w, op->stride, op->pad, op->dil, d->dt};
-    // dx: none for the image (a stage's inner input has one); added into where backward adds
-    // (plan_gradients), in fp32 (under amp cuDNN writes it in half, and a kernel adds).
-    bool dx = grad_of(d, op->in[0]) != NULL, dx_adds = d->amp == FU_AMP_OFF && adds(d, i, op->in[0]);
-    struct {
-        cu_conv_pass pass;
-        float beta;
-        cu_conv_plan *plan;
-        bool want;
-        const char *name;
-    } want[3] = {{CU_CONV_FWD, 0, &set->fwd, true, "forward"},
-                 {CU_CONV_BWD_DATA, dx_adds ? 1.0f : 0.0f, &set->dx, dx, "backward-data"},
-                 {CU_CONV_BWD_FILTER, 0, &set->dw, true, "backward-filter"}};
-    bool made = set->n == n;
-    o->graph = false;
-    if (made && set->legacy) return 1;
-    for (int k = 0; k < 3; k++) {
-        if (!want[k].want) continue;
-        const char *failed;
-        cudnnStatus_t st = made ? CUDNN_STATUS_SUCCESS
-                                : cu_conv_plan_make(d->dnn, want[k].pass, &s, want[k].beta, WORKSPACE_CAP,
-                                                    want[k].plan, &failed);
-        if (st != CUDNN_STATUS_SUCCESS) {
-            free_set(set);
-            set->n = n, set->legacy = true; // not tried again for n
-            snprintf(d->graph_why, sizeof d->graph_why, "%s plan: %s: %s", want[k].name, failed,
-                     cudnnGetErrorString(st));
-            if (d->api != CU_API_GRAPH) return 1;
-            fu_fail("cuda backend", "%s: cuDNN's graph API, %s", d->what, d->graph_why);
-            fu_hint("without FU_CUDNN_API=graph, cuDNN's legacy API takes such a convolution");
-            return -1;
-        }
-        if (want[k].plan->workspace > *ws) *ws = want[k].plan->workspace;
-    }
-    set->n = n;
-    o->graph = true;
-    return 0;
-}
-
-static int setup_conv(cu_net *d, int i, int n, size_t *ws) {
-    const fu_op *op = &d->m->ops[i], *x = &d->m->ops[op->in[0]];
-    cu_op *o = &d->op[i];
-    int got[4];
-    if (set_nhwc(d, o->x, n, x, d->dt) < 0 || set_nhwc(d, o->y, n, op, d->dt) < 0) return -1;
-    DNN(cudnnSetFilter4dDescriptor(o->w, d->dt, CUDNN_TENSOR_NHWC, op->c, x->c, op->k, op->k));
-    // fp32 accumulation, also for half tensors
-    DNN(cudnnSetConvolution2dDescriptor(o->conv, op->pad, op->pad, op->stride, op->stride, op->dil, op->dil,
-                                        CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-    DNN(cudnnGetConvolution2dForwardOutputDim(o->conv, o->x, o->w, &got[0], &got[1], &got[2], &got[3]));
-    if (check_out(d, op, n, got) < 0) return -1;
-    int rc = d->api == CU_API_LEGACY ? 1 : graph_plans(d, i, n, ws);
-    if (rc <= 0) return rc;
-    char key[FU_ALGO_KEY];
-    algo_key(d, i, n, key, sizeof key);
-    return pick_algorithms(d, o, key, ws);
-}
-
 static cu_pool pool_of(const cu_net *d, int i, int n) {
     const fu_op *op = &d->m->ops[i], *x = &d->m->ops[op->in[0]];
     cu_pool p = {n, x->h, x->w, x->c, op->k, op->stride, op->pad, op->dil, op->h, op->w};
@@ -624,35 +193,6 @@ static int check_pool(cu_net *d, int i) {
     return 0;
 }
 
-// How the convolutions were chosen, for the start-up report.
-static void note_convs(cu_net *d) {
-    int convs = 0, graph = 0, fallback = 0;
-    for (int i = 0; i < d->m->n_ops; i++) {
-        const cu_op *o = &d->op[i];
-        if (d->m->ops[i].kind != FU_OP_CONV) continue;
-        const cu_conv_set *p = &o->sets[o->set];
-        convs++, graph += o->graph;
-        fallback += o->graph && (p->fwd.fallback || p->dx.fallback || p->dw.fallback);
-    }
-    char how[64] = "heuristics mode A";
-    if (fallback) snprintf(how, sizeof how, "heuristics mode A (fallback heuristics for %d)", fallback);
-    if (d->algos.path)
-        snprintf(d->conv_note, sizeof d->conv_note,
-                 "cuDNN's legacy API, algorithms measured (cudnnFind*) for all %d and recorded", convs);
-    else if (graph == convs)
-        snprintf(d->conv_note, sizeof d->conv_note, "cuDNN's graph API, %s, for all %d", how, convs);
-    else if (graph)
-        snprintf(d->conv_note, sizeof d->conv_note,
-                 "cuDNN's graph API, %s, for %d of %d; its legacy API's heuristics for %d (graph API: %s)", how,
-                 graph, convs, convs - graph, d->graph_why);
-    else if (d->api == CU_API_LEGACY)
-        snprintf(d->conv_note, sizeof d->conv_note, "cuDNN's legacy API and its heuristics for all %d "
-                 "(FU_CUDNN_API=legacy)", convs);
-    else
-        snprintf(d->conv_note, sizeof d->conv_note, "cuDNN's legacy API and its heuristics for all %d (graph API: %s)",
-                 convs, d->graph_why);
-}
-
 // Descriptors and algorithms for n images (again when n changes: the last
 // batch of an epoch), and a workspace that fits them all.
 static int setup(cu_net *d, int n) {
@@ -661,11 +201,11 @@ static int setup(cu_net *d, int n) {
     for (int i = 0; i < d->m->n_ops; i++) {
         fu_op_kind k = d->m->ops[i].kind;
         describe(d, i, n, "set-up");
-        if (k == FU_OP_CONV && setup_conv(d, i, n, &ws) < 0) return -1;
+        if (k == FU_OP_CONV && conv_setup(d, i, n, &ws) < 0) return -1;
         if (k == FU_OP_MAXPOOL && check_pool(d, i) < 0) return -1;
     }
     if (d->algos.path && fu_algo_save(&d->algos) < 0) return -1;
-    note_convs(d);
+    conv_note(d);
     snprintf(d->what, sizeof d->what, "workspace of %zu bytes", ws);
     if (ws > d->ws_size) {
         CU(cudaFree(d->ws));
@@ -702,41 +242,6 @@ static int linear_fwd(cu_net *d, const fu_op *op, int n, const float *x, float *
     BLAS(cublasSgemm(d->blas, CUBLAS_OP_T, CUBLAS_OP_N, op->c, n, in, &ONE, d->params + op->weight, in, x, in, &ZERO,
                      y, op->c));
     if (op->bias_off >= 0) cu_bias_fwd(n, op->c, d->params + op->bias_off, y);
-    return 0;
-}
-
-// This conv's OHWI weight, and its gradient, in the wt/dwt arenas.
-static void *wt_of(cu_net *d, const cu_op *o) { return (char *)d->wt + o->wt * d->es; }
-static void *dwt_of(cu_net *d, const cu_op *o) { return (char *)d->dwt + o->wt * d->es; }
-
-static int conv_fwd(cu_net *d, int i, int n, const float *x, float *y) {
-    const fu_op *op = &d->m->ops[i];
-    const fu_op *src = &d->m->ops[op->in[0]];
-    cu_op *o = &d->op[i];
-    const void *in = x;
-    void *out = y;
-    int kk = op->k * op->k;
-    mark(d, FWD_CONVERT);
-    if (d->amp == FU_AMP_OFF) {
-        cu_nchw_to_nhwc((size_t)op->c, src->c, kk, d->params + op->weight, CU_FP32, wt_of(d, o));
-    } else {
-        cu_weight_to_half(d->bf16, op->c, src->c, kk, d->params + op->weight, wt_of(d, o));
-        if (out_type(d, op->in[0]) == CU_FP32) { // else half already (plan_fusion)
-            cu_to_half(d->bf16, fu_op_numel(d->m, op->in[0], n), x, d->hx);
-            in = d->hx;
-        }
-        out = o->half_out ? (void *)y : d->hy;
-    }
-    mark(d, section(FU_OP_CONV, false));
-    if (o->graph) {
-        DNN(cu_conv_plan_run(d->dnn, &o->sets[o->set].fwd, in, wt_of(d, o), out, d->ws));
-    } else {
-        DNN(cudnnSetConvolutionMathType(o->conv, o->fwd_math));
-        DNN(cudnnConvolutionForward(d->dnn, &ONE, o->x, in, o->w, wt_of(d, o), o->conv, o->fwd, d->ws, d->ws_size,
-                                    &ZERO, o->y, out));
-    }
-    mark(d, FWD_CONVERT);
-    if (d->amp != FU_AMP_OFF && !o->half_out) cu_from_half(d->bf16, fu_op_numel(d->m, i, n), d->hy, y, false);
     return 0;
 }
 
@@ -1023,63 +528,6 @@ static int linear_bwd(cu_net *d, const fu_op *op, int n, const float *x, const f
     return 0;
 }
 
-// fp32: dx accumulates in place (beta = 1), or is written (beta = 0) by its
-// first writer (add false). amp: dy goes to half in hy (or is half already:
-// o->half_grad); a half dx (a fused BN + ReLU's gradient, this conv its one
-// writer) is written directly, an fp32 one goes through hx and is added
-// to or written; then, unless x is half already (a fused BN + ReLU's, a
-// BatchNorm's or a block's end, plan_fusion), hx is reused for x in half.
-static int conv_bwd(cu_net *d, int i, int n, const float *x, const float *dy, float *dx, bool add) {
-    const fu_op *op = &d->m->ops[i];
-    const fu_op *src = &d->m->ops[op->in[0]];
-    cu_op *o = &d->op[i];
-    bool amp = d->amp != FU_AMP_OFF;
-    bool convert_x = amp && out_type(d, op->in[0]) == CU_FP32, convert_dx = amp && grad_type(d, op->in[0]) == CU_FP32;
-    size_t in_len = fu_op_numel(d->m, op->in[0], n);
-    const void *in = x, *g = dy;
-    if (amp && !o->half_grad) {
-        mark(d, BWD_CONVERT);
-        cu_to_half(d->bf16, fu_op_numel(d->m, i, n), dy, d->hy);
-        g = d->hy;
-    }
-    if (dx) {
-        mark(d, section(FU_OP_CONV, true));
-        bool beta = !amp && add; // under amp dx is written in half (scratch, or its own half buffer)
-        void *out = convert_dx ? d->hx : (void *)dx;
-        if (o->graph) {
-            const cu_conv_plan *p = &o->sets[o->set].dx;
-            if (p->beta != (beta ? 1 : 0)) // planned from the same adds() as `add`
-                return fu_fail("cuda backend", "%s: its backward-data plan %s dx, the pass %s", d->what,
-                               p->beta ? "adds into" : "writes", beta ? "adds" : "writes");
-            DNN(cu_conv_plan_run(d->dnn, p, out, wt_of(d, o), g, d->ws));
-        } else {
-            DNN(cudnnSetConvolutionMathType(o->conv, o->bwd_data_math));
-            DNN(cudnnConvolutionBackwardData(d->dnn, &ONE, o->w, wt_of(d, o), o->y, g, o->conv, o->bwd_data, d->ws,
-                                             d->ws_size, beta ? &ONE : &ZERO, o->x, out));
-        }
-        mark(d, BWD_CONVERT);
-        if (convert_dx) cu_from_half(d->bf16, in_len, d->hx, dx, add);
-    }
-    if (convert_x) {
-        cu_to_half(d->bf16, in_len, x, d->hx);
-        in = d->hx;
-    }
-    mark(d, "backward conv filter (cuDNN)");
-    if (o->graph) {
-        DNN(cu_conv_plan_run(d->dnn, &o->sets[o->set].dw, in, dwt_of(d, o), g, d->ws));
-    } else {
-        DNN(cudnnSetConvolutionMathType(o->conv, o->bwd_filter_math));
-        DNN(cudnnConvolutionBackwardFilter(d->dnn, &ONE, o->x, in, o->y, g, o->conv, o->bwd_filter, d->ws,
-                                           d->ws_size, &ZERO, o->w, dwt_of(d, o)));
-    }
-    // Each weight is used once, so its gradient is written, not added.
-    mark(d, BWD_CONVERT);
-    int kk = op->k * op->k;
-    if (amp) cu_weight_from_half(d->bf16, op->c, src->c, kk, dwt_of(d, o), d->grads + op->weight);
-    else cu_nhwc_to_nchw((size_t)op->c, src->c, kk, CU_FP32, dwt_of(d, o), d->grads + op->weight);
-    return 0;
-}
-
 // Sync-BN's backward (ref_net.h's sync_bn_bwd): this batch's (sum dy, sum dy
 // xhat) in d->bnv, weighed by this rank's share as the full loss's, summed
 // over ranks with the value count, and divided by the share again; the
@@ -1318,14 +766,7 @@ static void cu_destroy(fu_backend *b) {
         fu_nccl_sync_free(d->nccl_after);
         cu_profile_destroy(d->prof);
         fu_algo_free(&d->algos);
-        for (int i = 0; d->op && i < d->m->n_ops; i++) {
-            cu_op *o = &d->op[i];
-            if (o->x) cudnnDestroyTensorDescriptor(o->x);
-            if (o->y) cudnnDestroyTensorDescriptor(o->y);
-            if (o->w) cudnnDestroyFilterDescriptor(o->w);
-            if (o->conv) cudnnDestroyConvolutionDescriptor(o->conv);
-            for (int k = 0; k < CU_CONV_SETS; k++) free_set(&o->sets[k]);
-        }
+        for (int i = 0; d->op && i < d->m->n_ops; i++) conv_free(&d->op[i]);
         if (d->borrowed) d->params = d->state = NULL; // the lender's
         void *dev[] = {d->params, d->grads, d->state, d->m1, d->m2, d->norm_part, d->norm, d->groups, d->wt,
                        d->dwt, d->act, d->dact, d->aux, d->stage, d->part, d->bnv, d->coef, d->argmax, d->ws, d->hx,
@@ -1630,20 +1071,6 @@ static int plan_gradients(cu_net *d) {
     return rc;
 }
 
-static int create_descriptors(cu_net *d) {
-    snprintf(d->what, sizeof d->what, "creating cuDNN descriptors");
-    for (int i = 0; i < d->m->n_ops; i++) {
-        fu_op_kind k = d->m->ops[i].kind;
-        cu_op *o = &d->op[i];
-        if (k != FU_OP_CONV) continue;
-        DNN(cudnnCreateTensorDescriptor(&o->x));
-        DNN(cudnnCreateTensorDescriptor(&o->y));
-        DNN(cudnnCreateFilterDescriptor(&o->w));
-        DNN(cudnnCreateConvolutionDescriptor(&o->conv));
-    }
-    return 0;
-}
-
 // Every op's output within the kernels' 32-bit indexing (CU_MAX_ELEMENTS).
 static int check_sizes(const cu_net *d) {
     for (int i = 0; i < d->m->n_ops; i++) {
@@ -1711,7 +1138,7 @@ static int create(cu_net *d, fu_backend *b) {
         CU(cudaMemset(d->m1, 0, m->n_params * f)); // AdamW's moments start at zero
         CU(cudaMemset(d->m2, 0, m->n_params * f));
     }
-    if (create_descriptors(d) < 0 || setup(d, d->batch) < 0) return -1;
+    if (conv_create_descriptors(d) < 0 || setup(d, d->batch) < 0) return -1;
     b->grad_bytes = d->dact_size * f;
     b->act_bytes = (act + d->dact_size + d->plan.aux_size + d->stage_size + d->coef_size) * f +
                    (2 * d->wt_size + d->hx_size + d->hy_size) * es + (d->part_size + d->bnv_size) * sizeof(double) +
@@ -1974,19 +1401,6 @@ static void enable_peers(int device, int count) {
     cudaGetLastError(); // cudaErrorPeerAccessAlreadyEnabled, or any refusal: not this backend's error
 }
 
-// --conv-algos FILE: its records, and the prefix of this backend's keys:
-// "NVIDIA_H200:sm_90:cudnn91900:fp16" (the GPU's name without blanks).
-static int load_algos(cu_net *d, const char *path) {
-    cudaDeviceProp p;
-    if (cudaGetDeviceProperties(&p, d->device) != cudaSuccess)
-        return fu_fail("cuda backend", "cannot read GPU %d's properties", d->device);
-    for (char *c = p.name; *c; c++)
-        if (isspace((unsigned char)*c) || *c == ':') *c = '_';
-    snprintf(d->algo_key, sizeof d->algo_key, "%.48s:sm_%d%d:cudnn%zu:%s", p.name, p.major, p.minor,
-             cudnnGetVersion(), d->amp == FU_AMP_OFF ? "fp32" : fu_amp_name(d->amp));
-    return fu_algo_load(&d->algos, path);
-}
-
 // fu_backend_opts.weights_of: d computes with the lender's device weights
 // and BN state (a lender that holds its own, of a model of the same sizes,
 // on the same GPU).
@@ -2042,7 +1456,7 @@ int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backe
     b->device_output = cu_device_output, b->device_input_grad = cu_device_input_grad;
     b->conv_note = d->conv_note;
     enable_peers(o->device, count);
-    if ((o->weights_of && borrow(d, o->weights_of) < 0) || (o->conv_algos && load_algos(d, o->conv_algos) < 0) ||
+    if ((o->weights_of && borrow(d, o->weights_of) < 0) || (o->conv_algos && conv_load_algos(d, o->conv_algos) < 0) ||
         create(d, b) < 0) {
         cu_destroy(b);
         return -1;
