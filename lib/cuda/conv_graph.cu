@@ -270,12 +270,17 @@ cudnnStatus_t cu_conv_plan_make(cudnnHandle_t h, cu_conv_pass p, const cu_conv_s
     return st;
 }
 
-cudnnStatus_t cu_conv_plan_run(cudnnHandle_t h, const cu_conv_plan *p, const void *x, const void *w, const void *y,
+cudnnStatus_t cu_conv_plan_run(cudnnHandle_t h, cu_conv_plan *p, const void *x, const void *w, const void *y,
                                void *ws) {
-    int64_t uids[3] = {UID_X, UID_W, UID_Y};
-    void *ptrs[3] = {(void *)x, (void *)w, (void *)y};
+    void *ptrs[4] = {(void *)x, (void *)w, (void *)y, ws};
     for (int k = 0; k < 3; k++)
         if ((uintptr_t)ptrs[k] % 16) return CUDNN_STATUS_BAD_PARAM; // the tensors promise 16-byte alignment
+    // The variant pack of the last run, while the pointers are the same (an op's buffers rarely
+    // move): a run is then one cudnnBackendExecute, no descriptor made or finalized.
+    if (p->pack && memcmp(ptrs, p->pack_ptrs, sizeof ptrs) == 0) return cudnnBackendExecute(h, p->plan, p->pack);
+    if (p->pack) cudnnBackendDestroyDescriptor(p->pack);
+    p->pack = NULL;
+    int64_t uids[3] = {UID_X, UID_W, UID_Y};
     desc_t pack;
     cudnnStatus_t s = cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack);
     if (s != CUDNN_STATUS_SUCCESS) return s;
@@ -283,12 +288,17 @@ cudnnStatus_t cu_conv_plan_run(cudnnHandle_t h, const cu_conv_plan *p, const voi
     if (s == CUDNN_STATUS_SUCCESS) s = set(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 3, ptrs);
     if (s == CUDNN_STATUS_SUCCESS) s = set(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
     if (s == CUDNN_STATUS_SUCCESS) s = cudnnBackendFinalize(pack);
-    if (s == CUDNN_STATUS_SUCCESS) s = cudnnBackendExecute(h, p->plan, pack);
-    cudnnBackendDestroyDescriptor(pack);
-    return s;
+    if (s != CUDNN_STATUS_SUCCESS) {
+        cudnnBackendDestroyDescriptor(pack);
+        return s;
+    }
+    p->pack = pack;
+    memcpy(p->pack_ptrs, ptrs, sizeof ptrs);
+    return cudnnBackendExecute(h, p->plan, p->pack);
 }
 
 void cu_conv_plan_free(cu_conv_plan *p) {
+    if (p->pack) cudnnBackendDestroyDescriptor(p->pack);
     if (p->plan) cudnnBackendDestroyDescriptor(p->plan);
     for (int k = 0; k < 7; k++)
         if (p->from[k]) cudnnBackendDestroyDescriptor(p->from[k]);

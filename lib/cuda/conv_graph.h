@@ -47,6 +47,8 @@ typedef struct {
     size_t workspace;              // bytes it needs
     int64_t engine;                // cuDNN's global index of its engine (for messages)
     bool fallback;                 // from the fallback heuristics' list, not mode A's
+    cudnnBackendDescriptor_t pack; // the last run's variant pack (NULL: none yet), for pack_ptrs:
+    void *pack_ptrs[4];            // x, w, y, workspace
     float beta;                    // the output = result + beta * output
 } cu_conv_plan;
 
@@ -60,8 +62,9 @@ cudnnStatus_t cu_conv_plan_make(cudnnHandle_t h, cu_conv_pass p, const cu_conv_s
 
 // Runs it on the handle's stream: x, w, y are the pass's tensors in the
 // forward's roles (for backward data, x is dx and y is dy; for backward
-// filter, w is dw and y is dy); ws holds plan->workspace bytes.
-cudnnStatus_t cu_conv_plan_run(cudnnHandle_t h, const cu_conv_plan *p, const void *x, const void *w, const void *y,
+// filter, w is dw and y is dy); ws holds plan->workspace bytes. The variant
+// pack is kept for the next run with the same pointers.
+cudnnStatus_t cu_conv_plan_run(cudnnHandle_t h, cu_conv_plan *p, const void *x, const void *w, const void *y,
                                void *ws);
 
 void cu_conv_plan_free(cu_conv_plan *p);

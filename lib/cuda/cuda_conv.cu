@@ -327,7 +327,7 @@ int conv_bwd(cu_net *d, int i, int n, const float *x, const float *dy, float *dx
         bool beta = !amp && add; // under amp dx is written in half (scratch, or its own half buffer)
         void *out = convert_dx ? d->hx : (void *)dx;
         if (o->graph) {
-            const cu_conv_plan *p = &o->sets[o->set].dx;
+            cu_conv_plan *p = &o->sets[o->set].dx;
             if (p->beta != (beta ? 1 : 0)) // planned from the same adds() as `add`
                 return fu_fail("cuda backend", "%s: its backward-data plan %s dx, the pass %s", d->what,
                                p->beta ? "adds into" : "writes", beta ? "adds" : "writes");
