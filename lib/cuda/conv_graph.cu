@@ -132,10 +132,9 @@ static cudnnStatus_t heuristics(desc_t g, cudnnBackendHeurMode_t mode, desc_t **
     return s;
 }
 
-// What an engine configuration's engine is: cuDNN's global index, and its
-// numerical and behaviour notes as bit sets (bit k: note k).
+// An engine configuration's engine's numerical and behaviour notes as bit
+// sets (bit k: note k).
 typedef struct {
-    int64_t index;
     unsigned numerical, behavior;
 } engine_notes;
 
@@ -148,8 +147,6 @@ static cudnnStatus_t notes_of(desc_t cfg, engine_notes *e) {
     cudnnStatus_t s = cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine);
     if (s != CUDNN_STATUS_SUCCESS) return s;
     s = cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &got, &engine);
-    if (s == CUDNN_STATUS_SUCCESS)
-        s = cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &got, &e->index);
     if (s == CUDNN_STATUS_SUCCESS)
         s = cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
                                      CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &n_num, num);
@@ -219,7 +216,7 @@ static cudnnStatus_t choose(cudnnHandle_t h, cu_conv_pass p, cudnnDataType_t dt,
                 cudnnBackendDestroyDescriptor(out->plan);
                 out->plan = NULL;
             } else if (s == CUDNN_STATUS_SUCCESS) {
-                out->workspace = ws, out->engine = e.index, *chosen = (int)k;
+                out->workspace = ws, *chosen = (int)k;
             } else if (first_error == CUDNN_STATUS_SUCCESS) {
                 first_error = s; // an engine that does not support the shape says so at finalization
             }

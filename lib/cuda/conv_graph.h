@@ -45,7 +45,6 @@ typedef struct {
     // frontend keeps them.
     cudnnBackendDescriptor_t from[7];
     size_t workspace;              // bytes it needs
-    int64_t engine;                // cuDNN's global index of its engine (for messages)
     bool fallback;                 // from the fallback heuristics' list, not mode A's
     cudnnBackendDescriptor_t pack; // the last run's variant pack (NULL: none yet), for pack_ptrs:
     void *pack_ptrs[4];            // x, w, y, workspace

@@ -382,8 +382,6 @@ cudnnStatus_t cudnnBackendGetAttribute(cudnnBackendDescriptor_t const desc, cudn
         e->engine = d->engine, e->graph = d->graph, e->finalized = true, *n = 1;
         return CUDNN_STATUS_SUCCESS;
     }
-    case CUDNN_ATTR_ENGINE_GLOBAL_INDEX:
-        return d->type == CUDNN_BACKEND_ENGINE_DESCRIPTOR ? int64_out(d->engine.index) : CUDNN_STATUS_BAD_PARAM;
     case CUDNN_ATTR_ENGINE_NUMERICAL_NOTE:
         if (d->type != CUDNN_BACKEND_ENGINE_DESCRIPTOR || type != CUDNN_TYPE_NUMERICAL_NOTE) return CUDNN_STATUS_BAD_PARAM;
         return notes_out(d->engine.numerical, CUDNN_NUMERICAL_NOTE_TYPE_COUNT);
