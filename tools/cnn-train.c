@@ -50,7 +50,7 @@ static const char USAGE[] =
     "                         scaling (GPUs); BatchNorm, loss and master weights stay fp32\n"
     "  --threads N            threads per rank (default: the host's cores shared among its ranks); with\n"
     "                         --device cuda they make the batches (decoding, augmentation)\n"
-    "  --conv-algos FILE      with --device cuda: convolution algorithms measured by cuDNN (the fastest\n"
+    "  --conv-algos FILE      with --device cuda: cuDNN's convolution engines measured (the fastest\n"
     "                         deterministic ones) and recorded in FILE, or taken from it where it has\n"
     "                         them, so that reruns compute the same bytes (default: cuDNN's heuristics)\n"
     "Data parallel: mpirun -np N cnn-train ... runs N ranks; each trains on its slice of\n"

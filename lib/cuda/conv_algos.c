@@ -51,7 +51,7 @@ static const char *parse(char *line, char key[FU_ALGO_KEY], int v[6]) {
         char *num_end;
         errno = 0;
         long x = strtol(s, &num_end, 10);
-        if (num_end == s || errno || x < 0 || x > INT_MAX) return "expected a key and six numbers";
+        if (num_end == s || errno || x < INT_MIN || x > INT_MAX) return "expected a key and six numbers";
         v[k] = (int)x;
         s = num_end;
     }
@@ -108,8 +108,10 @@ int fu_algo_add(fu_algo_file *f, const char *key, const int v[6]) {
 static int write_records(const fu_algo_file *f) {
     fu_outfile o;
     if (fu_out_open(&o, f->path, false) < 0) return -1;
-    fprintf(o.f, "# cuDNN convolution algorithms measured and recorded by the cuda backend (docs/gpu.md):\n"
-                 "# key, then forward, backward-data and backward-filter algorithms, each with its math type\n");
+    fprintf(o.f, "# cuDNN convolution engines measured and recorded by the cuda backend (docs/gpu.md):\n"
+                 "# key, then a pair for each of forward, backward data and backward filter: for the graph API\n"
+                 "# the engine configuration's place in cuDNN's heuristics list and its engine, for the legacy\n"
+                 "# API the algorithm and its math type\n");
     for (int i = 0; i < f->n; i++) {
         const int *v = f->rec[i].v;
         fprintf(o.f, "%s %d %d %d %d %d %d\n", f->rec[i].key, v[0], v[1], v[2], v[3], v[4], v[5]);

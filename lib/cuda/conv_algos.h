@@ -7,12 +7,15 @@
 // convolution measures it and records its choice; every later run with the
 // file takes the choice from there: the same algorithms, the same bytes.
 //
-// The file: one line per convolution set-up, a key and six integers, the
-// forward, backward-data and backward-filter algorithms, each followed by
-// the math type to run it with (cuDNN's enum values); lines starting with
-// '#' are comments. The key (no blanks) names what the choice depends on:
-// the GPU, cuDNN's version, the data type and the convolution's shapes. The
-// caller builds it (cuda_net.cu); this file only keeps the records.
+// The file: one line per convolution set-up, a key and six integers, a
+// pair for each of the forward, backward-data and backward-filter passes:
+// for cuDNN's graph API the engine configuration's place in the heuristics'
+// list (negative: the fallback list's) and its engine (conv_graph.h's
+// cu_conv_choice); for the legacy API the algorithm and the math type to
+// run it with (cuDNN's enum values). Lines starting with '#' are comments.
+// The key (no blanks) names what the choice depends on: the GPU, cuDNN's
+// version, the data type, the API and the convolution's shapes. The caller
+// builds it (cuda_conv.cu); this file only keeps the records.
 //
 // Plain C without CUDA, so `make test` checks it on any machine.
 #ifndef FU_CUDA_CONV_ALGOS_H
@@ -26,7 +29,7 @@ extern "C" {
 
 typedef struct {
     char key[FU_ALGO_KEY];
-    int v[6]; // fwd, fwd math, bwd-data, bwd-data math, bwd-filter, bwd-filter math
+    int v[6]; // a pair for each pass: forward, backward data, backward filter
 } fu_algo_rec;
 
 typedef struct {

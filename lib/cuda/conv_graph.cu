@@ -1,6 +1,8 @@
 // Convolution passes through cuDNN's graph API: conv_graph.h.
 #include "cuda/conv_graph.h"
 
+#include <cuda_runtime.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -132,10 +134,11 @@ static cudnnStatus_t heuristics(desc_t g, cudnnBackendHeurMode_t mode, desc_t **
     return s;
 }
 
-// An engine configuration's engine's numerical and behaviour notes as bit
-// sets (bit k: note k).
+// An engine configuration's engine: its numerical and behaviour notes as
+// bit sets (bit k: note k), and its global index.
 typedef struct {
     unsigned numerical, behavior;
+    int64_t index;
 } engine_notes;
 
 static cudnnStatus_t notes_of(desc_t cfg, engine_notes *e) {
@@ -153,6 +156,8 @@ static cudnnStatus_t notes_of(desc_t cfg, engine_notes *e) {
     if (s == CUDNN_STATUS_SUCCESS)
         s = cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_BEHAVIOR_NOTE, CUDNN_TYPE_BEHAVIOR_NOTE,
                                      CUDNN_BEHAVIOR_NOTE_TYPE_COUNT, &n_beh, beh);
+    if (s == CUDNN_STATUS_SUCCESS)
+        s = cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &got, &e->index);
     for (int64_t k = 0; s == CUDNN_STATUS_SUCCESS && k < n_num && k < CUDNN_NUMERICAL_NOTE_TYPE_COUNT; k++)
         e->numerical |= 1u << num[k];
     for (int64_t k = 0; s == CUDNN_STATUS_SUCCESS && k < n_beh && k < CUDNN_BEHAVIOR_NOTE_TYPE_COUNT; k++)
@@ -195,34 +200,40 @@ static cudnnStatus_t plan_of(desc_t *plan, cudnnHandle_t h, desc_t cfg, size_t *
     return s;
 }
 
-// The first of cfgs (heuristics' order) acceptable at the lowest
-// relaxation level up to max_relax that has one, whose plan finalizes
-// within the cap.
-static cudnnStatus_t choose(cudnnHandle_t h, cu_conv_pass p, cudnnDataType_t dt, desc_t *cfgs, int64_t n,
-                            int max_relax, size_t cap, cu_conv_plan *out, int *chosen, const char **failed) {
+// An engine configuration that passed the filters and finalized within
+// the cap: its plan, its place in the list, its engine, its workspace.
+typedef struct {
+    desc_t plan;
+    int64_t k, engine;
+    size_t ws;
+} candidate;
+
+// Up to `limit` of cfgs (in the heuristics' order) acceptable at the lowest
+// relaxation level up to max_relax that has any, whose plans finalize
+// within the cap: c[0 .. *count - 1].
+static cudnnStatus_t candidates(cudnnHandle_t h, cu_conv_pass p, cudnnDataType_t dt, desc_t *cfgs, int64_t n,
+                                int max_relax, size_t cap, int limit, candidate *c, int *count, const char **failed) {
     cudnnStatus_t first_error = CUDNN_STATUS_SUCCESS;
     bool *tried = (bool *)calloc((size_t)n + 1, sizeof(bool));
+    *count = 0;
     if (!tried) return CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED;
-    for (int relax = 0; relax <= max_relax && !out->plan; relax++)
-        for (int64_t k = 0; k < n && !out->plan; k++) {
+    for (int relax = 0; relax <= max_relax && *count == 0; relax++)
+        for (int64_t k = 0; k < n && *count < limit; k++) {
             engine_notes e;
+            desc_t plan = NULL;
             size_t ws = 0;
             if (tried[k]) continue;
             cudnnStatus_t s = notes_of(cfgs[k], &e);
             if (s == CUDNN_STATUS_SUCCESS && !acceptable(&e, p, dt, relax)) continue;
             tried[k] = true;
-            if (s == CUDNN_STATUS_SUCCESS) s = plan_of(&out->plan, h, cfgs[k], &ws);
-            if (s == CUDNN_STATUS_SUCCESS && ws > cap) {
-                cudnnBackendDestroyDescriptor(out->plan);
-                out->plan = NULL;
-            } else if (s == CUDNN_STATUS_SUCCESS) {
-                out->workspace = ws, *chosen = (int)k;
-            } else if (first_error == CUDNN_STATUS_SUCCESS) {
+            if (s == CUDNN_STATUS_SUCCESS) s = plan_of(&plan, h, cfgs[k], &ws);
+            if (s == CUDNN_STATUS_SUCCESS && ws > cap) cudnnBackendDestroyDescriptor(plan);
+            else if (s == CUDNN_STATUS_SUCCESS) c[(*count)++] = {plan, k, e.index, ws};
+            else if (first_error == CUDNN_STATUS_SUCCESS)
                 first_error = s; // an engine that does not support the shape says so at finalization
-            }
         }
     free(tried);
-    if (out->plan) return CUDNN_STATUS_SUCCESS;
+    if (*count) return CUDNN_STATUS_SUCCESS;
     if (first_error / 1000 == CUDNN_STATUS_BAD_PARAM / 1000) { // our mistake, not the engines' limits
         *failed = "building an execution plan";
         return first_error;
@@ -231,10 +242,166 @@ static cudnnStatus_t choose(cudnnHandle_t h, cu_conv_pass p, cudnnDataType_t dt,
     return CUDNN_STATUS_NOT_SUPPORTED;
 }
 
+// ---- measuring -----------------------------------------------------------------------------
+
+enum { TIMED_RUNS = 3 };
+
+static size_t round_up(size_t bytes) { return (bytes + 255) & ~(size_t)255; }
+
+// Plan `plan` run once to warm up (a first run may load its kernels), then
+// TIMED_RUNS times, each between two events on the handle's stream: *ms,
+// the fastest run (the least disturbed by anything else on the GPU).
+static cudnnStatus_t time_plan(cudnnHandle_t h, desc_t plan, void *const ptr[4], cudaStream_t stream,
+                               cudaEvent_t ev[2], float *ms, const char **failed) {
+    cu_conv_plan tmp;
+    memset(&tmp, 0, sizeof tmp);
+    tmp.plan = plan;
+    cudnnStatus_t s = cu_conv_plan_run(h, &tmp, ptr[0], ptr[1], ptr[2], ptr[3]);
+    *ms = 0;
+    for (int r = 0; r < TIMED_RUNS && s == CUDNN_STATUS_SUCCESS; r++) {
+        float t = 0;
+        if (cudaEventRecord(ev[0], stream) != cudaSuccess) s = CUDNN_STATUS_EXECUTION_FAILED;
+        if (s == CUDNN_STATUS_SUCCESS) s = cudnnBackendExecute(h, plan, tmp.pack);
+        if (s == CUDNN_STATUS_SUCCESS &&
+            (cudaEventRecord(ev[1], stream) != cudaSuccess || cudaEventSynchronize(ev[1]) != cudaSuccess ||
+             cudaEventElapsedTime(&t, ev[0], ev[1]) != cudaSuccess))
+            s = CUDNN_STATUS_EXECUTION_FAILED;
+        if (s == CUDNN_STATUS_SUCCESS && (r == 0 || t < *ms)) *ms = t;
+    }
+    if (tmp.pack) cudnnBackendDestroyDescriptor(tmp.pack);
+    if (s != CUDNN_STATUS_SUCCESS) *failed = "running an engine to time it";
+    return s;
+}
+
+// The fastest of c[0 .. count - 1] on pass tensors of shape s (zeros, in
+// device memory of their own): *best, the first of equally fast ones.
+static cudnnStatus_t fastest(cudnnHandle_t h, const cu_conv_shape *s, const candidate *c, int count, int *best,
+                             const char **failed) {
+    size_t es = s->dt == CUDNN_DATA_FLOAT ? 4 : 2, ws = 0;
+    size_t bytes[4] = {round_up((size_t)s->n * s->c * s->h * s->w * es),
+                       round_up((size_t)s->k * s->c * s->r * s->r * es),
+                       round_up((size_t)s->n * s->k * s->oh * s->ow * es), 0};
+    for (int j = 0; j < count; j++)
+        if (c[j].ws > ws) ws = c[j].ws;
+    bytes[3] = round_up(ws);
+    cudaStream_t stream = NULL;
+    cudaEvent_t ev[2] = {NULL, NULL};
+    char *mem = NULL;
+    cudnnStatus_t st = cudnnGetStream(h, &stream);
+    if (st != CUDNN_STATUS_SUCCESS) {
+        *failed = "cudnnGetStream";
+        return st;
+    }
+    if (cudaMalloc((void **)&mem, bytes[0] + bytes[1] + bytes[2] + bytes[3]) != cudaSuccess) {
+        cudaGetLastError(); // not sticky: the caller goes on
+        *failed = "device memory for the tensors to time engines on";
+        return CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED;
+    }
+    void *ptr[4] = {mem, mem + bytes[0], mem + bytes[0] + bytes[1], mem + bytes[0] + bytes[1] + bytes[2]};
+    if (cudaMemsetAsync(mem, 0, bytes[0] + bytes[1] + bytes[2], stream) != cudaSuccess ||
+        cudaEventCreate(&ev[0]) != cudaSuccess || cudaEventCreate(&ev[1]) != cudaSuccess) {
+        *failed = "setting up the timing of engines";
+        st = CUDNN_STATUS_EXECUTION_FAILED;
+    }
+    float best_ms = 0;
+    for (int j = 0; j < count && st == CUDNN_STATUS_SUCCESS; j++) {
+        float ms;
+        st = time_plan(h, c[j].plan, ptr, stream, ev, &ms, failed);
+        if (st == CUDNN_STATUS_SUCCESS && (j == 0 || ms < best_ms)) best_ms = ms, *best = j;
+    }
+    for (int k = 0; k < 2; k++)
+        if (ev[k]) cudaEventDestroy(ev[k]);
+    cudaFree(mem); // (which waits for the GPU: no run is left on it)
+    return st;
+}
+
+// ---- making plans --------------------------------------------------------------------------
+
+// The plan of a given choice: the configuration at its place in the
+// heuristics' list, checked to be its engine and to keep the filters' hard
+// rules (a record edited by hand cannot bring TF32 in). *cfg: the
+// configuration (the caller keeps it with the plan).
+static cudnnStatus_t given_plan(cudnnHandle_t h, cu_conv_pass p, cudnnDataType_t dt, desc_t graph,
+                                const cu_conv_choice *g, size_t cap, cu_conv_plan *out, desc_t *cfg,
+                                const char **failed) {
+    desc_t *cfgs = NULL;
+    int64_t n = 0, k = g->place >= 0 ? g->place : -1 - (int64_t)g->place;
+    engine_notes e;
+    size_t ws = 0;
+    cudnnStatus_t st = heuristics(graph, g->place >= 0 ? CUDNN_HEUR_MODE_A : CUDNN_HEUR_MODE_FALLBACK, &cfgs, &n,
+                                  failed);
+    if (st == CUDNN_STATUS_SUCCESS && k >= n) {
+        *failed = "the recorded engine configuration: cuDNN's heuristics list fewer";
+        st = CUDNN_STATUS_NOT_SUPPORTED;
+    }
+    if (st == CUDNN_STATUS_SUCCESS && (st = notes_of(cfgs[k], &e)) != CUDNN_STATUS_SUCCESS)
+        *failed = "reading an engine's notes";
+    if (st == CUDNN_STATUS_SUCCESS && e.index != g->engine) {
+        *failed = "the recorded engine configuration: cuDNN's heuristics list another engine in its place";
+        st = CUDNN_STATUS_NOT_SUPPORTED;
+    }
+    if (st == CUDNN_STATUS_SUCCESS && !acceptable(&e, p, dt, 3)) {
+        *failed = "the recorded engine configuration: its engine breaks our filters (TF32 or sums in half)";
+        st = CUDNN_STATUS_NOT_SUPPORTED;
+    }
+    if (st == CUDNN_STATUS_SUCCESS && (st = plan_of(&out->plan, h, cfgs[k], &ws)) != CUDNN_STATUS_SUCCESS)
+        *failed = "the recorded engine configuration: building its execution plan";
+    if (st == CUDNN_STATUS_SUCCESS && ws > cap) {
+        *failed = "the recorded engine configuration: its workspace is over the cap";
+        st = CUDNN_STATUS_NOT_SUPPORTED;
+    }
+    if (st == CUDNN_STATUS_SUCCESS) {
+        *cfg = cfgs[k];
+        out->workspace = ws, out->choice = *g, out->fallback = g->place < 0;
+    } else if (out->plan) {
+        cudnnBackendDestroyDescriptor(out->plan);
+        out->plan = NULL;
+    }
+    for (int64_t j = 0; j < n; j++)
+        if (cfgs[j] != *cfg) cudnnBackendDestroyDescriptor(cfgs[j]);
+    free(cfgs);
+    return st;
+}
+
+// Picked from the heuristics' lists: mode A's first; where none of it will
+// do, the fallback list (engines that support any graph they take, if
+// slowly); a nondeterministic engine for a backward pass only where neither
+// list has another (relaxation level 3: determinism goes last). Measured:
+// the fastest of the candidates of the first list that has any.
+static cudnnStatus_t picked_plan(cudnnHandle_t h, cu_conv_pass p, const cu_conv_shape *s, desc_t graph, size_t cap,
+                                 bool measure, cu_conv_plan *out, desc_t *cfg, const char **failed) {
+    static const cudnnBackendHeurMode_t modes[2] = {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
+    cudnnStatus_t st = CUDNN_STATUS_NOT_SUPPORTED;
+    for (int round = 0; round < 4 && st == CUDNN_STATUS_NOT_SUPPORTED; round++) {
+        desc_t *cfgs = NULL;
+        int64_t n = 0;
+        candidate c[CU_CONV_CANDIDATES];
+        int m = round % 2, count = 0, best = 0;
+        st = heuristics(graph, modes[m], &cfgs, &n, failed);
+        if (st == CUDNN_STATUS_SUCCESS)
+            st = candidates(h, p, s->dt, cfgs, n, round < 2 ? 2 : 3, cap, measure ? CU_CONV_CANDIDATES : 1, c,
+                            &count, failed);
+        if (st == CUDNN_STATUS_SUCCESS && count > 1) st = fastest(h, s, c, count, &best, failed);
+        if (st == CUDNN_STATUS_SUCCESS) {
+            const candidate *b = &c[best];
+            out->plan = b->plan, out->workspace = b->ws, out->fallback = m == 1;
+            out->choice.place = m == 0 ? (int)b->k : -1 - (int)b->k, out->choice.engine = b->engine;
+            out->measured = count > 1 ? count : 0;
+            *cfg = cfgs[b->k];
+        }
+        for (int j = 0; j < count; j++)
+            if (c[j].plan != out->plan) cudnnBackendDestroyDescriptor(c[j].plan);
+        for (int64_t k = 0; k < n; k++)
+            if (cfgs[k] != *cfg) cudnnBackendDestroyDescriptor(cfgs[k]);
+        free(cfgs);
+    }
+    return st;
+}
+
 cudnnStatus_t cu_conv_plan_make(cudnnHandle_t h, cu_conv_pass p, const cu_conv_shape *s, float beta, size_t ws_cap,
-                                cu_conv_plan *out, const char **failed) {
-    desc_t t[3] = {NULL, NULL, NULL}, conv = NULL, op = NULL, graph = NULL, *cfgs = NULL;
-    int64_t n_cfg = 0;
+                                cu_conv_pick pick, const cu_conv_choice *given, cu_conv_plan *out,
+                                const char **failed) {
+    desc_t t[3] = {NULL, NULL, NULL}, conv = NULL, op = NULL, graph = NULL, cfg = NULL;
     memset(out, 0, sizeof *out);
     out->beta = beta;
     *failed = "";
@@ -244,23 +411,9 @@ cudnnStatus_t cu_conv_plan_make(cudnnHandle_t h, cu_conv_pass p, const cu_conv_s
     if (st == CUDNN_STATUS_SUCCESS) st = convolution(&conv, s, failed);
     if (st == CUDNN_STATUS_SUCCESS) st = operation(&op, p, t, conv, beta, failed);
     if (st == CUDNN_STATUS_SUCCESS) st = graph_of(&graph, h, op, failed);
-    // Mode A's list first; where none of it will do, the fallback list (engines that support any
-    // graph they take, if slowly); a nondeterministic engine for a backward pass only where neither
-    // list has another (relaxation level 3: determinism goes last).
-    static const cudnnBackendHeurMode_t modes[2] = {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
-    desc_t cfg = NULL;
-    for (int round = 0; round < 4 && st == CUDNN_STATUS_SUCCESS && !out->plan; round++) {
-        int chosen = -1, m = round % 2;
-        cudnnStatus_t found = heuristics(graph, modes[m], &cfgs, &n_cfg, failed);
-        if (found == CUDNN_STATUS_SUCCESS)
-            found = choose(h, p, s->dt, cfgs, n_cfg, round < 2 ? 2 : 3, ws_cap, out, &chosen, failed);
-        for (int64_t k = 0; k < n_cfg; k++)
-            if (k != chosen) cudnnBackendDestroyDescriptor(cfgs[k]);
-        if (chosen >= 0) cfg = cfgs[chosen], out->fallback = m == 1;
-        free(cfgs);
-        cfgs = NULL, n_cfg = 0;
-        if (round == 3 || found != CUDNN_STATUS_NOT_SUPPORTED) st = found;
-    }
+    if (st == CUDNN_STATUS_SUCCESS)
+        st = pick == CU_PICK_GIVEN ? given_plan(h, p, s->dt, graph, given, ws_cap, out, &cfg, failed)
+                                   : picked_plan(h, p, s, graph, ws_cap, pick == CU_PICK_FASTEST, out, &cfg, failed);
     desc_t from[7] = {t[0], t[1], t[2], conv, op, graph, cfg};
     memcpy(out->from, from, sizeof from);
     if (st != CUDNN_STATUS_SUCCESS) cu_conv_plan_free(out);

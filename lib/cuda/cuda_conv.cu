@@ -1,8 +1,9 @@
 // The cuda backend's convolutions (cuda_net.h): cuDNN's descriptors; per
 // batch size the graph API's plans (conv_graph.h) or, where the graph API
-// cannot plan one (or FU_CUDNN_API=legacy, or --conv-algos), the legacy
-// API's algorithms; and the forward and backward passes around them (the
-// weight layout and, under amp, the half conversions).
+// cannot plan one (or FU_CUDNN_API=legacy), the legacy API's algorithms,
+// either picked by cuDNN's heuristics or (--conv-algos) measured and
+// recorded (conv_algos.h); and the forward and backward passes around them
+// (the weight layout and, under amp, the half conversions).
 #include "cuda/cuda_net.h"
 
 #include <ctype.h>
@@ -82,8 +83,8 @@ static int recorded_algorithms(cu_net *d, cu_op *o, const fu_algo_rec *r) {
     for (int k = 1; k < 6; k += 2)
         math_ok = math_ok && (v[k] == CUDNN_DEFAULT_MATH || v[k] == CUDNN_TENSOR_OP_MATH ||
                               v[k] == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION || v[k] == CUDNN_FMA_MATH);
-    if (!math_ok || v[0] >= CUDNN_CONVOLUTION_FWD_ALGO_COUNT || v[2] >= CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT ||
-        v[4] >= CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT)
+    if (!math_ok || v[0] < 0 || v[0] >= CUDNN_CONVOLUTION_FWD_ALGO_COUNT || v[2] < 0 ||
+        v[2] >= CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT || v[4] < 0 || v[4] >= CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT)
         return fu_fail("cuda backend", "%s: %s records '%s' with values that are not cuDNN's algorithms", d->what,
                        d->algos.path, r->key);
     o->fwd = (cudnnConvolutionFwdAlgo_t)v[0], o->fwd_math = (cudnnMathType_t)v[1];
@@ -134,12 +135,13 @@ static int check_out(cu_net *d, const fu_op *op, int n, const int got[4]) {
 }
 
 // The key of convolution i's record for n images (conv_algos.h): the
-// backend's prefix, then input (n x c x h x w), filter (o x k x k), stride,
+// backend's prefix, the API ("graph": engine configurations; "legacy":
+// algorithms), then input (n x c x h x w), filter (o x k x k), stride,
 // padding, dilation.
-static void algo_key(const cu_net *d, int i, int n, char *key, size_t size) {
+static void algo_key(const cu_net *d, int i, int n, const char *api, char *key, size_t size) {
     const fu_op *op = &d->m->ops[i], *x = &d->m->ops[op->in[0]];
-    snprintf(key, size, "%s:%dx%dx%dx%d:%dx%dx%d:s%dp%dd%d", d->algo_key, n, x->c, x->h, x->w, op->c, op->k, op->k,
-             op->stride, op->pad, op->dil);
+    snprintf(key, size, "%s:%s:%dx%dx%dx%d:%dx%dx%d:s%dp%dd%d", d->algo_key, api, n, x->c, x->h, x->w, op->c, op->k,
+             op->k, op->stride, op->pad, op->dil);
 }
 
 static void free_set(cu_conv_set *p) {
@@ -173,16 +175,43 @@ static cu_conv_set *set_for(cu_op *o, int n, unsigned long now) {
     return p;
 }
 
+// A record's three choices (conv_algos.h's six numbers: place and engine
+// for forward, backward data, backward filter), and back.
+static void choices_of(const fu_algo_rec *r, cu_conv_choice c[3]) {
+    for (int k = 0; k < 3; k++) c[k].place = r->v[2 * k], c[k].engine = r->v[2 * k + 1];
+}
+
+static int record_choices(cu_net *d, const char *key, const cu_conv_set *set) {
+    const cu_conv_plan *p[3] = {&set->fwd, &set->dx, &set->dw};
+    int v[6];
+    for (int k = 0; k < 3; k++) {
+        if (p[k]->choice.engine < 0 || p[k]->choice.engine > INT32_MAX)
+            return fu_fail("cuda backend", "%s: cuDNN's engine %lld does not fit a record", d->what,
+                           (long long)p[k]->choice.engine);
+        v[2 * k] = p[k]->choice.place, v[2 * k + 1] = (int)p[k]->choice.engine;
+    }
+    return fu_algo_add(&d->algos, key, v);
+}
+
 // Convolution i's plans through the graph API for n images; ws grows to
-// their largest workspace. 0, or 1: cuDNN could not plan one of them (no
-// engine within our filters, conv_graph.h, or another failure, said in
-// d->graph_why), and the legacy API takes the convolution for n images
-// instead; with FU_CUDNN_API=graph that is an error (-1).
-static int graph_plans(cu_net *d, int i, int n, size_t *ws) {
+// their largest workspace. Their engine configurations: the heuristics'
+// first within our filters; with --conv-algos, the record's under key, or
+// where there is none the fastest (measured), then recorded (a measurement
+// plans all three passes, so that the record serves every use of the
+// shape). 0, or 1: cuDNN could not plan one of them (no engine within our
+// filters, conv_graph.h, or another failure, said in d->graph_why), and the
+// legacy API takes the convolution for n images instead; with
+// FU_CUDNN_API=graph, or where a record cannot be followed or a
+// measurement failed, that is an error (-1).
+static int graph_plans(cu_net *d, int i, int n, const char *key, size_t *ws) {
     const fu_op *op = &d->m->ops[i], *x = &d->m->ops[op->in[0]];
     cu_op *o = &d->op[i];
     cu_conv_set *set = set_for(o, n, ++d->setups);
     cu_conv_shape s = {n, x->c, x->h, x->w, op->c, op->k, op->h, op->w, op->stride, op->pad, op->dil, d->dt};
+    const fu_algo_rec *r = d->algos.path ? fu_algo_find(&d->algos, key) : NULL;
+    cu_conv_pick pick = !d->algos.path ? CU_PICK_FIRST : r ? CU_PICK_GIVEN : CU_PICK_FASTEST;
+    cu_conv_choice given[3] = {{0, 0}, {0, 0}, {0, 0}};
+    if (r) choices_of(r, given);
     // dx: none for the image (a stage's inner input has one); added into where backward adds
     // (plan_gradients), in fp32 (under amp cuDNN writes it in half, and a kernel adds).
     bool dx = grad_of(d, op->in[0]) != NULL, dx_adds = d->amp == FU_AMP_OFF && adds(d, i, op->in[0]);
@@ -193,7 +222,7 @@ static int graph_plans(cu_net *d, int i, int n, size_t *ws) {
         bool want;
         const char *name;
     } want[3] = {{CU_CONV_FWD, 0, &set->fwd, true, "forward"},
-                 {CU_CONV_BWD_DATA, dx_adds ? 1.0f : 0.0f, &set->dx, dx, "backward-data"},
+                 {CU_CONV_BWD_DATA, dx_adds ? 1.0f : 0.0f, &set->dx, dx || pick == CU_PICK_FASTEST, "backward-data"},
                  {CU_CONV_BWD_FILTER, 0, &set->dw, true, "backward-filter"}};
     bool made = set->n == n;
     o->graph = false;
@@ -202,20 +231,26 @@ static int graph_plans(cu_net *d, int i, int n, size_t *ws) {
         if (!want[k].want) continue;
         const char *failed;
         cudnnStatus_t st = made ? CUDNN_STATUS_SUCCESS
-                                : cu_conv_plan_make(d->dnn, want[k].pass, &s, want[k].beta, WORKSPACE_CAP,
-                                                    want[k].plan, &failed);
+                                : cu_conv_plan_make(d->dnn, want[k].pass, &s, want[k].beta, WORKSPACE_CAP, pick,
+                                                    &given[k], want[k].plan, &failed);
         if (st != CUDNN_STATUS_SUCCESS) {
             free_set(set);
             set->n = n, set->legacy = true; // not tried again for n
             snprintf(d->graph_why, sizeof d->graph_why, "%s plan: %s: %s", want[k].name, failed,
                      cudnnGetErrorString(st));
-            if (d->api != CU_API_GRAPH) return 1;
+            bool hard = pick == CU_PICK_GIVEN || (pick == CU_PICK_FASTEST && st != CUDNN_STATUS_NOT_SUPPORTED);
+            if (d->api != CU_API_GRAPH && !hard) return 1;
             fu_fail("cuda backend", "%s: cuDNN's graph API, %s", d->what, d->graph_why);
-            fu_hint("without FU_CUDNN_API=graph, cuDNN's legacy API takes such a convolution");
+            if (pick == CU_PICK_GIVEN)
+                fu_hint("%s records it under %s: a record made with another cuDNN or GPU? remove the line", d->algos.path,
+                        key);
+            else if (d->api == CU_API_GRAPH)
+                fu_hint("without FU_CUDNN_API=graph, cuDNN's legacy API takes such a convolution");
             return -1;
         }
         if (want[k].plan->workspace > *ws) *ws = want[k].plan->workspace;
     }
+    if (pick == CU_PICK_FASTEST && !made && record_choices(d, key, set) < 0) return -1;
     set->n = n;
     o->graph = true;
     return 0;
@@ -232,14 +267,16 @@ int conv_setup(cu_net *d, int i, int n, size_t *ws) {
                                         CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     DNN(cudnnGetConvolution2dForwardOutputDim(o->conv, o->x, o->w, &got[0], &got[1], &got[2], &got[3]));
     if (check_out(d, op, n, got) < 0) return -1;
-    int rc = d->api == CU_API_LEGACY ? 1 : graph_plans(d, i, n, ws);
-    if (rc <= 0) return rc;
     char key[FU_ALGO_KEY];
-    algo_key(d, i, n, key, sizeof key);
+    algo_key(d, i, n, "graph", key, sizeof key);
+    int rc = d->api == CU_API_LEGACY ? 1 : graph_plans(d, i, n, key, ws);
+    if (rc <= 0) return rc;
+    algo_key(d, i, n, "legacy", key, sizeof key);
     return pick_algorithms(d, o, key, ws);
 }
 
-// How the convolutions were chosen, for the start-up report.
+// How the convolutions were chosen, for the start-up report (cnn-train
+// adds " in FILE" after a note on --conv-algos).
 void conv_note(cu_net *d) {
     int convs = 0, graph = 0, fallback = 0;
     for (int i = 0; i < d->m->n_ops; i++) {
@@ -249,23 +286,22 @@ void conv_note(cu_net *d) {
         convs++, graph += o->graph;
         fallback += o->graph && (p->fwd.fallback || p->dx.fallback || p->dw.fallback);
     }
-    char how[64] = "heuristics mode A";
-    if (fallback) snprintf(how, sizeof how, "heuristics mode A (fallback heuristics for %d)", fallback);
+    // how the graph API's engines and the legacy API's algorithms were picked
+    char how[96] = "heuristics mode A";
+    const char *legacy = d->algos.path ? "algorithms measured (cudnnFind*) and recorded" : "heuristics";
     if (d->algos.path)
-        snprintf(d->conv_note, sizeof d->conv_note,
-                 "cuDNN's legacy API, algorithms measured (cudnnFind*) for all %d and recorded", convs);
-    else if (graph == convs)
+        snprintf(how, sizeof how, "engine configurations measured (%d shapes now) and recorded", d->algos.added);
+    else if (fallback)
+        snprintf(how, sizeof how, "heuristics mode A (fallback heuristics for %d)", fallback);
+    if (graph == convs)
         snprintf(d->conv_note, sizeof d->conv_note, "cuDNN's graph API, %s, for all %d", how, convs);
     else if (graph)
-        snprintf(d->conv_note, sizeof d->conv_note,
-                 "cuDNN's graph API, %s, for %d of %d; its legacy API's heuristics for %d (graph API: %s)", how,
-                 graph, convs, convs - graph, d->graph_why);
-    else if (d->api == CU_API_LEGACY)
-        snprintf(d->conv_note, sizeof d->conv_note, "cuDNN's legacy API and its heuristics for all %d "
-                 "(FU_CUDNN_API=legacy)", convs);
+        snprintf(d->conv_note, sizeof d->conv_note, "cuDNN's graph API, %s, for %d of %d; its legacy API's %s for %d "
+                 "(graph API: %s)", how, graph, convs, legacy, convs - graph, d->graph_why);
     else
-        snprintf(d->conv_note, sizeof d->conv_note, "cuDNN's legacy API and its heuristics for all %d (graph API: %s)",
-                 convs, d->graph_why);
+        snprintf(d->conv_note, sizeof d->conv_note, "cuDNN's legacy API and its %s for all %d (%s%s)", legacy, convs,
+                 d->api == CU_API_LEGACY ? "FU_CUDNN_API=legacy" : "graph API: ",
+                 d->api == CU_API_LEGACY ? "" : d->graph_why);
 }
 
 // This conv's OHWI weight, and its gradient, in the wt/dwt arenas.

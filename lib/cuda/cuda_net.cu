@@ -11,9 +11,10 @@
 // Who does what: cuDNN runs convolutions (cuda_conv.cu), as execution plans
 // of its graph API (conv_graph.h) made once per shape and batch size from
 // engines its heuristics list, filtered by their notes (no TF32: fp32
-// stays fp32; deterministic backward engines), or through its legacy API
-// where the graph API cannot plan one (cudnnGet*Algorithm_v7 or measured
-// algorithms, --conv-algos; the same filters); one shared workspace, each
+// stays fp32; deterministic backward engines), the first or, with
+// --conv-algos, the fastest measured and recorded; or through its legacy
+// API where the graph API cannot plan one (cudnnGet*Algorithm_v7 or, with
+// --conv-algos, cudnnFind*; the same filters); one shared workspace, each
 // plan's or algorithm's need capped at WORKSPACE_CAP. cuBLAS runs the
 // linears; cuda_ops.cu the rest: max pooling (it records where each
 // maximum was, so that backward reads a byte per output, not the input and
@@ -204,8 +205,8 @@ static int setup(cu_net *d, int n) {
         if (k == FU_OP_CONV && conv_setup(d, i, n, &ws) < 0) return -1;
         if (k == FU_OP_MAXPOOL && check_pool(d, i) < 0) return -1;
     }
+    conv_note(d); // before the save, which starts the count of records added again
     if (d->algos.path && fu_algo_save(&d->algos) < 0) return -1;
-    conv_note(d);
     snprintf(d->what, sizeof d->what, "workspace of %zu bytes", ws);
     if (ws > d->ws_size) {
         CU(cudaFree(d->ws));
@@ -1442,10 +1443,9 @@ int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backe
     d->dt = o->amp == FU_AMP_OFF ? CUDNN_DATA_FLOAT : d->bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF;
     d->es = o->amp == FU_AMP_OFF ? sizeof(float) : 2;
     d->loss_scale = o->amp == FU_AMP_FP16 ? 65536 : 1; // 2^16, GradScaler's start
-    // Measured algorithms (--conv-algos) are the legacy API's (cudnnFind*).
-    d->api = (api && strcmp(api, "legacy") == 0) || o->conv_algos ? CU_API_LEGACY
-             : api && strcmp(api, "graph") == 0                  ? CU_API_GRAPH
-                                                                 : CU_API_AUTO;
+    d->api = api && strcmp(api, "legacy") == 0  ? CU_API_LEGACY
+             : api && strcmp(api, "graph") == 0 ? CU_API_GRAPH
+                                                : CU_API_AUTO;
     const char *sync = getenv("FU_CUDA_SYNC");
     d->sync = sync && *sync && strcmp(sync, "0") != 0;
     d->prof = cu_profile_create();

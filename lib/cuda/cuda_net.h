@@ -75,8 +75,7 @@ typedef struct {
 
 // Which of cuDNN's APIs runs the convolutions: the graph API, the legacy one
 // where the graph API has no engine for a shape (the default), the graph API
-// alone (FU_CUDNN_API=graph), or the legacy API alone (FU_CUDNN_API=legacy,
-// or --conv-algos, whose measured algorithms are the legacy API's).
+// alone (FU_CUDNN_API=graph), or the legacy API alone (FU_CUDNN_API=legacy).
 typedef enum { CU_API_AUTO, CU_API_GRAPH, CU_API_LEGACY } cu_api;
 
 // An input batch prefetched (backend.h's prefetch) on the copy stream: from
@@ -155,8 +154,9 @@ typedef struct {
     bool ready; // a training forward ran since the last backward
     bool sync;  // FU_CUDA_SYNC: synchronise after every op
     cu_profile *prof; // FU_CUDA_PROFILE: where the time goes (NULL: off)
-    // --conv-algos FILE: algorithms measured by cuDNN and recorded there
-    // (conv_algos.h); algos.path NULL: cuDNN's heuristics
+    // --conv-algos FILE: the graph API's engine configurations (or the
+    // legacy API's algorithms) measured and recorded there (conv_algos.h);
+    // algos.path NULL: cuDNN's heuristics
     fu_algo_file algos;
     cu_api api;
     unsigned long setups; // convolution set-ups so far (cu_conv_set.used)

@@ -38,11 +38,15 @@ same "no graph engine: the default's weights, bit for bit" "$T/a/model.safetenso
 check_fails "FU_CUDNN_API=graph and no graph engine: one line naming the convolution" 1 \
     "^cnn-train: cuda backend: set-up of conv op [0-9]+ '[a-z0-9_.]+', \(2, [0-9]+, [0-9]+, [0-9]+\) -> \(2, [0-9]+, [0-9]+, [0-9]+\): cuDNN's graph API, forward plan: no engine of cuDNN's heuristics within our filters and the workspace cap: CUDNN_STATUS_NOT_SUPPORTED$" \
     env FAKE_CUDNN_GRAPH=none FU_CUDNN_API=graph cnn-train $S --device cuda --out "$T/api3"
-startup_says() { # NAME PATTERN ENV...: a training step runs, and the start-up report has a line matching PATTERN
-    name=$1 pat=$2
+startup_says() { # NAME PATTERN [VAR=VALUE...] [-- OPTION...]: a training step runs (in that environment, with
+    # those options), and the start-up report has a line matching PATTERN
+    name=$1 pat=$2 envs=
     shift 2
-    env "$@" cnn-train --train "$T/s/train.shard" --val "$T/s/val.shard" --epochs 1 --batch 2 --max-steps 1 \
-        --device cuda --out "$T/note" >/dev/null 2>"$T/note.err"
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do envs="$envs $1" && shift; done
+    [ $# -gt 0 ] && shift
+    # shellcheck disable=SC2086 # envs: VAR=VALUE words
+    env $envs cnn-train --train "$T/s/train.shard" --val "$T/s/val.shard" --epochs 1 --batch 2 --max-steps 1 \
+        --device cuda --out "$T/note" "$@" >/dev/null 2>"$T/note.err"
     rc=$?
     if [ "$rc" = 0 ] && grep -Eq "$pat" "$T/note.err"; then ok "$name"
     else not_ok "$name" "exit $rc: $(grep -E 'convolutions|cuDNN' "$T/note.err" | head -3)"; fi
@@ -70,6 +74,18 @@ cp "$T/algos.txt" "$T/algos-first.txt"
 check "--conv-algos FILE: a rerun" cnn-train $S --device cuda --conv-algos "$T/algos.txt" --out "$T/g2"
 same "--conv-algos: the rerun leaves the file as it was" "$T/algos-first.txt" "$T/algos.txt"
 same "--conv-algos: the rerun's weights, bit for bit" "$T/g/model.safetensors" "$T/g2/model.safetensors"
+startup_says "--conv-algos: the start-up report counts the shapes measured" \
+    "^cnn-train: convolutions: cuDNN's graph API, engine configurations measured \([1-9][0-9]* shapes now\) and recorded, for all 41 in $T/note-algos.txt$" \
+    -- --conv-algos "$T/note-algos.txt"
+startup_says "--conv-algos: ... none where the file has them all" \
+    "^cnn-train: convolutions: cuDNN's graph API, engine configurations measured \(0 shapes now\) and recorded, for all 41 in $T/note-algos.txt$" \
+    -- --conv-algos "$T/note-algos.txt"
+startup_says "--conv-algos with FU_CUDNN_API=legacy: cudnnFind's algorithms" \
+    "^cnn-train: convolutions: cuDNN's legacy API and its algorithms measured \(cudnnFind\*\) and recorded for all 41 \(FU_CUDNN_API=legacy\) in $T/note-algos.txt$" \
+    FU_CUDNN_API=legacy -- --conv-algos "$T/note-algos.txt"
+if grep -q ':graph:' "$T/note-algos.txt" && grep -q ':legacy:' "$T/note-algos.txt"; then
+    ok "--conv-algos: one file keeps both APIs' records, under their own keys"
+else not_ok "--conv-algos: one file keeps both APIs' records, under their own keys" "$(head -5 "$T/note-algos.txt")"; fi
 
 # Stopped after 3 of the 6 steps (mid-epoch 2), then resumed: the resident
 # state went out with the checkpoint and comes back in.

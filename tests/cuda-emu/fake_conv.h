@@ -7,6 +7,18 @@
 
 #include <stddef.h>
 
+// A handle: its serial (handles created before it, from the process id on)
+// says which of two algorithms or engines its measurements find faster, as
+// close timings vary from one run to the next.
+struct cudnnContext {
+    int serial;
+};
+
+// The engines the fake graph API runs faster than the host emulates them
+// take seconds off the event clock (fake_cudart.cpp), so that timing them
+// ranks them as the fake means to.
+extern "C" void fake_event_clock_credit(double seconds);
+
 // One convolution's shapes, checked against each other.
 struct conv_shape {
     int n, c, h, w; // input

@@ -45,10 +45,6 @@ static bool injected_failure(const char *fn, std::atomic<int> *calls) {
     return ++*calls == k;
 }
 
-struct cudnnContext {
-    int serial; // handles created before it: which of two algorithms its measurements rank first
-};
-
 struct cudnnTensorStruct {
     bool set;
     cudnnTensorFormat_t format;
@@ -140,6 +136,13 @@ cudnnStatus_t cudnnCreate(cudnnHandle_t *p) {
 
 cudnnStatus_t cudnnDestroy(cudnnHandle_t p) {
     free(p);
+    return CUDNN_STATUS_SUCCESS;
+}
+
+// The backend never sets a stream: cuDNN's default, the legacy default stream.
+cudnnStatus_t cudnnGetStream(cudnnHandle_t h, cudaStream_t *stream) {
+    if (!h || !stream) return CUDNN_STATUS_BAD_PARAM;
+    *stream = NULL;
     return CUDNN_STATUS_SUCCESS;
 }
 

@@ -9,17 +9,26 @@
 // CUDNN_STATUS_BAD_PARAM (a mistake) or CUDNN_STATUS_NOT_SUPPORTED (a
 // layout the fake does not do).
 //
-// The heuristics list five engines, so that the caller's filters are put
-// to work; each computes the same values:
+// The heuristics list seven engines, so that the caller's filters and its
+// measurements are put to work; each computes the same values, but for
+// engine 4's backward filter:
 //   9: 1 GiB of workspace (over any cap: its plan must be refused);
 //   0: nondeterministic (fine for forward, never for a backward pass);
 //   1: TF32 in fp32 (tensor cores, down-converted inputs), half sums in
 //      half (reduced-precision reduction): never;
 //   2: compiled at run time (deterministic; a last resort);
-//   3: deterministic, 4 KiB of workspace (filled with junk at each run).
-// Tensor cores (half) on all but 9. A backward pass run by engine 0 or
-// any pass by engine 1 fails with CUDNN_STATUS_EXECUTION_FAILED and a
-// line on stderr. FAKE_CUDNN_GRAPH=none: every plan is
+//   3: deterministic, 4 KiB of workspace (filled with junk at each run);
+//   4: deterministic, sums backward filter's images last to first (other
+//      bytes, as another engine's order gives on a GPU);
+//   5: as 3.
+// Tensor cores (half) on all but 9. Engines 4 and 5 are "faster than the
+// emulation": a run takes 2 s (the faster of the two for this handle, by
+// its serial's parity) or 1 s off the event clock, so that measuring picks
+// one of them, which one alternating from one handle to the next. The
+// heuristics' first choices (0 forward, 3 backward) are never among them:
+// runs without measuring keep the host's clock. A backward pass run by
+// engine 0 or any pass by engine 1 fails with CUDNN_STATUS_EXECUTION_FAILED
+// and a line on stderr. FAKE_CUDNN_GRAPH=none: every plan is
 // CUDNN_STATUS_NOT_SUPPORTED (as a cuDNN without an engine for the shape);
 // FAKE_CUDNN_GRAPH=broken: CUDNN_STATUS_BAD_PARAM (as a cuDNN that takes
 // what the caller built otherwise than the fake does); FAKE_CUDNN_GRAPH=
@@ -241,7 +250,9 @@ static std::vector<fake_engine> fake_engines(cudnnDataType_t dt) {
             {0, tc | NOTE(CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC), 0, 0},
             {1, lossy, 0, 0},
             {2, tc, NOTE(CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION), 0},
-            {3, tc, 0, 4096}};
+            {3, tc, 0, 4096},
+            {4, tc, 0, 0},
+            {5, tc, 0, 4096}};
 }
 
 extern "C" {
@@ -388,6 +399,8 @@ cudnnStatus_t cudnnBackendGetAttribute(cudnnBackendDescriptor_t const desc, cudn
     case CUDNN_ATTR_ENGINE_BEHAVIOR_NOTE:
         if (d->type != CUDNN_BACKEND_ENGINE_DESCRIPTOR || type != CUDNN_TYPE_BEHAVIOR_NOTE) return CUDNN_STATUS_BAD_PARAM;
         return notes_out(d->engine.behavior, CUDNN_BEHAVIOR_NOTE_TYPE_COUNT);
+    case CUDNN_ATTR_ENGINE_GLOBAL_INDEX:
+        return d->type == CUDNN_BACKEND_ENGINE_DESCRIPTOR ? int64_out(d->engine.index) : CUDNN_STATUS_BAD_PARAM;
     case CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE:
         return d->type == CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR ? int64_out((int64_t)d->engine.workspace)
                                                                   : CUDNN_STATUS_BAD_PARAM;
@@ -430,7 +443,8 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t h, cudnnBackendDescriptor_t plan
         if (!ws) return CUDNN_STATUS_BAD_PARAM;
         memset(ws, 0xa5, e.workspace); // a workspace shorter than the plan asked for: ASan's to find
     }
-    return run_pass(p, s, dt, &ab[0], &ab[1], ptr[0], ptr[1], ptr[2], false);
+    if (e.index == 4 || e.index == 5) fake_event_clock_credit((e.index == 4) == (h->serial % 2 == 0) ? 2.0 : 1.0);
+    return run_pass(p, s, dt, &ab[0], &ab[1], ptr[0], ptr[1], ptr[2], e.index == 4);
 }
 
 } // extern "C"

@@ -17,7 +17,7 @@
 # the refusal. At most 8 files come back from a device call: $OUT holds
 # summary.txt, probe.txt, bench.log, test-gpu.log, mp.log, acrima.log,
 # results.csv (every results row made) and conv-algos.txt (the convolution
-# algorithms the bench measured, --conv-algos).
+# engines the bench measured, --conv-algos).
 set -u
 OUT=${OUT:-/tmp/device-out}
 mkdir -p "$OUT"

@@ -474,13 +474,15 @@ static int records_in(const char *text) {
 }
 
 // --conv-algos FILE (fu_backend_opts.conv_algos): the first backend measures
-// each convolution (cuDNN's Find) and records its choices; a second with the
-// file takes them from there, leaves the file as it was and computes the
-// same bytes, as measuring afresh need not (under emulation the fake cuDNN
-// ranks two deterministic algorithms one way for one handle and the other
-// way for the next, and they sum in different orders). Measured or the
-// heuristics', the step agrees within fp32 rounding. A malformed file is
-// refused, naming its line.
+// each convolution (the graph API's engines timed, or the legacy API's
+// cudnnFind) and records its choices; a second with the file takes them
+// from there, leaves the file as it was and computes the same bytes, as
+// measuring afresh need not (under emulation the fake cuDNN ranks two
+// deterministic engines, and two algorithms, one way for one handle and the
+// other way for the next, and they sum in different orders). Measured or
+// the heuristics', the step agrees within fp32 rounding. A malformed file
+// is refused, naming its line; a record that cuDNN's lists contradict (on
+// the graph API: another engine in the recorded place), naming the file.
 static void check_conv_algos(const fu_model *m, int n) {
     char dir[] = "/tmp/fu-conv-algos-XXXXXX", path[64];
     if (!CHECK(mkdtemp(dir), "--conv-algos: a temporary folder", "%s", strerror(errno))) return;
@@ -520,6 +522,21 @@ static void check_conv_algos(const fu_model *m, int n) {
     rc = fu_backend_create("cuda", m, &bo, &b);
     CHECK(rc < 0 && strstr(fu_error(), path) && strstr(fu_error(), ":2: expected a key and six numbers"),
           "--conv-algos: a malformed file refused, naming its line", "rc %d: %s", rc, fu_error());
+    fu_backend_destroy(b);
+    // Each record's forward engine (its second number) changed to one no list holds.
+    f = fopen(path, "w");
+    char key[300];
+    int v[6], at = 0;
+    for (const char *l = text[0]; f && l; l = strchr(l, '\n'), l = l ? l + 1 : NULL)
+        if (*l != '#' && sscanf(l, "%299s %d %d %d %d %d %d", key, &v[0], &v[1], &v[2], &v[3], &v[4], &v[5]) == 7)
+            fprintf(f, "%s %d %d %d %d %d %d\n", key, v[0], v[1] + 1000, v[2], v[3], v[4], v[5]), at++;
+    if (f) fclose(f);
+    b = NULL;
+    rc = at ? fu_backend_create("cuda", m, &bo, &b) : 0;
+    bool graph = getenv("FU_CUDNN_API") && !strcmp(getenv("FU_CUDNN_API"), "graph");
+    CHECK(!graph || (rc < 0 && strstr(fu_error(), "another engine in its place") && strstr(fu_error_hint(), path)),
+          "--conv-algos: a graph API record that cuDNN's list contradicts is refused, naming the file",
+          "%d records edited, rc %d: %s", at, rc, rc < 0 ? fu_error() : "");
     fu_backend_destroy(b);
     unlink(path), rmdir(dir);
     free(text[0]), free(text[1]);
@@ -1903,10 +1920,11 @@ static int trainer_ms(fu_trainer *t, int n, const int *labels, int warm, int tim
 // fusion off (FU_CUDA_FUSE=0; FU_BENCH_UNFUSED=0: not): what fusion saves;
 // under amp also with FU_CUDA_HALF_ACT=0 (BatchNorm outputs and block ends
 // in fp32; likewise skipped): what keeping them in half saves.
-// Then resident with the convolution algorithms cuDNN measures, recorded
-// in FU_BENCH_CONV_ALGOS (default /tmp/fu-bench-conv-algos.txt, so that a
-// rerun takes the same ones; FU_BENCH_MEASURED=0: not): what measuring
-// gains over the heuristics. Then resident with each next batch prefetched
+// Then resident with measured convolution engines (--conv-algos: the graph
+// API's, or the legacy API's algorithms where it runs a convolution),
+// recorded in FU_BENCH_CONV_ALGOS (default /tmp/fu-bench-conv-algos.txt, so
+// that a rerun takes the same ones; FU_BENCH_MEASURED=0: not): what
+// measuring gains over the heuristics. Then resident with each next batch prefetched
 // during the step, as cnn-train runs (FU_BENCH_PREFETCH=0: not): the first
 // figure has every step wait for its own batch's copy (at batch 256 in
 // fp32, 154 MB), which PyTorch's bench, its batch kept on the GPU, does not.
@@ -1985,7 +2003,7 @@ static int bench_trainer(const fu_model *m, const float *x, const int *labels, i
                    "ms per step, %zu MiB: half saves %.1f ms and %ld MiB\n",
                    n, fu_amp_name(amps[a]), ms[5], mib_fp32_acts, ms[5] - ms[0], (long)mib_fp32_acts - (long)mib);
         if (measured)
-            printf("# bench: batch %d, amp %s: measured convolution algorithms (--conv-algos) %.1f ms per step, %zu "
+            printf("# bench: batch %d, amp %s: measured convolution engines (--conv-algos) %.1f ms per step, %zu "
                    "MiB: %.1f ms faster than the heuristics'\n",
                    n, fu_amp_name(amps[a]), ms[4], mib_measured, ms[0] - ms[4]);
         if (prefetched)
