@@ -127,11 +127,11 @@ $(W)/ready/val.shard $(W)/ready/test.shard: $(W)/ready/%.shard: $(W)/clahe/%.sha
 #                              _mp, N / MP_STAGES ranks of MP_STAGES GPUs each, or on one GPU
 #                              the stages share it (--allow-shared-gpu)
 # Runs time themselves: run them one at a time (make -j1), not beside other work.
-# CONV_ALGOS=FILE: GPU runs use the convolution algorithms cuDNN measures,
-# recorded in FILE by the first run that meets a shape and taken from it by
-# every later one (cnn-train --conv-algos; docs/gpu.md); empty, the default:
-# cuDNN's heuristics. Not a prerequisite: a run that records a new shape
-# does not make the others stale (their algorithms are in the file as used).
+# CONV_ALGOS=FILE: GPU runs use measured convolution engines, recorded in
+# FILE by the first run that meets a shape and taken from it by every later
+# one (cnn-train --conv-algos; docs/gpu.md); empty, the default: cuDNN's
+# heuristics. Not a prerequisite: a run that records a new shape does not
+# make the others stale (their engines are in the file as used).
 MP_STAGES     ?= 2
 MICRO_BATCHES ?= 4
 CONV_ALGOS    ?=
