@@ -1,7 +1,8 @@
-// The cuda backend's state (cu_net, cu_op) and what its two files share:
-// cuda_net.cu (the op list: planning, forward, backward, resident state)
-// and cuda_conv.cu (the convolutions: cuDNN's descriptors, the choice of
-// plans or algorithms, forward and backward). Internal to lib/cuda.
+// The cuda backend's state (cu_net, cu_op) and what its files share:
+// cuda_net.cu (the op list: forward, backward, resident state), cuda_plan.cu
+// (its memory, planned once per batch: fusion, outputs, gradients) and
+// cuda_conv.cu (the convolutions: cuDNN's descriptors, the choice of plans
+// or algorithms, forward and backward). Internal to lib/cuda.
 #ifndef FU_CUDA_NET_H
 #define FU_CUDA_NET_H
 
@@ -222,6 +223,42 @@ static inline float *grad_of(cu_net *d, int j) { return j > 0 || d->m->inner_inp
 // Whether op w's backward adds into op o's gradient, rather than writing it
 // as its first writer (plan_gradients).
 static inline bool adds(const cu_net *d, int w, int o) { return d->op[o].cleared || d->op[o].first_writer != w; }
+
+static inline bool ends_in_loss(const fu_model *m) { return m->ops[m->n_ops - 1].kind == FU_OP_XENT; }
+
+// The op whose output is the model's: the logits before the loss, or a
+// stage's last op.
+static inline int output_op(const fu_model *m) {
+    int last = m->n_ops - 1;
+    return ends_in_loss(m) ? m->ops[last].in[0] : last;
+}
+
+// The widest BN: sync-BN's sums are 2 x its channels (+ 2).
+static inline int widest_bn(const fu_model *m) {
+    int c = 0;
+    for (int i = 0; i < m->n_ops; i++)
+        if (m->ops[i].kind == FU_OP_BN && m->ops[i].c > c) c = m->ops[i].c;
+    return c;
+}
+
+// ---- cuda_plan.cu -------------------------------------------------------------------
+
+// Fusion, and which outputs and gradients stay in half (FU_CUDA_FUSE,
+// FU_CUDA_HALF_ACT).
+void plan_fusion(cu_net *d);
+// Sizes of the scratch buffers at the planned batch.
+void plan_scratch(cu_net *d);
+// Where outputs go (d->plan.act, act_size).
+void plan_outputs(cu_net *d);
+// Where gradients go and who writes each first (FU_CUDA_REUSE).
+int plan_gradients(cu_net *d);
+// Every op's output within the kernels' 32-bit indexing.
+int check_sizes(const cu_net *d);
+// Device bytes for the planned batch (without the convolution workspace),
+// *fixed: the part that does not grow with the batch.
+size_t planned_bytes(const cu_net *d, size_t *fixed);
+// Out of GPU memory at this batch: the error, with the largest batch that fits.
+int fail_oom(const cu_net *d, size_t need, size_t fixed, size_t free_bytes);
 
 // ---- cuda_conv.cu -------------------------------------------------------------------
 

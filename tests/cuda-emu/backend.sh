@@ -7,7 +7,7 @@
 # several; a libnccl.so.2 put first on LD_LIBRARY_PATH for nccl_sync.cu's
 # dlopen). The kernels
 # (cuda_ops.cu, cuda_optim.cu, nccl_sync.cu's) run on the CPU through
-# rewrite_launches.py --seq and emu_seq.h; cuda_net.cu, cuda_conv.cu and
+# rewrite_launches.py --seq and emu_seq.h; cuda_net.cu, cuda_plan.cu, cuda_conv.cu and
 # conv_graph.cu are plain C++ for g++.
 # "Device memory" is malloc: FAKE_SAN=1 builds the backend, the kernels and
 # the fakes with AddressSanitizer and UBSan, which then report what
@@ -79,6 +79,7 @@ compile nccl_sync.o g++ $cxxflags "$tmp/nccl_sync.cpp" &
 compile cuda_net.o g++ $cxxflags -x c++ lib/cuda/cuda_net.cu &
 wait
 compile cuda_conv.o g++ $cxxflags -x c++ lib/cuda/cuda_conv.cu &
+compile cuda_plan.o g++ $cxxflags -x c++ lib/cuda/cuda_plan.cu &
 compile conv_graph.o g++ $cxxflags -x c++ lib/cuda/conv_graph.cu &
 wait
 compile cuda_profile.o g++ $cxxflags -x c++ lib/cuda/cuda_profile.cu &
@@ -124,7 +125,7 @@ for w in $(make -s print-ldlibs 2>/dev/null | tail -n 1); do
     esac
 done
 cd "$tmp" || exit 1
-emulated="backend.o cuda_net.o cuda_conv.o conv_graph.o cuda_profile.o cuda_ops.o cuda_optim.o nccl_sync.o emu_seq.o fake_cudart.o fake_cudnn.o fake_cudnn_graph.o fake_cublas.o"
+emulated="backend.o cuda_net.o cuda_conv.o cuda_plan.o conv_graph.o cuda_profile.o cuda_ops.o cuda_optim.o nccl_sync.o emu_seq.o fake_cudart.o fake_cudnn.o fake_cudnn_graph.o fake_cublas.o"
 g++ -fopenmp $san test_cuda.o $emulated $objs -o test_cuda $libs || fail "linking test_cuda"
 # cnn-train and cnn-predict on the emulated GPU too, beside the other tools,
 # for the end-to-end checks (cnn-train.sh).

@@ -1,5 +1,5 @@
 // A fake cuDNN on the host (real signatures, from cudnn.h): what
-// lib/cuda/cuda_net.cu uses. Descriptors keep what was set; convolutions
+// lib/cuda uses. Descriptors keep what was set; convolutions
 // (cross-correlation, NHWC tensors, NHWC = OHWI "KRSC" filters, any pad,
 // stride, dilation, one group) run as im2col / col2im around oneDNN's sgemm
 // (fake_gemm.h), per image. FLOAT, HALF and BFLOAT16 data are converted to float, computed
