@@ -250,23 +250,33 @@ static size_t round_up(size_t bytes) { return (bytes + 255) & ~(size_t)255; }
 
 // Plan `plan` run once to warm up (a first run may load its kernels), then
 // TIMED_RUNS times, each between two events on the handle's stream: *ms,
-// the fastest run (the least disturbed by anything else on the GPU).
+// the fastest timed run (the least disturbed by anything else on the GPU).
+// Where the warm-up alone took over `cutoff` ms (0: no cutoff), the timed
+// runs are skipped and *ms is the warm-up's: an engine that slow cannot
+// win, and at a large batch a slow engine's run is a good part of a second.
 static cudnnStatus_t time_plan(cudnnHandle_t h, desc_t plan, void *const ptr[4], cudaStream_t stream,
-                               cudaEvent_t ev[2], float *ms, const char **failed) {
+                               cudaEvent_t ev[2], float cutoff, float *ms, const char **failed) {
     cu_conv_plan tmp;
     memset(&tmp, 0, sizeof tmp);
     tmp.plan = plan;
-    cudnnStatus_t s = cu_conv_plan_run(h, &tmp, ptr[0], ptr[1], ptr[2], ptr[3]);
+    cudnnStatus_t s = CUDNN_STATUS_SUCCESS;
     *ms = 0;
-    for (int r = 0; r < TIMED_RUNS && s == CUDNN_STATUS_SUCCESS; r++) {
+    for (int r = 0; r <= TIMED_RUNS && s == CUDNN_STATUS_SUCCESS; r++) {
         float t = 0;
         if (cudaEventRecord(ev[0], stream) != cudaSuccess) s = CUDNN_STATUS_EXECUTION_FAILED;
-        if (s == CUDNN_STATUS_SUCCESS) s = cudnnBackendExecute(h, plan, tmp.pack);
+        if (s == CUDNN_STATUS_SUCCESS) // the first run makes the variant pack the others reuse
+            s = r == 0 ? cu_conv_plan_run(h, &tmp, ptr[0], ptr[1], ptr[2], ptr[3])
+                       : cudnnBackendExecute(h, plan, tmp.pack);
         if (s == CUDNN_STATUS_SUCCESS &&
             (cudaEventRecord(ev[1], stream) != cudaSuccess || cudaEventSynchronize(ev[1]) != cudaSuccess ||
              cudaEventElapsedTime(&t, ev[0], ev[1]) != cudaSuccess))
             s = CUDNN_STATUS_EXECUTION_FAILED;
-        if (s == CUDNN_STATUS_SUCCESS && (r == 0 || t < *ms)) *ms = t;
+        if (s != CUDNN_STATUS_SUCCESS) break;
+        if (r == 0 && cutoff > 0 && t > cutoff) {
+            *ms = t;
+            break;
+        }
+        if (r == 1 || (r > 1 && t < *ms)) *ms = t;
     }
     if (tmp.pack) cudnnBackendDestroyDescriptor(tmp.pack);
     if (s != CUDNN_STATUS_SUCCESS) *failed = "running an engine to time it";
@@ -306,7 +316,8 @@ static cudnnStatus_t fastest(cudnnHandle_t h, const cu_conv_shape *s, const cand
     float best_ms = 0;
     for (int j = 0; j < count && st == CUDNN_STATUS_SUCCESS; j++) {
         float ms;
-        st = time_plan(h, c[j].plan, ptr, stream, ev, &ms, failed);
+        // (20 ms at least: a first run may pay for loading its kernels, CUDA's lazy loading)
+        st = time_plan(h, c[j].plan, ptr, stream, ev, j ? (4 * best_ms > 20 ? 4 * best_ms : 20) : 0, &ms, failed);
         if (st == CUDNN_STATUS_SUCCESS && (j == 0 || ms < best_ms)) best_ms = ms, *best = j;
     }
     for (int k = 0; k < 2; k++)

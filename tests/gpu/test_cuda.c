@@ -1942,7 +1942,7 @@ static int bench_trainer(const fu_model *m, const float *x, const int *labels, i
     bool prefetched = !prefetch_env || strcmp(prefetch_env, "0") != 0;
     bool legacy = !legacy_env || strcmp(legacy_env, "0") != 0;
     for (size_t a = 0; a < sizeof amps / sizeof *amps; a++) {
-        double ms[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        double ms[8] = {0, 0, 0, 0, 0, 0, 0, 0}, init_s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
         size_t mib = 0, mib_unfused = 0, mib_measured = 0, mib_fp32_acts = 0;
         // run 0: resident; 1: host step; 2: resident, profiled; 3: resident, fusion off; 4: resident, measured;
         // 5: resident, amp's BatchNorm outputs and block ends in fp32; 6: resident, prefetched;
@@ -1962,7 +1962,9 @@ static int bench_trainer(const fu_model *m, const float *x, const int *labels, i
             if (run == 5) setenv("FU_CUDA_HALF_ACT", "0", 1);
             char *api = getenv("FU_CUDNN_API") ? strdup(getenv("FU_CUDNN_API")) : NULL;
             if (run == 7) setenv("FU_CUDNN_API", "legacy", 1);
+            double t0 = now();
             int rc = fu_trainer_init(&t, m, &o, "cuda", omp_get_max_threads());
+            init_s[run] = now() - t0; // with measured engines, the measuring
             unsetenv("FU_CUDA_PROFILE");
             unsetenv("FU_CUDA_FUSE");
             unsetenv("FU_CUDA_HALF_ACT");
@@ -2004,8 +2006,8 @@ static int bench_trainer(const fu_model *m, const float *x, const int *labels, i
                    n, fu_amp_name(amps[a]), ms[5], mib_fp32_acts, ms[5] - ms[0], (long)mib_fp32_acts - (long)mib);
         if (measured)
             printf("# bench: batch %d, amp %s: measured convolution engines (--conv-algos) %.1f ms per step, %zu "
-                   "MiB: %.1f ms faster than the heuristics'\n",
-                   n, fu_amp_name(amps[a]), ms[4], mib_measured, ms[0] - ms[4]);
+                   "MiB: %.1f ms faster than the heuristics'; set-up %.1f s (the heuristics' %.1f s)\n",
+                   n, fu_amp_name(amps[a]), ms[4], mib_measured, ms[0] - ms[4], init_s[4], init_s[0]);
         if (prefetched)
             printf("# bench: batch %d, amp %s: prefetched (each next batch copied during the step, as cnn-train "
                    "does) %.1f ms per step, %.0f img/s: the copy hidden saves %.1f ms\n",
