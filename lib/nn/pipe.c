@@ -83,6 +83,7 @@ struct pipe {
     bool failed;                          // a stage failed: the others stop
     char error[512], hint[256];           // the first failure
     bool ready;                           // a training forward ran: backward may follow
+    char conv_note[1600];                 // fu_backend.conv_note: each stage's (cuda)
 };
 
 static pipe *pipe_of(const fu_backend *b) { return b->impl; }
@@ -547,6 +548,21 @@ static int pipe_nccl_calibrate(fu_backend *b, int reps, double *seconds) {
 static const struct fu_nccl_api PIPE_NCCL = {.attach = pipe_attach_nccl, .set_scale = pipe_nccl_set_scale,
                                              .stats_of = pipe_nccl_stats, .calibrate = pipe_nccl_calibrate};
 
+// The start-up report's convolution phrase where the stages' backends have
+// one (cuda): "stage 1: ...; stage 2: ...", each for its first micro-batch's
+// batch size.
+static void note_convolutions(pipe *p, fu_backend *b) {
+    size_t at = 0;
+    for (int s = 0; s < p->k; s++) {
+        const char *note = be_at(p, s, 0)->conv_note;
+        if (!note) return;
+        int w = snprintf(p->conv_note + at, sizeof p->conv_note - at, "%sstage %d: %s", s ? "; " : "", s + 1, note);
+        if (w < 0 || (size_t)w >= sizeof p->conv_note - at) break; // cut short: what fits
+        at += (size_t)w;
+    }
+    b->conv_note = p->conv_note;
+}
+
 int fu_pipe_info(const fu_backend *b, fu_pipe_stage_info *info, int max) {
     if (!b || b->destroy != pipe_destroy) return 0;
     const pipe *p = b->impl;
@@ -666,6 +682,7 @@ int fu_pipe_create(const fu_model *m, const fu_pipe_opts *po, const fu_backend_o
         if (!be_at(p, s, 0)->nccl) b->nccl = NULL;
     }
     if (!b->resident) b->nccl = NULL;
+    note_convolutions(p, b);
     for (int s = 0; s < p->k; s++) {
         p->workers[s] = (worker){.p = p, .s = s};
         if (pthread_create(&p->workers[s].thread, NULL, worker_main, &p->workers[s]) != 0) {

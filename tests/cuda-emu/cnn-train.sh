@@ -113,6 +113,10 @@ else not_ok "2 stages: the unsplit run's weights" "$out"; fi
 check "2 stages, --max-steps 3" cnn-train $S --device cuda $MP --max-steps 3 --out "$T/n"
 check "2 stages, --resume" cnn-train $S --device cuda $MP --resume --out "$T/n"
 same "2 stages resumed: the uninterrupted run's last weights" "$T/m/last.safetensors" "$T/n/last.safetensors"
+# shellcheck disable=SC2086 # MP: options
+startup_says "2 stages: the start-up report says how each stage's convolutions run" \
+    "^cnn-train: convolutions: stage 1: cuDNN's graph API, heuristics mode A, for all [0-9]+; stage 2: cuDNN's graph API, heuristics mode A, for all [0-9]+$" \
+    -- $MP
 
 # Checkpoints between devices: a cpu run resumed on the GPU, and the GPU's
 # model predicted on the CPU.
