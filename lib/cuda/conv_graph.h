@@ -27,6 +27,7 @@
 
 #include <cudnn.h>
 
+#include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -58,9 +59,13 @@ typedef enum {
 // place finds the configuration again, knobs and all; the engine checks
 // that it is the same one (another cuDNN may list others there).
 typedef struct {
-    int place;      // k: mode A's k-th; -1 - k: the fallback list's k-th
+    int place;      // k: mode A's k-th; -1 - k: the fallback list's k-th; CU_CONV_NO_PLAN: none
     int64_t engine; // CUDNN_ATTR_ENGINE_GLOBAL_INDEX
 } cu_conv_choice;
+
+// A pass measured where the op needed none of it (the image's convolution
+// has no input gradient) and no engine takes it: recorded as none.
+#define CU_CONV_NO_PLAN INT_MIN
 
 typedef struct {
     cudnnBackendDescriptor_t plan; // NULL: none

@@ -229,10 +229,16 @@ static int graph_plans(cu_net *d, int i, int n, const char *key, size_t *ws) {
     if (made && set->legacy) return 1;
     for (int k = 0; k < 3; k++) {
         if (!want[k].want) continue;
-        const char *failed;
+        const char *failed = "the record has no plan for it (it was measured where none was needed)";
+        bool none = pick == CU_PICK_GIVEN && given[k].place == CU_CONV_NO_PLAN;
         cudnnStatus_t st = made ? CUDNN_STATUS_SUCCESS
-                                : cu_conv_plan_make(d->dnn, want[k].pass, &s, want[k].beta, WORKSPACE_CAP, pick,
-                                                    &given[k], want[k].plan, &failed);
+                           : none ? CUDNN_STATUS_NOT_SUPPORTED
+                                  : cu_conv_plan_make(d->dnn, want[k].pass, &s, want[k].beta, WORKSPACE_CAP, pick,
+                                                      &given[k], want[k].plan, &failed);
+        if (st == CUDNN_STATUS_NOT_SUPPORTED && k == 1 && !dx && pick == CU_PICK_FASTEST) {
+            want[k].plan->choice.place = CU_CONV_NO_PLAN; // measured for the record alone: none will do
+            continue;
+        }
         if (st != CUDNN_STATUS_SUCCESS) {
             free_set(set);
             set->n = n, set->legacy = true; // not tried again for n

@@ -83,6 +83,19 @@ startup_says "--conv-algos: ... none where the file has them all" \
 startup_says "--conv-algos with FU_CUDNN_API=legacy: cudnnFind's algorithms" \
     "^cnn-train: convolutions: cuDNN's legacy API and its algorithms measured \(cudnnFind\*\) and recorded for all 41 \(FU_CUDNN_API=legacy\) in $T/note-algos.txt$" \
     FU_CUDNN_API=legacy -- --conv-algos "$T/note-algos.txt"
+# A pass the op does not need (the image's convolution has no input gradient)
+# that no engine takes, measured for the record alone, is recorded as none;
+# the convolutions that need it go to the legacy API, and a rerun takes both.
+nodgrad="^cnn-train: convolutions: cuDNN's graph API, engine configurations measured \(%s shapes now\) and recorded, for 1 of 41; its legacy API's algorithms measured \(cudnnFind\*\) and recorded for 40 \(graph API: backward-data plan: no engine of cuDNN's heuristics within our filters and the workspace cap: CUDNN_STATUS_NOT_SUPPORTED\) in $T/nodgrad.txt$"
+# shellcheck disable=SC2059 # the pattern is the format
+startup_says "--conv-algos, no engine for backward data: the image's convolution recorded without one" \
+    "$(printf "$nodgrad" '[1-9][0-9]*')" FAKE_CUDNN_GRAPH=no-dgrad -- --conv-algos "$T/nodgrad.txt"
+# shellcheck disable=SC2059
+startup_says "--conv-algos, no engine for backward data: a rerun takes every record" \
+    "$(printf "$nodgrad" 0)" FAKE_CUDNN_GRAPH=no-dgrad -- --conv-algos "$T/nodgrad.txt"
+if grep -Eq ':graph:[0-9]+x3x32x32:.* -2147483648 0 ' "$T/nodgrad.txt"; then
+    ok "--conv-algos: the image's convolution's record says none for backward data"
+else not_ok "--conv-algos: the image's convolution's record says none for backward data" "$(grep -v '^#' "$T/nodgrad.txt" | head -3)"; fi
 if grep -q ':graph:' "$T/note-algos.txt" && grep -q ':legacy:' "$T/note-algos.txt"; then
     ok "--conv-algos: one file keeps both APIs' records, under their own keys"
 else not_ok "--conv-algos: one file keeps both APIs' records, under their own keys" "$(head -5 "$T/note-algos.txt")"; fi

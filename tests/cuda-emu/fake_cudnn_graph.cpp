@@ -33,7 +33,8 @@
 // FAKE_CUDNN_GRAPH=broken: CUDNN_STATUS_BAD_PARAM (as a cuDNN that takes
 // what the caller built otherwise than the fake does); FAKE_CUDNN_GRAPH=
 // fallback: heuristics other than the fallback mode list only the first
-// three (nothing a backward pass may take).
+// three (nothing a backward pass may take); FAKE_CUDNN_GRAPH=no-dgrad: no
+// engine for backward data.
 
 #include <cudnn.h>
 
@@ -323,6 +324,8 @@ cudnnStatus_t cudnnBackendFinalize(cudnnBackendDescriptor_t desc) {
         if (only && strcmp(only, "fallback") == 0 &&
             *d->get(CUDNN_ATTR_ENGINEHEUR_MODE)->as<cudnnBackendHeurMode_t>() != CUDNN_HEUR_MODE_FALLBACK)
             d->engines.resize(3); // the 1 GiB, nondeterministic and lossy ones: nothing for backward
+        if (only && strcmp(only, "no-dgrad") == 0 && pass_of(g->desc(CUDNN_ATTR_OPERATIONGRAPH_OPS)) == PASS_BWD_DATA)
+            d->engines.clear();
         break;
     }
     case CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR: {
