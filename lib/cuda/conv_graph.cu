@@ -397,7 +397,6 @@ static cudnnStatus_t picked_plan(cudnnHandle_t h, cu_conv_pass p, const cu_conv_
             const candidate *b = &c[best];
             out->plan = b->plan, out->workspace = b->ws, out->fallback = m == 1;
             out->choice.place = m == 0 ? (int)b->k : -1 - (int)b->k, out->choice.engine = b->engine;
-            out->measured = count > 1 ? count : 0;
             *cfg = cfgs[b->k];
         }
         for (int j = 0; j < count; j++)

@@ -76,7 +76,6 @@ typedef struct {
     size_t workspace;              // bytes it needs
     bool fallback;                 // from the fallback heuristics' list, not mode A's
     cu_conv_choice choice;         // which configuration it runs
-    int measured;                  // CU_PICK_FASTEST: configurations timed (0: none, or only one to take)
     cudnnBackendDescriptor_t pack; // the last run's variant pack (NULL: none yet), for pack_ptrs:
     void *pack_ptrs[4];            // x, w, y, workspace
     float beta;                    // the output = result + beta * output
