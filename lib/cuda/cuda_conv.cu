@@ -248,8 +248,8 @@ static int graph_plans(cu_net *d, int i, int n, const char *key, size_t *ws) {
             if (d->api != CU_API_GRAPH && !hard) return 1;
             fu_fail("cuda backend", "%s: cuDNN's graph API, %s", d->what, d->graph_why);
             if (pick == CU_PICK_GIVEN)
-                fu_hint("%s records it under %s: a record made with another cuDNN or GPU? remove the line", d->algos.path,
-                        key);
+                fu_hint("%s records it under %s: made by another build of this cuDNN? remove the line to measure "
+                        "it again", d->algos.path, key);
             else if (d->api == CU_API_GRAPH)
                 fu_hint("without FU_CUDNN_API=graph, cuDNN's legacy API takes such a convolution");
             return -1;
