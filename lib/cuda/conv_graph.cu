@@ -134,6 +134,14 @@ static cudnnStatus_t heuristics(desc_t g, cudnnBackendHeurMode_t mode, desc_t **
     return s;
 }
 
+// Destroys every configuration of a heuristics list but `keep` (NULL: all),
+// and the list.
+static void free_cfgs(desc_t *cfgs, int64_t n, desc_t keep) {
+    for (int64_t k = 0; k < n; k++)
+        if (cfgs[k] != keep) cudnnBackendDestroyDescriptor(cfgs[k]);
+    free(cfgs);
+}
+
 // An engine configuration's engine: its numerical and behaviour notes as
 // bit sets (bit k: note k), and its global index.
 typedef struct {
@@ -264,9 +272,8 @@ static cudnnStatus_t time_plan(cudnnHandle_t h, desc_t plan, void *const ptr[4],
     for (int r = 0; r <= TIMED_RUNS && s == CUDNN_STATUS_SUCCESS; r++) {
         float t = 0;
         if (cudaEventRecord(ev[0], stream) != cudaSuccess) s = CUDNN_STATUS_EXECUTION_FAILED;
-        if (s == CUDNN_STATUS_SUCCESS) // the first run makes the variant pack the others reuse
-            s = r == 0 ? cu_conv_plan_run(h, &tmp, ptr[0], ptr[1], ptr[2], ptr[3])
-                       : cudnnBackendExecute(h, plan, tmp.pack);
+        if (s == CUDNN_STATUS_SUCCESS) // (the first run makes the variant pack the others reuse)
+            s = cu_conv_plan_run(h, &tmp, ptr[0], ptr[1], ptr[2], ptr[3]);
         if (s == CUDNN_STATUS_SUCCESS &&
             (cudaEventRecord(ev[1], stream) != cudaSuccess || cudaEventSynchronize(ev[1]) != cudaSuccess ||
              cudaEventElapsedTime(&t, ev[0], ev[1]) != cudaSuccess))
@@ -368,9 +375,7 @@ static cudnnStatus_t given_plan(cudnnHandle_t h, cu_conv_pass p, cudnnDataType_t
         cudnnBackendDestroyDescriptor(out->plan);
         out->plan = NULL;
     }
-    for (int64_t j = 0; j < n; j++)
-        if (cfgs[j] != *cfg) cudnnBackendDestroyDescriptor(cfgs[j]);
-    free(cfgs);
+    free_cfgs(cfgs, n, *cfg);
     return st;
 }
 
@@ -401,9 +406,7 @@ static cudnnStatus_t picked_plan(cudnnHandle_t h, cu_conv_pass p, const cu_conv_
         }
         for (int j = 0; j < count; j++)
             if (c[j].plan != out->plan) cudnnBackendDestroyDescriptor(c[j].plan);
-        for (int64_t k = 0; k < n; k++)
-            if (cfgs[k] != *cfg) cudnnBackendDestroyDescriptor(cfgs[k]);
-        free(cfgs);
+        free_cfgs(cfgs, n, *cfg);
     }
     return st;
 }
