@@ -56,8 +56,11 @@
 // (cuda_optim.h) on the gradients backward left in d->grads (summed over
 // ranks by NCCL, unscaled in fp16). A step then moves only the input batch
 // (from the trainer's pinned buffers: host_alloc), the dropout masks, the
-// logits and the loss gradient (n x classes each), sync-BN's sums and the
-// norm (8 bytes). Given host pointers
+// labels and class weights (asynchronous copies from pinned memory: the
+// send buffers), sync-BN's sums, and back the logits, loss and norm, or,
+// for the trainer's epochs, nothing: those steps keep their loss, hits and
+// norm on the device until figures() reads a batch of them, so that no step
+// waits for the GPU (but fp16's overflow flag, below). Given host pointers
 // the interface still works as the other backends': each forward uploads
 // the parameters and the BN state (90 MB for MedicalCNN), replacing the
 // held ones, and downloads the state after training; each backward given
@@ -205,16 +208,35 @@ static int setup(cu_net *d, int n) {
 
 // ---- forward ---------------------------------------------------------------------
 
+// A forward's send buffer (cu_sendbuf), once the copies last made from it are done.
+static int send_begin(cu_net *d) {
+    cu_sendbuf *sb = &d->send[d->send_next];
+    snprintf(d->what, sizeof d->what, "waiting for the copies of the forward before last");
+    if (sb->pending) CU(cudaEventSynchronize(sb->sent));
+    sb->pending = false;
+    d->sending = sb, d->send_used = 0;
+    return 0;
+}
+
+// After the forward's last copy from it.
+static int send_end(cu_net *d) {
+    CU(cudaEventRecord(d->sending->sent, 0));
+    d->sending->pending = true;
+    d->send_next ^= 1;
+    return 0;
+}
+
 // The reference's mask (ref_net.inc): 0 or 1/(1-p) per element in NCHW order,
-// all ones when dropout is off; uploaded into aux in NHWC.
+// all ones when dropout is off; sent and put into aux in NHWC.
 static int dropout_mask(cu_net *d, int i, int n, const fu_pass *pass, float *mask) {
     const fu_op *op = &d->m->ops[i];
     size_t len = fu_op_numel(d->m, i, n);
     bool drop = pass->train && pass->dropout && op->p > 0;
     fu_rng rng = fu_dropout_rng(d->m, i, pass);
-    float keep = (float)(1 / (1 - (double)op->p));
-    for (size_t j = 0; j < len; j++) d->mask[j] = !drop ? 1 : fu_rng_uniform(&rng) < op->p ? 0 : keep;
-    CU(cudaMemcpy(d->stage, d->mask, len * sizeof(float), cudaMemcpyHostToDevice));
+    float keep = (float)(1 / (1 - (double)op->p)), *h = d->sending->mask + d->send_used; // (n, C, H, W)
+    for (size_t j = 0; j < len; j++) h[j] = !drop ? 1 : fu_rng_uniform(&rng) < op->p ? 0 : keep;
+    d->send_used += len;
+    CU(cudaMemcpyAsync(d->stage, h, len * sizeof(float), cudaMemcpyHostToDevice, 0));
     cu_nchw_to_nhwc((size_t)n, op->c, op->h * op->w, d->stage, CU_FP32, mask);
     return 0;
 }
@@ -271,12 +293,18 @@ static cudaError_t take_slot(cu_net *d, int n, const float *x, float *y, bool *t
     return e;
 }
 
+// The caller may refill x once the forward returns, which need not wait for
+// the GPU (a step that keeps its figures there never does): so the host
+// waits here for the copy from x, on the copy stream, usually done long
+// before, and never for the computing one.
 static int take_prefetched(cu_net *d, int n, const float *x, float *y, bool *took) {
     *took = false;
     pthread_mutex_lock(&d->pre_lock);
     cudaError_t e = d->copy ? take_slot(d, n, x, y, took) : cudaSuccess; // no copy stream: nothing prefetched
+    cudaEvent_t copied = *took ? d->pre[d->pre_last].copied : NULL;
     pthread_mutex_unlock(&d->pre_lock);
     CU(e);
+    if (copied) CU(cudaEventSynchronize(copied));
     return 0;
 }
 
@@ -420,7 +448,7 @@ static int op_fwd(cu_net *d, int i, int n, int64_t *counts, const float *x, cons
         if (dropout_mask(d, i, n, pass, aux) < 0) return -1;
         cu_mul_fwd(len, in, aux, y);
         break;
-    case FU_OP_XENT: break; // on the host, from the logits (cu_forward)
+    case FU_OP_XENT: break; // after the ops, where there are labels (cu_forward)
     }
     return 0;
 }
@@ -457,26 +485,45 @@ static int cu_forward(fu_backend *b, int n, const float *params, float *state, i
     snprintf(d->what, sizeof d->what, "uploading parameters and BatchNorm state");
     if (params) CU(cudaMemcpy(d->params, params, m->n_params * sizeof(float), cudaMemcpyHostToDevice));
     if (state) CU(cudaMemcpy(d->state, state, m->n_state * sizeof(float), cudaMemcpyHostToDevice));
+    int k = m->classes, out = output_op(m);
+    bool xent = labels && ends_in_loss(m);
+    // On the held weights, with no loss asked for, the loss stays with the step's figures
+    // (backend.h) and nothing waits for the GPU.
+    bool keep = xent && pass->train && !params && !loss;
+    if (keep && d->fig_next == FU_FIGURE_SLOTS)
+        return fu_fail("cuda backend", "the figures of %d steps are waiting to be read (fu_resident_api.figures)",
+                       FU_FIGURE_SLOTS);
+    if (send_begin(d) < 0) return -1;
+    if (xent) {
+        snprintf(d->what, sizeof d->what, "sending the labels and class weights");
+        memcpy(d->sending->labels, labels, (size_t)n * sizeof *labels);
+        memcpy(d->sending->class_w, class_w, (size_t)k * sizeof *class_w);
+        CU(cudaMemcpyAsync(d->labels, d->sending->labels, (size_t)n * sizeof *labels, cudaMemcpyHostToDevice, 0));
+        CU(cudaMemcpyAsync(d->class_w, d->sending->class_w, (size_t)k * sizeof *class_w, cudaMemcpyHostToDevice, 0));
+    }
     for (int i = 0; i < m->n_ops; i++) {
         describe(d, i, n, "forward");
         mark(d, section(m->ops[i].kind, false));
         if (op_fwd(d, i, n, counts, x, pass) < 0 || op_done(d) < 0) return -1;
     }
-    int k = m->classes, out = output_op(m);
-    snprintf(d->what, sizeof d->what, "forward (downloading the output of op %d)", out);
-    mark(d, "forward: output download (a wait)");
-    if (download_nchw(d, out, n, out_type(d, out), act(d, out), d->logits) < 0) return -1;
+    if (send_end(d) < 0) return -1;
+    d->fig_slot = keep ? d->fig_next : FU_FIGURE_SLOTS;
+    fu_step_figures *fig = d->figs + d->fig_slot;
+    if (xent) {
+        snprintf(d->what, sizeof d->what, "forward (the loss)");
+        mark(d, section(FU_OP_XENT, false));
+        cu_xent_fwd(n, k, act(d, out), d->labels, d->class_w, d->prob, d->terms, d->wsum, &fig->loss, &fig->hits);
+        if (op_done(d) < 0) return -1;
+    }
+    if (!keep) {
+        snprintf(d->what, sizeof d->what, "forward (downloading the output of op %d)", out);
+        mark(d, "forward: output download (a wait)");
+        if (download_nchw(d, out, n, out_type(d, out), act(d, out), d->logits) < 0) return -1;
+        if (xent && loss) CU(cudaMemcpy(loss, &fig->loss, sizeof *loss, cudaMemcpyDeviceToHost));
+    }
     if (pass->train && state) CU(cudaMemcpy(state, d->state, m->n_state * sizeof(float), cudaMemcpyDeviceToHost));
     cu_profile_flush(d->prof);
-    if (labels && ends_in_loss(m)) {
-        float l = fu_ref_xent_fwd_f32(n, k, d->logits, labels, class_w, d->prob);
-        if (loss) *loss = l;
-    }
-    if (pass->train) {
-        memcpy(d->labels, labels, (size_t)n * sizeof *labels);
-        memcpy(d->class_w, class_w, (size_t)k * sizeof *class_w);
-        d->ready = true;
-    }
+    d->ready = pass->train;
     return 0;
 }
 
@@ -627,9 +674,7 @@ static int backward_pass(cu_net *d, const float *dy, float scale) {
     CU(cudaMemset(d->grads, 0, m->n_params * sizeof(float)));
     if (d->nccl) fu_nccl_sync_begin(d->nccl);
     if (ends_in_loss(m)) {
-        memset(d->dlogits, 0, (size_t)n * k * sizeof(float));
-        fu_ref_xent_bwd_f32(n, k, d->prob, d->labels, d->class_w, scale, d->dlogits);
-        CU(cudaMemcpy(dact(d, out), d->dlogits, (size_t)n * k * sizeof(float), cudaMemcpyHostToDevice));
+        cu_xent_bwd(n, k, d->prob, d->labels, d->class_w, d->wsum, scale, dact(d, out));
     } else {
         if (upload_nhwc(d, out, n, dy, grad_type(d, out), dact(d, out)) < 0) return -1;
         if (scale != 1) cu_mul_scalar(fu_op_numel(m, out, n), scale, dact(d, out));
@@ -754,19 +799,23 @@ static void cu_destroy(fu_backend *b) {
         if (d->borrowed) d->params = d->state = NULL; // the lender's
         void *dev[] = {d->params, d->grads, d->state, d->m1, d->m2, d->norm_part, d->norm, d->groups, d->wt,
                        d->dwt, d->act, d->dact, d->aux, d->stage, d->part, d->bnv, d->coef, d->argmax, d->ws, d->hx,
-                       d->hy, d->nonfinite, d->pre[0].dev, d->pre[1].dev};
+                       d->hy, d->nonfinite, d->pre[0].dev, d->pre[1].dev, d->labels, d->class_w, d->prob,
+                       d->terms, d->wsum, d->figs};
         for (size_t j = 0; j < sizeof dev / sizeof *dev; j++) cudaFree(dev[j]);
         if (d->copy) {
             for (int k = 0; k < 2; k++) cudaEventDestroy(d->pre[k].copied), cudaEventDestroy(d->pre[k].read);
             cudaStreamDestroy(d->copy);
         }
         pthread_mutex_destroy(&d->pre_lock);
-        cu_host_free(d->logits), cu_host_free(d->dinput), cu_host_free(d->mask);
+        for (int k = 0; k < 2; k++) {
+            if (d->send[k].sent) cudaEventDestroy(d->send[k].sent);
+            cu_host_free(d->send[k].mask);
+        }
+        cu_host_free(d->logits), cu_host_free(d->dinput);
         if (d->dnn) cudnnDestroy(d->dnn);
         if (d->blas) cublasDestroy(d->blas);
         fu_plan_free(&d->plan);
-        free(d->op), free(d->prob), free(d->dlogits), free(d->labels), free(d->class_w), free(d->dist_v),
-            free(d->host_groups);
+        free(d->op), free(d->dist_v), free(d->host_groups);
         free(d);
     }
     free(b);
@@ -780,6 +829,25 @@ static int dev_alloc(cu_net *d, void *p, size_t bytes) {
     return 0;
 }
 
+// The send buffers (cu_sendbuf): each one pinned block of the forward's
+// dropout masks at the planned batch, its labels and class weights.
+static int alloc_send(cu_net *d) {
+    const fu_model *m = d->m;
+    for (int i = 0; i < m->n_ops; i++)
+        if (m->ops[i].kind == FU_OP_DROPOUT) d->send_mask_size += fu_op_numel(m, i, d->batch);
+    size_t masks = (d->send_mask_size + 3) & ~(size_t)3; // the labels 16-byte aligned
+    for (int k = 0; k < 2; k++) {
+        cu_sendbuf *sb = &d->send[k];
+        sb->mask = (float *)cu_host_alloc((masks + (size_t)d->batch + (size_t)m->classes) * sizeof(float));
+        if (!sb->mask) return fu_fail("cuda backend", "cannot allocate pinned host memory for dropout masks and labels");
+        sb->labels = (int *)(sb->mask + masks);
+        sb->class_w = (float *)(sb->labels + d->batch);
+        snprintf(d->what, sizeof d->what, "creating an event");
+        CU(cudaEventCreateWithFlags(&sb->sent, cudaEventDisableTiming));
+    }
+    return 0;
+}
+
 static int create(cu_net *d, fu_backend *b) {
     const fu_model *m = d->m;
     size_t k = (size_t)m->classes, nb = (size_t)d->batch;
@@ -788,12 +856,8 @@ static int create(cu_net *d, fu_backend *b) {
     // Pinned: the output, a stage's input gradient and the dropout masks
     // cross the bus every step.
     d->logits = (float *)cu_host_alloc(fu_op_numel(m, output_op(m), d->batch) * sizeof(float));
-    d->prob = (float *)fu_malloc(nb * k * sizeof(float));
-    d->dlogits = (float *)fu_malloc(nb * k * sizeof(float));
-    d->labels = (int *)fu_malloc(nb * sizeof(int));
-    d->class_w = (float *)fu_malloc(k * sizeof(float));
     d->dist_v = (double *)fu_malloc((2 * (size_t)widest_bn(m) + 2) * sizeof(double));
-    if (!d->op || !d->prob || !d->dlogits || !d->labels || !d->class_w || !d->dist_v) return -1;
+    if (!d->op || !d->dist_v) return -1;
     if (!d->logits) return fu_fail("cuda backend", "cannot allocate pinned host memory for the model's output");
     if (m->inner_input && !(d->dinput = (float *)cu_host_alloc(fu_op_numel(m, 0, d->batch) * sizeof(float))))
         return fu_fail("cuda backend", "cannot allocate pinned host memory for a stage's input gradient");
@@ -801,8 +865,8 @@ static int create(cu_net *d, fu_backend *b) {
     plan_scratch(d);
     plan_outputs(d);
     if (plan_gradients(d) < 0) return -1;
-    d->mask = (float *)cu_host_alloc(d->stage_size * sizeof(float));
-    if (!d->mask) return fu_fail("cuda backend", "cannot allocate pinned host memory for dropout masks");
+    if (alloc_send(d) < 0) return -1;
+    d->fig_slot = FU_FIGURE_SLOTS; // no step's yet
     snprintf(d->what, sizeof d->what, "creating the cuDNN and cuBLAS handles");
     DNN(cudnnCreate(&d->dnn));
     BLAS(cublasCreate(&d->blas));
@@ -827,7 +891,10 @@ static int create(cu_net *d, fu_backend *b) {
         dev_alloc(d, &d->hx, d->hx_size * es) < 0 ||
         dev_alloc(d, &d->hy, d->hy_size * es) < 0 || dev_alloc(d, &d->nonfinite, sizeof(int)) < 0 ||
         dev_alloc(d, &d->norm_part, d->norm_part_size * sizeof(double)) < 0 ||
-        dev_alloc(d, &d->norm, sizeof(double)) < 0)
+        dev_alloc(d, &d->norm, sizeof(double)) < 0 || dev_alloc(d, &d->labels, nb * sizeof(int)) < 0 ||
+        dev_alloc(d, &d->class_w, k * f) < 0 || dev_alloc(d, &d->prob, nb * k * f) < 0 ||
+        dev_alloc(d, &d->terms, nb * sizeof(double)) < 0 || dev_alloc(d, &d->wsum, sizeof(double)) < 0 ||
+        dev_alloc(d, &d->figs, (FU_FIGURE_SLOTS + 1) * sizeof(fu_step_figures)) < 0)
         return -1;
     if (!d->borrowed) {
         CU(cudaMemset(d->m1, 0, m->n_params * f)); // AdamW's moments start at zero
@@ -981,14 +1048,33 @@ static int adamw(cu_net *d, const fu_adamw_opts *o, double lr, int64_t t, double
 
 // Clipping and AdamW on the gradients of the last backward (in d->grads),
 // as fu_clip_grad_norm and fu_adamw_step on the host; the norm stays on the
-// device for the kernel, and comes back after.
+// device for the kernel, and comes back after, or (norm NULL) goes to the
+// step's figures: after a forward that kept its loss there, the step is done
+// and its slot taken.
 static int cu_step(fu_backend *b, const fu_adamw_opts *o, const fu_param_group *groups, int n_groups, double lr,
                    int64_t t, double max_norm, double *norm) {
     cu_net *d = (cu_net *)b->impl;
     if (begin_step(d, groups, n_groups, t, max_norm) < 0) return -1;
     cu_grad_norm(d->m->n_params, d->grads, d->norm_part, d->norm);
     if (adamw(d, o, lr, t, max_norm) < 0) return -1;
-    CU(cudaMemcpy(norm, d->norm, sizeof *norm, cudaMemcpyDeviceToHost));
+    if (norm) {
+        CU(cudaMemcpy(norm, d->norm, sizeof *norm, cudaMemcpyDeviceToHost));
+        return 0;
+    }
+    CU(cudaMemcpyAsync(&d->figs[d->fig_slot].norm, d->norm, sizeof *d->norm, cudaMemcpyDeviceToDevice, 0));
+    if (d->fig_slot == d->fig_next) d->fig_next++;
+    d->fig_slot = FU_FIGURE_SLOTS; // a second step of the same forward cannot take another slot
+    return 0;
+}
+
+// The kept steps' figures (backend.h), the one wait of those steps.
+static int cu_figures(fu_backend *b, fu_step_figures *out, int *steps) {
+    cu_net *d = (cu_net *)b->impl;
+    if (use_device(d) < 0) return -1;
+    snprintf(d->what, sizeof d->what, "reading the figures of %d steps", d->fig_next);
+    if (d->fig_next) CU(cudaMemcpy(out, d->figs, (size_t)d->fig_next * sizeof *out, cudaMemcpyDeviceToHost));
+    *steps = d->fig_next;
+    d->fig_next = 0;
     return 0;
 }
 
@@ -1026,7 +1112,7 @@ static int cu_add_grads(fu_backend *db, float a, fu_backend *sb, float w) {
 }
 
 static const fu_resident_api RESIDENT_API = {cu_load, cu_store, cu_step, cu_grad_norm_of, cu_step_with_norm,
-                                             cu_add_grads};
+                                             cu_add_grads, cu_figures};
 
 void fu_cuda_profile_report(fu_backend *b, char *out, size_t size, bool reset) {
     if (size) out[0] = 0;

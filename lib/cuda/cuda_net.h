@@ -91,6 +91,19 @@ typedef struct {
     cudaEvent_t copied, read;
 } cu_prefetch_slot;
 
+// What a forward sends the device besides its images: the dropout masks, the
+// labels and the class weights, from page-locked memory by asynchronous
+// copies, so that the host does not wait for the GPU (a cudaMemcpy would).
+// Two, used in turn: one is refilled once the copies made from it two
+// forwards ago are done, which a host at most a step ahead never waits for.
+typedef struct {
+    float *mask;      // the forward's dropout masks, NCHW, one after another (send_mask_size)
+    int *labels;      // (batch)
+    float *class_w;   // (classes)
+    cudaEvent_t sent; // recorded after the last copy made from it
+    bool pending;     // sent is recorded and may not have happened yet
+} cu_sendbuf;
+
 typedef struct {
     const fu_model *m;
     fu_backend *b; // its owner, whose device_bytes it keeps current
@@ -119,6 +132,13 @@ typedef struct {
     void *ws;                      // cuDNN workspace
     void *hx, *hy;                 // amp: a conv's input and output (or their gradients) in half
     int *nonfinite;                // amp fp16: a gradient overflowed
+    // the loss (cu_xent_fwd/bwd): the last training forward's labels and class weights, softmax
+    // (batch, classes), scratch terms (batch) and weight sum; the steps' figures (FU_FIGURE_SLOTS,
+    // then one for a forward whose loss goes straight back)
+    int *labels;
+    float *class_w, *prob;
+    double *terms, *wsum;
+    fu_step_figures *figs;
     size_t wt_size, stage_size, part_size, coef_size, bnv_size, ws_size, hx_size, hy_size; // elements (ws: bytes)
     size_t norm_part_size, groups_bytes; // doubles; bytes
     int n_dev_groups;
@@ -126,17 +146,19 @@ typedef struct {
     bool bf16;              // amp's half type: bfloat16, else fp16
     cudnnDataType_t dt;     // conv tensors: float, half or bfloat16
     size_t es;              // bytes per conv tensor element
+    int fig_slot, fig_next; // the last training forward's figures slot; the next free one
     float loss_scale;       // fp16: the loss gradient's factor (1 otherwise)
     int clean_steps;        // fp16: backward passes since the scale last changed
     // host
     fu_param_group *host_groups; // the step's groups as the caller gave them (n_groups), to notice a change
     int n_groups;
     float *logits;            // the model's output, NCHW: (batch, classes), or a stage's last op's
-    float *prob, *dlogits;    // (batch, classes) each
-    float *mask;              // the largest dropout mask
+    cu_sendbuf send[2];       // used in turn, from send_next
+    int send_next;
+    cu_sendbuf *sending;      // the running forward's, and the mask floats it has filled
+    size_t send_used;
+    size_t send_mask_size;    // floats: every dropout mask of a forward at the planned batch
     float *dinput;            // inner input: its gradient, NCHW (else NULL)
-    int *labels;              // of the last training forward
-    float *class_w;
     // sync-BN (ref_net.h): the hooks of the last training forward where it ran
     // sync-BN (NULL: BN on this batch alone), this rank's W_r, W_r / W, and
     // the vector the hook sums (2 x the widest BN + 2)

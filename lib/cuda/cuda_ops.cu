@@ -929,3 +929,61 @@ __global__ void k_unscale(size_t n, float *g, float scale, int *nonfinite) {
 void cu_unscale(size_t n, float *g, float scale, int *nonfinite) {
     k_unscale<<<blocks_for(n), THREADS>>>(n, g, scale, nonfinite);
 }
+
+// ---- the loss ----------------------------------------------------------------------
+// The reference's arithmetic (ref_ops.inc), image by image: the same double
+// operations in the same order, so the same values but for exp and log's
+// last bits on a GPU.
+
+// Per image: prob, and its weighted term w (lse - z_label).
+__global__ void k_xent_terms(int n, int k, const float *z, const int *labels, const float *w, float *prob,
+                             double *terms) {
+    FOR_EACH(i, (size_t)n) {
+        const float *l = z + i * k; // (k)
+        double top = l[0], sum = 0;
+        for (int j = 1; j < k; j++) top = l[j] > top ? l[j] : top;
+        for (int j = 0; j < k; j++) sum += exp(l[j] - top);
+        double lse = top + log(sum);
+        for (int j = 0; j < k; j++) prob[i * k + j] = (float)exp(l[j] - lse);
+        terms[i] = w[labels[i]] * (lse - l[labels[i]]);
+    }
+}
+
+// One thread: the terms and weights added in image order; the hits.
+__global__ void k_xent_sum(int n, int k, const float *z, const int *labels, const float *w, const double *terms,
+                           double *wsum, float *loss, int *hits) {
+    double l = 0, ws = 0;
+    int h = 0;
+    for (int i = 0; i < n; i++) {
+        l += terms[i];
+        ws += w[labels[i]];
+        int top = 0;
+        for (int j = 1; j < k; j++)
+            if (z[(size_t)i * k + j] > z[(size_t)i * k + top]) top = j;
+        h += top == labels[i];
+    }
+    *wsum = ws;
+    *loss = (float)(l / ws);
+    *hits = h;
+}
+
+void cu_xent_fwd(int n, int k, const float *logits, const int *labels, const float *w, float *prob, double *terms,
+                 double *wsum, float *loss, int *hits) {
+    k_xent_terms<<<blocks_for((size_t)n), THREADS>>>(n, k, logits, labels, w, prob, terms);
+    k_xent_sum<<<1, 1>>>(n, k, logits, labels, w, terms, wsum, loss, hits);
+}
+
+__global__ void k_xent_bwd(int n, int k, const float *prob, const int *labels, const float *w, const double *wsum,
+                           float dloss, float *dlogits) {
+    FOR_EACH(e, (size_t)n * k) {
+        int i = (int)(U32(e) / (unsigned)k), j = (int)(U32(e) % (unsigned)k);
+        double g = prob[e] - (j == labels[i]);
+        float dw = MUL_RN(dloss, w[labels[i]]); // a float product in the reference too
+        dlogits[e] = 0.0f + (float)(dw * g / *wsum);
+    }
+}
+
+void cu_xent_bwd(int n, int k, const float *prob, const int *labels, const float *w, const double *wsum, float dloss,
+                 float *dlogits) {
+    k_xent_bwd<<<blocks_for((size_t)n * k), THREADS>>>(n, k, prob, labels, w, wsum, dloss, dlogits);
+}

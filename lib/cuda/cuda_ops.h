@@ -144,4 +144,18 @@ void cu_weight_from_half(bool bf16, int o, int i, int kk, const void *w, float *
 // g *= scale; *nonfinite set to 1 where any value is inf or NaN (never reset here).
 void cu_unscale(size_t n, float *g, float scale, int *nonfinite);
 
+// ---- the loss: weighted cross-entropy (ref_ops' fu_ref_xent_fwd/bwd) ----------------
+// Computed where the logits are, so that a training step need not wait for
+// them. Forward over n images of k classes, logits (n, k): prob (n, k) the
+// softmax; *loss the weighted mean as the reference returns it (in double,
+// images in order, then rounded), *wsum the weights' sum (for backward),
+// *hits the images whose logits' first largest is their label. terms: n
+// doubles of scratch. Deterministic: one thread adds the images' terms.
+void cu_xent_fwd(int n, int k, const float *logits, const int *labels, const float *w, float *prob, double *terms,
+                 double *wsum, float *loss, int *hits);
+// dlogits = dloss w[label] (prob - onehot) / wsum, per element as the
+// reference forms it (stored, not added: 0 + v).
+void cu_xent_bwd(int n, int k, const float *prob, const int *labels, const float *w, const double *wsum, float dloss,
+                 float *dlogits);
+
 #endif

@@ -71,6 +71,16 @@ typedef struct {
     void (*grads_ready)(void *ctx, size_t off, size_t len);
 } fu_dist_hooks;
 
+// One training step's figures where a backend keeps them for the trainer to
+// read later (fu_resident_api.figures): the step then never waits for the
+// GPU. The same values forward's *loss and step's *norm would be.
+typedef struct {
+    float loss;  // this rank's weighted mean loss
+    int hits;    // images whose logits' first largest is their label
+    double norm; // the gradients' norm before clipping
+} fu_step_figures;
+enum { FU_FIGURE_SLOTS = 16 }; // steps a backend keeps figures of between reads
+
 // Optional (NULL in the ref and cpu backends, which compute in host memory):
 // the live training state held where the backend computes (the cuda
 // backend: on its GPU), so that a step's weights, gradients and AdamW
@@ -87,8 +97,9 @@ typedef struct {
     int (*store)(fu_backend *b, float *params, float *state, float *m1, float *m2);
     // One optimizer step on the gradients of the last backward, as
     // fu_clip_grad_norm then fu_adamw_step (adamw.h) on the host, t the step
-    // (1, 2, ...); *norm: the gradients' norm before clipping. Where it is not
-    // finite the weights and moments are left as they were.
+    // (1, 2, ...); *norm: the gradients' norm before clipping (norm NULL:
+    // kept with the step's figures, below). Where it is not finite the
+    // weights and moments are left as they were.
     int (*step)(fu_backend *b, const fu_adamw_opts *o, const fu_param_group *groups, int n_groups, double lr,
                 int64_t t, double max_norm, double *norm);
     // For a backend that drives several (the model-parallel pipe, whose
@@ -101,6 +112,14 @@ typedef struct {
     int (*step_with_norm)(fu_backend *b, const fu_adamw_opts *o, const fu_param_group *groups, int n_groups,
                           double lr, int64_t t, double max_norm, double norm);
     int (*add_grads)(fu_backend *dst, float a, fu_backend *src, float w);
+    // Optional (NULL: every step's loss and norm come back at once): a
+    // training forward on the held weights (params NULL) of a model that
+    // ends in the loss, given loss NULL, keeps the step's loss and hits where
+    // the backend computes (logits() is then not updated), and the step after
+    // it, given norm NULL, its norm; FU_FIGURE_SLOTS steps at most. figures
+    // copies them back, in step order, into out (FU_FIGURE_SLOTS of them;
+    // the one wait for the GPU), *steps how many, and starts over.
+    int (*figures)(fu_backend *b, fu_step_figures *out, int *steps);
 } fu_resident_api;
 
 struct fu_backend {

@@ -98,7 +98,17 @@ cudaError_t cudaDeviceGetStreamPriorityRange(int *least, int *greatest) {
     return cudaSuccess;
 }
 
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+// Calls that make the host wait for everything enqueued so far (a GPU
+// drained): cudaMemcpy and cudaDeviceSynchronize. Not the asynchronous
+// copies, nor an event's wait (for work enqueued before it). The tests read
+// the count to show that a step never drains (test_cuda's check_kept_figures).
+static long drains;
+extern "C" long fake_cuda_drains(void) { return drains; }
+
+cudaError_t cudaDeviceSynchronize(void) {
+    drains++;
+    return cudaSuccess;
+}
 
 cudaError_t cudaGetLastError(void) {
     cudaError_t e = last_error;
@@ -142,14 +152,19 @@ cudaError_t cudaFreeHost(void *p) {
     return cudaSuccess;
 }
 
-cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
+static cudaError_t copy(void *dst, const void *src, size_t bytes) {
     if (bytes && (!dst || !src)) return fail(cudaErrorInvalidValue);
     if (bytes) memmove(dst, src, bytes);
     return cudaSuccess;
 }
 
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
+    drains++;
+    return copy(dst, src, bytes);
+}
+
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
-    return cudaMemcpy(dst, src, bytes, kind);
+    return copy(dst, src, bytes);
 }
 
 cudaError_t cudaMemset(void *p, int value, size_t bytes) {
