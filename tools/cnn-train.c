@@ -401,8 +401,11 @@ static void show_step(void *ctx, const fu_epoch_stats *st, int batches, float lo
     double rate = st->seconds > 0 ? (double)st->seen / st->seconds : 0;
     double per_batch = st->next_batch ? st->seconds / st->next_batch : 0;
     double eta = per_batch * ((double)(batches - st->next_batch) + (double)batches * (p->epochs - st->epoch - 1));
-    fprintf(stderr, "\rcnn-train: epoch %d/%d  step %d/%d  loss %.4f  %.1f img/s  ETA %dm%02ds ", st->epoch + 1,
-            p->epochs, st->next_batch, batches, loss, rate, (int)(eta / 60), (int)eta % 60);
+    // On the GPU the loss comes back every few steps (fu_train_epoch): "-" before the first.
+    char l[32] = "-";
+    if (isfinite(loss)) snprintf(l, sizeof l, "%.4f", loss);
+    fprintf(stderr, "\rcnn-train: epoch %d/%d  step %d/%d  loss %s  %.1f img/s  ETA %dm%02ds ", st->epoch + 1,
+            p->epochs, st->next_batch, batches, l, rate, (int)(eta / 60), (int)eta % 60);
     fflush(stderr);
 }
 

@@ -52,6 +52,7 @@ int fu_trainer_init_with(fu_trainer *t, const fu_model *m, const fu_train_opts *
     t->adamw.weight_decay = o->weight_decay;
     t->resident = be->resident && !o->host_step;
     t->device_stale = t->resident; // the weights are made here, below
+    t->last_loss = NAN;
     size_t np = m->n_params, ns = m->n_state, nc = m->n_counts;
     size_t pix = (size_t)o->batch * 3 * m->height * m->width;
     t->params = fu_malloc(np * sizeof(float));
@@ -199,8 +200,58 @@ static uint64_t dropout_seed(const fu_trainer *t) {
     return rank ? fu_mix64(t->o.seed ^ fu_mix64((uint64_t)rank)) : t->o.seed;
 }
 
-int fu_train_step(fu_trainer *t, int n, const float *x, const int *labels, double lr, float *loss, int *correct,
-                  int *seen) {
+// Whether t's steps may leave their loss, hits and norm on the backend, to
+// be read every FU_FIGURE_SLOTS steps (fu_train_settle), so that a step
+// never waits for the GPU: on a resident backend that can.
+static bool keeps_figures(const fu_trainer *t) { return t->resident && t->be->resident->figures; }
+
+// A step that leaves its figures on the backend: what the host knows of the
+// global batch (its loss weight, its images) summed now, the rest when
+// fu_train_settle reads them.
+static int kept_step(fu_trainer *t, int n, const float *x, const int *labels, double lr, const fu_pass *pass,
+                     double w_mine, int *seen) {
+    int64_t step = t->step + 1;
+    double g[2] = {w_mine, n};
+    if (t->comm && fu_comm_sum(t->comm, g, 2) < 0) return -1;
+    if (t->be->forward(t->be, n, NULL, NULL, t->counts, x, labels, t->class_w, pass, NULL) < 0) return -1;
+    t->host_stale = true;
+    if (t->nccl) t->be->nccl->set_scale(t->be, w_mine / g[0]);
+    if (t->be->backward(t->be, NULL, NULL, NULL) < 0 ||
+        t->be->resident->step(t->be, &t->adamw, t->groups, t->n_groups, lr, step, t->o.max_grad_norm, NULL) < 0)
+        return -1;
+    t->pending[t->n_pending++] = (fu_kept_step){.step = step, .seen = (int64_t)g[1], .w_mine = w_mine, .w_all = g[0]};
+    t->step = step;
+    *seen = (int)g[1];
+    return 0;
+}
+
+int fu_train_settle(fu_trainer *t, fu_epoch_stats *st) {
+    int k = t->n_pending, got = 0;
+    if (!k) return 0;
+    fu_step_figures f[FU_FIGURE_SLOTS];
+    t->n_pending = 0;
+    if (t->be->resident->figures(t->be, f, &got) < 0) return -1;
+    if (got != k) return fu_fail("training", "the backend kept the figures of %d steps, not %d", got, k);
+    double g[2 * FU_FIGURE_SLOTS];
+    for (int s = 0; s < k; s++) g[2 * s] = (double)f[s].loss * t->pending[s].w_mine, g[2 * s + 1] = f[s].hits;
+    if (t->comm && fu_comm_sum(t->comm, g, 2 * k) < 0) return -1;
+    for (int s = 0; s < k; s++) {
+        long long step = (long long)t->pending[s].step;
+        double loss = g[2 * s] / t->pending[s].w_all;
+        if (!isfinite(loss)) return fu_fail("training", "step %lld: the loss is %f", step, loss);
+        if (!isfinite(f[s].norm)) return fu_fail("training", "step %lld: the gradient norm is %f", step, f[s].norm);
+        t->grad_norm = f[s].norm;
+        t->last_loss = (float)loss;
+        st->loss_sum += (double)t->last_loss * (double)t->pending[s].seen;
+        st->correct += (int64_t)g[2 * s + 1];
+    }
+    return 0;
+}
+
+// One step; keep: its figures left on the backend (kept_step), *loss and
+// *correct then not set.
+static int train_step(fu_trainer *t, int n, const float *x, const int *labels, double lr, bool keep, float *loss,
+                      int *correct, int *seen) {
     fu_pass pass = {.train = true, .dropout = t->o.dropout, .seed = dropout_seed(t), .step = (uint64_t)t->step};
     int64_t step = t->step + 1; // as people count them
     float l = NAN;
@@ -208,15 +259,16 @@ int fu_train_step(fu_trainer *t, int n, const float *x, const int *labels, doubl
     bool held = t->resident;
     float *params = held ? NULL : t->params, *state = held ? NULL : t->state, *grads = held ? NULL : t->grads;
     if (push(t) < 0) return -1;
+    // The loss is a weighted mean over this rank's images; the global batch's
+    // is the weight-share-weighted sum of the ranks' (grad_sync.h).
+    double w_mine = 0;
+    for (int i = 0; i < n; i++) w_mine += t->class_w[labels[i]];
+    if (keep) return kept_step(t, n, x, labels, lr, &pass, w_mine, seen);
     if (t->be->forward(t->be, n, params, state, t->counts, x, labels, t->class_w, &pass, &l) < 0) return -1;
     t->host_stale = held; // the BN running statistics moved there
     const float *logits = t->be->logits(t->be);
     int hits = 0, k = t->m->classes;
     for (int i = 0; i < n; i++) hits += argmax(logits + (size_t)i * k, k) == labels[i];
-    // The loss is a weighted mean over this rank's images; the global batch's
-    // is the weight-share-weighted sum of the ranks' (grad_sync.h).
-    double w_mine = 0;
-    for (int i = 0; i < n; i++) w_mine += t->class_w[labels[i]];
     double g[4] = {w_mine, (double)l * w_mine, hits, n};
     if (t->comm && fu_comm_sum(t->comm, g, 4) < 0) return -1;
     double global_loss = g[1] / g[0];
@@ -239,6 +291,28 @@ int fu_train_step(fu_trainer *t, int n, const float *x, const int *labels, doubl
     *loss = (float)global_loss;
     *correct = (int)g[2];
     *seen = (int)g[3];
+    return 0;
+}
+
+int fu_train_step(fu_trainer *t, int n, const float *x, const int *labels, double lr, float *loss, int *correct,
+                  int *seen) {
+    return train_step(t, n, x, labels, lr, false, loss, correct, seen);
+}
+
+int fu_train_step_into(fu_trainer *t, int n, const float *x, const int *labels, double lr, fu_epoch_stats *st,
+                       float *loss) {
+    int hits = 0, seen;
+    bool keep = keeps_figures(t);
+    *loss = NAN;
+    if (train_step(t, n, x, labels, lr, keep, loss, &hits, &seen) < 0) return -1;
+    st->seen += seen;
+    if (!keep) {
+        st->loss_sum += (double)*loss * seen;
+        st->correct += hits;
+        return 0;
+    }
+    if (t->n_pending == FU_FIGURE_SLOTS && fu_train_settle(t, st) < 0) return -1;
+    *loss = t->last_loss;
     return 0;
 }
 
@@ -357,12 +431,8 @@ static int train_batch(void *arg, int k, int n, const float *x, const int *label
     fu_trainer *t = e->t;
     if (e->max_steps >= 0 && t->step >= e->max_steps) return 1;
     float loss;
-    int hits, seen;
-    if (fu_train_step(t, n, x, labels, e->lr, &loss, &hits, &seen) < 0) return -1;
     fu_epoch_stats *st = e->st;
-    st->loss_sum += (double)loss * seen;
-    st->seen += seen;
-    st->correct += hits;
+    if (fu_train_step_into(t, n, x, labels, e->lr, st, &loss) < 0) return -1;
     st->next_batch = k + 1;
     double now = fu_now();
     st->seconds += now - e->t0;
@@ -383,6 +453,7 @@ int fu_train_epoch(fu_trainer *t, const fu_dataset *d, double lr, int64_t max_st
     int rc = run_batches(t, d, order, share, st->next_batch, e.batches, t->o.augment, (uint64_t)st->epoch,
                          &st->wait, train_batch, &e);
     free(scratch), free(order);
+    if (rc >= 0 && fu_train_settle(t, st) < 0) rc = -1;
     if (rc >= 0 && t->comm) {
         // BN running statistics are per rank unless synchronised: every rank
         // takes rank 0's (as DDP's broadcast_buffers does), so evaluation and

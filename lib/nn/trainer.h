@@ -58,6 +58,12 @@ typedef struct {
 // every parameter, clipping at norm 1, augmentation and dropout on, seed 42.
 fu_train_opts fu_train_defaults(void);
 
+// What the host knows of a step whose figures the backend keeps.
+typedef struct {
+    int64_t step, seen;   // as people count them; the global batch's images
+    double w_mine, w_all; // this rank's loss weight, the global batch's
+} fu_kept_step;
+
 typedef struct {
     const fu_model *m;
     fu_backend *be;
@@ -82,6 +88,11 @@ typedef struct {
     // The backend holds the live weights, state and moments (see above);
     // which side has the newer copy.
     bool resident, host_stale, device_stale;
+    // Resident steps whose loss, hits and norm the backend keeps until read
+    // (fu_resident_api.figures; fu_train_epoch's steps), to be finished then.
+    fu_kept_step pending[FU_FIGURE_SLOTS];
+    int n_pending;
+    float last_loss; // the last finished step's loss (NAN before one)
     void (*x_free)(void *p); // how x[] was allocated (the backend's host_alloc, or malloc)
 } fu_trainer;
 
@@ -149,11 +160,30 @@ typedef struct {
     double seconds, wait;  // compute + load time, time spent waiting for data
 } fu_epoch_stats;
 
+// fu_train_step adding the step's loss (times its images), hits and images
+// to st, but for where the backend can keep its steps' figures
+// (fu_resident_api.figures: the cuda backend, resident): then the step never
+// waits for the GPU (the "no host synchronisation inside a step"),
+// and the figures come back, into st, every FU_FIGURE_SLOTS steps and at
+// fu_train_settle; a non-finite loss or norm fails the step that reads it,
+// naming the step it was, after the steps that followed it have run.
+// *loss: this step's, or the last one read back (NAN before the first).
+int fu_train_step_into(fu_trainer *t, int n, const float *x, const int *labels, double lr, fu_epoch_stats *st,
+                       float *loss);
+
+// Reads back the figures of the steps fu_train_step_into left on the backend
+// (one wait for the GPU) and adds them to st; 0 where there are none.
+int fu_train_settle(fu_trainer *t, fu_epoch_stats *st);
+
+// Called after each step; loss: that step's, or on a backend that keeps
+// its steps' figures (fu_resident_api.figures) the last one read back (NAN
+// before the first), st's loss_sum and correct likewise up to that step.
 typedef void (*fu_step_report)(void *ctx, const fu_epoch_stats *st, int batches, float loss);
 
 // Trains epoch st->epoch from batch st->next_batch at learning rate lr,
 // stopping before the step that would exceed max_steps (< 0: no limit).
 // Returns 0 when the epoch is done, 1 when stopped by max_steps, -1 on error.
+// Its steps are fu_train_step_into's, settled at the end.
 int fu_train_epoch(fu_trainer *t, const fu_dataset *d, double lr, int64_t max_steps, fu_epoch_stats *st,
                    fu_step_report report, void *ctx);
 

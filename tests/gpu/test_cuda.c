@@ -49,6 +49,7 @@
 #include "nn/ref_net.h"
 #include "nn/stages.h"
 #include "nn/trainer.h"
+#include "shard/shard.h"
 
 #include <errno.h>
 #include <math.h>
@@ -1072,6 +1073,124 @@ static void check_resident_trainer(const fu_model *m) {
     }
 }
 
+// `images` records of random pixels at the model's size, labels alternating.
+static int write_images(const fu_model *m, const char *path, int images) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return fu_fail(path, "%s", strerror(errno));
+    fu_shard_writer w;
+    fu_shard_writer_init(&w, f, path);
+    size_t bytes = (size_t)3 * m->height * m->width;
+    uint8_t *px = malloc(bytes);
+    fu_rng r = fu_rng_make(77, 3, 0);
+    for (int i = 0; px && i < images; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "img%d", i);
+        for (size_t k = 0; k < bytes; k++) px[k] = (uint8_t)(fu_rng_uniform(&r) * 256);
+        fu_record rec = {.kind = FU_KIND_PIXELS, .label = i % 2, .height = m->height, .width = m->width,
+                         .channels = 3, .id = id, .id_len = (uint32_t)strlen(id), .payload = px, .payload_len = bytes};
+        fu_shard_write(&w, &rec);
+    }
+    int rc = px ? fu_shard_finish(&w) : -1;
+    free(px);
+    return fclose(f) == 0 ? rc : -1;
+}
+
+// Epochs of resident steps keep their loss, hits and norm on the GPU
+// (fu_resident_api.figures; fu_train_epoch reads them every FU_FIGURE_SLOTS
+// steps and at the end): two epochs of 3 batches against host_step (whose
+// every step comes back), the same figures and bytes within 1e-6 as
+// check_resident_trainer finds them; under the fake runtime, the second
+// epoch drains the GPU once (cudaMemcpy or a device synchronisation: the
+// figures' read), where host_step drains every step. Then the backend
+// directly: FU_FIGURE_SLOTS kept steps, a forward more refused until the
+// figures are read, which gives that many, finite.
+long fake_cuda_drains(void) __attribute__((weak)); // tests/cuda-emu/fake_cudart.cpp's
+static void check_kept_figures(const fu_model *m) {
+    char dir[] = "/tmp/fu-test-cuda-XXXXXX", path[64];
+    if (!CHECK(mkdtemp(dir), "kept figures: a temporary folder", "%s", strerror(errno))) return;
+    snprintf(path, sizeof path, "%s/train.shard", dir);
+    fu_dataset data;
+    if (!CHECK(write_images(m, path, 12) == 0 && fu_dataset_open(&data, path, 2) == 0, "kept figures: a dataset",
+               "%s", fu_error()))
+        return;
+    long (*drains)(void) = fake_cuda_drains; // NULL on a real runtime
+    fu_epoch_stats st[2];
+    float *live[2] = {NULL, NULL};
+    long drained[2] = {-1, -1};
+    bool kept_on[2] = {false, false};
+    int rc = 0;
+    for (int k = 0; k < 2 && rc == 0; k++) { // 0: resident, keeping figures; 1: host_step
+        fu_train_opts o = fu_train_defaults();
+        o.batch = 4, o.seed = 9, o.host_step = k == 1, o.augment = false;
+        fu_trainer t;
+        if ((rc = fu_trainer_init(&t, m, &o, "cuda", omp_get_max_threads())) < 0) break;
+        t.class_w[0] = 0.4f, t.class_w[1] = 0.6f;
+        kept_on[k] = t.resident && t.be->resident->figures;
+        for (int e = 0; e < 2 && rc == 0; e++) {
+            st[k] = (fu_epoch_stats){.epoch = e};
+            long before = drains ? drains() : 0;
+            rc = fu_train_epoch(&t, &data, 1e-3, -1, &st[k], NULL, NULL) < 0 ? -1 : 0;
+            if (drains) drained[k] = drains() - before;
+        }
+        if (rc == 0) rc = fu_trainer_pull(&t);
+        if (rc == 0 && (live[k] = malloc(m->n_params * sizeof(float))))
+            memcpy(live[k], t.params, m->n_params * sizeof(float));
+        fu_trainer_free(&t);
+    }
+    if (CHECK(rc == 0 && live[0] && live[1] && kept_on[0] && !kept_on[1],
+              "kept figures: 2 epochs resident (keeping figures) and with host_step", "%s", rc < 0 ? fu_error() : "")) {
+        double e = rel_ff(m->n_params, live[0], live[1]), el = fabs(st[0].loss_sum - st[1].loss_sum) / st[1].loss_sum;
+        char name[200];
+        snprintf(name, sizeof name, "kept figures: loss sum (%.1e), hits, images and weights (%.1e) as host_step's "
+                 "within 1e-6", el, e);
+        CHECK(e <= 1e-6 && el <= 1e-6 && st[0].correct == st[1].correct && st[0].seen == st[1].seen && st[0].seen == 12,
+              name, "hits %lld, %lld; images %lld, %lld", (long long)st[0].correct, (long long)st[1].correct,
+              (long long)st[0].seen, (long long)st[1].seen);
+        if (drains)
+            CHECK(drained[0] == 1 && drained[1] >= 3, "kept figures: an epoch of 3 steps drains the GPU once (the "
+                  "figures' read); host_step's every step", "%ld and %ld drains", drained[0], drained[1]);
+        else
+            printf("skip - kept figures: drains are counted under the fake CUDA runtime only\n");
+    }
+    free(live[0]), free(live[1]);
+    fu_dataset_close(&data);
+    unlink(path), rmdir(dir);
+
+    // The backend directly: FU_FIGURE_SLOTS steps, then one forward too many.
+    enum { N = 4 };
+    fu_backend *b = NULL;
+    float *params = malloc(m->n_params * sizeof(float)), *state = malloc(m->n_state * sizeof(float));
+    int64_t counts[64] = {0};
+    float *x = random_batch(m, N, 31);
+    int labels[N] = {0, 1, 1, 0}, steps = -1;
+    float cw[2] = {0.5f, 0.5f};
+    fu_pass train = {.train = true, .dropout = true, .seed = 3};
+    fu_param_group all = {.offset = 0, .count = m->n_params, .decay = true};
+    fu_adamw_opts ao = fu_adamw_defaults();
+    fu_step_figures figs[FU_FIGURE_SLOTS];
+    char refusal[256] = "";
+    rc = m->n_counts <= 64 && params && state ? 0 : -1;
+    if (rc == 0) fu_model_init(m, 3, params, state, counts), rc = fu_backend_create("cuda", m, &(fu_backend_opts){.batch = N}, &b);
+    if (rc == 0) rc = b->resident->load(b, params, state, NULL, NULL);
+    for (int s = 0; s < FU_FIGURE_SLOTS && rc == 0; s++) {
+        train.step = (uint64_t)s;
+        rc = b->forward(b, N, NULL, NULL, counts, x, labels, cw, &train, NULL);
+        if (rc == 0) rc = b->backward(b, NULL, NULL, NULL);
+        if (rc == 0) rc = b->resident->step(b, &ao, &all, 1, 1e-3, s + 1, 1.0, NULL);
+    }
+    if (rc == 0 && b->forward(b, N, NULL, NULL, counts, x, labels, cw, &train, NULL) < 0)
+        snprintf(refusal, sizeof refusal, "%s", fu_error());
+    if (rc == 0) rc = b->resident->figures(b, figs, &steps);
+    bool finite = steps == FU_FIGURE_SLOTS;
+    for (int s = 0; finite && s < steps; s++)
+        finite = isfinite(figs[s].loss) && isfinite(figs[s].norm) && figs[s].hits >= 0 && figs[s].hits <= N;
+    CHECK(rc == 0 && strstr(refusal, "waiting to be read") && finite,
+          "kept figures: FU_FIGURE_SLOTS kept steps, one more forward refused, then read back finite",
+          "%s; refusal '%s'; %d steps", rc < 0 ? fu_error() : "", refusal, steps);
+    fu_backend_destroy(b);
+    free(params), free(state), free(x);
+}
+
 // ---- prefetched inputs, and stages handing over on the GPU ------------------------------
 
 typedef struct {
@@ -1878,11 +1997,17 @@ static int time_steps(fu_backend *b, const fu_model *m, int n, float *params, fl
 // copies its batch in (behind the step before on the GPU), or, with
 // prefetch, takes it from the copy a thread started during the step before,
 // as cnn-train's loading thread does (the two pinned buffers in turn). With
+// keep, the steps are fu_train_step_into's, as cnn-train's epochs run them
+// (on the cuda backend none waits for the GPU: the host runs ahead, and the
+// timed span ends when the last step's figures are back); else
+// fu_train_step's, each ending with its loss and norm on the host. With
 // FU_CUDA_PROFILE set, prints where the GPU time of the timed steps went.
-static int trainer_ms(fu_trainer *t, int n, const int *labels, int warm, int timed, bool prefetch, const char *what,
-                      double *ms) {
+static int trainer_ms(fu_trainer *t, int n, const int *labels, int warm, int timed, bool prefetch, bool keep,
+                      const char *what, double *ms) {
     int rc = 0;
     char report[4096];
+    fu_epoch_stats st = {0};
+    double t0 = 0;
     *ms = 0;
     prefetch = prefetch && t->be->prefetch;
     if (prefetch) {
@@ -1892,17 +2017,24 @@ static int trainer_ms(fu_trainer *t, int n, const int *labels, int warm, int tim
     for (int s = 0; s < warm + timed && rc == 0; s++) {
         float loss;
         int correct, seen;
-        if (s == warm) fu_cuda_profile_report(t->be, report, sizeof report, true); // from here
-        double t0 = now();
+        if (s == warm) {
+            rc = fu_train_settle(t, &st); // the warm-up's steps done
+            fu_cuda_profile_report(t->be, report, sizeof report, true); // from here
+            t0 = now();
+        }
         prefetch_job next = {t->be, t->x[(s + 1) % 2], n, 0};
         pthread_t thread;
-        bool started = prefetch && pthread_create(&thread, NULL, run_prefetch, &next) == 0;
-        if (prefetch && !started) rc = next.rc = fu_fail("bench", "no thread for the prefetch");
-        if (rc == 0) rc = fu_train_step(t, n, t->x[prefetch ? s % 2 : 0], labels, 1e-6, &loss, &correct, &seen);
+        bool started = rc == 0 && prefetch && pthread_create(&thread, NULL, run_prefetch, &next) == 0;
+        if (rc == 0 && prefetch && !started) rc = next.rc = fu_fail("bench", "no thread for the prefetch");
+        const float *x = t->x[prefetch ? s % 2 : 0];
+        if (rc == 0)
+            rc = keep ? fu_train_step_into(t, n, x, labels, 1e-6, &st, &loss)
+                      : fu_train_step(t, n, x, labels, 1e-6, &loss, &correct, &seen);
         if (started) pthread_join(thread, NULL);
         if (rc == 0 && next.rc < 0) rc = -1;
-        if (s >= warm) *ms += 1e3 * (now() - t0) / timed;
     }
+    if (rc == 0) rc = fu_train_settle(t, &st);
+    if (rc == 0) *ms = 1e3 * (now() - t0) / timed;
     fu_cuda_profile_report(t->be, report, sizeof report, true);
     for (char *at, *line = strtok_r(report, "\n", &at); rc == 0 && line; line = strtok_r(NULL, "\n", &at))
         printf("# profile: %s: %s\n", what, line);
@@ -1930,28 +2062,32 @@ static int trainer_ms(fu_trainer *t, int n, const int *labels, int warm, int tim
 // fp32, 154 MB), which PyTorch's bench, its batch kept on the GPU, does not.
 // Then resident with every convolution on cuDNN's legacy API and its
 // heuristics (FU_CUDNN_API=legacy; FU_BENCH_LEGACY=0: not): what the graph
-// API's plans (lib/cuda/conv_graph.h) gain or lose against it.
+// API's plans (lib/cuda/conv_graph.h) gain or lose against it. Then
+// prefetched with the steps' figures kept on the GPU (fu_train_step_into:
+// cnn-train's step; FU_BENCH_KEPT=0: not): what not waiting for the GPU at
+// each step's end saves.
 static int bench_trainer(const fu_model *m, const float *x, const int *labels, int n, int warm, int timed,
                          bool host_too, bool profile) {
     static const fu_amp amps[] = {FU_AMP_OFF, FU_AMP_BF16, FU_AMP_FP16};
     const char *unfused_env = getenv("FU_BENCH_UNFUSED"), *measured_env = getenv("FU_BENCH_MEASURED"),
                *algos = getenv("FU_BENCH_CONV_ALGOS"), *prefetch_env = getenv("FU_BENCH_PREFETCH"),
-               *legacy_env = getenv("FU_BENCH_LEGACY");
+               *legacy_env = getenv("FU_BENCH_LEGACY"), *kept_env = getenv("FU_BENCH_KEPT");
     bool unfused = !unfused_env || strcmp(unfused_env, "0") != 0;
     bool measured = !measured_env || strcmp(measured_env, "0") != 0;
     bool prefetched = !prefetch_env || strcmp(prefetch_env, "0") != 0;
     bool legacy = !legacy_env || strcmp(legacy_env, "0") != 0;
+    bool kept = prefetched && (!kept_env || strcmp(kept_env, "0") != 0);
     for (size_t a = 0; a < sizeof amps / sizeof *amps; a++) {
-        double ms[8] = {0, 0, 0, 0, 0, 0, 0, 0}, init_s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        double ms[9] = {0}, init_s[9] = {0};
         size_t mib = 0, mib_unfused = 0, mib_measured = 0, mib_fp32_acts = 0;
         // run 0: resident; 1: host step; 2: resident, profiled; 3: resident, fusion off; 4: resident, measured;
         // 5: resident, amp's BatchNorm outputs and block ends in fp32; 6: resident, prefetched;
-        // 7: resident, the legacy API's convolutions
+        // 7: resident, the legacy API's convolutions; 8: resident, prefetched, figures kept
         bool half_acts = unfused && amps[a] != FU_AMP_OFF;
-        for (int run = 0; run < 8; run++) {
+        for (int run = 0; run < 9; run++) {
             if ((run == 1 && !host_too) || (run == 2 && !profile) || (run == 3 && !unfused) ||
                 (run == 4 && !measured) || (run == 5 && !half_acts) || (run == 6 && !prefetched) ||
-                (run == 7 && !legacy))
+                (run == 7 && !legacy) || (run == 8 && !kept))
                 continue;
             fu_train_opts o = fu_train_defaults();
             o.batch = n, o.amp = amps[a], o.augment = false, o.host_step = run == 1;
@@ -1979,7 +2115,7 @@ static int bench_trainer(const fu_model *m, const float *x, const int *labels, i
             memcpy(t.x[0], x, (size_t)n * 3 * m->height * m->width * sizeof(float));
             char what[96];
             snprintf(what, sizeof what, "batch %d, amp %s", n, fu_amp_name(amps[a]));
-            rc = trainer_ms(&t, n, labels, warm, run == 2 ? 3 : timed, run == 6, what, &ms[run]);
+            rc = trainer_ms(&t, n, labels, warm, run == 2 ? 3 : timed, run == 6 || run == 8, run == 8, what, &ms[run]);
             if (run == 0) mib = t.be->device_bytes >> 20;
             if (run == 3) mib_unfused = t.be->device_bytes >> 20;
             if (run == 4) mib_measured = t.be->device_bytes >> 20;
@@ -2016,6 +2152,10 @@ static int bench_trainer(const fu_model *m, const float *x, const int *labels, i
             printf("# bench: batch %d, amp %s: convolutions on cuDNN's legacy API (FU_CUDNN_API=legacy) %.1f ms per "
                    "step: the graph API's plans save %.1f ms\n",
                    n, fu_amp_name(amps[a]), ms[7], ms[7] - ms[0]);
+        if (kept)
+            printf("# bench: batch %d, amp %s: prefetched, figures kept (fu_train_step_into: no step waits for the "
+                   "GPU, as cnn-train's epochs run) %.1f ms per step, %.0f img/s: not waiting saves %.1f ms\n",
+                   n, fu_amp_name(amps[a]), ms[8], 1e3 * n / ms[8], ms[6] - ms[8]);
     }
     return 0;
 }
@@ -2032,7 +2172,7 @@ static int trainer_run_ms(const fu_model *m, fu_train_opts o, const float *x, co
     }
     t.class_w[0] = t.class_w[1] = 0.5f;
     memcpy(t.x[0], x, (size_t)n * 3 * m->height * m->width * sizeof(float));
-    int rc = trainer_ms(&t, n, labels, warm, timed, false, what, ms);
+    int rc = trainer_ms(&t, n, labels, warm, timed, false, false, what, ms);
     if (rc < 0) printf("# bench: %s: %s\n", what, fu_error());
     if (info) fu_pipe_info(t.be, info, FU_MAX_STAGES);
     fu_trainer_free(&t);
@@ -2220,6 +2360,7 @@ int main(int argc, char **argv) {
             check_pipe_nccl(&one, &m);
             check_resident(&m);
             check_resident_trainer(&m);
+            check_kept_figures(&m);
             check_prefetch(&m);
             check_handoff(&m);
             check_profile(&m);

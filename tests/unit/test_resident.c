@@ -41,6 +41,10 @@ typedef struct {
     slot slots[2];            // prefetched inputs (the trainer's two batch buffers)
     pthread_mutex_t lock;     // prefetch runs in the loading thread
     int prefetched, from_slot; // prefetch calls, forwards that used one
+    // With figures (held_create's keep): the steps' figures kept, as a GPU would keep them.
+    fu_step_figures figs[FU_FIGURE_SLOTS];
+    int fig_next, reads, most; // kept now; figures calls; the most kept at a read
+    bool keeping;              // the last forward kept its figures
 } held;
 
 static held *held_of(fu_backend *b) { return b->impl; }
@@ -60,8 +64,23 @@ static int held_forward(fu_backend *b, int n, const float *params, float *state,
     for (int k = 0; k < 2; k++)
         if (h->slots[k].from == x && h->slots[k].n == n) x = h->slots[k].copy, h->from_slot++;
     pthread_mutex_unlock(&h->lock);
-    int rc = h->inner->forward(h->inner, n, h->params, h->state, counts, x, labels, class_w, pass, loss);
+    // On held weights with no loss asked for, a backend with figures keeps them (backend.h).
+    h->keeping = b->resident->figures && !params && !loss && pass->train && labels;
+    if (h->keeping && h->fig_next == FU_FIGURE_SLOTS) return fu_fail("held", "the figures were not read in time");
+    fu_step_figures *f = &h->figs[h->fig_next];
+    int rc = h->inner->forward(h->inner, n, h->params, h->state, counts, x, labels, class_w, pass,
+                               h->keeping ? &f->loss : loss);
     if (rc == 0 && state && pass->train) memcpy(state, h->state, m->n_state * sizeof(float));
+    if (rc == 0 && h->keeping) {
+        const float *z = h->inner->logits(h->inner); // (n, classes)
+        int k = m->classes;
+        f->hits = 0;
+        for (int i = 0; i < n; i++) {
+            int top = 0;
+            for (int j = 1; j < k; j++) top = z[i * k + j] > z[i * k + top] ? j : top;
+            f->hits += top == labels[i];
+        }
+    }
     return rc;
 }
 
@@ -105,8 +124,22 @@ static int held_step(fu_backend *b, const fu_adamw_opts *o, const fu_param_group
                      int64_t t, double max_norm, double *norm) {
     held *h = held_of(b);
     h->steps++;
+    double kept;
+    if (!norm && !h->keeping) return fu_fail("held", "a step given no norm after a forward that kept nothing");
+    if (!norm) norm = &kept;
     *norm = fu_clip_grad_norm(h->grads, b->m->n_params, max_norm);
     if (isfinite(*norm)) fu_adamw_step(o, lr, t, groups, n_groups, h->params, h->grads, h->m1, h->m2);
+    if (norm == &kept) h->figs[h->fig_next++].norm = kept, h->keeping = false;
+    return 0;
+}
+
+static int held_figures(fu_backend *b, fu_step_figures *out, int *steps) {
+    held *h = held_of(b);
+    memcpy(out, h->figs, (size_t)h->fig_next * sizeof *out);
+    *steps = h->fig_next;
+    h->reads++;
+    if (h->fig_next > h->most) h->most = h->fig_next;
+    h->fig_next = 0;
     return 0;
 }
 
@@ -141,8 +174,11 @@ static void held_destroy(fu_backend *b) {
 }
 
 static const fu_resident_api HELD_API = {.load = held_load, .store = held_store, .step = held_step};
+static const fu_resident_api KEEP_API = {.load = held_load, .store = held_store, .step = held_step,
+                                         .figures = held_figures};
 
-static fu_backend *held_create(const fu_model *m) {
+// keep: with figures, as the cuda backend.
+static fu_backend *held_create(const fu_model *m, bool keep) {
     fu_backend_opts bo = {.batch = BATCH, .threads = 2};
     fu_backend *b = calloc(1, sizeof *b);
     held *h = calloc(1, sizeof *h);
@@ -154,7 +190,7 @@ static fu_backend *held_create(const fu_model *m) {
     pthread_mutex_init(&h->lock, NULL);
     *b = (fu_backend){.name = "held", .m = m, .batch = BATCH, .impl = h, .forward = held_forward,
                       .logits = held_logits, .backward = held_backward, .destroy = held_destroy,
-                      .resident = &HELD_API, .host_alloc = counted_alloc, .host_free = counted_free,
+                      .resident = keep ? &KEEP_API : &HELD_API, .host_alloc = counted_alloc, .host_free = counted_free,
                       .prefetch = held_prefetch};
     return b;
 }
@@ -167,14 +203,14 @@ static const fu_model *model(void) {
     return &m;
 }
 
-// IMAGES pixel records of SIZE x SIZE, labels alternating.
-static int write_shard(const char *path) {
+// `images` pixel records of SIZE x SIZE, labels alternating.
+static int write_shard(const char *path, int images) {
     FILE *f = fopen(path, "wb");
     if (!f) return -1;
     fu_shard_writer w;
     fu_shard_writer_init(&w, f, path);
     static uint8_t px[3 * SIZE * SIZE];
-    for (int i = 0; i < IMAGES; i++) {
+    for (int i = 0; i < images; i++) {
         char id[16];
         snprintf(id, sizeof id, "img%d", i);
         for (size_t k = 0; k < sizeof px; k++) px[k] = (uint8_t)((k * (size_t)(i + 3) + k / 97) % 256);
@@ -209,14 +245,16 @@ static fu_train_opts opts(void) {
     return o;
 }
 
-static int make(fu_trainer *t, bool resident, bool host_step) {
+static int make_keeping(fu_trainer *t, bool resident, bool host_step, bool keep) {
     fu_train_opts o = opts();
     o.host_step = host_step;
-    int rc = resident ? fu_trainer_init_with(t, model(), &o, held_create(model()))
+    int rc = resident ? fu_trainer_init_with(t, model(), &o, held_create(model(), keep))
                       : fu_trainer_init(t, model(), &o, "cpu", 2);
     if (rc == 0) t->class_w[0] = 0.6f, t->class_w[1] = 0.4f;
     return rc;
 }
+
+static int make(fu_trainer *t, bool resident, bool host_step) { return make_keeping(t, resident, host_step, false); }
 
 // Live weights, state and moments of two trainers, bit for bit.
 static bool same_live(fu_trainer *a, fu_trainer *b) {
@@ -340,6 +378,78 @@ static void test_epochs(void) {
     if (ok) fu_trainer_free(&plain), fu_trainer_free(&res);
 }
 
+// The report callback's view: the loss it was given at each step.
+typedef struct {
+    float loss[64];
+    int calls;
+} reports;
+
+static void note_report(void *ctx, const fu_epoch_stats *st, int batches, float loss) {
+    reports *r = ctx;
+    if (r->calls < 64) r->loss[r->calls] = loss;
+    r->calls++;
+}
+
+// Epochs whose steps keep their figures on the backend (the cuda backend's
+// way, fu_resident_api.figures): an epoch of FU_FIGURE_SLOTS + 3 batches,
+// then one of `data`'s 3: the plain trainer's bytes and epoch figures, read
+// every FU_FIGURE_SLOTS steps and at each epoch's end, the report given the
+// last loss read; and a non-finite loss named by its step as the plain
+// trainer names it, once read.
+static void test_figures(const char *dir) {
+    enum { MANY = 4 * (FU_FIGURE_SLOTS + 3) }; // images: an epoch of FU_FIGURE_SLOTS + 3 batches
+    char path[160];
+    fu_dataset big;
+    snprintf(path, sizeof path, "%s/big.shard", dir);
+    if (!CHECK(write_shard(path, MANY) == 0 && fu_dataset_open(&big, path, 2) == 0, "a dataset of many batches",
+               "%s", fu_error()))
+        return;
+    fu_trainer plain, kept;
+    bool ok = make(&plain, false, false) == 0 && make_keeping(&kept, true, false, true) == 0;
+    held *h = ok ? held_of(kept.be) : NULL;
+    fu_epoch_stats sp = {0}, sk = {0};
+    reports rp = {0}, rk = {0};
+    int batches = FU_FIGURE_SLOTS + 3;
+    for (int e = 0; ok && e < 2; e++) {
+        sp = sk = (fu_epoch_stats){.epoch = e};
+        const fu_dataset *d = e == 0 ? &big : &data;
+        ok = fu_train_epoch(&plain, d, 1e-3, -1, &sp, note_report, &rp) == 0 &&
+             fu_train_epoch(&kept, d, 1e-3, -1, &sk, note_report, &rk) == 0;
+    }
+    CHECK(ok && same_live(&plain, &kept) && sp.loss_sum == sk.loss_sum && sp.correct == sk.correct &&
+              sp.seen == sk.seen && plain.grad_norm == kept.grad_norm,
+          "epochs keeping the steps' figures: the plain trainer's bytes, loss sum, hits, images and norm",
+          "%s; loss sums %.9g, %.9g; hits %lld, %lld", fu_error(), sp.loss_sum, sk.loss_sum, (long long)sp.correct,
+          (long long)sk.correct);
+    CHECK(ok && h->reads == 3 && h->most == FU_FIGURE_SLOTS && h->fig_next == 0,
+          "figures read every FU_FIGURE_SLOTS steps and at each epoch's end, nothing left kept",
+          "%d reads, at most %d kept, %d left", ok ? h->reads : -1, ok ? h->most : -1, ok ? h->fig_next : -1);
+    bool reported = rp.calls == batches + 3 && rk.calls == rp.calls;
+    for (int s = 0; reported && s < FU_FIGURE_SLOTS - 1; s++) reported = isnan(rk.loss[s]);
+    for (int s = FU_FIGURE_SLOTS - 1; reported && s < batches; s++)
+        reported = rk.loss[s] == rp.loss[FU_FIGURE_SLOTS - 1];
+    reported = reported && rk.loss[batches] == rp.loss[batches - 1];
+    CHECK(reported, "the report: no loss before the first read, then the last step read's",
+          "%d and %d calls; kept %g %g, plain %g", rp.calls, rk.calls, rk.loss[FU_FIGURE_SLOTS - 1],
+          rk.loss[batches], rp.loss[FU_FIGURE_SLOTS - 1]);
+    if (ok) fu_trainer_free(&plain), fu_trainer_free(&kept);
+
+    // Class 0's weight not finite: the first step with a class-0 image fails.
+    char plain_why[256] = "", kept_why[256] = "";
+    ok = make(&plain, false, false) == 0 && make_keeping(&kept, true, false, true) == 0;
+    if (ok) {
+        plain.class_w[0] = kept.class_w[0] = NAN;
+        sp = sk = (fu_epoch_stats){0};
+        if (fu_train_epoch(&plain, &data, 1e-3, -1, &sp, NULL, NULL) < 0) snprintf(plain_why, sizeof plain_why, "%s", fu_error());
+        if (fu_train_epoch(&kept, &data, 1e-3, -1, &sk, NULL, NULL) < 0) snprintf(kept_why, sizeof kept_why, "%s", fu_error());
+        fu_trainer_free(&plain), fu_trainer_free(&kept);
+    }
+    CHECK(ok && strstr(plain_why, "step 1: the loss is") && strcmp(plain_why, kept_why) == 0,
+          "a non-finite loss: the same error naming its step, once the figures are read", "plain '%s', kept '%s'",
+          plain_why, kept_why);
+    fu_dataset_close(&big);
+}
+
 // host_step: the same backend run the host way, for comparisons.
 static void test_host_step(void) {
     fu_trainer plain, host;
@@ -355,13 +465,14 @@ int main(void) {
     char dir[] = "/tmp/fu-test-resident-XXXXXX", path[128];
     if (!mkdtemp(dir)) return perror("mkdtemp"), 1;
     snprintf(path, sizeof path, "%s/data.shard", dir);
-    if (write_shard(path) < 0 || fu_dataset_open(&data, path, 2) < 0) {
+    if (write_shard(path, IMAGES) < 0 || fu_dataset_open(&data, path, 2) < 0) {
         printf("not ok - test data: %s\n", fu_error());
         return 1;
     }
     test_training(dir);
     test_epochs();
     test_host_step();
+    test_figures(dir);
     fu_dataset_close(&data);
     char cmd[160];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
