@@ -721,6 +721,11 @@ static int agree_overflow(cu_net *d, bool *overflow) {
 }
 
 enum { SCALE_GROWTH_STEPS = 2000 }; // clean fp16 steps before the loss scale doubles (GradScaler's)
+// The least loss scale: as GradScaler's, it may go below 1, where a
+// gradient overflows half's range unscaled (BatchNorm over a batch of 2,
+// say); a gradient that still overflows at 2^-24 exceeds 65504 x 2^24 (about
+// 1e12), or is NaN: not finite, and the caller says so.
+#define LEAST_LOSS_SCALE 0x1p-24f
 
 static int cu_backward(fu_backend *b, const float *params, const float *dy_out, float *grads) {
     cu_net *d = (cu_net *)b->impl;
@@ -743,9 +748,9 @@ static int cu_backward(fu_backend *b, const float *params, const float *dy_out, 
             break;
         }
         d->clean_steps = 0;
-        // Non-finite even unscaled: the gradient itself is, and the caller says so.
-        if (d->loss_scale <= 1) break;
+        if (d->loss_scale <= LEAST_LOSS_SCALE) break;
         d->loss_scale /= 2; // and again, on the activations the forward left
+        d->redone++;
     }
     // grads NULL: they stay in d->grads for the resident step.
     snprintf(d->what, sizeof d->what, "backward (downloading the gradients)");
@@ -1067,6 +1072,11 @@ static int cu_step(fu_backend *b, const fu_adamw_opts *o, const fu_param_group *
     return 0;
 }
 
+static void cu_loss_scaling(const fu_backend *b, float *scale, int64_t *redone) {
+    const cu_net *d = (const cu_net *)b->impl;
+    *scale = d->loss_scale, *redone = d->redone;
+}
+
 // The kept steps' figures (backend.h), the one wait of those steps.
 static int cu_figures(fu_backend *b, fu_step_figures *out, int *steps) {
     cu_net *d = (cu_net *)b->impl;
@@ -1222,7 +1232,7 @@ int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backe
     d->bf16 = o->amp == FU_AMP_BF16;
     d->dt = o->amp == FU_AMP_OFF ? CUDNN_DATA_FLOAT : d->bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF;
     d->es = o->amp == FU_AMP_OFF ? sizeof(float) : 2;
-    d->loss_scale = o->amp == FU_AMP_FP16 ? 65536 : 1; // 2^16, GradScaler's start
+    d->loss_scale = o->amp != FU_AMP_FP16 ? 1 : o->loss_scale > 0 ? o->loss_scale : 65536; // 2^16, GradScaler's start
     d->api = api && strcmp(api, "legacy") == 0  ? CU_API_LEGACY
              : api && strcmp(api, "graph") == 0 ? CU_API_GRAPH
                                                 : CU_API_AUTO;
@@ -1235,6 +1245,7 @@ int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backe
     b->host_alloc = cu_host_alloc, b->host_free = cu_host_free, b->prefetch = cu_prefetch;
     b->device_output = cu_device_output, b->device_input_grad = cu_device_input_grad;
     b->conv_note = d->conv_note;
+    if (d->amp == FU_AMP_FP16) b->loss_scaling = cu_loss_scaling;
     enable_peers(o->device, count);
     if ((o->weights_of && borrow(d, o->weights_of) < 0) || (o->conv_algos && conv_load_algos(d, o->conv_algos) < 0) ||
         create(d, b) < 0) {

@@ -149,6 +149,7 @@ typedef struct {
     int fig_slot, fig_next; // the last training forward's figures slot; the next free one
     float loss_scale;       // fp16: the loss gradient's factor (1 otherwise)
     int clean_steps;        // fp16: backward passes since the scale last changed
+    int64_t redone;         // fp16: backward passes redone after an overflow
     // host
     fu_param_group *host_groups; // the step's groups as the caller gave them (n_groups), to notice a change
     int n_groups;

@@ -48,6 +48,9 @@ typedef struct {
     // and taken from it by every later run (cuda/conv_algos.h); NULL:
     // cuDNN's heuristics. Others ignore it.
     const char *conv_algos;
+    // cuda, fp16: the loss scale to start from (0: 2^16, GradScaler's);
+    // others ignore it.
+    float loss_scale;
 } fu_backend_opts;
 
 // Data parallelism (lib/dist) reaches into a backend through these hooks;
@@ -160,6 +163,12 @@ struct fu_backend {
     // Optional (cuda): how its convolutions were chosen for the planned
     // batch, one phrase for the start-up report; NULL elsewhere.
     const char *conv_note;
+    // Optional (cuda, --amp fp16; a pipe of such stages): dynamic loss
+    // scaling's state for the run's log: the loss scale now (the least of a
+    // pipe's stages') and the backward passes redone since creation because a
+    // gradient overflowed at the scale before (which was then halved; a
+    // pipe's stages' summed). NULL elsewhere.
+    void (*loss_scaling)(const fu_backend *b, float *scale, int64_t *redone);
     void *impl;
     // Forward pass on n images. In training (pass->train), BN uses batch
     // statistics and updates state and counts, the loss of (labels, class_w)

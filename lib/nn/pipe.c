@@ -563,6 +563,19 @@ static void note_convolutions(pipe *p, fu_backend *b) {
     b->conv_note = p->conv_note;
 }
 
+// Every micro-batch backend of every stage scales its own loss gradient (its
+// own scale): the least scale, all their redone passes.
+static void pipe_loss_scaling(const fu_backend *b, float *scale, int64_t *redone) {
+    const pipe *p = b->impl;
+    *scale = INFINITY, *redone = 0;
+    for (int i = 0; i < p->k * p->micro; i++) {
+        float s;
+        int64_t r;
+        p->be[i]->loss_scaling(p->be[i], &s, &r);
+        *scale = s < *scale ? s : *scale, *redone += r;
+    }
+}
+
 int fu_pipe_info(const fu_backend *b, fu_pipe_stage_info *info, int max) {
     if (!b || b->destroy != pipe_destroy) return 0;
     const pipe *p = b->impl;
@@ -682,6 +695,9 @@ int fu_pipe_create(const fu_model *m, const fu_pipe_opts *po, const fu_backend_o
         if (!be_at(p, s, 0)->nccl) b->nccl = NULL;
     }
     if (!b->resident) b->nccl = NULL;
+    b->loss_scaling = pipe_loss_scaling;
+    for (int i = 0; i < p->k * p->micro; i++)
+        if (!p->be[i]->loss_scaling) b->loss_scaling = NULL;
     note_convolutions(p, b);
     for (int s = 0; s < p->k; s++) {
         p->workers[s] = (worker){.p = p, .s = s};
