@@ -538,6 +538,24 @@ static double max_over_ranks(double v) {
     return v;
 }
 
+// fp16's dynamic loss scaling in the epoch's line: the scale, and the
+// backward passes redone this epoch because a gradient overflowed (the most
+// of any rank's: the ranks agree on overflows where they share sync-BN or
+// NCCL). Empty without fp16.
+static void loss_scaling_note(const fu_backend *be, int64_t *redone_before, char *out, size_t size) {
+    float scale;
+    int64_t redone;
+    if (!be->loss_scaling) return;
+    be->loss_scaling(be, &scale, &redone);
+    redone = (int64_t)max_over_ranks((double)redone);
+    int64_t now = redone - *redone_before;
+    if (now == 0) snprintf(out, size, "; fp16 loss scale %g, no gradient overflowed", scale);
+    else
+        snprintf(out, size, "; fp16 loss scale %g, %" PRId64 " backward pass%s redone at half the scale (a gradient "
+                 "overflowed)", scale, now, now == 1 ? "" : "es");
+    *redone_before = redone;
+}
+
 int main(int argc, char **argv) {
     tool_init("cnn-train", USAGE);
     join_job(&argc, &argv);
@@ -642,6 +660,7 @@ int main(int argc, char **argv) {
 
     progress pr = {.on = !tool.quiet && isatty(STDERR_FILENO), .epochs = op.o.epochs};
     stage_clock clock = {0};
+    int64_t redone_before = 0; // loss_scaling_note's
     while (rs.st.epoch < op.o.epochs) {
         double lr_now = fu_cosine_lr(op.o.lr, FU_COSINE_ETA_MIN, op.o.epochs, rs.st.epoch);
         stage_clock_mark(&clock, t.be, true);
@@ -690,9 +709,11 @@ int main(int argc, char **argv) {
         rs.train_seconds += st->seconds;
         rs.wait_seconds += st->wait;
         rs.images += st->seen;
-        tool_note("epoch %d/%d: train loss %.4f acc %.4f, val loss %.4f acc %.4f auc %s%s", st->epoch + 1, op.o.epochs,
-             st->loss_sum / (double)st->seen, (double)st->correct / (double)st->seen, ev.loss, ev.acc,
-             auc[0] ? auc : "undefined", better ? " (kept)" : "");
+        char scaling[128] = "";
+        loss_scaling_note(t.be, &redone_before, scaling, sizeof scaling);
+        tool_note("epoch %d/%d: train loss %.4f acc %.4f, val loss %.4f acc %.4f auc %s%s%s", st->epoch + 1,
+                  op.o.epochs, st->loss_sum / (double)st->seen, (double)st->correct / (double)st->seen, ev.loss,
+                  ev.acc, auc[0] ? auc : "undefined", better ? " (kept)" : "", scaling);
         fu_eval_free(&ev);
         rs.st = (fu_epoch_stats){.epoch = rs.st.epoch + 1};
         if (writer) write_log(op.out, rs.log);

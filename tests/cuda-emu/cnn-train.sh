@@ -131,6 +131,23 @@ startup_says "2 stages: the start-up report says how each stage's convolutions r
     "^cnn-train: convolutions: stage 1: cuDNN's graph API, heuristics mode A, for all [0-9]+; stage 2: cuDNN's graph API, heuristics mode A, for all [0-9]+$" \
     -- $MP
 
+# --amp fp16: each epoch's line says dynamic loss scaling's state (the
+# scale, the backward passes redone because a gradient overflowed), for the
+# whole model and for 2 stages (their least scale, their passes summed).
+fp16_says() { # NAME DIR [OPTION...]
+    name=$1 dir=$2
+    shift 2
+    cnn-train --train "$T/s/train.shard" --val "$T/s/val.shard" --epochs 2 --batch 2 --device cuda --amp fp16 \
+        --out "$dir" "$@" >/dev/null 2>"$dir.err"
+    rc=$?
+    lines=$(grep -Ec '^cnn-train: epoch [12]/2: train loss .*; fp16 loss scale [0-9.e+-]+, (no gradient overflowed|[0-9]+ backward pass(es)? redone at half the scale \(a gradient overflowed\))$' "$dir.err")
+    if [ "$rc" = 0 ] && [ "$lines" = 2 ]; then ok "$name"
+    else not_ok "$name" "exit $rc: $(grep -E 'epoch|cnn-train: [a-z]' "$dir.err" | head -3)"; fi
+}
+fp16_says "--amp fp16: each epoch's line says the loss scale and the backward passes redone" "$T/f1"
+# shellcheck disable=SC2086 # MP: options
+fp16_says "--amp fp16, 2 stages: each epoch's line says the loss scale and the passes redone" "$T/f2" $MP
+
 # Checkpoints between devices: a cpu run resumed on the GPU, and the GPU's
 # model predicted on the CPU.
 check "cpu run, --max-steps 3" cnn-train $S --backend cpu --max-steps 3 --out "$T/x"

@@ -1073,6 +1073,69 @@ static void check_resident_trainer(const fu_model *m) {
     }
 }
 
+// One fp16 training step on the cuda backend from loss scale `from` (0: the
+// default), with run_backend's pass: its gradients into r, and the scale
+// after it and the backward passes it redid.
+static int fp16_step(const fu_model *m, float from, const float *params, const float *state, const float *x,
+                     const int *labels, const float *cw, result *r, float *scale, int64_t *redone) {
+    enum { N = 4 };
+    fu_backend *b;
+    fu_backend_opts bo = {.batch = N, .threads = omp_get_max_threads(), .amp = FU_AMP_FP16, .loss_scale = from};
+    if (fu_backend_create("cuda", m, &bo, &b) < 0) return -1;
+    fu_pass train = {.train = true, .dropout = true, .seed = 7, .step = 3};
+    result_alloc(r, m, N, state);
+    int rc = b->forward(b, N, params, r->state, r->counts, x, labels, cw, &train, &r->loss);
+    if (rc == 0) rc = b->backward(b, params, NULL, r->grads);
+    if (rc == 0 && !b->loss_scaling) rc = fu_fail("test", "no loss_scaling in fp16");
+    if (rc == 0) b->loss_scaling(b, scale, redone);
+    b->destroy(b);
+    return rc;
+}
+
+// fp16's dynamic loss scaling (fu_backend.loss_scaling): where a gradient
+// overflows at the scale, backward is redone at half of it. This batch
+// overflows at 2^16, the default start (twice, emulated); then from 2^20
+// (the backend option) a gradient overflows at every scale down to 2^16
+// too: 4 passes more are redone, to the same scale, and the gradients are
+// the same bytes (the same activations, the same scale: what a redo should
+// give). Only fp16 has loss scaling.
+static void check_loss_scaling(const fu_model *m) {
+    enum { N = 4 };
+    size_t np = m->n_params;
+    float *params = malloc(np * sizeof(float)), *state = malloc(m->n_state * sizeof(float)),
+          *x = random_batch(m, N, 5), scale[2] = {0, 0}, cw[2] = {0.5f, 0.5f};
+    int64_t *counts = calloc(m->n_counts, sizeof(int64_t)), redone[2] = {-1, -1};
+    fu_model_init(m, 5, params, state, counts);
+    int labels[N] = {0, 1, 1, 0};
+    result r[2] = {{0}, {0}};
+    int rc = fp16_step(m, 0, params, state, x, labels, cw, &r[0], &scale[0], &redone[0]);
+    if (rc == 0) rc = fp16_step(m, 0x1p20f, params, state, x, labels, cw, &r[1], &scale[1], &redone[1]);
+    char name[200];
+    snprintf(name, sizeof name, "fp16 loss scaling: a step from 2^16 ends at %g, %lld passes redone; from 2^20 at "
+             "%g, %lld", scale[0], (long long)redone[0], scale[1], (long long)redone[1]);
+    if (CHECK(rc == 0, name, "%s", fu_error()) && redone[0] == 0) {
+        printf("skip - fp16 loss scaling: this batch's gradients do not overflow at 2^16 on this device\n");
+    } else if (rc == 0) {
+        CHECK(redone[1] == redone[0] + 4 && scale[1] == scale[0] && scale[0] == ldexpf(0x1p16f, -(int)redone[0]),
+              "fp16 loss scaling: from 2^20, 4 passes more redone, each at half the scale, to the same scale",
+              "from 2^16: %g after %lld; from 2^20: %g after %lld", scale[0], (long long)redone[0], scale[1],
+              (long long)redone[1]);
+        CHECK(all_finite(np, r[1].grads) && same_floats(np, r[0].grads, r[1].grads),
+              "fp16 loss scaling: from 2^20, the same gradients, bit for bit, all finite", "they differ");
+    }
+    result_free(&r[0]), result_free(&r[1]);
+    for (int a = 0; a < 2; a++) {
+        fu_backend *b;
+        fu_backend_opts bo = {.batch = N, .threads = 1, .amp = a ? FU_AMP_BF16 : FU_AMP_OFF};
+        if (CHECK(fu_backend_create("cuda", m, &bo, &b) == 0, a ? "bf16: a backend" : "fp32: a backend", "%s",
+                  fu_error())) {
+            CHECK(!b->loss_scaling, a ? "bf16: no loss scaling" : "fp32: no loss scaling", "loss_scaling set");
+            b->destroy(b);
+        }
+    }
+    free(params), free(state), free(x), free(counts);
+}
+
 // `images` records of random pixels at the model's size, labels alternating.
 static int write_images(const fu_model *m, const char *path, int images) {
     FILE *f = fopen(path, "wb");
@@ -2361,6 +2424,7 @@ int main(int argc, char **argv) {
             check_resident(&m);
             check_resident_trainer(&m);
             check_kept_figures(&m);
+            check_loss_scaling(&m);
             check_prefetch(&m);
             check_handoff(&m);
             check_profile(&m);
