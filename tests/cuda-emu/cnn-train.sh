@@ -214,6 +214,12 @@ if command -v mpirun >/dev/null 2>&1; then
     check "2 ranks x 2 stages" $MPIRUN -np 2 cnn-train $D $MP --out "$T/r3"
     says_nccl "2 ranks x 2 stages: gradients summed by NCCL, per stage"
     near "2 ranks x 2 stages: the unsplit run's weights" "$T/r1/last.safetensors" "$T/r3/last.safetensors"
+    # fp16: the ranks agree on overflows over NCCL, so redo backward together
+    # (and BatchNorm over 2 images overflows half's range: the scale falls below 1).
+    check "2 ranks, --amp fp16" $MPIRUN -np 2 cnn-train $D --amp fp16 --out "$T/r4"
+    if grep -Eq '^cnn-train: epoch 1/1: .*; fp16 loss scale [0-9.e+-]+, [0-9]+ backward pass(es)? redone at half the scale \(a gradient overflowed\)$' "$T/.err"
+    then ok "2 ranks, --amp fp16: the epoch's line says the loss scale and the passes redone"
+    else not_ok "2 ranks, --amp fp16: the epoch's line says the loss scale and the passes redone" "$(grep epoch "$T/.err")"; fi
 else
     echo "skip - data parallel on emulated GPUs: no mpirun (Debian openmpi-bin)"
 fi
