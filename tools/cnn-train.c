@@ -538,16 +538,27 @@ static double max_over_ranks(double v) {
     return v;
 }
 
+// fp16's backward passes redone so far (the most of any rank's: the ranks
+// agree on overflows where they share sync-BN or NCCL), the least scale of
+// a pipe's backends; 0 without fp16.
+static int64_t loss_scaling_now(const fu_backend *be, float *scale) {
+    int n = be->loss_scaling ? be->loss_scaling(be, NULL, 0) : 0;
+    fu_loss_scale *s = n ? malloc((size_t)n * sizeof *s) : NULL;
+    int64_t redone = 0;
+    *scale = INFINITY;
+    if (s) be->loss_scaling(be, s, n);
+    for (int i = 0; s && i < n; i++) *scale = fminf(*scale, s[i].scale), redone += s[i].redone;
+    free(s);
+    return n ? (int64_t)max_over_ranks((double)redone) : 0;
+}
+
 // fp16's dynamic loss scaling in the epoch's line: the scale, and the
-// backward passes redone this epoch because a gradient overflowed (the most
-// of any rank's: the ranks agree on overflows where they share sync-BN or
-// NCCL). Empty without fp16.
+// backward passes redone since *redone_before because a gradient
+// overflowed. Empty without fp16.
 static void loss_scaling_note(const fu_backend *be, int64_t *redone_before, char *out, size_t size) {
     float scale;
-    int64_t redone;
     if (!be->loss_scaling) return;
-    be->loss_scaling(be, &scale, &redone);
-    redone = (int64_t)max_over_ranks((double)redone);
+    int64_t redone = loss_scaling_now(be, &scale);
     int64_t now = redone - *redone_before;
     if (now == 0) snprintf(out, size, "; fp16 loss scale %g, no gradient overflowed", scale);
     else
@@ -660,7 +671,8 @@ int main(int argc, char **argv) {
 
     progress pr = {.on = !tool.quiet && isatty(STDERR_FILENO), .epochs = op.o.epochs};
     stage_clock clock = {0};
-    int64_t redone_before = 0; // loss_scaling_note's
+    float scale;
+    int64_t redone_before = loss_scaling_now(t.be, &scale); // resumed: counted from the checkpoint's
     while (rs.st.epoch < op.o.epochs) {
         double lr_now = fu_cosine_lr(op.o.lr, FU_COSINE_ETA_MIN, op.o.epochs, rs.st.epoch);
         stage_clock_mark(&clock, t.be, true);

@@ -1072,9 +1072,19 @@ static int cu_step(fu_backend *b, const fu_adamw_opts *o, const fu_param_group *
     return 0;
 }
 
-static void cu_loss_scaling(const fu_backend *b, float *scale, int64_t *redone) {
+static int cu_loss_scaling(const fu_backend *b, fu_loss_scale *out, int max) {
     const cu_net *d = (const cu_net *)b->impl;
-    *scale = d->loss_scale, *redone = d->redone;
+    if (max > 0) *out = (fu_loss_scale){d->loss_scale, d->clean_steps, d->redone};
+    return 1;
+}
+
+static int cu_set_loss_scaling(fu_backend *b, const fu_loss_scale *in, int n) {
+    cu_net *d = (cu_net *)b->impl;
+    if (n != 1 || !(in->scale >= LEAST_LOSS_SCALE) || !isfinite(in->scale) || in->clean < 0 ||
+        in->clean >= SCALE_GROWTH_STEPS || in->redone < 0)
+        return fu_fail("cuda backend", "not a loss scaling state of one backend");
+    d->loss_scale = in->scale, d->clean_steps = in->clean, d->redone = in->redone;
+    return 0;
 }
 
 // The kept steps' figures (backend.h), the one wait of those steps.
@@ -1232,7 +1242,7 @@ int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backe
     d->bf16 = o->amp == FU_AMP_BF16;
     d->dt = o->amp == FU_AMP_OFF ? CUDNN_DATA_FLOAT : d->bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF;
     d->es = o->amp == FU_AMP_OFF ? sizeof(float) : 2;
-    d->loss_scale = o->amp != FU_AMP_FP16 ? 1 : o->loss_scale > 0 ? o->loss_scale : 65536; // 2^16, GradScaler's start
+    d->loss_scale = o->amp == FU_AMP_FP16 ? 65536 : 1; // 2^16, GradScaler's start
     d->api = api && strcmp(api, "legacy") == 0  ? CU_API_LEGACY
              : api && strcmp(api, "graph") == 0 ? CU_API_GRAPH
                                                 : CU_API_AUTO;
@@ -1245,7 +1255,7 @@ int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backe
     b->host_alloc = cu_host_alloc, b->host_free = cu_host_free, b->prefetch = cu_prefetch;
     b->device_output = cu_device_output, b->device_input_grad = cu_device_input_grad;
     b->conv_note = d->conv_note;
-    if (d->amp == FU_AMP_FP16) b->loss_scaling = cu_loss_scaling;
+    if (d->amp == FU_AMP_FP16) b->loss_scaling = cu_loss_scaling, b->set_loss_scaling = cu_set_loss_scaling;
     enable_peers(o->device, count);
     if ((o->weights_of && borrow(d, o->weights_of) < 0) || (o->conv_algos && conv_load_algos(d, o->conv_algos) < 0) ||
         create(d, b) < 0) {

@@ -48,10 +48,17 @@ typedef struct {
     // and taken from it by every later run (cuda/conv_algos.h); NULL:
     // cuDNN's heuristics. Others ignore it.
     const char *conv_algos;
-    // cuda, fp16: the loss scale to start from (0: 2^16, GradScaler's);
-    // others ignore it.
-    float loss_scale;
 } fu_backend_opts;
+
+// fp16's dynamic loss scaling in one backend (cuda): the scale, the clean
+// backward passes since it last changed (it doubles at 2000), and the
+// passes redone since creation because a gradient overflowed at the scale
+// before (which was then halved).
+typedef struct {
+    float scale;
+    int clean;
+    int64_t redone;
+} fu_loss_scale;
 
 // Data parallelism (lib/dist) reaches into a backend through these hooks;
 // with none (fu_backend.dist NULL) a backend is one process on its own.
@@ -163,12 +170,13 @@ struct fu_backend {
     // Optional (cuda): how its convolutions were chosen for the planned
     // batch, one phrase for the start-up report; NULL elsewhere.
     const char *conv_note;
-    // Optional (cuda, --amp fp16; a pipe of such stages): dynamic loss
-    // scaling's state for the run's log: the loss scale now (the least of a
-    // pipe's stages') and the backward passes redone since creation because a
-    // gradient overflowed at the scale before (which was then halved; a
-    // pipe's stages' summed). NULL elsewhere.
-    void (*loss_scaling)(const fu_backend *b, float *scale, int64_t *redone);
+    // Optional (cuda, --amp fp16; a pipe of such stages, each micro-batch's
+    // backend scaling its own): dynamic loss scaling's state, for the run's
+    // log and checkpoints. loss_scaling copies up to max of its states into
+    // out and returns how many it has (1; a pipe's stages x micro-batches);
+    // set_loss_scaling takes that many back (a resumed run's). NULL elsewhere.
+    int (*loss_scaling)(const fu_backend *b, fu_loss_scale *out, int max);
+    int (*set_loss_scaling)(fu_backend *b, const fu_loss_scale *in, int n);
     void *impl;
     // Forward pass on n images. In training (pass->train), BN uses batch
     // statistics and updates state and counts, the loss of (labels, class_w)

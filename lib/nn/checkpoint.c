@@ -13,6 +13,48 @@ enum { MAX_META = 96 }; // metadata entries (names and values) of the state file
 
 static void path_in(char *out, size_t n, const char *dir, const char *file) { snprintf(out, n, "%s/%s", dir, file); }
 
+// fp16's loss scaling (fu_backend.loss_scaling), so that a resumed run scales
+// as the uninterrupted one: "SCALE CLEAN REDONE" per backend (a pipe's
+// stages x micro-batches), ';' between, the scale in hex; this rank's alone
+// (rank 0's: data parallel over NCCL or with sync-BN the ranks agree; with
+// --allreduce mpi and BatchNorm per rank each has its own, and every rank
+// resumes with rank 0's, as it does with rank 0's BatchNorm state). NULL
+// without loss scaling; "" where memory ran out (the caller fails).
+static char *loss_scaling_text(const fu_backend *b) {
+    if (!b->loss_scaling) return NULL;
+    int n = b->loss_scaling(b, NULL, 0);
+    fu_loss_scale *s = malloc((size_t)n * sizeof *s);
+    char *text = malloc((size_t)n * 64 + 1);
+    if (!s || !text) return free(s), free(text), "";
+    b->loss_scaling(b, s, n);
+    size_t at = 0;
+    text[0] = 0;
+    for (int i = 0; i < n; i++)
+        at += (size_t)sprintf(text + at, "%s%a %d %" PRId64, i ? ";" : "", (double)s[i].scale, s[i].clean, s[i].redone);
+    free(s);
+    return text;
+}
+
+static int loss_scaling_from(const char *path, const char *text, fu_backend *b) {
+    if (!b->set_loss_scaling) return fu_fail(path, "holds fp16 loss scaling, and this run has none");
+    int n = b->loss_scaling(b, NULL, 0), got = 0, used;
+    fu_loss_scale *s = malloc((size_t)n * sizeof *s);
+    if (!s) return fu_fail(path, "out of memory");
+    const char *at = text;
+    double scale;
+    long long redone;
+    while (got < n && sscanf(at, "%la %d %lld%n", &scale, &s[got].clean, &redone, &used) == 3) {
+        s[got].scale = (float)scale, s[got++].redone = redone;
+        at += used;
+        if (*at != ';') break;
+        at++;
+    }
+    int rc = got == n && !*at ? b->set_loss_scaling(b, s, n)
+                              : fu_fail(path, "fp16_loss_scaling is not the state of %d backends: '%s'", n, text);
+    free(s);
+    return rc;
+}
+
 int fu_checkpoint_save(const char *dir, fu_trainer *t, const fu_run_state *s, const char *const *settings) {
     const fu_model *m = t->m;
     if (fu_trainer_pull(t) < 0) return -1;
@@ -41,8 +83,14 @@ int fu_checkpoint_save(const char *dir, fu_trainer *t, const fu_run_state *s, co
                            "wait_seconds", twait, "images", images, "log", s->log ? s->log : ""};
     int k = 0;
     for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) meta[k++] = fixed[i];
+    char *scaling = loss_scaling_text(t->be);
+    if (scaling && !*scaling) return fu_fail(dir, "out of memory");
+    if (scaling) meta[k++] = "fp16_loss_scaling", meta[k++] = scaling;
     for (int i = 0; settings && settings[i]; i += 2) {
-        if (k + 2 >= MAX_META) return fu_fail(dir, "more run settings than a checkpoint holds (%d)", MAX_META / 2);
+        if (k + 2 >= MAX_META) {
+            free(scaling);
+            return fu_fail(dir, "more run settings than a checkpoint holds (%d)", MAX_META / 2);
+        }
         meta[k++] = settings[i];
         meta[k++] = settings[i + 1];
     }
@@ -51,7 +99,9 @@ int fu_checkpoint_save(const char *dir, fu_trainer *t, const fu_run_state *s, co
         {.name = "adamw.exp_avg", .dtype = FU_ST_F32, .ndim = 1, .shape = {(int64_t)m->n_params}, .data = t->m1},
         {.name = "adamw.exp_avg_sq", .dtype = FU_ST_F32, .ndim = 1, .shape = {(int64_t)m->n_params}, .data = t->m2}};
     path_in(path, sizeof path, dir, "state.safetensors");
-    return fu_st_write(path, moments, 2, meta);
+    int rc = fu_st_write(path, moments, 2, meta);
+    free(scaling);
+    return rc;
 }
 
 // A metadata value that must be present.
@@ -115,6 +165,9 @@ int fu_checkpoint_load(const char *dir, fu_trainer *t, fu_run_state *s, const ch
     if (moments_in(f, path, "adamw.exp_avg", m->n_params, t->m1) < 0 ||
         moments_in(f, path, "adamw.exp_avg_sq", m->n_params, t->m2) < 0)
         goto done;
+    // (None in a checkpoint from before the scale was kept: the scale starts over.)
+    const char *scaling = fu_st_meta(f, "fp16_loss_scaling");
+    if (scaling && loss_scaling_from(path, scaling, t->be) < 0) goto done;
     t->step = strtoll(v[0], NULL, 10);
     s->st = (fu_epoch_stats){.epoch = atoi(v[1]), .next_batch = atoi(v[2]), .loss_sum = strtod(v[3], NULL),
                              .seen = strtoll(v[4], NULL, 10), .correct = strtoll(v[5], NULL, 10),

@@ -563,17 +563,22 @@ static void note_convolutions(pipe *p, fu_backend *b) {
     b->conv_note = p->conv_note;
 }
 
-// Every micro-batch backend of every stage scales its own loss gradient (its
-// own scale): the least scale, all their redone passes.
-static void pipe_loss_scaling(const fu_backend *b, float *scale, int64_t *redone) {
+// Every micro-batch backend of every stage scales its own loss gradient
+// (its own scale): theirs in be[]'s order.
+static int pipe_loss_scaling(const fu_backend *b, fu_loss_scale *out, int max) {
     const pipe *p = b->impl;
-    *scale = INFINITY, *redone = 0;
-    for (int i = 0; i < p->k * p->micro; i++) {
-        float s;
-        int64_t r;
-        p->be[i]->loss_scaling(p->be[i], &s, &r);
-        *scale = s < *scale ? s : *scale, *redone += r;
-    }
+    int n = p->k * p->micro;
+    for (int i = 0; i < n && i < max; i++) p->be[i]->loss_scaling(p->be[i], out + i, 1);
+    return n;
+}
+
+static int pipe_set_loss_scaling(fu_backend *b, const fu_loss_scale *in, int n) {
+    pipe *p = b->impl;
+    if (n != p->k * p->micro)
+        return fu_fail("model parallel", "%d loss scaling states for %d stages x %d micro-batches", n, p->k, p->micro);
+    for (int i = 0; i < n; i++)
+        if (p->be[i]->set_loss_scaling(p->be[i], in + i, 1) < 0) return -1;
+    return 0;
 }
 
 int fu_pipe_info(const fu_backend *b, fu_pipe_stage_info *info, int max) {
@@ -695,9 +700,9 @@ int fu_pipe_create(const fu_model *m, const fu_pipe_opts *po, const fu_backend_o
         if (!be_at(p, s, 0)->nccl) b->nccl = NULL;
     }
     if (!b->resident) b->nccl = NULL;
-    b->loss_scaling = pipe_loss_scaling;
+    b->loss_scaling = pipe_loss_scaling, b->set_loss_scaling = pipe_set_loss_scaling;
     for (int i = 0; i < p->k * p->micro; i++)
-        if (!p->be[i]->loss_scaling) b->loss_scaling = NULL;
+        if (!p->be[i]->loss_scaling) b->loss_scaling = NULL, b->set_loss_scaling = NULL;
     note_convolutions(p, b);
     for (int s = 0; s < p->k; s++) {
         p->workers[s] = (worker){.p = p, .s = s};

@@ -1074,20 +1074,23 @@ static void check_resident_trainer(const fu_model *m) {
 }
 
 // One fp16 training step on the cuda backend from loss scale `from` (0: the
-// default), with run_backend's pass: its gradients into r, and the scale
-// after it and the backward passes it redid.
+// default, 2^16), with run_backend's pass: its gradients into r, and the
+// scale after it and the backward passes it redid.
 static int fp16_step(const fu_model *m, float from, const float *params, const float *state, const float *x,
                      const int *labels, const float *cw, result *r, float *scale, int64_t *redone) {
     enum { N = 4 };
     fu_backend *b;
-    fu_backend_opts bo = {.batch = N, .threads = omp_get_max_threads(), .amp = FU_AMP_FP16, .loss_scale = from};
+    fu_backend_opts bo = {.batch = N, .threads = omp_get_max_threads(), .amp = FU_AMP_FP16};
     if (fu_backend_create("cuda", m, &bo, &b) < 0) return -1;
     fu_pass train = {.train = true, .dropout = true, .seed = 7, .step = 3};
+    fu_loss_scale s = {from, 0, 0};
     result_alloc(r, m, N, state);
-    int rc = b->forward(b, N, params, r->state, r->counts, x, labels, cw, &train, &r->loss);
+    int rc = b->loss_scaling && b->set_loss_scaling ? 0 : fu_fail("test", "no loss scaling in fp16");
+    if (rc == 0 && from > 0) rc = b->set_loss_scaling(b, &s, 1);
+    if (rc == 0) rc = b->forward(b, N, params, r->state, r->counts, x, labels, cw, &train, &r->loss);
     if (rc == 0) rc = b->backward(b, params, NULL, r->grads);
-    if (rc == 0 && !b->loss_scaling) rc = fu_fail("test", "no loss_scaling in fp16");
-    if (rc == 0) b->loss_scaling(b, scale, redone);
+    if (rc == 0 && b->loss_scaling(b, &s, 1) != 1) rc = fu_fail("test", "not one loss scaling state");
+    *scale = s.scale, *redone = s.redone;
     b->destroy(b);
     return rc;
 }
@@ -1095,10 +1098,11 @@ static int fp16_step(const fu_model *m, float from, const float *params, const f
 // fp16's dynamic loss scaling (fu_backend.loss_scaling): where a gradient
 // overflows at the scale, backward is redone at half of it. This batch
 // overflows at 2^16, the default start (twice, emulated); then from 2^20
-// (the backend option) a gradient overflows at every scale down to 2^16
-// too: 4 passes more are redone, to the same scale, and the gradients are
-// the same bytes (the same activations, the same scale: what a redo should
-// give). Only fp16 has loss scaling.
+// (set_loss_scaling, as a resumed run's) a gradient overflows at every
+// scale down to 2^16 too: 4 passes more are redone, to the same scale, and
+// the gradients are the same bytes (the same activations, the same scale:
+// what a redo should give). A state that is not one is refused. Only fp16
+// has loss scaling.
 static void check_loss_scaling(const fu_model *m) {
     enum { N = 4 };
     size_t np = m->n_params;
@@ -1124,9 +1128,18 @@ static void check_loss_scaling(const fu_model *m) {
               "fp16 loss scaling: from 2^20, the same gradients, bit for bit, all finite", "they differ");
     }
     result_free(&r[0]), result_free(&r[1]);
+    fu_backend *b;
+    fu_backend_opts bo = {.batch = N, .threads = 1, .amp = FU_AMP_FP16};
+    if (CHECK(fu_backend_create("cuda", m, &bo, &b) == 0, "fp16: a backend", "%s", fu_error())) {
+        fu_loss_scale bad[] = {{0, 0, 0}, {NAN, 0, 0}, {1, 2000, 0}, {1, 0, -1}}, two[2] = {{1, 0, 0}, {1, 0, 0}};
+        bool refused = b->set_loss_scaling(b, two, 2) < 0;
+        for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) refused = refused && b->set_loss_scaling(b, bad + i, 1) < 0;
+        CHECK(refused, "fp16: set_loss_scaling refuses a scale of 0 or NaN, 2000 clean passes, a negative count, "
+              "two states", "one was taken");
+        b->destroy(b);
+    }
     for (int a = 0; a < 2; a++) {
-        fu_backend *b;
-        fu_backend_opts bo = {.batch = N, .threads = 1, .amp = a ? FU_AMP_BF16 : FU_AMP_OFF};
+        bo = (fu_backend_opts){.batch = N, .threads = 1, .amp = a ? FU_AMP_BF16 : FU_AMP_OFF};
         if (CHECK(fu_backend_create("cuda", m, &bo, &b) == 0, a ? "bf16: a backend" : "fp32: a backend", "%s",
                   fu_error())) {
             CHECK(!b->loss_scaling, a ? "bf16: no loss scaling" : "fp32: no loss scaling", "loss_scaling set");
