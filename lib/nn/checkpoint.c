@@ -18,21 +18,23 @@ static void path_in(char *out, size_t n, const char *dir, const char *file) { sn
 // stages x micro-batches), ';' between, the scale in hex; this rank's alone
 // (rank 0's: data parallel over NCCL or with sync-BN the ranks agree; with
 // --allreduce mpi and BatchNorm per rank each has its own, and every rank
-// resumes with rank 0's, as it does with rank 0's BatchNorm state). NULL
-// without loss scaling; "" where memory ran out (the caller fails).
-static char *loss_scaling_text(const fu_backend *b) {
-    if (!b->loss_scaling) return NULL;
+// resumes with rank 0's, as it does with rank 0's BatchNorm state); *text
+// NULL without loss scaling, else malloc'd.
+static int loss_scaling_text(const fu_backend *b, char **text_out) {
+    *text_out = NULL;
+    if (!b->loss_scaling) return 0;
     int n = b->loss_scaling(b, NULL, 0);
     fu_loss_scale *s = malloc((size_t)n * sizeof *s);
     char *text = malloc((size_t)n * 64 + 1);
-    if (!s || !text) return free(s), free(text), "";
+    if (!s || !text) return free(s), free(text), fu_fail("checkpoint", "out of memory");
     b->loss_scaling(b, s, n);
     size_t at = 0;
     text[0] = 0;
     for (int i = 0; i < n; i++)
         at += (size_t)sprintf(text + at, "%s%a %d %" PRId64, i ? ";" : "", (double)s[i].scale, s[i].clean, s[i].redone);
     free(s);
-    return text;
+    *text_out = text;
+    return 0;
 }
 
 static int loss_scaling_from(const char *path, const char *text, fu_backend *b) {
@@ -50,7 +52,8 @@ static int loss_scaling_from(const char *path, const char *text, fu_backend *b) 
         at++;
     }
     int rc = got == n && !*at ? b->set_loss_scaling(b, s, n)
-                              : fu_fail(path, "fp16_loss_scaling is not the state of %d backends: '%s'", n, text);
+                              : fu_fail(path, "fp16_loss_scaling is not the state of %d backend%s: '%s'", n,
+                                        n == 1 ? "" : "s", text);
     free(s);
     return rc;
 }
@@ -83,8 +86,8 @@ int fu_checkpoint_save(const char *dir, fu_trainer *t, const fu_run_state *s, co
                            "wait_seconds", twait, "images", images, "log", s->log ? s->log : ""};
     int k = 0;
     for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) meta[k++] = fixed[i];
-    char *scaling = loss_scaling_text(t->be);
-    if (scaling && !*scaling) return fu_fail(dir, "out of memory");
+    char *scaling;
+    if (loss_scaling_text(t->be, &scaling) < 0) return -1;
     if (scaling) meta[k++] = "fp16_loss_scaling", meta[k++] = scaling;
     for (int i = 0; settings && settings[i]; i += 2) {
         if (k + 2 >= MAX_META) {

@@ -159,6 +159,19 @@ fp16_says "--amp fp16, 2 stages: each epoch's line says the loss scale and the p
 check "--amp fp16 --max-steps 3" cnn-train $S $F16 --device cuda --max-steps 3 --out "$T/f4"
 check "--amp fp16 --resume" cnn-train $S $F16 --device cuda --resume --out "$T/f4"
 same "--amp fp16 resumed: the uninterrupted run's last weights" "$T/f1/last.safetensors" "$T/f4/last.safetensors"
+cp -r "$T/f4" "$T/f7"
+"$PY" - "$T/f7/state.safetensors" <<'EOF'
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+head = b[8:8 + n].decode()
+v = json.loads(head)["__metadata__"]["fp16_loss_scaling"]
+bad = head.replace('"%s"' % v, '"%s"' % ("0x1p+8 x" + "2" * len(v))[:len(v)])  # the same length
+open(sys.argv[1], "wb").write(b[:8] + bad.encode() + b[8 + n:])
+EOF
+check_fails "a checkpoint's fp16_loss_scaling that is not one: one line" 1 \
+    "^cnn-train: .*/state.safetensors: fp16_loss_scaling is not the state of 1 backend: '0x1p\+8 x2*'$" \
+    cnn-train $S $F16 --device cuda --resume --out "$T/f7"
 # shellcheck disable=SC2086 # MP: options
 check "--amp fp16, 2 stages, --max-steps 4" cnn-train $S --amp fp16 --device cuda $MP --max-steps 4 --out "$T/f5"
 # shellcheck disable=SC2086 # MP: options
@@ -232,12 +245,13 @@ if command -v mpirun >/dev/null 2>&1; then
     check "2 ranks x 2 stages" $MPIRUN -np 2 cnn-train $D $MP --out "$T/r3"
     says_nccl "2 ranks x 2 stages: gradients summed by NCCL, per stage"
     near "2 ranks x 2 stages: the unsplit run's weights" "$T/r1/last.safetensors" "$T/r3/last.safetensors"
-    # fp16: the ranks agree on overflows over NCCL, so redo backward together
-    # (BatchNorm over 2 images overflows half's range: the scale falls below 1).
+    # fp16: the ranks agree on overflows over NCCL, so redo backward together.
+    # BatchNorm over 2 images overflows half's range even unscaled: the
+    # scale falls below 1 (it stopped at 1 once, and the run failed).
     check "2 ranks, --amp fp16" $MPIRUN -np 2 cnn-train $D --amp fp16 --out "$T/r4"
-    if grep -Eq '^cnn-train: epoch 1/1: .*; fp16 loss scale [0-9.e+-]+, [0-9]+ backward pass(es)? redone at half the scale \(a gradient overflowed\)$' "$T/.err"
-    then ok "2 ranks, --amp fp16: the epoch's line says the loss scale and the passes redone"
-    else not_ok "2 ranks, --amp fp16: the epoch's line says the loss scale and the passes redone" "$(grep epoch "$T/.err")"; fi
+    if grep -Eq '^cnn-train: epoch 1/1: .*; fp16 loss scale (0\.[0-9]+|[0-9.]+e-[0-9]+), [0-9]+ backward pass(es)? redone at half the scale \(a gradient overflowed\)$' "$T/.err"
+    then ok "2 ranks, --amp fp16: the epoch's line says the loss scale (below 1) and the passes redone"
+    else not_ok "2 ranks, --amp fp16: the epoch's line says the loss scale (below 1) and the passes redone" "$(grep epoch "$T/.err")"; fi
 else
     echo "skip - data parallel on emulated GPUs: no mpirun (Debian openmpi-bin)"
 fi
