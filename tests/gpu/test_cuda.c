@@ -1179,8 +1179,8 @@ static int write_images(const fu_model *m, const char *path, int images) {
 // epoch drains the GPU once (cudaMemcpy or a device synchronisation: the
 // figures' read), where host_step drains every step. Then the backend
 // directly: FU_FIGURE_SLOTS kept steps, a forward more refused until the
-// figures are read, which gives that many, finite. (On a mini net: what is
-// checked does not depend on the model, and MedicalCNN's steps are slow
+// figures are read, which gives that many, finite. (On MedicalCNN at 32x32:
+// what is checked does not depend on the size, and larger steps are slow
 // emulated.)
 long fake_cuda_drains(void) __attribute__((weak)); // tests/cuda-emu/fake_cudart.cpp's
 static void kept_figures_on(const fu_model *m) {
@@ -1271,9 +1271,9 @@ static void kept_figures_on(const fu_model *m) {
 
 static void check_kept_figures(void) {
     fu_model m;
-    mini_net(&m, 16, 16, 3, 1, 1, 1, true);
+    if (!CHECK(fu_medicalcnn(&m, 32, 32) == 0, "kept figures: MedicalCNN 32x32", "%s", fu_error())) return;
     kept_figures_on(&m);
-    free(m.ops);
+    fu_model_free(&m);
 }
 
 // ---- prefetched inputs, and stages handing over on the GPU ------------------------------
