@@ -48,6 +48,8 @@ static const char USAGE[] =
     "                         cpu1tN for N threads; the train shard's name)\n"
     "  --amp off|bf16|fp16    convolutions on bfloat16 (AVX512-BF16 CPUs, GPUs) or float16 with loss\n"
     "                         scaling (GPUs); BatchNorm, loss and master weights stay fp32\n"
+    "  --loss-scale S         with --amp fp16: the loss scale to start at, a power of two (65536, as\n"
+    "                         GradScaler's); a step whose gradients overflow is skipped and S halved\n"
     "  --threads N            threads per rank (default: the host's cores shared among its ranks); with\n"
     "                         --device cuda they make the batches (decoding, augmentation)\n"
     "  --conv-algos FILE      with --device cuda: cuDNN's convolution engines measured (the fastest\n"
@@ -78,7 +80,8 @@ enum {
     OPT_TRAIN = TOOL_OPT_FIRST_FREE, OPT_VAL, OPT_TEST, OPT_EPOCHS, OPT_BATCH, OPT_LR, OPT_WD, OPT_NO_DECAY,
     OPT_SELECT, OPT_SEED, OPT_BACKEND, OPT_RESUME, OPT_MAX_STEPS, OPT_NO_AUGMENT, OPT_NO_DROPOUT, OPT_CONFIG,
     OPT_DATASET, OPT_AMP, OPT_SYNC_BN, OPT_LR_SCALE, OPT_BUCKET_MB, OPT_DEVICE, OPT_MODEL_PARALLEL, OPT_STAGES,
-    OPT_MICRO_BATCHES, OPT_SHARED_GPU, OPT_DEFERRED_BN, OPT_ALLREDUCE, OPT_HOST_OPTIMIZER, OPT_CONV_ALGOS
+    OPT_MICRO_BATCHES, OPT_SHARED_GPU, OPT_DEFERRED_BN, OPT_ALLREDUCE, OPT_HOST_OPTIMIZER, OPT_CONV_ALGOS,
+    OPT_LOSS_SCALE
 };
 
 typedef enum { SELECT_AUC, SELECT_ACC, SELECT_LAST } select_by;
@@ -127,6 +130,7 @@ static options parse(int argc, char **argv) {
         {"allreduce", required_argument, 0, OPT_ALLREDUCE},
         {"host-optimizer", no_argument, 0, OPT_HOST_OPTIMIZER},
         {"conv-algos", required_argument, 0, OPT_CONV_ALGOS},
+        {"loss-scale", required_argument, 0, OPT_LOSS_SCALE},
         {0, 0, 0, 0},
     };
     options op = {.backend = "auto", .o = fu_train_defaults(), .select = SELECT_AUC, .max_steps = -1, .bucket_mb = 25};
@@ -179,6 +183,13 @@ static options parse(int argc, char **argv) {
         case OPT_DEFERRED_BN: op.o.deferred_bn = true; break;
         case OPT_HOST_OPTIMIZER: op.o.host_step = true; break;
         case OPT_CONV_ALGOS: op.o.conv_algos = optarg; break;
+        case OPT_LOSS_SCALE: {
+            int e;
+            double v = tool_parse_double("--loss-scale", optarg, FU_LEAST_LOSS_SCALE, 0x1p64);
+            if (frexp(v, &e) != 0.5) tool_usage_error("--loss-scale: a power of two, not '%s'", optarg);
+            op.o.loss_scale = (float)v;
+            break;
+        }
         case OPT_ALLREDUCE:
             if (strcmp(optarg, "nccl") && strcmp(optarg, "mpi"))
                 tool_usage_error("--allreduce: nccl or mpi, not '%s'", optarg);
@@ -194,6 +205,8 @@ static options parse(int argc, char **argv) {
         tool_usage_error("--backend: ref, cpu, cuda or auto, not '%s'", op.backend);
     if (op.o.conv_algos && strcmp(op.backend, "cuda"))
         tool_usage_error("--conv-algos chooses cuDNN's algorithms: it needs --device cuda");
+    if (op.o.loss_scale && op.o.amp != FU_AMP_FP16)
+        tool_usage_error("--loss-scale scales fp16's loss: it needs --amp fp16");
     if (op.o.stage_cuts && op.o.stages < 2) tool_usage_error("--stages needs --model-parallel K (K >= 2)");
     if (op.o.micro_batches > op.o.batch / 2)
         tool_usage_error("--micro-batches %d: a batch of %d makes at most %d micro-batches of 2 images (BatchNorm "
@@ -538,33 +551,20 @@ static double max_over_ranks(double v) {
     return v;
 }
 
-// fp16's backward passes redone so far (the most of any rank's: the ranks
-// agree on overflows where they share sync-BN or NCCL), the least scale of
-// a pipe's backends; 0 without fp16.
-static int64_t loss_scaling_now(const fu_backend *be, float *scale) {
-    int n = be->loss_scaling ? be->loss_scaling(be, NULL, 0) : 0;
-    fu_loss_scale *s = n ? malloc((size_t)n * sizeof *s) : NULL;
-    int64_t redone = 0;
-    *scale = INFINITY;
-    if (s) be->loss_scaling(be, s, n);
-    for (int i = 0; s && i < n; i++) *scale = fminf(*scale, s[i].scale), redone += s[i].redone;
-    free(s);
-    return n ? (int64_t)max_over_ranks((double)redone) : 0;
-}
-
-// fp16's dynamic loss scaling in the epoch's line: the scale, and the
-// backward passes redone since *redone_before because a gradient
-// overflowed. Empty without fp16.
-static void loss_scaling_note(const fu_backend *be, int64_t *redone_before, char *out, size_t size) {
-    float scale;
-    if (!be->loss_scaling) return;
-    int64_t redone = loss_scaling_now(be, &scale);
-    int64_t now = redone - *redone_before;
-    if (now == 0) snprintf(out, size, "; fp16 loss scale %g, no gradient overflowed", scale);
+// fp16's dynamic loss scaling in the epoch's line: the least scale of this
+// rank's backends (a pipe's stages x micro-batches; over NCCL or with
+// sync-BN the ranks agree on every overflow, so theirs are equal), and the
+// steps skipped since *skipped_before because a gradient overflowed (the
+// same on every rank: the summed gradients' norm says). Empty without fp16.
+static void loss_scaling_note(const fu_trainer *t, int64_t *skipped_before, char *out, size_t size) {
+    float scale = fu_trainer_loss_scale(t);
+    if (isnan(scale)) return;
+    int64_t now = t->skipped - *skipped_before;
+    if (now == 0) snprintf(out, size, "; fp16 loss scale %g, no step skipped", scale);
     else
-        snprintf(out, size, "; fp16 loss scale %g, %" PRId64 " backward pass%s redone at half the scale (a gradient "
-                 "overflowed)", scale, now, now == 1 ? "" : "es");
-    *redone_before = redone;
+        snprintf(out, size, "; fp16 loss scale %g, %" PRId64 " step%s skipped (a gradient overflowed)", scale, now,
+                 now == 1 ? "" : "s");
+    *skipped_before = t->skipped;
 }
 
 int main(int argc, char **argv) {
@@ -671,8 +671,7 @@ int main(int argc, char **argv) {
 
     progress pr = {.on = !tool.quiet && isatty(STDERR_FILENO), .epochs = op.o.epochs};
     stage_clock clock = {0};
-    float scale;
-    int64_t redone_before = loss_scaling_now(t.be, &scale); // resumed: counted from the checkpoint's
+    int64_t skipped_before = t.skipped; // resumed: counted from the checkpoint's
     while (rs.st.epoch < op.o.epochs) {
         double lr_now = fu_cosine_lr(op.o.lr, FU_COSINE_ETA_MIN, op.o.epochs, rs.st.epoch);
         stage_clock_mark(&clock, t.be, true);
@@ -722,7 +721,7 @@ int main(int argc, char **argv) {
         rs.wait_seconds += st->wait;
         rs.images += st->seen;
         char scaling[128] = "";
-        loss_scaling_note(t.be, &redone_before, scaling, sizeof scaling);
+        loss_scaling_note(&t, &skipped_before, scaling, sizeof scaling);
         tool_note("epoch %d/%d: train loss %.4f acc %.4f, val loss %.4f acc %.4f auc %s%s%s", st->epoch + 1,
                   op.o.epochs, st->loss_sum / (double)st->seen, (double)st->correct / (double)st->seen, ev.loss,
                   ev.acc, auc[0] ? auc : "undefined", better ? " (kept)" : "", scaling);

@@ -60,7 +60,7 @@
 // send buffers), sync-BN's sums, and back the logits, loss and norm, or,
 // for the trainer's epochs, nothing: those steps keep their loss, hits and
 // norm on the device until figures() reads a batch of them, so that no step
-// waits for the GPU (but fp16's overflow flag, below). Given host pointers
+// waits for the GPU (fp16's loss scale included, below). Given host pointers
 // the interface still works as the other backends': each forward uploads
 // the parameters and the BN state (90 MB for MedicalCNN), replacing the
 // held ones, and downloads the state after training; each backward given
@@ -87,15 +87,17 @@
 // the pooling reads, with its gradient (plan_fusion); everything else (BatchNorm's
 // arithmetic, linears, loss, master weights, gradients) is fp32. fp16 scales the loss
 // gradient by a power of two (dynamic, as PyTorch's GradScaler: 2^16 to
-// start, halved and backward redone when a gradient overflows, doubled after
-// 2000 clean steps) and divides the gradients by it before they leave
-// backward, so callers see true gradients. A stage that ends before the loss
-// scales its output's gradient instead, and unscales its input's gradient
-// too. With sync-BN, the ranks agree on an overflow through one more sum (so
-// that every rank redoes backward, and its sums, together, and their scales
-// stay equal); with NCCL the gradients are summed while still scaled (every
-// rank has the same scale), unscaled after, and the ranks agree on an
-// overflow over NCCL.
+// start, halved when a gradient overflows, doubled after 2000 clean steps)
+// and divides the gradients by it before they leave backward, so callers
+// see true gradients, or non-finite ones where they overflowed: the step
+// then refuses them (skipped, as GradScaler skips optimizer.step). The
+// scale lives on the device and kernels read and update it, so that no step
+// waits to learn it. A stage that ends before the loss scales its output's
+// gradient instead, and unscales its input's gradient too. With NCCL the
+// gradients are summed while still scaled (every rank has the same scale),
+// unscaled after, and the ranks agree on an overflow over NCCL; with the
+// gradients summed on the host, through one more sum (a wait), so that
+// their scales stay equal.
 //
 // FU_CUDA_SYNC=1 in the environment synchronises after every op, so that an
 // asynchronous CUDA error is reported with the op that caused it.
@@ -665,8 +667,8 @@ static void nccl_ready(void *sync, size_t off, size_t len) { fu_nccl_sync_ready(
 
 // One backward pass into d->grads from the loss gradient, or for a stage that
 // ends before the loss from its output's gradient dy (n, C, H, W), times
-// `scale`.
-static int backward_pass(cu_net *d, const float *dy, float scale) {
+// *scale (device memory; NULL: 1).
+static int backward_pass(cu_net *d, const float *dy, const float *scale) {
     const fu_model *m = d->m;
     int n = d->n, k = m->classes, out = output_op(m);
     snprintf(d->what, sizeof d->what, "backward (uploading the output's gradient)");
@@ -677,7 +679,7 @@ static int backward_pass(cu_net *d, const float *dy, float scale) {
         cu_xent_bwd(n, k, d->prob, d->labels, d->class_w, d->wsum, scale, dact(d, out));
     } else {
         if (upload_nhwc(d, out, n, dy, grad_type(d, out), dact(d, out)) < 0) return -1;
-        if (scale != 1) cu_mul_scalar(fu_op_numel(m, out, n), scale, dact(d, out));
+        if (scale) cu_mul_scalar(fu_op_numel(m, out, n), scale, dact(d, out));
     }
     for (int i = m->n_ops - 1; i > 0; i--) {
         describe(d, i, n, "backward");
@@ -691,41 +693,32 @@ static int backward_pass(cu_net *d, const float *dy, float scale) {
 }
 
 // fp16 loss scaling: the gradients (and an inner input's) divided by the
-// scale; *overflow where one of them is inf or NaN. With NCCL the gradients
-// are the ranks' sum, and the flag is agreed over NCCL too (an inner
-// input's gradient is the rank's own), so that all ranks redo backward, and
-// its allreduce, together.
-static int unscale(cu_net *d, bool *overflow) {
-    int flag = 0;
-    snprintf(d->what, sizeof d->what, "backward (unscaling fp16 gradients by %g)", d->loss_scale);
-    mark(d, "backward: fp16 unscaling, overflow flag (a wait)");
-    CU(cudaMemset(d->nonfinite, 0, sizeof(int)));
-    cu_unscale(d->m->n_params, d->grads, 1 / d->loss_scale, d->nonfinite);
-    if (d->m->inner_input) cu_unscale(fu_op_numel(d->m, 0, d->n), dact(d, 0), 1 / d->loss_scale, d->nonfinite);
+// scale, d->nonfinite set where one of them is inf or NaN, and the scale
+// updated from it, all on the device. With NCCL the gradients are the
+// ranks' sum, and the flag is agreed over NCCL too (an inner input's
+// gradient is the rank's own); with other hooks through dist->sum on the
+// host: so every rank updates its scale alike.
+static int unscale(cu_net *d) {
+    snprintf(d->what, sizeof d->what, "backward (unscaling fp16 gradients)");
+    mark(d, "backward: fp16 unscaling");
+    CU(cudaMemsetAsync(d->nonfinite, 0, sizeof(int), 0));
+    cu_unscale(d->m->n_params, d->grads, &d->scaler->scale, d->nonfinite);
+    if (d->m->inner_input) cu_unscale(fu_op_numel(d->m, 0, d->n), dact(d, 0), &d->scaler->scale, d->nonfinite);
     if (d->nccl && fu_nccl_sync_max(d->nccl, d->nonfinite) < 0) return -1;
-    CU(cudaMemcpy(&flag, d->nonfinite, sizeof flag, cudaMemcpyDeviceToHost));
-    *overflow = flag != 0;
-    return 0;
-}
-
-// Sync-BN with fp16: an overflow on any rank is one on every rank, so that
-// all redo backward (and its sync-BN sums) together and keep equal scales.
-static int agree_overflow(cu_net *d, bool *overflow) {
-    double v = *overflow ? 1 : 0;
-    if (d->dist->sum(d->dist->ctx, &v, 1) < 0) {
-        fu_error_prefix("fp16 loss scaling across ranks");
-        return -1;
+    if (d->dist && !d->nccl) {
+        int flag = 0;
+        CU(cudaMemcpy(&flag, d->nonfinite, sizeof flag, cudaMemcpyDeviceToHost));
+        double v = flag;
+        if (d->dist->sum(d->dist->ctx, &v, 1) < 0) {
+            fu_error_prefix("fp16 loss scaling across ranks");
+            return -1;
+        }
+        flag = v > 0;
+        CU(cudaMemcpy(d->nonfinite, &flag, sizeof flag, cudaMemcpyHostToDevice));
     }
-    *overflow = v > 0;
-    return 0;
+    cu_loss_scale_update(d->scaler, d->nonfinite, FU_LEAST_LOSS_SCALE, FU_LOSS_SCALE_GROWTH);
+    return op_done(d);
 }
-
-enum { SCALE_GROWTH_STEPS = 2000 }; // clean fp16 steps before the loss scale doubles (GradScaler's)
-// The least loss scale: as GradScaler's, it may go below 1, where a
-// gradient overflows half's range unscaled (BatchNorm over a batch of 2,
-// say); a gradient that still overflows at 2^-24 exceeds 65504 x 2^24 (about
-// 1e12), or is NaN: not finite, and the caller says so.
-#define LEAST_LOSS_SCALE 0x1p-24f
 
 static int cu_backward(fu_backend *b, const float *params, const float *dy_out, float *grads) {
     cu_net *d = (cu_net *)b->impl;
@@ -735,23 +728,10 @@ static int cu_backward(fu_backend *b, const float *params, const float *dy_out, 
     if (ends_in_loss(m) != !dy_out)
         return fu_fail("model", ends_in_loss(m) ? "a model that ends in the loss takes no output gradient"
                                                 : "a stage that ends before the loss needs its output's gradient");
-    for (;;) {
-        bool overflow = false;
-        if (backward_pass(d, dy_out, d->loss_scale) < 0) return -1;
-        // Summed over ranks still scaled: every rank has the same loss scale.
-        if (d->nccl && fu_nccl_sync_end(d->nccl) < 0) return -1;
-        if (d->amp != FU_AMP_FP16) break;
-        if (unscale(d, &overflow) < 0) return -1;
-        if (d->dist && !d->nccl && agree_overflow(d, &overflow) < 0) return -1;
-        if (!overflow) {
-            if (++d->clean_steps == SCALE_GROWTH_STEPS) d->loss_scale *= 2, d->clean_steps = 0;
-            break;
-        }
-        d->clean_steps = 0;
-        if (d->loss_scale <= LEAST_LOSS_SCALE) break;
-        d->loss_scale /= 2; // and again, on the activations the forward left
-        d->redone++;
-    }
+    if (backward_pass(d, dy_out, d->scaler ? &d->scaler->scale : NULL) < 0) return -1;
+    // Summed over ranks still scaled: every rank has the same loss scale.
+    if (d->nccl && fu_nccl_sync_end(d->nccl) < 0) return -1;
+    if (d->scaler && unscale(d) < 0) return -1;
     // grads NULL: they stay in d->grads for the resident step.
     snprintf(d->what, sizeof d->what, "backward (downloading the gradients)");
     mark(d, "backward: downloads (host buffers given)");
@@ -804,7 +784,8 @@ static void cu_destroy(fu_backend *b) {
         if (d->borrowed) d->params = d->state = NULL; // the lender's
         void *dev[] = {d->params, d->grads, d->state, d->m1, d->m2, d->norm_part, d->norm, d->groups, d->wt,
                        d->dwt, d->act, d->dact, d->aux, d->stage, d->part, d->bnv, d->coef, d->argmax, d->ws, d->hx,
-                       d->hy, d->nonfinite, d->pre[0].dev, d->pre[1].dev, d->labels, d->class_w, d->prob,
+                       d->hy, d->nonfinite, d->scaler, d->refused, d->pre[0].dev, d->pre[1].dev, d->labels,
+                       d->class_w, d->prob,
                        d->terms, d->wsum, d->figs};
         for (size_t j = 0; j < sizeof dev / sizeof *dev; j++) cudaFree(dev[j]);
         if (d->copy) {
@@ -895,6 +876,8 @@ static int create(cu_net *d, fu_backend *b) {
         dev_alloc(d, &d->coef, d->coef_size * f) < 0 || dev_alloc(d, &d->argmax, d->argmax_size) < 0 ||
         dev_alloc(d, &d->hx, d->hx_size * es) < 0 ||
         dev_alloc(d, &d->hy, d->hy_size * es) < 0 || dev_alloc(d, &d->nonfinite, sizeof(int)) < 0 ||
+        dev_alloc(d, &d->refused, sizeof(int)) < 0 ||
+        (d->amp == FU_AMP_FP16 && dev_alloc(d, &d->scaler, sizeof *d->scaler) < 0) ||
         dev_alloc(d, &d->norm_part, d->norm_part_size * sizeof(double)) < 0 ||
         dev_alloc(d, &d->norm, sizeof(double)) < 0 || dev_alloc(d, &d->labels, nb * sizeof(int)) < 0 ||
         dev_alloc(d, &d->class_w, k * f) < 0 || dev_alloc(d, &d->prob, nb * k * f) < 0 ||
@@ -904,6 +887,11 @@ static int create(cu_net *d, fu_backend *b) {
     if (!d->borrowed) {
         CU(cudaMemset(d->m1, 0, m->n_params * f)); // AdamW's moments start at zero
         CU(cudaMemset(d->m2, 0, m->n_params * f));
+    }
+    CU(cudaMemset(d->refused, 0, sizeof(int)));
+    if (d->scaler) {
+        fu_loss_scale start = {65536, 0}; // 2^16, GradScaler's start
+        CU(cudaMemcpy(d->scaler, &start, sizeof start, cudaMemcpyHostToDevice));
     }
     if (conv_create_descriptors(d) < 0 || setup(d, d->batch) < 0) return -1;
     b->grad_bytes = d->dact_size * f;
@@ -1041,11 +1029,17 @@ static int begin_step(cu_net *d, const fu_param_group *groups, int n_groups, int
 }
 
 // AdamW clipped with the norm in d->norm (device memory), with the step's
-// scalars as the host forms them (adamw_math.h), passed by value; the kernel
-// writes nothing where the norm is not finite.
-static int adamw(cu_net *d, const fu_adamw_opts *o, double lr, int64_t t, double max_norm) {
-    fu_adamw_coef k = fu_adamw_coef_of(o->beta1, o->beta2, o->eps, o->weight_decay, lr, t);
-    cu_adamw(d->m->n_params, d->groups, d->n_dev_groups, k, max_norm, d->norm, d->grads, d->params, d->m1, d->m2);
+// scalars as the host forms them (adamw_math.h) for t and the 15 steps
+// before, passed by value: the kernel takes t less the refusals the host has
+// not read yet (d->refused), writes nothing where the norm is not finite,
+// and then, where count_refusal (the norm stays on the device), counts one
+// more refusal.
+static int adamw(cu_net *d, const fu_adamw_opts *o, double lr, int64_t t, double max_norm, bool count_refusal) {
+    cu_adamw_coefs ks;
+    for (int j = 0; j < FU_FIGURE_SLOTS; j++)
+        ks.k[j] = fu_adamw_coef_of(o->beta1, o->beta2, o->eps, o->weight_decay, lr, t - j > 1 ? t - j : 1);
+    cu_adamw(d->m->n_params, d->groups, d->n_dev_groups, &ks, d->refused, count_refusal, max_norm, d->norm, d->grads,
+             d->params, d->m1, d->m2);
     if (op_done(d) < 0) return -1;
     cu_profile_flush(d->prof);
     return 0;
@@ -1054,45 +1048,56 @@ static int adamw(cu_net *d, const fu_adamw_opts *o, double lr, int64_t t, double
 // Clipping and AdamW on the gradients of the last backward (in d->grads),
 // as fu_clip_grad_norm and fu_adamw_step on the host; the norm stays on the
 // device for the kernel, and comes back after, or (norm NULL) goes to the
-// step's figures: after a forward that kept its loss there, the step is done
-// and its slot taken.
+// step's figures, with fp16's loss scale: after a forward that kept its loss
+// there, the step is done and its slot taken.
 static int cu_step(fu_backend *b, const fu_adamw_opts *o, const fu_param_group *groups, int n_groups, double lr,
                    int64_t t, double max_norm, double *norm) {
     cu_net *d = (cu_net *)b->impl;
     if (begin_step(d, groups, n_groups, t, max_norm) < 0) return -1;
     cu_grad_norm(d->m->n_params, d->grads, d->norm_part, d->norm);
-    if (adamw(d, o, lr, t, max_norm) < 0) return -1;
+    if (adamw(d, o, lr, t, max_norm, !norm) < 0) return -1;
     if (norm) {
         CU(cudaMemcpy(norm, d->norm, sizeof *norm, cudaMemcpyDeviceToHost));
         return 0;
     }
-    CU(cudaMemcpyAsync(&d->figs[d->fig_slot].norm, d->norm, sizeof *d->norm, cudaMemcpyDeviceToDevice, 0));
+    fu_step_figures *fig = &d->figs[d->fig_slot];
+    CU(cudaMemcpyAsync(&fig->norm, d->norm, sizeof *d->norm, cudaMemcpyDeviceToDevice, 0));
+    if (d->scaler) CU(cudaMemcpyAsync(&fig->loss_scale, &d->scaler->scale, sizeof(float), cudaMemcpyDeviceToDevice, 0));
     if (d->fig_slot == d->fig_next) d->fig_next++;
     d->fig_slot = FU_FIGURE_SLOTS; // a second step of the same forward cannot take another slot
     return 0;
 }
 
+// The scaler's state comes from the device (a wait), goes back there.
 static int cu_loss_scaling(const fu_backend *b, fu_loss_scale *out, int max) {
-    const cu_net *d = (const cu_net *)b->impl;
-    if (max > 0) *out = (fu_loss_scale){d->loss_scale, d->clean_steps, d->redone};
+    cu_net *d = (cu_net *)b->impl;
+    if (max > 0) {
+        if (use_device(d) < 0) return -1;
+        snprintf(d->what, sizeof d->what, "reading the fp16 loss scale");
+        CU(cudaMemcpy(out, d->scaler, sizeof *out, cudaMemcpyDeviceToHost));
+    }
     return 1;
 }
 
 static int cu_set_loss_scaling(fu_backend *b, const fu_loss_scale *in, int n) {
     cu_net *d = (cu_net *)b->impl;
-    if (n != 1 || !(in->scale >= LEAST_LOSS_SCALE) || !isfinite(in->scale) || in->clean < 0 ||
-        in->clean >= SCALE_GROWTH_STEPS || in->redone < 0)
+    if (n != 1 || !(in->scale >= FU_LEAST_LOSS_SCALE) || !isfinite(in->scale) || in->clean < 0 ||
+        in->clean >= FU_LOSS_SCALE_GROWTH)
         return fu_fail("cuda backend", "not a loss scaling state of one backend");
-    d->loss_scale = in->scale, d->clean_steps = in->clean, d->redone = in->redone;
+    if (use_device(d) < 0) return -1;
+    snprintf(d->what, sizeof d->what, "setting the fp16 loss scale");
+    CU(cudaMemcpy(d->scaler, in, sizeof *in, cudaMemcpyHostToDevice));
     return 0;
 }
 
-// The kept steps' figures (backend.h), the one wait of those steps.
+// The kept steps' figures (backend.h), the one wait of those steps; the
+// steps refused among them are the host's to count from here.
 static int cu_figures(fu_backend *b, fu_step_figures *out, int *steps) {
     cu_net *d = (cu_net *)b->impl;
     if (use_device(d) < 0) return -1;
     snprintf(d->what, sizeof d->what, "reading the figures of %d steps", d->fig_next);
     if (d->fig_next) CU(cudaMemcpy(out, d->figs, (size_t)d->fig_next * sizeof *out, cudaMemcpyDeviceToHost));
+    CU(cudaMemsetAsync(d->refused, 0, sizeof(int), 0));
     *steps = d->fig_next;
     d->fig_next = 0;
     return 0;
@@ -1117,7 +1122,7 @@ static int cu_step_with_norm(fu_backend *b, const fu_adamw_opts *o, const fu_par
     cu_net *d = (cu_net *)b->impl;
     if (begin_step(d, groups, n_groups, t, max_norm) < 0) return -1;
     CU(cudaMemcpy(d->norm, &norm, sizeof norm, cudaMemcpyHostToDevice));
-    return adamw(d, o, lr, t, max_norm);
+    return adamw(d, o, lr, t, max_norm, false);
 }
 
 // The micro-batches' weighted sum: dst's gradients = a dst's + w src's.
@@ -1242,7 +1247,6 @@ int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backe
     d->bf16 = o->amp == FU_AMP_BF16;
     d->dt = o->amp == FU_AMP_OFF ? CUDNN_DATA_FLOAT : d->bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF;
     d->es = o->amp == FU_AMP_OFF ? sizeof(float) : 2;
-    d->loss_scale = o->amp == FU_AMP_FP16 ? 65536 : 1; // 2^16, GradScaler's start
     d->api = api && strcmp(api, "legacy") == 0  ? CU_API_LEGACY
              : api && strcmp(api, "graph") == 0 ? CU_API_GRAPH
                                                 : CU_API_AUTO;

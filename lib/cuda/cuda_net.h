@@ -131,7 +131,9 @@ typedef struct {
     size_t argmax_size;
     void *ws;                      // cuDNN workspace
     void *hx, *hy;                 // amp: a conv's input and output (or their gradients) in half
-    int *nonfinite;                // amp fp16: a gradient overflowed
+    int *nonfinite;                // amp fp16: a gradient of the last backward overflowed
+    fu_loss_scale *scaler;         // amp fp16: the loss scale and its clean passes (dynamic, on the device)
+    int *refused;                  // steps refused (non-finite norm) since the host last read the figures
     // the loss (cu_xent_fwd/bwd): the last training forward's labels and class weights, softmax
     // (batch, classes), scratch terms (batch) and weight sum; the steps' figures (FU_FIGURE_SLOTS,
     // then one for a forward whose loss goes straight back)
@@ -147,9 +149,6 @@ typedef struct {
     cudnnDataType_t dt;     // conv tensors: float, half or bfloat16
     size_t es;              // bytes per conv tensor element
     int fig_slot, fig_next; // the last training forward's figures slot; the next free one
-    float loss_scale;       // fp16: the loss gradient's factor (1 otherwise)
-    int clean_steps;        // fp16: backward passes since the scale last changed
-    int64_t redone;         // fp16: backward passes redone after an overflow
     // host
     fu_param_group *host_groups; // the step's groups as the caller gave them (n_groups), to notice a change
     int n_groups;

@@ -173,8 +173,8 @@ __global__ void k_mul_fwd(size_t n, const float *x, const float *mask, float *y)
 __global__ void k_mul_bwd(size_t n, const float *mask, const float *dy, float *dx, bool add) {
     FOR_EACH(i, n) grad_into(add, dy[i] * mask[i], &dx[i]);
 }
-__global__ void k_mul_scalar(size_t n, float a, float *x) {
-    FOR_EACH(i, n) x[i] *= a;
+__global__ void k_mul_scalar(size_t n, const float *a, float *x) {
+    FOR_EACH(i, n) x[i] *= *a;
 }
 
 void cu_relu_fwd(size_t n, const float *x, float *y) { k_relu_fwd<<<blocks_for(n), THREADS>>>(n, x, y); }
@@ -198,7 +198,7 @@ void cu_mul_fwd(size_t n, const float *x, const float *mask, float *y) {
 void cu_mul_bwd(size_t n, const float *mask, const float *dy, float *dx, bool add) {
     if (dx) k_mul_bwd<<<blocks_for(n), THREADS>>>(n, mask, dy, dx, add);
 }
-void cu_mul_scalar(size_t n, float a, float *x) { k_mul_scalar<<<blocks_for(n), THREADS>>>(n, a, x); }
+void cu_mul_scalar(size_t n, const float *a, float *x) { k_mul_scalar<<<blocks_for(n), THREADS>>>(n, a, x); }
 
 // ---- per (image, channel) -------------------------------------------------------
 // The SE scale's gradient and global pooling sum each (image, channel)'s hw
@@ -918,15 +918,16 @@ void cu_weight_from_half(bool bf16, int o, int i, int kk, const void *w, float *
 
 // Every thread that sees a non-finite value stores 1: the same result
 // whichever stores first.
-__global__ void k_unscale(size_t n, float *g, float scale, int *nonfinite) {
+__global__ void k_unscale(size_t n, float *g, const float *scale, int *nonfinite) {
+    float inv = 1 / *scale;
     FOR_EACH(i, n) {
-        float v = g[i] * scale;
+        float v = g[i] * inv;
         if (!isfinite(v)) *nonfinite = 1;
         g[i] = v;
     }
 }
 
-void cu_unscale(size_t n, float *g, float scale, int *nonfinite) {
+void cu_unscale(size_t n, float *g, const float *scale, int *nonfinite) {
     k_unscale<<<blocks_for(n), THREADS>>>(n, g, scale, nonfinite);
 }
 
@@ -974,16 +975,17 @@ void cu_xent_fwd(int n, int k, const float *logits, const int *labels, const flo
 }
 
 __global__ void k_xent_bwd(int n, int k, const float *prob, const int *labels, const float *w, const double *wsum,
-                           float dloss, float *dlogits) {
+                           const float *dloss, float *dlogits) {
+    float scale = dloss ? *dloss : 1.0f;
     FOR_EACH(e, (size_t)n * k) {
         int i = (int)(U32(e) / (unsigned)k), j = (int)(U32(e) % (unsigned)k);
         double g = prob[e] - (j == labels[i]);
-        float dw = MUL_RN(dloss, w[labels[i]]); // a float product in the reference too
+        float dw = MUL_RN(scale, w[labels[i]]); // a float product in the reference too
         dlogits[e] = 0.0f + (float)(dw * g / *wsum);
     }
 }
 
-void cu_xent_bwd(int n, int k, const float *prob, const int *labels, const float *w, const double *wsum, float dloss,
-                 float *dlogits) {
+void cu_xent_bwd(int n, int k, const float *prob, const int *labels, const float *w, const double *wsum,
+                 const float *dloss, float *dlogits) {
     k_xent_bwd<<<blocks_for((size_t)n * k), THREADS>>>(n, k, prob, labels, w, wsum, dloss, dlogits);
 }

@@ -41,7 +41,7 @@ void cu_add_bwd(size_t n, const float *dy, float *da, bool add_a, float *db, boo
 void cu_mul_fwd(size_t n, const float *x, const float *mask, float *y);  // dropout
 void cu_mul_bwd(size_t n, const float *mask, const float *dy, float *dx, bool add);
 // x *= a (fp16 loss scaling of a stage's output gradient).
-void cu_mul_scalar(size_t n, float a, float *x);
+void cu_mul_scalar(size_t n, const float *a, float *x); // x *= *a (a in device memory)
 
 // Sums over the hw positions of each (image, channel), as the SE scale's
 // gradient and global pooling make them, need scratch: part, this many
@@ -141,8 +141,9 @@ void cu_from_half(bool bf16, size_t n, const void *x, float *y, bool accumulate)
 // Conv weights: fp32 OIHW -> half OHWI, and half OHWI gradients -> fp32 OIHW.
 void cu_weight_to_half(bool bf16, int o, int i, int kk, const float *w, void *y);
 void cu_weight_from_half(bool bf16, int o, int i, int kk, const void *w, float *y);
-// g *= scale; *nonfinite set to 1 where any value is inf or NaN (never reset here).
-void cu_unscale(size_t n, float *g, float scale, int *nonfinite);
+// g *= 1 / *scale (fp16's loss scale, in device memory); *nonfinite set to 1
+// where any value is inf or NaN (never reset here).
+void cu_unscale(size_t n, float *g, const float *scale, int *nonfinite);
 
 // ---- the loss: weighted cross-entropy (ref_ops' fu_ref_xent_fwd/bwd) ----------------
 // Computed where the logits are, so that a training step need not wait for
@@ -154,8 +155,9 @@ void cu_unscale(size_t n, float *g, float scale, int *nonfinite);
 void cu_xent_fwd(int n, int k, const float *logits, const int *labels, const float *w, float *prob, double *terms,
                  double *wsum, float *loss, int *hits);
 // dlogits = dloss w[label] (prob - onehot) / wsum, per element as the
-// reference forms it (stored, not added: 0 + v).
-void cu_xent_bwd(int n, int k, const float *prob, const int *labels, const float *w, const double *wsum, float dloss,
-                 float *dlogits);
+// reference forms it (stored, not added: 0 + v); dloss in device memory
+// (fp16's loss scale), NULL for 1.
+void cu_xent_bwd(int n, int k, const float *prob, const int *labels, const float *w, const double *wsum,
+                 const float *dloss, float *dlogits);
 
 #endif

@@ -71,20 +71,42 @@ __device__ static int group_of(const fu_param_group *groups, int n_groups, size_
     return lo > 0 && i - groups[lo - 1].offset < groups[lo - 1].count ? lo - 1 : -1;
 }
 
-__global__ void k_adamw(size_t n, const fu_param_group *groups, int n_groups, fu_adamw_coef k, double max_norm,
-                        const double *norm, const float *g, float *p, float *m1, float *m2) {
+// Passed by value: the scalars of every step the kernel may turn out to be.
+__global__ void k_adamw(size_t n, const fu_param_group *groups, int n_groups, cu_adamw_coefs ks, int *refused,
+                        bool count_refusal, double max_norm, const double *norm, const float *g, float *p, float *m1,
+                        float *m2) {
     double total = *norm;
-    if (!isfinite(total)) return; // the step is refused: weights and moments stay
+    if (!isfinite(total)) { // the step is refused: weights and moments stay
+        if (count_refusal && blockIdx.x == 0 && threadIdx.x == 0) *refused += 1; // nobody else reads it now
+        return;
+    }
+    const fu_adamw_coef *k = &ks.k[*refused];
     float clip = fu_clip_coef(total, max_norm); // 1 where the norm is within max_norm: g unchanged
     FOR_EACH(i, n) {
         int j = group_of(groups, n_groups, i);
-        if (j >= 0) fu_adamw_elem(&k, groups[j].decay, FU_MUL(g[i], clip), &p[i], &m1[i], &m2[i]);
+        if (j >= 0) fu_adamw_elem(k, groups[j].decay, FU_MUL(g[i], clip), &p[i], &m1[i], &m2[i]);
     }
 }
 
-void cu_adamw(size_t n, const fu_param_group *groups, int n_groups, fu_adamw_coef k, double max_norm,
-              const double *norm, const float *g, float *p, float *m1, float *m2) {
-    k_adamw<<<blocks_for(n), THREADS>>>(n, groups, n_groups, k, max_norm, norm, g, p, m1, m2);
+void cu_adamw(size_t n, const fu_param_group *groups, int n_groups, const cu_adamw_coefs *ks, int *refused,
+              bool count_refusal, double max_norm, const double *norm, const float *g, float *p, float *m1, float *m2) {
+    k_adamw<<<blocks_for(n), THREADS>>>(n, groups, n_groups, *ks, refused, count_refusal, max_norm, norm, g, p, m1, m2);
+}
+
+// ---- fp16 loss scaling ------------------------------------------------------------
+
+__global__ void k_loss_scale_update(fu_loss_scale *s, const int *nonfinite, float least, int growth_steps) {
+    if (*nonfinite) {
+        s->clean = 0;
+        if (s->scale > least) s->scale *= 0.5f;
+    } else if (++s->clean == growth_steps) {
+        s->scale *= 2;
+        s->clean = 0;
+    }
+}
+
+void cu_loss_scale_update(fu_loss_scale *s, const int *nonfinite, float least, int growth_steps) {
+    k_loss_scale_update<<<1, 1>>>(s, nonfinite, least, growth_steps);
 }
 
 // ---- weighted sums of gradients ---------------------------------------------------

@@ -57,8 +57,8 @@ void fu_nccl_sync_free(fu_nccl_sync *s);
 // share of the global batch's loss weight, as grad_sync) before the sum; 1
 // until set.
 void fu_nccl_sync_set_scale(fu_nccl_sync *s, double scale);
-// The backend: at the start of each backward pass (again when fp16 redoes
-// one), after the pass has cleared the gradients.
+// The backend: at the start of each backward pass, after the pass has
+// cleared the gradients.
 void fu_nccl_sync_begin(fu_nccl_sync *s);
 // The backend, in backward: grads[off, off + len) are written by work already
 // enqueued on the compute stream. Errors are kept for fu_nccl_sync_end.
@@ -69,7 +69,7 @@ void fu_nccl_sync_ready(fu_nccl_sync *s, size_t off, size_t len);
 // scale x gradient, the same bytes on every rank.
 int fu_nccl_sync_end(fu_nccl_sync *s);
 // The largest of a device int over the ranks, in place, waited for (fp16:
-// the ranks agree on an overflow, so that all redo backward together).
+// the ranks agree on an overflow, so that their loss scales stay equal).
 int fu_nccl_sync_max(fu_nccl_sync *s, int *dev_value);
 
 // Seconds: first bucket started -> last one done on the GPU, and the part of

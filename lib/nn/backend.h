@@ -50,15 +50,21 @@ typedef struct {
     const char *conv_algos;
 } fu_backend_opts;
 
-// fp16's dynamic loss scaling in one backend (cuda): the scale, the clean
-// backward passes since it last changed (it doubles at 2000), and the
-// passes redone since creation because a gradient overflowed at the scale
-// before (which was then halved).
+// fp16's dynamic loss scaling in one backend (cuda), as PyTorch's
+// GradScaler: the scale, and the clean backward passes since it last
+// changed. A pass whose gradients overflow halves it (to
+// FU_LEAST_LOSS_SCALE at the lowest) and its step is skipped; 2000 clean
+// passes in a row double it.
 typedef struct {
     float scale;
     int clean;
-    int64_t redone;
 } fu_loss_scale;
+enum { FU_LOSS_SCALE_GROWTH = 2000 }; // GradScaler's growth interval
+// As GradScaler's, the scale may go below 1, where a gradient overflows
+// half's range unscaled (BatchNorm over a batch of 2, say); one that still
+// overflows at 2^-24 exceeds 65504 x 2^24 (about 1e12), or is NaN: the
+// trainer stops there.
+#define FU_LEAST_LOSS_SCALE 0x1p-24f
 
 // Data parallelism (lib/dist) reaches into a backend through these hooks;
 // with none (fu_backend.dist NULL) a backend is one process on its own.
@@ -71,8 +77,8 @@ typedef struct {
     // calls it once in forward with (sum x, sum x^2) per channel and once in
     // backward with (sum dy, sum dy * xhat) per channel, so that statistics,
     // running averages and input gradients are those of the global batch.
-    // The cuda backend in fp16 also sums its overflow flag (one value) after
-    // each backward, so that all ranks redo an overflowed backward together.
+    // The cuda backend in fp16 without NCCL also sums its overflow flag (one
+    // value) after each backward, so that every rank keeps the same scale.
     int (*sum)(void *ctx, double *v, int n);
     // Called in backward as soon as grads[off, off + len) hold their final
     // values: every parameter exactly once per backward, ranges in the same
@@ -85,9 +91,10 @@ typedef struct {
 // read later (fu_resident_api.figures): the step then never waits for the
 // GPU. The same values forward's *loss and step's *norm would be.
 typedef struct {
-    float loss;  // this rank's weighted mean loss
-    int hits;    // images whose logits' first largest is their label
-    double norm; // the gradients' norm before clipping
+    float loss;       // this rank's weighted mean loss
+    int hits;         // images whose logits' first largest is their label
+    double norm;      // the gradients' norm before clipping
+    float loss_scale; // fp16: the loss scale after the step (as loss_scaling would say); else unset
 } fu_step_figures;
 enum { FU_FIGURE_SLOTS = 16 }; // steps a backend keeps figures of between reads
 
@@ -106,10 +113,14 @@ typedef struct {
     // Backend -> host, the same four (a NULL one is not copied).
     int (*store)(fu_backend *b, float *params, float *state, float *m1, float *m2);
     // One optimizer step on the gradients of the last backward, as
-    // fu_clip_grad_norm then fu_adamw_step (adamw.h) on the host, t the step
-    // (1, 2, ...); *norm: the gradients' norm before clipping (norm NULL:
-    // kept with the step's figures, below). Where it is not finite the
-    // weights and moments are left as they were.
+    // fu_clip_grad_norm then fu_adamw_step (adamw.h) on the host; *norm: the
+    // gradients' norm before clipping (norm NULL: kept with the step's
+    // figures, below). Where it is not finite the step is refused: weights
+    // and moments stay as they were (fp16 skips an overflowed step so). t is
+    // the optimizer's step (1, 2, ...: refused steps do not count) as the
+    // host knows it; a step whose norm stays on the backend may have been
+    // refused unknown to the host, and the kept steps after it, up to the
+    // next figures, count one step fewer than the t they are given.
     int (*step)(fu_backend *b, const fu_adamw_opts *o, const fu_param_group *groups, int n_groups, double lr,
                 int64_t t, double max_norm, double *norm);
     // For a backend that drives several (the model-parallel pipe, whose
@@ -172,8 +183,10 @@ struct fu_backend {
     const char *conv_note;
     // Optional (cuda, --amp fp16; a pipe of such stages, each micro-batch's
     // backend scaling its own): dynamic loss scaling's state, for the run's
-    // log and checkpoints. loss_scaling copies up to max of its states into
-    // out and returns how many it has (1; a pipe's stages x micro-batches);
+    // log and checkpoints. Each backward updates it where it computes (no
+    // wait), and its gradients come out unscaled: not finite where they
+    // overflowed. loss_scaling copies up to max of its states into out and
+    // returns how many it has (1; a pipe's stages x micro-batches);
     // set_loss_scaling takes that many back (a resumed run's). NULL elsewhere.
     int (*loss_scaling)(const fu_backend *b, fu_loss_scale *out, int max);
     int (*set_loss_scaling)(fu_backend *b, const fu_loss_scale *in, int n);

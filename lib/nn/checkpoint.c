@@ -14,39 +14,46 @@ enum { MAX_META = 96 }; // metadata entries (names and values) of the state file
 static void path_in(char *out, size_t n, const char *dir, const char *file) { snprintf(out, n, "%s/%s", dir, file); }
 
 // fp16's loss scaling (fu_backend.loss_scaling), so that a resumed run scales
-// as the uninterrupted one: "SCALE CLEAN REDONE" per backend (a pipe's
-// stages x micro-batches), ';' between, the scale in hex; this rank's alone
-// (rank 0's: data parallel over NCCL or with sync-BN the ranks agree; with
-// --allreduce mpi and BatchNorm per rank each has its own, and every rank
-// resumes with rank 0's, as it does with rank 0's BatchNorm state); *text
-// NULL without loss scaling, else malloc'd.
+// as the uninterrupted one: "SCALE CLEAN" per backend (a pipe's stages x
+// micro-batches), ';' between, the scale in hex; this rank's alone (rank
+// 0's: data parallel over NCCL or with sync-BN the ranks agree on every
+// overflow; with --allreduce mpi and BatchNorm per rank each scales alone,
+// and every rank resumes with rank 0's scale, as with its BatchNorm state);
+// *text NULL without loss scaling, else malloc'd. Beside it, the steps
+// skipped (fp16_steps_skipped, the same on every rank), for AdamW's step
+// count.
 static int loss_scaling_text(const fu_backend *b, char **text_out) {
     *text_out = NULL;
     if (!b->loss_scaling) return 0;
     int n = b->loss_scaling(b, NULL, 0);
     fu_loss_scale *s = malloc((size_t)n * sizeof *s);
-    char *text = malloc((size_t)n * 64 + 1);
+    char *text = malloc((size_t)n * 48 + 1);
     if (!s || !text) return free(s), free(text), fu_fail("checkpoint", "out of memory");
-    b->loss_scaling(b, s, n);
+    if (b->loss_scaling(b, s, n) != n) return free(s), free(text), -1;
     size_t at = 0;
     text[0] = 0;
     for (int i = 0; i < n; i++)
-        at += (size_t)sprintf(text + at, "%s%a %d %" PRId64, i ? ";" : "", (double)s[i].scale, s[i].clean, s[i].redone);
+        at += (size_t)sprintf(text + at, "%s%a %d", i ? ";" : "", (double)s[i].scale, s[i].clean);
     free(s);
     *text_out = text;
     return 0;
 }
 
-static int loss_scaling_from(const char *path, const char *text, fu_backend *b) {
+static int loss_scaling_from(const char *path, const char *text, const char *skipped, fu_trainer *t) {
+    fu_backend *b = t->be;
     if (!b->set_loss_scaling) return fu_fail(path, "holds fp16 loss scaling, and this run has none");
+    char *end;
+    long long k = skipped ? strtoll(skipped, &end, 10) : -1;
+    if (!skipped || end == skipped || *end || k < 0 || k > t->step)
+        return fu_fail(path, "fp16_steps_skipped is not a count of the %" PRId64 " steps: '%s'", t->step,
+                       skipped ? skipped : "(unset)");
     int n = b->loss_scaling(b, NULL, 0), got = 0, used;
     fu_loss_scale *s = malloc((size_t)n * sizeof *s);
     if (!s) return fu_fail(path, "out of memory");
     const char *at = text;
     double scale;
-    long long redone;
-    while (got < n && sscanf(at, "%la %d %lld%n", &scale, &s[got].clean, &redone, &used) == 3) {
-        s[got].scale = (float)scale, s[got++].redone = redone;
+    while (got < n && sscanf(at, "%la %d%n", &scale, &s[got].clean, &used) == 2) {
+        s[got++].scale = (float)scale;
         at += used;
         if (*at != ';') break;
         at++;
@@ -55,6 +62,7 @@ static int loss_scaling_from(const char *path, const char *text, fu_backend *b) 
                               : fu_fail(path, "fp16_loss_scaling is not the state of %d backend%s: '%s'", n,
                                         n == 1 ? "" : "s", text);
     free(s);
+    if (rc == 0) t->skipped = k;
     return rc;
 }
 
@@ -62,7 +70,7 @@ int fu_checkpoint_save(const char *dir, fu_trainer *t, const fu_run_state *s, co
     const fu_model *m = t->m;
     if (fu_trainer_pull(t) < 0) return -1;
     char path[4096], step[32], epoch[32], next[32], loss[64], seen[32], correct[32], secs[64], wait[64];
-    char best_epoch[32], best_score[64], tsecs[64], twait[64], images[32];
+    char best_epoch[32], best_score[64], tsecs[64], twait[64], images[32], skipped[32];
     snprintf(tsecs, sizeof tsecs, "%a", s->train_seconds);
     snprintf(twait, sizeof twait, "%a", s->wait_seconds);
     snprintf(images, sizeof images, "%" PRId64, s->images);
@@ -88,7 +96,11 @@ int fu_checkpoint_save(const char *dir, fu_trainer *t, const fu_run_state *s, co
     for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) meta[k++] = fixed[i];
     char *scaling;
     if (loss_scaling_text(t->be, &scaling) < 0) return -1;
-    if (scaling) meta[k++] = "fp16_loss_scaling", meta[k++] = scaling;
+    snprintf(skipped, sizeof skipped, "%" PRId64, t->skipped);
+    if (scaling) {
+        meta[k++] = "fp16_loss_scaling", meta[k++] = scaling;
+        meta[k++] = "fp16_steps_skipped", meta[k++] = skipped;
+    }
     for (int i = 0; settings && settings[i]; i += 2) {
         if (k + 2 >= MAX_META) {
             free(scaling);
@@ -169,9 +181,10 @@ int fu_checkpoint_load(const char *dir, fu_trainer *t, fu_run_state *s, const ch
         moments_in(f, path, "adamw.exp_avg_sq", m->n_params, t->m2) < 0)
         goto done;
     // (None in a checkpoint from before the scale was kept: the scale starts over.)
-    const char *scaling = fu_st_meta(f, "fp16_loss_scaling");
-    if (scaling && loss_scaling_from(path, scaling, t->be) < 0) goto done;
     t->step = strtoll(v[0], NULL, 10);
+    t->skipped = 0;
+    const char *scaling = fu_st_meta(f, "fp16_loss_scaling");
+    if (scaling && loss_scaling_from(path, scaling, fu_st_meta(f, "fp16_steps_skipped"), t) < 0) goto done;
     s->st = (fu_epoch_stats){.epoch = atoi(v[1]), .next_batch = atoi(v[2]), .loss_sum = strtod(v[3], NULL),
                              .seen = strtoll(v[4], NULL, 10), .correct = strtoll(v[5], NULL, 10),
                              .seconds = strtod(v[6], NULL), .wait = strtod(v[7], NULL)};

@@ -4,7 +4,8 @@
 //                          flat, forward order) and, as metadata, the step,
 //                          the epoch and where it stands, the best epoch so
 //                          far, the log rows so far, the run's settings and
-//                          under fp16 the loss scaling (fu_backend.loss_scaling).
+//                          under fp16 the loss scaling (fu_backend.loss_scaling)
+//                          and the steps it skipped.
 // Both carry the step, so a pair torn by a crash between the two writes is
 // recognised. Numbers that must survive bit for bit are written as C99 hex
 // floats ("%a").

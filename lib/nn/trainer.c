@@ -43,6 +43,18 @@ int fu_trainer_init(fu_trainer *t, const fu_model *m, const fu_train_opts *o, co
     return rc < 0 ? -1 : fu_trainer_init_with(t, m, o, be);
 }
 
+// Every loss scaling state of the backend (a pipe's stages x micro-batches)
+// to start at `scale`.
+static int start_loss_scale(fu_backend *be, float scale) {
+    int n = be->loss_scaling(be, NULL, 0);
+    fu_loss_scale *s = fu_malloc((size_t)n * sizeof *s);
+    if (!s) return -1;
+    for (int i = 0; i < n; i++) s[i] = (fu_loss_scale){scale, 0};
+    int rc = be->set_loss_scaling(be, s, n);
+    free(s);
+    return rc;
+}
+
 int fu_trainer_init_with(fu_trainer *t, const fu_model *m, const fu_train_opts *o, fu_backend *be) {
     memset(t, 0, sizeof *t);
     t->m = m;
@@ -74,7 +86,7 @@ int fu_trainer_init_with(fu_trainer *t, const fu_model *m, const fu_train_opts *
     t->n_groups = fu_param_groups(m, o->no_decay_bn_bias, &t->groups);
     if (!t->params || !t->grads || !t->m1 || !t->m2 || !t->state || !t->counts || !t->best_params ||
         !t->best_state || !t->best_counts || !t->x[0] || !t->x[1] || !t->labels[0] || !t->labels[1] ||
-        t->n_groups < 0) {
+        t->n_groups < 0 || (o->loss_scale > 0 && be->loss_scaling && start_loss_scale(be, o->loss_scale) < 0)) {
         fu_trainer_free(t);
         return -1;
     }
@@ -217,11 +229,38 @@ static int kept_step(fu_trainer *t, int n, const float *x, const int *labels, do
     t->host_stale = true;
     if (t->nccl) t->be->nccl->set_scale(t->be, w_mine / g[0]);
     if (t->be->backward(t->be, NULL, NULL, NULL) < 0 ||
-        t->be->resident->step(t->be, &t->adamw, t->groups, t->n_groups, lr, step, t->o.max_grad_norm, NULL) < 0)
+        t->be->resident->step(t->be, &t->adamw, t->groups, t->n_groups, lr, step - t->skipped, t->o.max_grad_norm,
+                              NULL) < 0)
         return -1;
     t->pending[t->n_pending++] = (fu_kept_step){.step = step, .seen = (int64_t)g[1], .w_mine = w_mine, .w_all = g[0]};
     t->step = step;
     *seen = (int)g[1];
+    return 0;
+}
+
+float fu_trainer_loss_scale(const fu_trainer *t) {
+    const fu_backend *be = t->be;
+    if (!be->loss_scaling) return NAN;
+    int n = be->loss_scaling(be, NULL, 0);
+    fu_loss_scale *s = malloc((size_t)n * sizeof *s);
+    float least = NAN;
+    if (s && be->loss_scaling(be, s, n) == n)
+        for (int i = 0; i < n; i++) least = i == 0 || s[i].scale < least ? s[i].scale : least;
+    free(s);
+    return least;
+}
+
+// A step whose gradient norm is not finite, which the backend refused: under
+// fp16 loss scaling an overflow, skipped, as GradScaler skips it, the
+// backend having halved its scale (scale_after; NAN: ask it); an error
+// otherwise, or where that scale is down to its least.
+static int skip_step(fu_trainer *t, long long step, double norm, float scale_after) {
+    if (!t->be->loss_scaling) return fu_fail("training", "step %lld: the gradient norm is %f", step, norm);
+    if (isnan(scale_after)) scale_after = fu_trainer_loss_scale(t);
+    if (!(scale_after > FU_LEAST_LOSS_SCALE))
+        return fu_fail("training", "step %lld: the gradient norm is %f with the fp16 loss scale down to %g: not an "
+                       "overflow that scaling avoids", step, norm, (double)scale_after);
+    t->skipped++;
     return 0;
 }
 
@@ -239,7 +278,7 @@ int fu_train_settle(fu_trainer *t, fu_epoch_stats *st) {
         long long step = (long long)t->pending[s].step;
         double loss = g[2 * s] / t->pending[s].w_all;
         if (!isfinite(loss)) return fu_fail("training", "step %lld: the loss is %f", step, loss);
-        if (!isfinite(f[s].norm)) return fu_fail("training", "step %lld: the gradient norm is %f", step, f[s].norm);
+        if (!isfinite(f[s].norm) && skip_step(t, step, f[s].norm, f[s].loss_scale) < 0) return -1;
         t->grad_norm = f[s].norm;
         t->last_loss = (float)loss;
         st->loss_sum += (double)t->last_loss * (double)t->pending[s].seen;
@@ -278,15 +317,19 @@ static int train_step(fu_trainer *t, int n, const float *x, const int *labels, d
     if (t->be->backward(t->be, params, NULL, grads) < 0) return -1;
     if (t->sync && fu_grad_sync_end(t->sync) < 0) return -1;
     double norm;
+    int64_t adamw_t = step - t->skipped; // the optimizer's step: skipped ones do not count
     if (held) {
-        if (t->be->resident->step(t->be, &t->adamw, t->groups, t->n_groups, lr, step, t->o.max_grad_norm, &norm) < 0)
+        if (t->be->resident->step(t->be, &t->adamw, t->groups, t->n_groups, lr, adamw_t, t->o.max_grad_norm, &norm) < 0)
             return -1;
     } else {
         norm = fu_clip_grad_norm(t->grads, t->m->n_params, t->o.max_grad_norm);
     }
     t->grad_norm = norm;
-    if (!isfinite(norm)) return fu_fail("training", "step %lld: the gradient norm is %f", (long long)step, norm);
-    if (!held) fu_adamw_step(&t->adamw, lr, step, t->groups, t->n_groups, t->params, t->grads, t->m1, t->m2);
+    if (!isfinite(norm)) {
+        if (skip_step(t, (long long)step, norm, NAN) < 0) return -1;
+    } else if (!held) {
+        fu_adamw_step(&t->adamw, lr, adamw_t, t->groups, t->n_groups, t->params, t->grads, t->m1, t->m2);
+    }
     t->step = step;
     *loss = (float)global_loss;
     *correct = (int)g[2];

@@ -52,6 +52,9 @@ typedef struct {
     // cuda: convolution algorithms measured and recorded in this file, or
     // taken from it (fu_backend_opts.conv_algos); NULL: cuDNN's heuristics.
     const char *conv_algos;
+    // fp16: the loss scale to start at, as GradScaler's init_scale (0: 2^16,
+    // its default); a power of two from FU_LEAST_LOSS_SCALE up.
+    float loss_scale;
 } fu_train_opts;
 
 // The study's recipe: 10 epochs, batch 32, lr 1e-3, weight decay 1e-4 on
@@ -76,7 +79,8 @@ typedef struct {
     fu_param_group *groups;
     int n_groups;
     float class_w[FU_MAX_CLASSES];
-    int64_t step; // optimizer steps taken
+    int64_t step;    // training steps taken (batches)
+    int64_t skipped; // of which skipped, the gradients having overflowed fp16 (AdamW's step: step - skipped)
     double grad_norm; // of the last step, before clipping
     float *x[2];  // two batch buffers (n, 3, H, W): one computes, one loads
     int *labels[2];
@@ -139,11 +143,20 @@ int fu_class_weights(const size_t *count, int classes, float *w);
 
 // One optimizer step on n >= 2 images at learning rate lr. Fails, naming the
 // step and leaving the weights as they were, when the loss or the gradient
-// norm is not finite. *loss: the batch's weighted loss; *correct: argmax
-// hits; *seen: images. Data parallel, all three are of the global batch (every
-// rank's n images), and every rank returns the same.
+// norm is not finite; but under fp16 loss scaling (fu_backend.loss_scaling)
+// a norm that is not finite skips the step, as PyTorch's GradScaler does
+// (the weights stay, t->skipped counts it, the backend halved its scale),
+// and fails only once the scale is down to FU_LEAST_LOSS_SCALE. *loss: the
+// batch's weighted loss; *correct: argmax hits; *seen: images. Data
+// parallel, all three are of the global batch (every rank's n images), and
+// every rank returns the same.
 int fu_train_step(fu_trainer *t, int n, const float *x, const int *labels, double lr, float *loss, int *correct,
                   int *seen);
+
+// fp16: the least of the backend's loss scales (a pipe has one per stage and
+// micro-batch; one wait for the GPU); NAN without loss scaling, or where the
+// backend cannot say.
+float fu_trainer_loss_scale(const fu_trainer *t);
 
 // Batches of an epoch of n samples: ceil(n / batch), less a final batch of
 // one image (BatchNorm on batch statistics needs two), which is dropped.
@@ -165,8 +178,9 @@ typedef struct {
 // (fu_resident_api.figures: the cuda backend, resident): then the step never
 // waits for the GPU (the "no host synchronisation inside a step"),
 // and the figures come back, into st, every FU_FIGURE_SLOTS steps and at
-// fu_train_settle; a non-finite loss or norm fails the step that reads it,
-// naming the step it was, after the steps that followed it have run.
+// fu_train_settle; a non-finite loss or norm fails (or, fp16, skips) as
+// there, but is found when the figures are read, naming the step it was,
+// after the steps that followed it have run.
 // *loss: this step's, or the last one read back (NAN before the first).
 int fu_train_step_into(fu_trainer *t, int n, const float *x, const int *labels, double lr, fu_epoch_stats *st,
                        float *loss);

@@ -77,5 +77,9 @@ check_fails "missing --val" 2 'required' cnn-train --train "$T/s/train.shard" --
 check_fails "--allreduce: nccl or mpi" 2 "cnn-train: --allreduce: nccl or mpi, not 'gloo'" cnn-train $S --allreduce gloo --out "$T/x"
 check_fails "--conv-algos needs --device cuda" 2 "cnn-train: --conv-algos chooses cuDNN's algorithms: it needs --device cuda" \
     cnn-train $S --conv-algos "$T/algos.txt" --out "$T/x"
+check_fails "--loss-scale needs --amp fp16" 2 "cnn-train: --loss-scale scales fp16's loss: it needs --amp fp16" \
+    cnn-train $S --loss-scale 256 --out "$T/x"
+check_fails "--loss-scale: a power of two" 2 "cnn-train: --loss-scale: a power of two, not '3'" \
+    cnn-train $S --amp fp16 --loss-scale 3 --out "$T/x"
 no_tmp_left "no temporaries left" "$T/a"
 finish

@@ -132,28 +132,30 @@ startup_says "2 stages: the start-up report says how each stage's convolutions r
     -- $MP
 
 # --amp fp16: each epoch's line says dynamic loss scaling's state (the
-# scale, the backward passes redone because a gradient overflowed), for the
-# whole model and for 2 stages (their least scale, their passes summed).
-# Batches of 3: of 2, BatchNorm overflows half's range at every scale above
-# 1/4, and each step redoes backward many times (one run below does that).
-F16="--amp fp16 --batch 3"
+# scale, the steps skipped because a gradient overflowed), for the whole
+# model and for 2 stages (their least scale). Batches of 3 (of 2, BatchNorm
+# overflows half's range at every scale above 1/4: one run below does
+# that), from 2^12 (--loss-scale): steps 1 and 2 overflow (emulated), and
+# so does one of steps 3 and 4, the other taken (from 2^16 all 4 overflow).
+F16="--amp fp16 --batch 3 --loss-scale 4096"
 fp16_says() { # NAME DIR [OPTION...]
     name=$1 dir=$2
     shift 2
     cnn-train --train "$T/s/train.shard" --val "$T/s/val.shard" --epochs 2 $F16 --device cuda --out "$dir" "$@" \
         >/dev/null 2>"$dir.err"
     rc=$?
-    lines=$(grep -Ec '^cnn-train: epoch [12]/2: train loss .*; fp16 loss scale [0-9.e+-]+, (no gradient overflowed|[0-9]+ backward pass(es)? redone at half the scale \(a gradient overflowed\))$' "$dir.err")
+    lines=$(grep -Ec '^cnn-train: epoch [12]/2: train loss .*; fp16 loss scale [0-9.e+-]+, (no step skipped|[0-9]+ steps? skipped \(a gradient overflowed\))$' "$dir.err")
     if [ "$rc" = 0 ] && [ "$lines" = 2 ]; then ok "$name"
     else not_ok "$name" "exit $rc: $(grep -E 'epoch|cnn-train: [a-z]' "$dir.err" | head -3)"; fi
 }
-fp16_says "--amp fp16: each epoch's line says the loss scale and the backward passes redone" "$T/f1"
+fp16_says "--amp fp16: each epoch's line says the loss scale and the steps skipped" "$T/f1"
 # shellcheck disable=SC2086 # MP: options
-fp16_says "--amp fp16, 2 stages: each epoch's line says the loss scale and the passes redone" "$T/f2" $MP
+fp16_says "--amp fp16, 2 stages: each epoch's line says the loss scale and the steps skipped" "$T/f2" $MP
 
-# fp16 resumed mid-epoch: the loss scale went out with the checkpoint and
-# comes back in (from 2^16 again, the steps after would scale otherwise: the
-# weights differ without it; f1 is the uninterrupted run).
+# fp16 resumed mid-epoch: the loss scale and the steps skipped went out
+# with the checkpoint and come back in (from 2^16 again, the steps after
+# would scale otherwise, and AdamW would count the skipped steps: the
+# weights differ without them; f1 is the uninterrupted run).
 check "--amp fp16 --max-steps 3" cnn-train $S $F16 --device cuda --max-steps 3 --out "$T/f4"
 check "--amp fp16 --resume" cnn-train $S $F16 --device cuda --resume --out "$T/f4"
 same "--amp fp16 resumed: the uninterrupted run's last weights" "$T/f1/last.safetensors" "$T/f4/last.safetensors"
@@ -170,13 +172,29 @@ EOF
 check_fails "a checkpoint's fp16_loss_scaling that is not one: one line" 1 \
     "^cnn-train: .*/state.safetensors: fp16_loss_scaling is not the state of 1 backend: '0x1p\+8 x2*'$" \
     cnn-train $S $F16 --device cuda --resume --out "$T/f7"
-# Batches of 2: BatchNorm overflows half's range even unscaled, and the
-# scale falls below 1 (it stopped at 1 once, and the run failed).
+cp -r "$T/f4" "$T/f9"
+"$PY" - "$T/f9/state.safetensors" <<'EOF'
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+head = b[8:8 + n].decode()
+v = json.loads(head)["__metadata__"]["fp16_steps_skipped"]
+bad = head.replace('"fp16_steps_skipped":"%s"' % v, '"fp16_steps_skipped":"%s"' % ("-" * len(v)))  # the same length
+assert bad != head
+open(sys.argv[1], "wb").write(b[:8] + bad.encode() + b[8 + n:])
+EOF
+check_fails "a checkpoint's fp16_steps_skipped that is not a count: one line" 1 \
+    "^cnn-train: .*/state.safetensors: fp16_steps_skipped is not a count of the [0-9]+ steps: '-+'$" \
+    cnn-train $S $F16 --device cuda --resume --out "$T/f9"
+# Batches of 2: BatchNorm overflows half's range even unscaled (the first
+# step does at scale 1, emulated), so the scale must fall below 1 (it
+# stopped at 1 once, and the run failed). From 2^16, 17 steps are skipped
+# first (6 epochs of 3 steps, checked by hand); from 1, one.
 check "--amp fp16, batches of 2" cnn-train --train "$T/s/train.shard" --val "$T/s/val.shard" --epochs 1 --batch 2 \
-    --device cuda --amp fp16 --out "$T/f8"
-if grep -Eq '^cnn-train: epoch 1/1: .*; fp16 loss scale (0\.[0-9]+|[0-9.]+e-[0-9]+), [0-9]+ backward pass(es)? redone at half the scale \(a gradient overflowed\)$' "$T/.err"
-then ok "--amp fp16, batches of 2: the loss scale fell below 1"
-else not_ok "--amp fp16, batches of 2: the loss scale fell below 1" "$(grep epoch "$T/.err")"; fi
+    --device cuda --amp fp16 --loss-scale 1 --out "$T/f8"
+if grep -Eq '^cnn-train: epoch 1/1: .*; fp16 loss scale (0\.[0-9]+|[0-9.]+e-[0-9]+), (no step skipped|[0-9]+ steps? skipped \(a gradient overflowed\))$' "$T/.err"
+then ok "--amp fp16, batches of 2: overflowing steps skipped until the loss scale fell below 1"
+else not_ok "--amp fp16, batches of 2: overflowing steps skipped until the loss scale fell below 1" "$(grep epoch "$T/.err")"; fi
 
 # Checkpoints between devices: a cpu run resumed on the GPU, and the GPU's
 # model predicted on the CPU.

@@ -682,7 +682,8 @@ static void test_elementwise(size_t n) {
     near("mul bwd (dropout): dx += dy * mask", dx, ref, 2e-6);
 
     y = x;
-    cu_mul_scalar(n, 1024, y.data());
+    float scale = 1024; // in device memory, as the backend's loss scale
+    cu_mul_scalar(n, &scale, y.data());
     for (size_t i = 0; i < n; i++) ref[i] = xd[i] * 1024;
     near("mul scalar: x *= a (loss scale)", y, ref, 0);
 }
@@ -720,13 +721,15 @@ static void test_half(int o, int ci, int kk) {
 }
 
 // The fp16 overflow check: a finite batch leaves the flag alone, a
-// non-finite value sets it (and the values are scaled either way).
+// non-finite value sets it (and the values are divided by the loss scale
+// either way).
 static void test_unscale() {
     vector<float> g = {1, 2, 3, INFINITY};
     int flag = 0;
-    cu_unscale(3, g.data(), 0.5f, &flag);
+    float scale = 2; // in device memory, as the backend's loss scale
+    cu_unscale(3, g.data(), &scale, &flag);
     report(flag == 0 && g[0] == 0.5f && g[2] == 1.5f, "unscale: finite values scaled, the flag left at 0");
-    cu_unscale(4, g.data(), 0.5f, &flag);
+    cu_unscale(4, g.data(), &scale, &flag);
     report(flag == 1, "unscale: an inf sets the flag");
 }
 

@@ -3,7 +3,9 @@
 // (lib/nn/adamw.c): cu_grad_norm against fu_clip_grad_norm's norm, and
 // cu_grad_norm + cu_adamw against fu_clip_grad_norm + fu_adamw_step on the
 // same gradients. Both apply adamw_math.h's fu_adamw_elem, so without
-// clipping the weights and moments must be the same bytes.
+// clipping the weights and moments must be the same bytes. Also the refused
+// steps' count, which moves the later steps' t, and fp16's loss scale
+// update (cu_loss_scale_update) against GradScaler's rule.
 #include "compare.h"
 
 #include "cuda/cuda_optim.h"
@@ -74,20 +76,25 @@ static state random_state(size_t n) {
     return s;
 }
 
-// The host's step: clipping, then AdamW on the clipped gradients.
-static void host_step(state *s, const vector<fu_param_group> &groups, double max_norm) {
+// The host's step: clipping, then AdamW step t on the clipped gradients.
+static void host_step(state *s, const vector<fu_param_group> &groups, double max_norm, int64_t t = STEP) {
     vector<float> g = s->g;
     fu_clip_grad_norm(g.data(), g.size(), max_norm);
-    fu_adamw_step(&OPTS, LR, STEP, groups.data(), (int)groups.size(), s->p.data(), g.data(), s->m1.data(),
+    fu_adamw_step(&OPTS, LR, t, groups.data(), (int)groups.size(), s->p.data(), g.data(), s->m1.data(),
                   s->m2.data());
 }
 
-// The device's step, as the cuda backend's resident step runs it.
-static void device_step(state *s, const vector<fu_param_group> &groups, double max_norm) {
-    fu_adamw_coef k = fu_adamw_coef_of(OPTS.beta1, OPTS.beta2, OPTS.eps, OPTS.weight_decay, LR, STEP);
+// The device's step, as the cuda backend's resident step runs it: the
+// scalars of step t and the 15 before it, *refused the steps refused unseen.
+static void device_step(state *s, const vector<fu_param_group> &groups, double max_norm, int64_t t = STEP,
+                        int *refused = NULL, bool count_refusal = false) {
+    cu_adamw_coefs ks;
+    for (int j = 0; j < FU_FIGURE_SLOTS; j++)
+        ks.k[j] = fu_adamw_coef_of(OPTS.beta1, OPTS.beta2, OPTS.eps, OPTS.weight_decay, LR, t - j > 1 ? t - j : 1);
+    int none = 0;
     double norm = device_norm(s->g);
-    cu_adamw(s->g.size(), groups.data(), (int)groups.size(), k, max_norm, &norm, s->g.data(), s->p.data(),
-             s->m1.data(), s->m2.data());
+    cu_adamw(s->g.size(), groups.data(), (int)groups.size(), &ks, refused ? refused : &none, count_refusal, max_norm,
+             &norm, s->g.data(), s->p.data(), s->m1.data(), s->m2.data());
 }
 
 static bool same_bytes(const vector<float> &a, const vector<float> &b) {
@@ -174,6 +181,53 @@ static void test_adamw_nonfinite(size_t n, float bad, const char *what) {
     report(same_bytes(dev.p, start.p) && same_bytes(dev.m1, start.m1) && same_bytes(dev.m2, start.m2), line);
 }
 
+// Steps refused where the host does not see them (count_refusal): each
+// counts one, and a later step given t runs as step t - refused, bit for bit
+// the host's; a refusal the host sees (its norm read back) counts none.
+static void test_adamw_refusals(size_t n) {
+    vector<bool> in_group;
+    vector<fu_param_group> groups = make_groups(n, &in_group);
+    state start = random_state(n);
+    state bad = start, dev = start, host = start;
+    bad.g[7] = INFINITY;
+    int refused = 0;
+    device_step(&bad, groups, 1e30, 9, &refused, false);
+    report(refused == 0, "adamw: a refusal the host reads back is not counted");
+    device_step(&bad, groups, 1e30, 9, &refused, true);
+    device_step(&bad, groups, 1e30, 10, &refused, true);
+    report(refused == 2, "adamw: two refusals the host has not read are counted", refused);
+    device_step(&dev, groups, 1e30, 11, &refused, true);
+    host_step(&host, groups, 1e30, 9);
+    report_same("adamw given t 11 after 2 unseen refusals: step 9's weights, bit for bit", dev.p, host.p);
+    report_same("adamw after 2 unseen refusals: step 9's m2", dev.m2, host.m2);
+    report(refused == 2, "adamw: a step taken leaves the count alone", refused);
+    state other = start;
+    host_step(&other, groups, 1e30, 11);
+    report(!same_bytes(other.p, host.p), "adamw: steps 9 and 11 differ (the comparison is not vacuous)");
+}
+
+// GradScaler's update: halve on an overflow (down to the least), double
+// after growth clean passes in a row, an overflow restarting the count.
+static void test_loss_scale_update() {
+    fu_loss_scale s = {65536, 0};
+    int overflow = 1, clean = 0;
+    cu_loss_scale_update(&s, &overflow, 0x1p-24f, 3);
+    report(s.scale == 32768 && s.clean == 0, "loss scale: an overflow halves it", s.scale);
+    cu_loss_scale_update(&s, &clean, 0x1p-24f, 3);
+    cu_loss_scale_update(&s, &clean, 0x1p-24f, 3);
+    report(s.scale == 32768 && s.clean == 2, "loss scale: clean passes counted", s.clean);
+    cu_loss_scale_update(&s, &overflow, 0x1p-24f, 3);
+    cu_loss_scale_update(&s, &clean, 0x1p-24f, 3);
+    cu_loss_scale_update(&s, &clean, 0x1p-24f, 3);
+    report(s.scale == 16384 && s.clean == 2, "loss scale: an overflow restarts the count", s.scale);
+    cu_loss_scale_update(&s, &clean, 0x1p-24f, 3);
+    report(s.scale == 32768 && s.clean == 0, "loss scale: the growth-th clean pass doubles it", s.scale);
+    s = {0x1p-23f, 5};
+    cu_loss_scale_update(&s, &overflow, 0x1p-24f, 3);
+    cu_loss_scale_update(&s, &overflow, 0x1p-24f, 3);
+    report(s.scale == 0x1p-24f && s.clean == 0, "loss scale: never below the least", s.scale);
+}
+
 int main() {
     test_grad_norm(150001);     // 3 chunks of 65536, the last partial
     test_grad_norm(131072);     // exactly 2 chunks
@@ -183,6 +237,8 @@ int main() {
     test_adamw_clipped(150001);
     test_adamw_nonfinite(150001, NAN, "a NaN");
     test_adamw_nonfinite(150001, INFINITY, "an inf");
+    test_adamw_refusals(150001);
+    test_loss_scale_update();
     printf("# %d failed\n", failures);
     return failures != 0;
 }

@@ -85,10 +85,35 @@ static void result_alloc(result *r, const fu_model *m, int n, const float *state
 
 static void result_free(result *r) { free(r->grads), free(r->state), free(r->counts), free(r->logits); }
 
+static bool all_finite(size_t n, const float *a) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(a[i])) return false;
+    return true;
+}
+
+// The fp16 loss scale the tests' steps start at: under the 2^16 a run starts
+// at, which these nets' gradients overflow at these sizes (twice, emulated),
+// and a step that overflows is skipped, as GradScaler skips it: the tests
+// want steps that are taken. Every loss scaling state of b (a pipe's stages
+// x micro-batches) set to it; nothing to do without fp16.
+#define FP16_START 0x1p12f
+static int fp16_start(fu_backend *b, float scale) {
+    if (!b->loss_scaling) return 0;
+    int n = b->loss_scaling(b, NULL, 0);
+    fu_loss_scale *s = malloc((size_t)n * sizeof *s);
+    for (int i = 0; s && i < n; i++) s[i] = (fu_loss_scale){scale, 0};
+    int rc = s ? b->set_loss_scaling(b, s, n) : -1;
+    free(s);
+    return rc;
+}
+
 // One training step (BN on batch statistics, dropout masks from the pass,
 // backward), then eval-mode logits (eval_logits may be NULL), on a backend.
-// (run_backend_with: with these backend options, their batch n.)
-static int run_backend_with(const char *name, const fu_backend_opts *bo, const fu_model *m, int n,
+// (run_backend_with: with these backend options, their batch n.) With fp16
+// the step that counts is the first whose gradients do not overflow (one
+// that does is skipped, and a trainer's next step runs at half the scale):
+// from FP16_START, halving the scale until they are finite.
+static int run_backend_once(const char *name, const fu_backend_opts *bo, const fu_model *m, int n, float scale,
                             const float *params0, const float *state0, const float *x, const int *labels,
                             const float *cw, result *r, float *eval_logits) {
     fu_backend *b;
@@ -96,7 +121,8 @@ static int run_backend_with(const char *name, const fu_backend_opts *bo, const f
     size_t nl = (size_t)n * m->classes;
     result_alloc(r, m, n, state0);
     fu_pass train = {.train = true, .dropout = true, .seed = 7, .step = 3}, eval = {0};
-    int rc = b->forward(b, n, params0, r->state, r->counts, x, labels, cw, &train, &r->loss);
+    int rc = fp16_start(b, scale);
+    if (rc == 0) rc = b->forward(b, n, params0, r->state, r->counts, x, labels, cw, &train, &r->loss);
     if (rc == 0) memcpy(r->logits, b->logits(b), nl * sizeof(float));
     if (rc == 0) rc = b->backward(b, params0, NULL, r->grads);
     if (rc == 0 && eval_logits) {
@@ -108,6 +134,17 @@ static int run_backend_with(const char *name, const fu_backend_opts *bo, const f
     }
     b->destroy(b);
     return rc;
+}
+
+static int run_backend_with(const char *name, const fu_backend_opts *bo, const fu_model *m, int n,
+                            const float *params0, const float *state0, const float *x, const int *labels,
+                            const float *cw, result *r, float *eval_logits) {
+    for (float scale = FP16_START;; scale /= 2) {
+        int rc = run_backend_once(name, bo, m, n, scale, params0, state0, x, labels, cw, r, eval_logits);
+        if (rc < 0 || bo->amp != FU_AMP_FP16 || all_finite(m->n_params, r->grads) || scale <= FU_LEAST_LOSS_SCALE)
+            return rc;
+        result_free(r);
+    }
 }
 
 static int run_backend(const char *name, fu_amp amp, const fu_model *m, int n, const float *params0,
@@ -151,12 +188,6 @@ static int run_oracle(const fu_model *m, int n, const float *params, const float
 }
 
 static void oracle_free(oracle *o) { free(o->grads), free(o->state), free(o->counts), free(o->logits), free(o->eval_logits); }
-
-static bool all_finite(size_t n, const float *a) {
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(a[i])) return false;
-    return true;
-}
 
 // v rounded to the nearest bfloat16 or float16 (ties to even), as the
 // backend's conversions round.
@@ -649,7 +680,7 @@ enum { STEPS = 20 };
 // the same weights on the same batches, with the trainer options o (batch,
 // amp, model parallelism); the losses go to loss[].
 static int train_losses_with(const fu_model *m, const char *backend, fu_train_opts o, int steps, float *loss) {
-    o.augment = false, o.seed = 5;
+    o.augment = false, o.seed = 5, o.loss_scale = FP16_START;
     int n = o.batch;
     fu_trainer t;
     if (fu_trainer_init(&t, m, &o, backend, omp_get_max_threads()) < 0) return -1;
@@ -1073,72 +1104,107 @@ static void check_resident_trainer(const fu_model *m) {
     }
 }
 
-// One fp16 training step on the cuda backend from loss scale `from` (0: the
-// default, 2^16), with run_backend's pass: its gradients into r, and the
-// scale after it and the backward passes it redid.
-static int fp16_step(const fu_model *m, float from, const float *params, const float *state, const float *x,
-                     const int *labels, const float *cw, result *r, float *scale, int64_t *redone) {
+// `steps` fp16 training steps of the resident cuda backend b on one batch,
+// its weights from params, the first at loss scale `from`: kept (the
+// figures of all read after the last, into f) or each read back (norm
+// given); t as the trainer gives it, the steps before refused unknown to it
+// (kept) or counted (read back). The weights after, into out.
+static int fp16_steps(fu_backend *b, int steps, bool kept, float from, const float *params, const float *state,
+                      const float *x, const int *labels, const float *cw, fu_step_figures *f, float *out) {
     enum { N = 4 };
-    fu_backend *b;
-    fu_backend_opts bo = {.batch = N, .threads = omp_get_max_threads(), .amp = FU_AMP_FP16};
-    if (fu_backend_create("cuda", m, &bo, &b) < 0) return -1;
+    const fu_model *m = b->m;
+    fu_param_group *groups = NULL;
+    int n_groups = fu_param_groups(m, false, &groups), got = 0;
+    fu_adamw_opts ao = fu_adamw_defaults();
+    int64_t *counts = calloc(m->n_counts, sizeof(int64_t)), skipped = 0;
+    fu_loss_scale s = {from, 0};
     fu_pass train = {.train = true, .dropout = true, .seed = 7, .step = 3};
-    fu_loss_scale s = {from, 0, 0};
-    result_alloc(r, m, N, state);
-    int rc = b->loss_scaling && b->set_loss_scaling ? 0 : fu_fail("test", "no loss scaling in fp16");
-    if (rc == 0 && from > 0) rc = b->set_loss_scaling(b, &s, 1);
-    if (rc == 0) rc = b->forward(b, N, params, r->state, r->counts, x, labels, cw, &train, &r->loss);
-    if (rc == 0) rc = b->backward(b, params, NULL, r->grads);
-    if (rc == 0 && b->loss_scaling(b, &s, 1) != 1) rc = fu_fail("test", "not one loss scaling state");
-    *scale = s.scale, *redone = s.redone;
-    b->destroy(b);
+    int rc = n_groups > 0 && counts ? b->set_loss_scaling(b, &s, 1) : -1;
+    if (rc == 0) rc = b->resident->load(b, params, state, NULL, NULL);
+    for (int k = 0; k < steps && rc == 0; k++) {
+        double norm;
+        rc = b->forward(b, N, NULL, NULL, counts, x, labels, cw, &train, kept ? NULL : &f[k].loss);
+        if (rc == 0) rc = b->backward(b, NULL, NULL, NULL);
+        if (rc == 0) rc = b->resident->step(b, &ao, groups, n_groups, 1e-3, k + 1 - skipped, 1.0, kept ? NULL : &norm);
+        if (rc == 0 && !kept) {
+            f[k].norm = norm, skipped += !isfinite(norm);
+            rc = b->loss_scaling(b, &s, 1) == 1 ? 0 : -1;
+            f[k].loss_scale = s.scale;
+        }
+    }
+    if (rc == 0 && kept) rc = b->resident->figures(b, f, &got);
+    if (rc == 0 && kept && got != steps) rc = fu_fail("test", "the figures of %d steps, not %d", got, steps);
+    if (rc == 0) rc = b->resident->store(b, out, NULL, NULL, NULL);
+    free(groups), free(counts);
     return rc;
 }
 
-// fp16's dynamic loss scaling (fu_backend.loss_scaling): where a gradient
-// overflows at the scale, backward is redone at half of it. This batch
-// overflows at 2^16, the default start (twice, emulated); then from 2^20
-// (set_loss_scaling, as a resumed run's) a gradient overflows at every
-// scale down to 2^16 too: 4 passes more are redone, to the same scale, and
-// the gradients are the same bytes (the same activations, the same scale:
-// what a redo should give). A state that is not one is refused. Only fp16
-// has loss scaling.
+// fp16's dynamic loss scaling (fu_backend.loss_scaling), as GradScaler: a
+// step whose gradients overflow at the scale is skipped, and the scale
+// halved. This batch overflows at 2^16, the default start, and 2^15
+// (emulated). 4 steps kept on the GPU (nothing read until the last, the
+// skipped ones unknown to the host): the first ones refused (weights
+// unchanged, norm inf), each halving the scale the figures carry, and the
+// weights after the 4 = those of the steps that were taken, run from the
+// scale reached with AdamW's step counting 1, 2 (each read back): bit for
+// bit, which needs the kernel to have taken step 1's scalars though given
+// t = 3. A state that is not one is refused. Only fp16 has loss scaling.
 static void check_loss_scaling(const fu_model *m) {
-    enum { N = 4 };
+    enum { N = 4, STEPS = 4 };
     size_t np = m->n_params;
     float *params = malloc(np * sizeof(float)), *state = malloc(m->n_state * sizeof(float)),
-          *x = random_batch(m, N, 5), scale[2] = {0, 0}, cw[2] = {0.5f, 0.5f};
-    int64_t *counts = calloc(m->n_counts, sizeof(int64_t)), redone[2] = {-1, -1};
+          *x = random_batch(m, N, 5), cw[2] = {0.5f, 0.5f};
+    float *after[2] = {malloc(np * sizeof(float)), malloc(np * sizeof(float))};
+    int64_t *counts = calloc(m->n_counts, sizeof(int64_t));
     fu_model_init(m, 5, params, state, counts);
-    int labels[N] = {0, 1, 1, 0};
-    result r[2] = {{0}, {0}};
-    int rc = fp16_step(m, 0, params, state, x, labels, cw, &r[0], &scale[0], &redone[0]);
-    if (rc == 0) rc = fp16_step(m, 0x1p20f, params, state, x, labels, cw, &r[1], &scale[1], &redone[1]);
+    int labels[N] = {0, 1, 1, 0}, skipped = 0;
+    fu_step_figures f[2][FU_FIGURE_SLOTS] = {{{0}}};
+    fu_backend *b[2] = {NULL, NULL};
+    fu_backend_opts bo = {.batch = N, .threads = omp_get_max_threads(), .amp = FU_AMP_FP16};
+    int rc = fu_backend_create("cuda", m, &bo, &b[0]) == 0 && fu_backend_create("cuda", m, &bo, &b[1]) == 0 ? 0 : -1;
+    if (rc == 0) rc = fp16_steps(b[0], STEPS, true, 0x1p16f, params, state, x, labels, cw, f[0], after[0]);
+    while (rc == 0 && skipped < STEPS && !isfinite(f[0][skipped].norm)) skipped++;
     char name[200];
-    snprintf(name, sizeof name, "fp16 loss scaling: a step from 2^16 ends at %g, %lld passes redone; from 2^20 at "
-             "%g, %lld", scale[0], (long long)redone[0], scale[1], (long long)redone[1]);
-    if (CHECK(rc == 0, name, "%s", fu_error()) && redone[0] == 0) {
-        printf("skip - fp16 loss scaling: this batch's gradients do not overflow at 2^16 on this device\n");
+    snprintf(name, sizeof name, "fp16 loss scaling: %d steps kept from 2^16, %d skipped, the scale then %g", STEPS,
+             skipped, rc == 0 ? (double)f[0][STEPS - 1].loss_scale : 0.0);
+    if (CHECK(rc == 0, name, "%s", fu_error()) && (skipped == 0 || skipped == STEPS)) {
+        printf("skip - fp16 loss scaling: this batch's gradients overflow at no scale from 2^16 or at all 4 on this "
+               "device (%d skipped)\n", skipped);
     } else if (rc == 0) {
-        CHECK(redone[1] == redone[0] + 4 && scale[1] == scale[0] && scale[0] == ldexpf(0x1p16f, -(int)redone[0]),
-              "fp16 loss scaling: from 2^20, 4 passes more redone, each at half the scale, to the same scale",
-              "from 2^16: %g after %lld; from 2^20: %g after %lld", scale[0], (long long)redone[0], scale[1],
-              (long long)redone[1]);
-        CHECK(all_finite(np, r[1].grads) && same_floats(np, r[0].grads, r[1].grads),
-              "fp16 loss scaling: from 2^20, the same gradients, bit for bit, all finite", "they differ");
+        bool halved = true;
+        for (int k = 0; k < STEPS; k++)
+            halved = halved && f[0][k].loss_scale == ldexpf(0x1p16f, -(k < skipped ? k + 1 : skipped));
+        CHECK(halved && all_finite(np, after[0]), "fp16 loss scaling: each skipped step halved the scale",
+              "scales %g %g %g %g", f[0][0].loss_scale, f[0][1].loss_scale, f[0][2].loss_scale, f[0][3].loss_scale);
+        float scale = ldexpf(0x1p16f, -skipped);
+        rc = fp16_steps(b[1], STEPS - skipped, false, scale, params, state, x, labels, cw, f[1], after[1]);
+        bool moved = rc == 0 && !same_floats(np, after[1], params);
+        CHECK(rc == 0 && moved && same_floats(np, after[0], after[1]) &&
+                  f[0][STEPS - 1].norm == f[1][STEPS - skipped - 1].norm,
+              "fp16 loss scaling: the skipped steps left no trace: the weights of the steps taken from the scale "
+              "reached, AdamW counting from 1, bit for bit",
+              "%s; moved %d; norms %.9g, %.9g", rc ? fu_error() : "", moved, f[0][STEPS - 1].norm,
+              f[1][STEPS - skipped - 1].norm);
     }
-    result_free(&r[0]), result_free(&r[1]);
-    fu_backend *b;
-    fu_backend_opts bo = {.batch = N, .threads = 1, .amp = FU_AMP_FP16};
-    if (CHECK(fu_backend_create("cuda", m, &bo, &b) == 0, "fp16: a backend", "%s", fu_error())) {
-        fu_loss_scale bad[] = {{0, 0, 0}, {NAN, 0, 0}, {1, 2000, 0}, {1, 0, -1}}, two[2] = {{1, 0, 0}, {1, 0, 0}};
-        bool refused = b->set_loss_scaling(b, two, 2) < 0;
-        for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) refused = refused && b->set_loss_scaling(b, bad + i, 1) < 0;
-        CHECK(refused, "fp16: set_loss_scaling refuses a scale of 0 or NaN, 2000 clean passes, a negative count, "
-              "two states", "one was taken");
-        b->destroy(b);
+    fu_backend_destroy(b[0]), fu_backend_destroy(b[1]);
+    free(after[0]), free(after[1]);
+    fu_backend *one;
+    bo = (fu_backend_opts){.batch = N, .threads = 1, .amp = FU_AMP_FP16};
+    if (CHECK(fu_backend_create("cuda", m, &bo, &one) == 0, "fp16: a backend", "%s", fu_error())) {
+        fu_loss_scale bad[] = {{0, 0}, {NAN, 0}, {0x1p-25f, 0}, {1, 2000}, {1, -1}}, two[2] = {{1, 0}, {1, 0}},
+                      back = {0}, some = {0x1p-3f, 1999};
+        bool refused = one->set_loss_scaling(one, two, 2) < 0;
+        for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+            refused = refused && one->set_loss_scaling(one, bad + i, 1) < 0;
+        CHECK(refused, "fp16: set_loss_scaling refuses a scale of 0, NaN or under 2^-24, 2000 clean passes, a "
+              "negative count, two states", "one was taken");
+        bool kept = one->set_loss_scaling(one, &some, 1) == 0 && one->loss_scaling(one, &back, 1) == 1 &&
+                    back.scale == some.scale && back.clean == some.clean;
+        CHECK(kept, "fp16: the loss scaling state set is the one read back", "%g %d", back.scale, back.clean);
+        one->destroy(one);
     }
     for (int a = 0; a < 2; a++) {
+        fu_backend *b;
         bo = (fu_backend_opts){.batch = N, .threads = 1, .amp = a ? FU_AMP_BF16 : FU_AMP_OFF};
         if (CHECK(fu_backend_create("cuda", m, &bo, &b) == 0, a ? "bf16: a backend" : "fp32: a backend", "%s",
                   fu_error())) {
@@ -1392,9 +1458,10 @@ static void check_handoff(const fu_model *m) {
 // last (dy NULL), each stage's input_grad() the previous one's dy. Into r as
 // run_backend: the training step's loss, logits, gradients, state, counts;
 // then eval logits into eval_logits. Each stage's grads_ready into logs[s].
+// fp16 stages start at loss scale `scale`.
 static int run_chain(const char *backend, fu_amp amp, const fu_model *m, const fu_stage *st, int k, int n,
-                     const float *params, const float *state0, const float *x, const int *labels, const float *cw,
-                     result *r, float *eval_logits, ready_log *logs) {
+                     float scale, const float *params, const float *state0, const float *x, const int *labels,
+                     const float *cw, result *r, float *eval_logits, ready_log *logs) {
     fu_model sm[FU_MAX_STAGES];
     fu_backend *b[FU_MAX_STAGES] = {0};
     rank_ctx ctx[FU_MAX_STAGES];
@@ -1408,6 +1475,7 @@ static int run_chain(const char *backend, fu_amp amp, const fu_model *m, const f
         rc = fu_model_stage(m, &st[s], &sm[s]);
         if (rc == 0) made++;
         if (rc == 0) rc = fu_backend_create(backend, &sm[s], &bo, &b[s]);
+        if (rc == 0) rc = fp16_start(b[s], scale);
         if (rc < 0) break;
         log_init(&logs[s], sm[s].n_params, r->grads + st[s].param0);
         ctx[s] = (rank_ctx){.log = &logs[s]};
@@ -1468,7 +1536,14 @@ static void check_chain(const char *backend, fu_amp amp, const fu_model *m, cons
     ready_log logs[FU_MAX_STAGES];
     float *eval_logits = malloc(nl * sizeof(float));
     snprintf(name, sizeof name, "%s stages %s, amp %s: the chain runs", backend, c->name, fu_amp_name(amp));
-    int rc = run_chain(backend, amp, m, c->st, c->k, n, params, state0, x, labels, cw, &r, eval_logits, logs);
+    int rc;
+    // fp16: from the scale the whole model's step started at, halved until the gradients are finite, as it was.
+    for (float scale = FP16_START;; scale /= 2) {
+        rc = run_chain(backend, amp, m, c->st, c->k, n, scale, params, state0, x, labels, cw, &r, eval_logits, logs);
+        if (rc < 0 || amp != FU_AMP_FP16 || all_finite(m->n_params, r.grads) || scale <= FU_LEAST_LOSS_SCALE) break;
+        result_free(&r);
+        for (int s = 0; s < c->k; s++) log_free(&logs[s]);
+    }
     if (CHECK(rc == 0, name, "%s", fu_error())) {
         double *wg = to_double(m->n_params, whole->grads);
         const char *swhere;
@@ -1584,7 +1659,8 @@ static int step_make_amp(const char *backend, const problem *p, int at, int n, f
     s->grads = malloc(m->n_params * sizeof(float));
     memset(s->grads, 0xff, m->n_params * sizeof(float)); // NaN: backward must overwrite every one
     s->logits = malloc((size_t)n * m->classes * sizeof(float));
-    if (fu_backend_create(backend, m, &(fu_backend_opts){.batch = n, .amp = amp}, &s->b) < 0) {
+    if (fu_backend_create(backend, m, &(fu_backend_opts){.batch = n, .amp = amp}, &s->b) < 0 ||
+        fp16_start(s->b, FP16_START) < 0) {
         snprintf(s->err, sizeof s->err, "%s", fu_error());
         return -1;
     }
@@ -1932,6 +2008,7 @@ static int pipe_nccl_step(const fu_model *m, int micro, fu_amp amp, fu_comm *c, 
     fu_pass train = {.train = true, .dropout = true, .seed = 7, .step = 1};
     int rc = n_groups > 0 ? fu_pipe_create(m, &po, &(fu_backend_opts){.batch = N, .amp = amp}, &b) : -1;
     if (rc == 0 && (!b->resident || !b->nccl)) rc = fu_fail("test", "a pipe of cuda stages is not resident with NCCL");
+    if (rc == 0) rc = fp16_start(b, FP16_START);
     if (rc == 0 && c && (rc = b->nccl->attach(b, c, NCCL_BUCKET_BYTES, false)) == 0) b->nccl->set_scale(b, scale);
     if (rc == 0) rc = b->resident->load(b, params, state, NULL, NULL);
     if (rc == 0) rc = b->forward(b, N, NULL, NULL, counts, x, labels, cw, &train, &loss);

@@ -5,7 +5,10 @@
 // the best weights, checkpoints and a resume must give the same bytes as the
 // plain trainer, and a step must move nothing across "the bus": a forgotten
 // pull (stale host weights) or push (stale held weights) shows as a
-// difference here.
+// difference here. With fp16 loss scaling played (held_scaling: chosen
+// steps' gradients "overflow"), those steps must be skipped alike by every
+// way of stepping, the optimizer's step count must not move on them, and a
+// resume must go on as the uninterrupted run.
 #include "check.h"
 #include "core/error.h"
 #include "nn/checkpoint.h"
@@ -45,6 +48,16 @@ typedef struct {
     fu_step_figures figs[FU_FIGURE_SLOTS];
     int fig_next, reads, most; // kept now; figures calls; the most kept at a read
     bool keeping;              // the last forward kept its figures
+    // fp16 played (held_scaling): the steps (1, 2, ... as the trainer's pass
+    // says) whose gradients overflow, the scale, the kept steps refused since
+    // the figures were read (the t of the steps after them is one less
+    // each, as on a GPU), and the t of every AdamW step taken.
+    uint64_t overflow_steps; // bit s: step s + 1
+    fu_loss_scale scale;
+    int64_t last_step;       // of the last forward
+    int unseen;
+    int64_t ts[64];
+    int n_ts;
 } held;
 
 static held *held_of(fu_backend *b) { return b->impl; }
@@ -68,6 +81,7 @@ static int held_forward(fu_backend *b, int n, const float *params, float *state,
     h->keeping = b->resident->figures && !params && !loss && pass->train && labels;
     if (h->keeping && h->fig_next == FU_FIGURE_SLOTS) return fu_fail("held", "the figures were not read in time");
     fu_step_figures *f = &h->figs[h->fig_next];
+    h->last_step = (int64_t)pass->step + 1;
     int rc = h->inner->forward(h->inner, n, h->params, h->state, counts, x, labels, class_w, pass,
                                h->keeping ? &f->loss : loss);
     if (rc == 0 && state && pass->train) memcpy(state, h->state, m->n_state * sizeof(float));
@@ -89,6 +103,12 @@ static const float *held_logits(fu_backend *b) { return held_of(b)->inner->logit
 static int held_backward(fu_backend *b, const float *params, const float *dy, float *grads) {
     held *h = held_of(b);
     if (h->inner->backward(h->inner, h->params, dy, h->grads) < 0) return -1;
+    if (b->loss_scaling) { // GradScaler's update, as the cuda backend's backward ends
+        bool overflow = h->last_step <= 64 && (h->overflow_steps >> (h->last_step - 1) & 1);
+        if (overflow) h->grads[b->m->n_params / 2] = INFINITY;
+        if (overflow) h->scale.clean = 0, h->scale.scale = fmaxf(h->scale.scale / 2, FU_LEAST_LOSS_SCALE);
+        else if (++h->scale.clean == FU_LOSS_SCALE_GROWTH) h->scale.scale *= 2, h->scale.clean = 0;
+    }
     if (grads) memcpy(grads, h->grads, b->m->n_params * sizeof(float));
     return 0;
 }
@@ -128,15 +148,42 @@ static int held_step(fu_backend *b, const fu_adamw_opts *o, const fu_param_group
     if (!norm && !h->keeping) return fu_fail("held", "a step given no norm after a forward that kept nothing");
     if (!norm) norm = &kept;
     *norm = fu_clip_grad_norm(h->grads, b->m->n_params, max_norm);
-    if (isfinite(*norm)) fu_adamw_step(o, lr, t, groups, n_groups, h->params, h->grads, h->m1, h->m2);
-    if (norm == &kept) h->figs[h->fig_next++].norm = kept, h->keeping = false;
+    if (isfinite(*norm)) {
+        fu_adamw_step(o, lr, t - h->unseen, groups, n_groups, h->params, h->grads, h->m1, h->m2);
+        if (h->n_ts < 64) h->ts[h->n_ts++] = t - h->unseen;
+    } else if (norm == &kept) {
+        h->unseen++;
+    }
+    if (norm == &kept) {
+        h->figs[h->fig_next].loss_scale = h->scale.scale;
+        h->figs[h->fig_next++].norm = kept, h->keeping = false;
+    }
     return 0;
+}
+
+static int held_loss_scaling(const fu_backend *b, fu_loss_scale *out, int max) {
+    if (max > 0) *out = held_of((fu_backend *)b)->scale;
+    return 1;
+}
+
+static int held_set_loss_scaling(fu_backend *b, const fu_loss_scale *in, int n) {
+    if (n != 1) return fu_fail("held", "one loss scale");
+    held_of(b)->scale = *in;
+    return 0;
+}
+
+// fp16 played: the steps in `steps` (bit s: step s + 1) overflow.
+static void held_scaling(fu_backend *b, uint64_t steps) {
+    b->loss_scaling = held_loss_scaling, b->set_loss_scaling = held_set_loss_scaling;
+    held_of(b)->scale = (fu_loss_scale){65536, 0};
+    held_of(b)->overflow_steps = steps;
 }
 
 static int held_figures(fu_backend *b, fu_step_figures *out, int *steps) {
     held *h = held_of(b);
     memcpy(out, h->figs, (size_t)h->fig_next * sizeof *out);
     *steps = h->fig_next;
+    h->unseen = 0; // the host counts them from here
     h->reads++;
     if (h->fig_next > h->most) h->most = h->fig_next;
     h->fig_next = 0;
@@ -461,6 +508,80 @@ static void test_host_step(void) {
     if (ok) fu_trainer_free(&plain), fu_trainer_free(&host);
 }
 
+// fp16 loss scaling played (held_scaling): steps 2, 5 and 18 of an epoch
+// of FU_FIGURE_SLOTS + 3 overflow. Stepping with the norm read back each
+// step, keeping the figures (read after step 16 and at the epoch's end, so
+// step 18's refusal is unseen when steps 19 runs), and on the host
+// (host_step) skip the same 3 steps and give the same bytes, AdamW's steps
+// counting 1, 2, ... with no gap; a checkpoint after step 10 resumed goes on
+// as the uninterrupted run (which needs the skips restored: AdamW's step
+// would be 2 more); and overflowing down to the least scale fails, naming
+// the step, alike.
+static void test_skips(const char *dir) {
+    enum { MANY = 4 * (FU_FIGURE_SLOTS + 3) };
+    const uint64_t overflow = 1u << 1 | 1u << 4 | 1u << 17;
+    char path[160];
+    fu_dataset big;
+    snprintf(path, sizeof path, "%s/skips.shard", dir);
+    if (!CHECK(write_shard(path, MANY) == 0 && fu_dataset_open(&big, path, 2) == 0, "a dataset of many batches",
+               "%s", fu_error()))
+        return;
+    fu_trainer sync, kept, host, back;
+    bool ok = make(&sync, true, false) == 0 && make_keeping(&kept, true, false, true) == 0 &&
+              make(&host, true, true) == 0 && make_keeping(&back, true, false, true) == 0;
+    if (!CHECK(ok, "trainers made", "%s", fu_error())) return;
+    fu_trainer *all[] = {&sync, &kept, &host, &back};
+    for (int i = 0; i < 4; i++) held_scaling(all[i]->be, overflow);
+    // The kept run stops after step 10 to be saved (the resume below), then goes on.
+    char save[256];
+    snprintf(save, sizeof save, "%s/skips", dir);
+    fu_run_state rs = {.best_epoch = -1, .log = ""}, rs2 = {0};
+    fu_epoch_stats st[3] = {{0}};
+    ok = fu_train_epoch(&kept, &big, 1e-3, 10, &st[1], NULL, NULL) == 1 && mkdir(save, 0777) == 0 &&
+         (rs.st = st[1], fu_checkpoint_save(save, &kept, &rs, NULL) == 0);
+    for (int i = 0; i < 3 && ok; i++) ok = fu_train_epoch(all[i], &big, 1e-3, -1, &st[i], NULL, NULL) == 0;
+    held *hs = held_of(sync.be), *hk = held_of(kept.be);
+    CHECK(ok && sync.skipped == 3 && kept.skipped == 3 && host.skipped == 3 && same_live(&sync, &kept) &&
+              same_live(&sync, &host) && st[0].loss_sum == st[1].loss_sum && st[0].loss_sum == st[2].loss_sum,
+          "fp16 overflows at steps 2, 5, 18: skipped alike stepping, keeping figures and on the host; same bytes",
+          "%s; skipped %lld %lld %lld", fu_error(), (long long)sync.skipped, (long long)kept.skipped,
+          (long long)host.skipped);
+    bool counted = ok && hs->n_ts == FU_FIGURE_SLOTS && hk->n_ts == FU_FIGURE_SLOTS;
+    for (int j = 0; counted && j < hs->n_ts; j++) counted = hs->ts[j] == j + 1 && hk->ts[j] == j + 1;
+    CHECK(counted, "AdamW's step counts the steps taken only: 1 to 16 over 19 steps, kept or not",
+          "%d and %d steps; the last t %lld and %lld", hs->n_ts, hk->n_ts, (long long)hs->ts[hs->n_ts - 1],
+          (long long)hk->ts[hk->n_ts - 1]);
+    CHECK(ok && hs->scale.scale == 8192 && hk->scale.scale == 8192, "3 overflows: the scale 2^16 / 8",
+          "%g", (double)hs->scale.scale);
+
+    // Resumed from step 10 over other weights: as the uninterrupted run.
+    ok = ok && train(&back, 1) == 0 && fu_checkpoint_load(save, &back, &rs2, NULL) == 0;
+    bool restored = ok && back.skipped == 2 && held_of(back.be)->scale.scale == 16384;
+    ok = ok && fu_train_epoch(&back, &big, 1e-3, -1, &rs2.st, NULL, NULL) == 0;
+    CHECK(restored && ok && same_live(&kept, &back) && back.skipped == 3 && rs2.st.loss_sum == st[1].loss_sum,
+          "resumed after step 10 (2 skipped, scale 2^14): the uninterrupted run's bytes", "%s; %lld skipped",
+          fu_error(), (long long)back.skipped);
+    free(rs2.log);
+    for (int i = 0; i < 4; i++) fu_trainer_free(all[i]);
+
+    // Every step overflows from 2^-22: step 1 halves it, step 2 reaches the least and fails.
+    char why[2][256] = {"", ""};
+    for (int keep = 0; keep < 2; keep++) {
+        fu_trainer t;
+        if (make_keeping(&t, true, false, keep) < 0) continue;
+        held_scaling(t.be, ~(uint64_t)0);
+        held_of(t.be)->scale.scale = 0x1p-22f;
+        fu_epoch_stats e = {0};
+        if (fu_train_epoch(&t, &big, 1e-3, -1, &e, NULL, NULL) < 0)
+            snprintf(why[keep], sizeof why[keep], "%s", fu_error());
+        fu_trainer_free(&t);
+    }
+    CHECK(strstr(why[0], "step 2: the gradient norm is inf with the fp16 loss scale down to 5.96046e-08") &&
+              strcmp(why[0], why[1]) == 0,
+          "overflowing at the least loss scale: one error naming the step, kept or not", "'%s', '%s'", why[0], why[1]);
+    fu_dataset_close(&big);
+}
+
 int main(void) {
     char dir[] = "/tmp/fu-test-resident-XXXXXX", path[128];
     if (!mkdtemp(dir)) return perror("mkdtemp"), 1;
@@ -473,6 +594,7 @@ int main(void) {
     test_epochs();
     test_host_step();
     test_figures(dir);
+    test_skips(dir);
     fu_dataset_close(&data);
     char cmd[160];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
