@@ -159,30 +159,27 @@ fp16_says "--amp fp16, 2 stages: each epoch's line says the loss scale and the s
 check "--amp fp16 --max-steps 3" cnn-train $S $F16 --device cuda --max-steps 3 --out "$T/f4"
 check "--amp fp16 --resume" cnn-train $S $F16 --device cuda --resume --out "$T/f4"
 same "--amp fp16 resumed: the uninterrupted run's last weights" "$T/f1/last.safetensors" "$T/f4/last.safetensors"
-cp -r "$T/f4" "$T/f7"
-"$PY" - "$T/f7/state.safetensors" <<'EOF'
+# f4's checkpoint copied to DIR, its metadata KEY's value overwritten (the
+# same length, so the header's size holds) by PREFIX then FILL repeated.
+spoil() { # DIR KEY PREFIX FILL
+    cp -r "$T/f4" "$1"
+    "$PY" - "$1/state.safetensors" "$2" "$3" "$4" <<'EOF'
 import json, struct, sys
-b = open(sys.argv[1], "rb").read()
+path, key, prefix, fill = sys.argv[1:]
+b = open(path, "rb").read()
 n = struct.unpack("<Q", b[:8])[0]
 head = b[8:8 + n].decode()
-v = json.loads(head)["__metadata__"]["fp16_loss_scaling"]
-bad = head.replace('"%s"' % v, '"%s"' % ("0x1p+8 x" + "2" * len(v))[:len(v)])  # the same length
-open(sys.argv[1], "wb").write(b[:8] + bad.encode() + b[8 + n:])
+v = json.loads(head)["__metadata__"][key]
+bad = head.replace('"%s":"%s"' % (key, v), '"%s":"%s"' % (key, (prefix + fill * len(v))[:len(v)]))
+assert bad != head
+open(path, "wb").write(b[:8] + bad.encode() + b[8 + n:])
 EOF
+}
+spoil "$T/f7" fp16_loss_scaling "0x1p+8 x" 2
 check_fails "a checkpoint's fp16_loss_scaling that is not one: one line" 1 \
     "^cnn-train: .*/state.safetensors: fp16_loss_scaling is not the state of 1 backend: '0x1p\+8 x2*'$" \
     cnn-train $S $F16 --device cuda --resume --out "$T/f7"
-cp -r "$T/f4" "$T/f9"
-"$PY" - "$T/f9/state.safetensors" <<'EOF'
-import json, struct, sys
-b = open(sys.argv[1], "rb").read()
-n = struct.unpack("<Q", b[:8])[0]
-head = b[8:8 + n].decode()
-v = json.loads(head)["__metadata__"]["fp16_steps_skipped"]
-bad = head.replace('"fp16_steps_skipped":"%s"' % v, '"fp16_steps_skipped":"%s"' % ("-" * len(v)))  # the same length
-assert bad != head
-open(sys.argv[1], "wb").write(b[:8] + bad.encode() + b[8 + n:])
-EOF
+spoil "$T/f9" fp16_steps_skipped "" -
 check_fails "a checkpoint's fp16_steps_skipped that is not a count: one line" 1 \
     "^cnn-train: .*/state.safetensors: fp16_steps_skipped is not a count of the [0-9]+ steps: '-+'$" \
     cnn-train $S $F16 --device cuda --resume --out "$T/f9"

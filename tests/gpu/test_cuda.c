@@ -1150,7 +1150,7 @@ static int fp16_steps(fu_backend *b, int steps, bool kept, float from, const flo
 // bit, which needs the kernel to have taken step 1's scalars though given
 // t = 3. A state that is not one is refused. Only fp16 has loss scaling.
 static void check_loss_scaling(const fu_model *m) {
-    enum { N = 4, STEPS = 4 };
+    enum { N = 4, KEPT = 4 };
     size_t np = m->n_params;
     float *params = malloc(np * sizeof(float)), *state = malloc(m->n_state * sizeof(float)),
           *x = random_batch(m, N, 5), cw[2] = {0.5f, 0.5f};
@@ -1162,29 +1162,29 @@ static void check_loss_scaling(const fu_model *m) {
     fu_backend *b[2] = {NULL, NULL};
     fu_backend_opts bo = {.batch = N, .threads = omp_get_max_threads(), .amp = FU_AMP_FP16};
     int rc = fu_backend_create("cuda", m, &bo, &b[0]) == 0 && fu_backend_create("cuda", m, &bo, &b[1]) == 0 ? 0 : -1;
-    if (rc == 0) rc = fp16_steps(b[0], STEPS, true, 0x1p16f, params, state, x, labels, cw, f[0], after[0]);
-    while (rc == 0 && skipped < STEPS && !isfinite(f[0][skipped].norm)) skipped++;
+    if (rc == 0) rc = fp16_steps(b[0], KEPT, true, 0x1p16f, params, state, x, labels, cw, f[0], after[0]);
+    while (rc == 0 && skipped < KEPT && !isfinite(f[0][skipped].norm)) skipped++;
     char name[200];
-    snprintf(name, sizeof name, "fp16 loss scaling: %d steps kept from 2^16, %d skipped, the scale then %g", STEPS,
-             skipped, rc == 0 ? (double)f[0][STEPS - 1].loss_scale : 0.0);
-    if (CHECK(rc == 0, name, "%s", fu_error()) && (skipped == 0 || skipped == STEPS)) {
+    snprintf(name, sizeof name, "fp16 loss scaling: %d steps kept from 2^16, %d skipped, the scale then %g", KEPT,
+             skipped, rc == 0 ? (double)f[0][KEPT - 1].loss_scale : 0.0);
+    if (CHECK(rc == 0, name, "%s", fu_error()) && (skipped == 0 || skipped == KEPT)) {
         printf("skip - fp16 loss scaling: this batch's gradients overflow at no scale from 2^16 or at all 4 on this "
                "device (%d skipped)\n", skipped);
     } else if (rc == 0) {
         bool halved = true;
-        for (int k = 0; k < STEPS; k++)
+        for (int k = 0; k < KEPT; k++)
             halved = halved && f[0][k].loss_scale == ldexpf(0x1p16f, -(k < skipped ? k + 1 : skipped));
         CHECK(halved && all_finite(np, after[0]), "fp16 loss scaling: each skipped step halved the scale",
               "scales %g %g %g %g", f[0][0].loss_scale, f[0][1].loss_scale, f[0][2].loss_scale, f[0][3].loss_scale);
         float scale = ldexpf(0x1p16f, -skipped);
-        rc = fp16_steps(b[1], STEPS - skipped, false, scale, params, state, x, labels, cw, f[1], after[1]);
+        rc = fp16_steps(b[1], KEPT - skipped, false, scale, params, state, x, labels, cw, f[1], after[1]);
         bool moved = rc == 0 && !same_floats(np, after[1], params);
         CHECK(rc == 0 && moved && same_floats(np, after[0], after[1]) &&
-                  f[0][STEPS - 1].norm == f[1][STEPS - skipped - 1].norm,
+                  f[0][KEPT - 1].norm == f[1][KEPT - skipped - 1].norm,
               "fp16 loss scaling: the skipped steps left no trace: the weights of the steps taken from the scale "
               "reached, AdamW counting from 1, bit for bit",
-              "%s; moved %d; norms %.9g, %.9g", rc ? fu_error() : "", moved, f[0][STEPS - 1].norm,
-              f[1][STEPS - skipped - 1].norm);
+              "%s; moved %d; norms %.9g, %.9g", rc ? fu_error() : "", moved, f[0][KEPT - 1].norm,
+              f[1][KEPT - skipped - 1].norm);
     }
     fu_backend_destroy(b[0]), fu_backend_destroy(b[1]);
     free(after[0]), free(after[1]);
@@ -1204,12 +1204,12 @@ static void check_loss_scaling(const fu_model *m) {
         one->destroy(one);
     }
     for (int a = 0; a < 2; a++) {
-        fu_backend *b;
+        fu_backend *plain;
         bo = (fu_backend_opts){.batch = N, .threads = 1, .amp = a ? FU_AMP_BF16 : FU_AMP_OFF};
-        if (CHECK(fu_backend_create("cuda", m, &bo, &b) == 0, a ? "bf16: a backend" : "fp32: a backend", "%s",
+        if (CHECK(fu_backend_create("cuda", m, &bo, &plain) == 0, a ? "bf16: a backend" : "fp32: a backend", "%s",
                   fu_error())) {
-            CHECK(!b->loss_scaling, a ? "bf16: no loss scaling" : "fp32: no loss scaling", "loss_scaling set");
-            b->destroy(b);
+            CHECK(!plain->loss_scaling, a ? "bf16: no loss scaling" : "fp32: no loss scaling", "loss_scaling set");
+            plain->destroy(plain);
         }
     }
     free(params), free(state), free(x), free(counts);

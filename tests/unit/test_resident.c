@@ -437,6 +437,14 @@ static void note_report(void *ctx, const fu_epoch_stats *st, int batches, float 
     r->calls++;
 }
 
+// A dataset of an epoch of FU_FIGURE_SLOTS + 3 batches, DIR/NAME.
+static bool open_many(const char *dir, const char *name, fu_dataset *d) {
+    char path[160];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return CHECK(write_shard(path, BATCH * (FU_FIGURE_SLOTS + 3)) == 0 && fu_dataset_open(d, path, 2) == 0,
+                 "a dataset of many batches", "%s", fu_error());
+}
+
 // Epochs whose steps keep their figures on the backend (the cuda backend's
 // way, fu_resident_api.figures): an epoch of FU_FIGURE_SLOTS + 3 batches,
 // then one of `data`'s 3: the plain trainer's bytes and epoch figures, read
@@ -444,13 +452,8 @@ static void note_report(void *ctx, const fu_epoch_stats *st, int batches, float 
 // last loss read; and a non-finite loss named by its step as the plain
 // trainer names it, once read.
 static void test_figures(const char *dir) {
-    enum { MANY = 4 * (FU_FIGURE_SLOTS + 3) }; // images: an epoch of FU_FIGURE_SLOTS + 3 batches
-    char path[160];
     fu_dataset big;
-    snprintf(path, sizeof path, "%s/big.shard", dir);
-    if (!CHECK(write_shard(path, MANY) == 0 && fu_dataset_open(&big, path, 2) == 0, "a dataset of many batches",
-               "%s", fu_error()))
-        return;
+    if (!open_many(dir, "big.shard", &big)) return;
     fu_trainer plain, kept;
     bool ok = make(&plain, false, false) == 0 && make_keeping(&kept, true, false, true) == 0;
     held *h = ok ? held_of(kept.be) : NULL;
@@ -518,14 +521,9 @@ static void test_host_step(void) {
 // would be 2 more); and overflowing down to the least scale fails, naming
 // the step, alike.
 static void test_skips(const char *dir) {
-    enum { MANY = 4 * (FU_FIGURE_SLOTS + 3) };
     const uint64_t overflow = 1u << 1 | 1u << 4 | 1u << 17;
-    char path[160];
     fu_dataset big;
-    snprintf(path, sizeof path, "%s/skips.shard", dir);
-    if (!CHECK(write_shard(path, MANY) == 0 && fu_dataset_open(&big, path, 2) == 0, "a dataset of many batches",
-               "%s", fu_error()))
-        return;
+    if (!open_many(dir, "skips.shard", &big)) return;
     fu_trainer sync, kept, host, back;
     bool ok = make(&sync, true, false) == 0 && make_keeping(&kept, true, false, true) == 0 &&
               make(&host, true, true) == 0 && make_keeping(&back, true, false, true) == 0;
