@@ -696,8 +696,8 @@ static int backward_pass(cu_net *d, const float *dy, const float *scale) {
 // scale, d->nonfinite set where one of them is inf or NaN, and the scale
 // updated from it, all on the device. With NCCL the gradients are the
 // ranks' sum, and the flag is agreed over NCCL too (an inner input's
-// gradient is the rank's own); with other hooks through dist->sum on the
-// host: so every rank updates its scale alike.
+// gradient is the rank's own); summed on the host, through the hooks' `any`
+// (a wait): so every rank updates its scale alike.
 static int unscale(cu_net *d) {
     snprintf(d->what, sizeof d->what, "backward (unscaling fp16 gradients)");
     mark(d, "backward: fp16 unscaling");
@@ -705,15 +705,14 @@ static int unscale(cu_net *d) {
     cu_unscale(d->m->n_params, d->grads, &d->scaler->scale, d->nonfinite);
     if (d->m->inner_input) cu_unscale(fu_op_numel(d->m, 0, d->n), dact(d, 0), &d->scaler->scale, d->nonfinite);
     if (d->nccl && fu_nccl_sync_max(d->nccl, d->nonfinite) < 0) return -1;
-    if (d->dist && !d->nccl) {
+    const fu_dist_hooks *h = d->b->dist;
+    if (h && h->any && !d->nccl) {
         int flag = 0;
         CU(cudaMemcpy(&flag, d->nonfinite, sizeof flag, cudaMemcpyDeviceToHost));
-        double v = flag;
-        if (d->dist->sum(d->dist->ctx, &v, 1) < 0) {
+        if (h->any(h->ctx, &flag) < 0) {
             fu_error_prefix("fp16 loss scaling across ranks");
             return -1;
         }
-        flag = v > 0;
         CU(cudaMemcpy(d->nonfinite, &flag, sizeof flag, cudaMemcpyHostToDevice));
     }
     cu_loss_scale_update(d->scaler, d->nonfinite, FU_LEAST_LOSS_SCALE, FU_LOSS_SCALE_GROWTH);

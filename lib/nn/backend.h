@@ -77,14 +77,18 @@ typedef struct {
     // calls it once in forward with (sum x, sum x^2) per channel and once in
     // backward with (sum dy, sum dy * xhat) per channel, so that statistics,
     // running averages and input gradients are those of the global batch.
-    // The cuda backend in fp16 without NCCL also sums its overflow flag (one
-    // value) after each backward, so that every rank keeps the same scale.
     int (*sum)(void *ctx, double *v, int n);
     // Called in backward as soon as grads[off, off + len) hold their final
     // values: every parameter exactly once per backward, ranges in the same
     // order on every rank (NULL: not called). Lets gradient buckets start
     // their allreduce while backward goes on.
     void (*grads_ready)(void *ctx, size_t off, size_t len);
+    // *flag = 1 on every rank where it is 1 on any; collective, blocking
+    // (NULL: not called). The cuda backend in fp16 agrees on a gradient
+    // overflow with it after each backward where the gradients are summed
+    // on the host (over NCCL it agrees on the GPUs), so that every rank's
+    // loss scale stays the same.
+    int (*any)(void *ctx, int *flag);
 } fu_dist_hooks;
 
 // One training step's figures where a backend keeps them for the trainer to

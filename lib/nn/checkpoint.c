@@ -16,9 +16,9 @@ static void path_in(char *out, size_t n, const char *dir, const char *file) { sn
 // fp16's loss scaling (fu_backend.loss_scaling), so that a resumed run scales
 // as the uninterrupted one: "SCALE CLEAN" per backend (a pipe's stages x
 // micro-batches), ';' between, the scale in hex; this rank's alone (rank
-// 0's: data parallel over NCCL or with sync-BN the ranks agree on every
-// overflow; with --allreduce mpi and BatchNorm per rank each scales alone,
-// and every rank resumes with rank 0's scale, as with its BatchNorm state);
+// 0's: data parallel the ranks agree on every overflow, but a pipe's stages
+// with the gradients summed on the host scale per rank, and every rank
+// resumes with rank 0's scales);
 // *text NULL without loss scaling, else malloc'd. Beside it, the steps
 // skipped (fp16_steps_skipped, the same on every rank), for AdamW's step
 // count.

@@ -117,6 +117,12 @@ static int push(fu_trainer *t) {
 // The backend's hooks, with the trainer as their context.
 static int dist_sum(void *ctx, double *v, int n) { return fu_comm_sum(((fu_trainer *)ctx)->comm, v, n); }
 static void dist_grads_ready(void *ctx, size_t off, size_t len) { fu_grad_sync_ready(((fu_trainer *)ctx)->sync, off, len); }
+static int dist_any(void *ctx, int *flag) {
+    double v = *flag;
+    if (fu_comm_sum(((fu_trainer *)ctx)->comm, &v, 1) < 0) return -1;
+    *flag = v > 0;
+    return 0;
+}
 
 int fu_trainer_distribute(fu_trainer *t, fu_comm *c, bool sync_bn, size_t bucket_bytes) {
     if (c->size < 2) return 0;
@@ -141,7 +147,7 @@ int fu_trainer_distribute(fu_trainer *t, fu_comm *c, bool sync_bn, size_t bucket
     t->comm = c;
     // With NCCL the backend sums in backward: the host must not sum again.
     t->hooks = (fu_dist_hooks){.ctx = t, .sum = sync_bn ? dist_sum : NULL,
-                               .grads_ready = t->sync ? dist_grads_ready : NULL};
+                               .grads_ready = t->sync ? dist_grads_ready : NULL, .any = dist_any};
     t->be->dist = &t->hooks;
     if (fu_trainer_keep_best(t) < 0) return -1;
     return fu_trainer_check_in_sync(t);

@@ -256,6 +256,15 @@ if command -v mpirun >/dev/null 2>&1; then
     says_nccl "2 ranks: gradients summed by NCCL"
     check "2 ranks, --allreduce mpi" $MPIRUN -np 2 cnn-train $D -q --allreduce mpi --out "$T/r2"
     near "2 ranks: NCCL's sums train MPI's weights" "$T/r2/last.safetensors" "$T/r1/last.safetensors"
+    # fp16: the ranks agree on every overflow, over NCCL or (any) through MPI,
+    # so their loss scales stay equal and the two sums train the same bytes
+    # (a rank whose scale stayed where the other's halved rounded its
+    # gradients otherwise: 9e-10 apart, before the agreement).
+    F16D="--train $T/dp/train.shard --val $T/dp/val.shard --epochs 2 --batch 3 --threads 1 --device cuda -q $F16"
+    check "2 ranks, --amp fp16" $MPIRUN -np 2 cnn-train $F16D --out "$T/r4"
+    check "2 ranks, --amp fp16 --allreduce mpi" $MPIRUN -np 2 cnn-train $F16D --allreduce mpi --out "$T/r5"
+    same "2 ranks, --amp fp16: MPI's sums train NCCL's weights, bit for bit" "$T/r4/last.safetensors" \
+        "$T/r5/last.safetensors"
     check "2 ranks x 2 stages" $MPIRUN -np 2 cnn-train $D $MP --out "$T/r3"
     says_nccl "2 ranks x 2 stages: gradients summed by NCCL, per stage"
     near "2 ranks x 2 stages: the unsplit run's weights" "$T/r1/last.safetensors" "$T/r3/last.safetensors"

@@ -1913,6 +1913,50 @@ static void check_nccl_timeout(const problem *p) {
     step_free(&s);
 }
 
+// fp16 data parallel with the gradients summed on the host (no NCCL): the
+// ranks agree on a gradient overflow through the hooks' `any`, so that
+// their loss scales stay equal. Two ranks as threads, rank 0 started at
+// 2^60 (its loss gradient overflows half whatever the batch), rank 1 at
+// 2^4: with the hook both halve (2^59, 2^3) and neither counts a clean pass;
+// without it rank 1's pass is clean.
+static void check_overflow_agreement(int side) {
+    problem p;
+    problem_make(&p, side);
+    float got[2][RANKS];
+    int clean[2][RANKS], rc = 0;
+    for (int agree = 0; agree < 2 && rc == 0; agree++) {
+        world *w = world_make(RANKS);
+        rank_ctx ctx[RANKS];
+        fu_dist_hooks hooks[RANKS];
+        step s[RANKS];
+        pthread_t th[RANKS];
+        for (int r = 0; r < RANKS; r++) {
+            ctx[r] = (rank_ctx){.w = w, .rank = r};
+            hooks[r] = (fu_dist_hooks){.ctx = &ctx[r], .any = world_any};
+            fu_loss_scale start = {r == 0 ? 0x1p60f : 0x1p4f, 0};
+            if (step_make_amp("cuda", &p, r * (DP_BATCH / RANKS), DP_BATCH / RANKS, FU_AMP_FP16,
+                              agree ? &hooks[r] : NULL, &s[r]) < 0 ||
+                s[r].b->set_loss_scaling(s[r].b, &start, 1) < 0)
+                rc = -1;
+        }
+        for (int r = 0; r < RANKS && rc == 0; r++) pthread_create(&th[r], NULL, run_step, &s[r]);
+        for (int r = 0; r < RANKS && rc == 0; r++) pthread_join(th[r], NULL);
+        for (int r = 0; r < RANKS && rc == 0; r++) {
+            fu_loss_scale now;
+            rc = s[r].rc == 0 && s[r].b->loss_scaling(s[r].b, &now, 1) == 1 ? 0 : -1;
+            got[agree][r] = now.scale, clean[agree][r] = now.clean;
+        }
+        for (int r = 0; r < RANKS; r++) step_free(&s[r]);
+        world_free(w);
+    }
+    CHECK(rc == 0 && got[1][0] == 0x1p59f && got[1][1] == 0x1p3f && clean[1][1] == 0 && got[0][1] == 0x1p4f &&
+              clean[0][1] == 1,
+          "fp16, gradients summed on the host: an overflow on one rank halves every rank's loss scale (`any`)",
+          "rc %d (%s); with the hook %g and %g (clean %d), without %g (clean %d)", rc, rc < 0 ? fu_error() : "",
+          got[1][0], got[1][1], clean[1][1], got[0][1], clean[0][1]);
+    problem_free(&p);
+}
+
 // The NCCL sync on one rank (a world of one process: NCCL's sum of one is
 // the identity) against no sync: gradients bit for bit in fp32 and fp16
 // (which also agrees on overflows over NCCL), times the share bit for bit;
@@ -2531,6 +2575,7 @@ int main(int argc, char **argv) {
         fu_model_free(&m);
     }
     check_dist("cuda", 64);
+    check_overflow_agreement(32);
     check_nccl(&one, 64);
     return check_done();
 }

@@ -75,6 +75,14 @@ static inline int world_sum(void *ctx, double *v, int n) {
     return 0;
 }
 
+// fu_dist_hooks.any over the world's ranks, as one more sum.
+static inline int world_any(void *ctx, int *flag) {
+    double v = *flag;
+    if (world_sum(ctx, &v, 1) < 0) return -1;
+    *flag = v > 0;
+    return 0;
+}
+
 static inline void log_init(ready_log *l, size_t n_params, const float *grads) {
     memset(l, 0, sizeof *l);
     l->grads = grads;
