@@ -321,7 +321,7 @@ typedef struct {
     double final_train_loss, peak_rss_mb;
     double peak_gpu_mb; // device memory the backend planned (0 on the CPU)
     int ranks;
-    int64_t steps;
+    int64_t steps, skipped; // training steps; of which skipped (fp16: a gradient overflowed)
     fu_grad_sync_stats sync;
     double allreduce_full; // one blocking allreduce of every gradient, seconds
     const char *stage_busy; // per stage, seconds: "12.3;11.9"
@@ -353,7 +353,7 @@ static void write_results(const results *r) {
           "image_size,train_images,train_seconds,images_per_second,data_wait_seconds,final_train_loss,val_acc,"
           "val_auc,test_acc,test_auc,test_sensitivity,test_specificity,test_f1,peak_rss_mb,peak_gpu_mb,git_rev,"
           "started_at,sync_bn,steps,compute_seconds,allreduce_seconds,allreduce_exposed_seconds,"
-          "allreduce_full_seconds,grad_mb,micro_batches,stage_busy_seconds,gpus_per_rank\n",
+          "allreduce_full_seconds,grad_mb,micro_batches,stage_busy_seconds,gpus_per_rank,steps_skipped\n",
           t.f);
     fu_csv_put(t.f, config, strlen(config));
     fputc(',', t.f);
@@ -391,10 +391,10 @@ static void write_results(const results *r) {
     const fu_grad_sync_stats *g = &r->sync;
     // GPUs: one per rank, or one per stage unless the stages share it.
     int gpus = strcmp(op->backend, "cuda") ? 0 : op->o.shared_gpu ? 1 : stages;
-    fprintf(t.f, ",%s,%" PRId64 ",%.3f,%.3f,%.3f,%.6f,%.3f,%d,%s,%d\n", op->sync_bn && r->ranks > 1 ? "yes" : "no",
-            r->steps, rs->train_seconds - rs->wait_seconds - g->exposed, g->seconds, g->exposed, r->allreduce_full,
-            r->ranks > 1 ? g->mb_per_step : 0.0, op->o.micro_batches > 1 ? op->o.micro_batches : 1, r->stage_busy,
-            gpus);
+    fprintf(t.f, ",%s,%" PRId64 ",%.3f,%.3f,%.3f,%.6f,%.3f,%d,%s,%d,%" PRId64 "\n",
+            op->sync_bn && r->ranks > 1 ? "yes" : "no", r->steps, rs->train_seconds - rs->wait_seconds - g->exposed,
+            g->seconds, g->exposed, r->allreduce_full, r->ranks > 1 ? g->mb_per_step : 0.0,
+            op->o.micro_batches > 1 ? op->o.micro_batches : 1, r->stage_busy, gpus, r->skipped);
     text_commit(&t, op->out, "results.csv");
 }
 
@@ -750,8 +750,7 @@ int main(int argc, char **argv) {
                   op.resume ? " (since the resume)" : "");
     results r = {&op, &train, &rs, &ev, op.test ? &et : NULL, device_name, started_at, final_loss,
                  max_over_ranks(peak_rss_mb()), max_over_ranks((double)t.be->device_bytes / (1 << 20)), comm.size,
-                 t.step,
-                 fu_trainer_allreduce_stats(&t), allreduce_full, busy};
+                 t.step, t.skipped, fu_trainer_allreduce_stats(&t), allreduce_full, busy};
     if (writer) write_results(&r);
 
     fu_eval_free(&ev);

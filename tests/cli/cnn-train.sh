@@ -26,11 +26,11 @@ if [ "$(wc -l <"$T/a/predictions-test.csv")" = 3 ] && [ "$(wc -l <"$T/a/predicti
     ok "predictions: the whole val and test splits"
 else not_ok "predictions: the whole val and test splits"; fi
 want="config,dataset,device,device_name,ranks,threads_per_rank,amp,model_parallel,batch_per_rank,epochs,image_size,train_images,train_seconds,images_per_second,data_wait_seconds,final_train_loss,val_acc,val_auc,test_acc,test_auc,test_sensitivity,test_specificity,test_f1,peak_rss_mb,peak_gpu_mb,git_rev,started_at"
-# DESIGN.md's columns first, then where the time went (data parallel, model parallel).
+# DESIGN.md's columns first, then where the time went (data parallel, model parallel), and fp16's skipped steps.
 want="$want,sync_bn,steps,compute_seconds,allreduce_seconds,allreduce_exposed_seconds,allreduce_full_seconds,grad_mb"
-want="$want,micro_batches,stage_busy_seconds,gpus_per_rank"
+want="$want,micro_batches,stage_busy_seconds,gpus_per_rank,steps_skipped"
 if [ "$(head -1 "$T/a/results.csv")" = "$want" ] && [ "$(wc -l <"$T/a/results.csv")" = 2 ] &&
-    [ "$(sed -n 2p "$T/a/results.csv" | awk -F, '{print NF}')" = 37 ]; then
+    [ "$(sed -n 2p "$T/a/results.csv" | awk -F, '{print NF}')" = 38 ]; then
     ok "results.csv: the DESIGN.md columns, one row"
 else not_ok "results.csv: the DESIGN.md columns, one row" "$(cat "$T/a/results.csv")"; fi
 

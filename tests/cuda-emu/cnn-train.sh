@@ -149,6 +149,10 @@ fp16_says() { # NAME DIR [OPTION...]
     else not_ok "$name" "exit $rc: $(grep -E 'epoch|cnn-train: [a-z]' "$dir.err" | head -3)"; fi
 }
 fp16_says "--amp fp16: each epoch's line says the loss scale and the steps skipped" "$T/f1"
+n=$(field "$T/f1/results.csv" steps_skipped)
+said=$(sed -n 's/.*, \([0-9]*\) steps* skipped (a gradient overflowed)$/\1/p' "$T/f1.err" | awk '{s += $1} END {print s + 0}')
+if [ -n "$n" ] && [ "$n" = "$said" ] && [ "$n" -gt 0 ]; then ok "--amp fp16: results.csv's steps_skipped, the epochs' ($n)"
+else not_ok "--amp fp16: results.csv's steps_skipped, the epochs'" "steps_skipped '$n', the epoch lines $said"; fi
 # shellcheck disable=SC2086 # MP: options
 fp16_says "--amp fp16, 2 stages: each epoch's line says the loss scale and the steps skipped" "$T/f2" $MP
 
