@@ -96,7 +96,7 @@
 // gradient instead, and unscales its input's gradient too. With NCCL the
 // gradients are summed while still scaled (every rank has the same scale),
 // unscaled after, and the ranks agree on an overflow over NCCL; with the
-// gradients summed on the host, through one more sum (a wait), so that
+// gradients summed on the host, through the hooks' `any` (a wait), so that
 // their scales stay equal.
 //
 // FU_CUDA_SYNC=1 in the environment synchronises after every op, so that an
@@ -784,8 +784,7 @@ static void cu_destroy(fu_backend *b) {
         void *dev[] = {d->params, d->grads, d->state, d->m1, d->m2, d->norm_part, d->norm, d->groups, d->wt,
                        d->dwt, d->act, d->dact, d->aux, d->stage, d->part, d->bnv, d->coef, d->argmax, d->ws, d->hx,
                        d->hy, d->nonfinite, d->scaler, d->refused, d->pre[0].dev, d->pre[1].dev, d->labels,
-                       d->class_w, d->prob,
-                       d->terms, d->wsum, d->figs};
+                       d->class_w, d->prob, d->terms, d->wsum, d->figs};
         for (size_t j = 0; j < sizeof dev / sizeof *dev; j++) cudaFree(dev[j]);
         if (d->copy) {
             for (int k = 0; k < 2; k++) cudaEventDestroy(d->pre[k].copied), cudaEventDestroy(d->pre[k].read);

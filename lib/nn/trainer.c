@@ -248,7 +248,7 @@ float fu_trainer_loss_scale(const fu_trainer *t) {
     const fu_backend *be = t->be;
     if (!be->loss_scaling) return NAN;
     int n = be->loss_scaling(be, NULL, 0);
-    fu_loss_scale *s = malloc((size_t)n * sizeof *s);
+    fu_loss_scale *s = fu_malloc((size_t)n * sizeof *s);
     float least = NAN;
     if (s && be->loss_scaling(be, s, n) == n)
         for (int i = 0; i < n; i++) least = i == 0 || s[i].scale < least ? s[i].scale : least;
@@ -262,7 +262,7 @@ float fu_trainer_loss_scale(const fu_trainer *t) {
 // otherwise, or where that scale is down to its least.
 static int skip_step(fu_trainer *t, long long step, double norm, float scale_after) {
     if (!t->be->loss_scaling) return fu_fail("training", "step %lld: the gradient norm is %f", step, norm);
-    if (isnan(scale_after)) scale_after = fu_trainer_loss_scale(t);
+    if (isnan(scale_after) && isnan(scale_after = fu_trainer_loss_scale(t))) return -1; // its error said why
     if (!(scale_after > FU_LEAST_LOSS_SCALE))
         return fu_fail("training", "step %lld: the gradient norm is %f with the fp16 loss scale down to %g: not an "
                        "overflow that scaling avoids", step, norm, (double)scale_after);

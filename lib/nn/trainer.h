@@ -155,7 +155,7 @@ int fu_train_step(fu_trainer *t, int n, const float *x, const int *labels, doubl
 
 // fp16: the least of the backend's loss scales (a pipe has one per stage and
 // micro-batch; one wait for the GPU); NAN without loss scaling, or where the
-// backend cannot say.
+// backend cannot say (fu_error says why).
 float fu_trainer_loss_scale(const fu_trainer *t);
 
 // Batches of an epoch of n samples: ceil(n / batch), less a final batch of
