@@ -230,6 +230,14 @@ void fu_backend_device_name(const fu_backend *b, char *out, size_t size);
 // the classes.
 int fu_backend_check_batch(const fu_backend *b, int n, const int *labels, const float *class_w, const fu_pass *pass);
 
+// fp16's loss scaling states of b (fu_backend.loss_scaling; a pipe's stages
+// x micro-batches), malloc'd, *n of them: NULL with *n 0 where b has none,
+// NULL with *n -1 on failure (fu_error says why).
+fu_loss_scale *fu_backend_loss_scales(const fu_backend *b, int *n);
+// Every loss scaling state of b to start at scale, its clean passes at 0 (a
+// run's start: GradScaler's init_scale); 0 where b has none.
+int fu_backend_start_loss_scale(fu_backend *b, float scale);
+
 // GPUs the cuda backend can use (0 in a build without it, or with no device
 // or driver; `why` then says what the runtime answered).
 int fu_backend_gpu_count(char *why, size_t size);

@@ -18,18 +18,16 @@ static void path_in(char *out, size_t n, const char *dir, const char *file) { sn
 // micro-batches), ';' between, the scale in hex; this rank's alone (rank
 // 0's: data parallel the ranks agree on every overflow, but a pipe's stages
 // with the gradients summed on the host scale per rank, and every rank
-// resumes with rank 0's scales);
-// *text NULL without loss scaling, else malloc'd. Beside it, the steps
-// skipped (fp16_steps_skipped, the same on every rank), for AdamW's step
-// count.
+// resumes with rank 0's scales); *text NULL without loss scaling, else
+// malloc'd. Beside it, the steps skipped (fp16_steps_skipped, the same on
+// every rank), for AdamW's step count.
 static int loss_scaling_text(const fu_backend *b, char **text_out) {
     *text_out = NULL;
-    if (!b->loss_scaling) return 0;
-    int n = b->loss_scaling(b, NULL, 0);
-    fu_loss_scale *s = malloc((size_t)n * sizeof *s);
-    char *text = malloc((size_t)n * 48 + 1);
-    if (!s || !text) return free(s), free(text), fu_fail("checkpoint", "out of memory");
-    if (b->loss_scaling(b, s, n) != n) return free(s), free(text), -1;
+    int n;
+    fu_loss_scale *s = fu_backend_loss_scales(b, &n);
+    if (n <= 0) return n;
+    char *text = fu_malloc((size_t)n * 48 + 1);
+    if (!text) return free(s), -1;
     size_t at = 0;
     text[0] = 0;
     for (int i = 0; i < n; i++)

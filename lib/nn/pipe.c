@@ -564,11 +564,12 @@ static void note_convolutions(pipe *p, fu_backend *b) {
 }
 
 // Every micro-batch backend of every stage scales its own loss gradient
-// (its own scale): theirs in be[]'s order.
+// (its own scale): theirs in be[]'s order (-1 where one cannot say).
 static int pipe_loss_scaling(const fu_backend *b, fu_loss_scale *out, int max) {
     const pipe *p = b->impl;
     int n = p->k * p->micro;
-    for (int i = 0; i < n && i < max; i++) p->be[i]->loss_scaling(p->be[i], out + i, 1);
+    for (int i = 0; i < n && i < max; i++)
+        if (p->be[i]->loss_scaling(p->be[i], out + i, 1) != 1) return -1;
     return n;
 }
 

@@ -43,18 +43,6 @@ int fu_trainer_init(fu_trainer *t, const fu_model *m, const fu_train_opts *o, co
     return rc < 0 ? -1 : fu_trainer_init_with(t, m, o, be);
 }
 
-// Every loss scaling state of the backend (a pipe's stages x micro-batches)
-// to start at `scale`.
-static int start_loss_scale(fu_backend *be, float scale) {
-    int n = be->loss_scaling(be, NULL, 0);
-    fu_loss_scale *s = fu_malloc((size_t)n * sizeof *s);
-    if (!s) return -1;
-    for (int i = 0; i < n; i++) s[i] = (fu_loss_scale){scale, 0};
-    int rc = be->set_loss_scaling(be, s, n);
-    free(s);
-    return rc;
-}
-
 int fu_trainer_init_with(fu_trainer *t, const fu_model *m, const fu_train_opts *o, fu_backend *be) {
     memset(t, 0, sizeof *t);
     t->m = m;
@@ -86,7 +74,7 @@ int fu_trainer_init_with(fu_trainer *t, const fu_model *m, const fu_train_opts *
     t->n_groups = fu_param_groups(m, o->no_decay_bn_bias, &t->groups);
     if (!t->params || !t->grads || !t->m1 || !t->m2 || !t->state || !t->counts || !t->best_params ||
         !t->best_state || !t->best_counts || !t->x[0] || !t->x[1] || !t->labels[0] || !t->labels[1] ||
-        t->n_groups < 0 || (o->loss_scale > 0 && be->loss_scaling && start_loss_scale(be, o->loss_scale) < 0)) {
+        t->n_groups < 0 || (o->loss_scale > 0 && fu_backend_start_loss_scale(be, o->loss_scale) < 0)) {
         fu_trainer_free(t);
         return -1;
     }
@@ -245,13 +233,10 @@ static int kept_step(fu_trainer *t, int n, const float *x, const int *labels, do
 }
 
 float fu_trainer_loss_scale(const fu_trainer *t) {
-    const fu_backend *be = t->be;
-    if (!be->loss_scaling) return NAN;
-    int n = be->loss_scaling(be, NULL, 0);
-    fu_loss_scale *s = fu_malloc((size_t)n * sizeof *s);
+    int n;
+    fu_loss_scale *s = fu_backend_loss_scales(t->be, &n);
     float least = NAN;
-    if (s && be->loss_scaling(be, s, n) == n)
-        for (int i = 0; i < n; i++) least = i == 0 || s[i].scale < least ? s[i].scale : least;
+    for (int i = 0; i < n; i++) least = i == 0 || s[i].scale < least ? s[i].scale : least;
     free(s);
     return least;
 }

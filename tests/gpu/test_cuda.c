@@ -94,18 +94,8 @@ static bool all_finite(size_t n, const float *a) {
 // The fp16 loss scale the tests' steps start at: under the 2^16 a run starts
 // at, which these nets' gradients overflow at these sizes (twice, emulated),
 // and a step that overflows is skipped, as GradScaler skips it: the tests
-// want steps that are taken. Every loss scaling state of b (a pipe's stages
-// x micro-batches) set to it; nothing to do without fp16.
+// want steps that are taken (fu_backend_start_loss_scale).
 #define FP16_START 0x1p12f
-static int fp16_start(fu_backend *b, float scale) {
-    if (!b->loss_scaling) return 0;
-    int n = b->loss_scaling(b, NULL, 0);
-    fu_loss_scale *s = malloc((size_t)n * sizeof *s);
-    for (int i = 0; s && i < n; i++) s[i] = (fu_loss_scale){scale, 0};
-    int rc = s ? b->set_loss_scaling(b, s, n) : -1;
-    free(s);
-    return rc;
-}
 
 // One training step (BN on batch statistics, dropout masks from the pass,
 // backward), then eval-mode logits (eval_logits may be NULL), on a backend.
@@ -121,7 +111,7 @@ static int run_backend_once(const char *name, const fu_backend_opts *bo, const f
     size_t nl = (size_t)n * m->classes;
     result_alloc(r, m, n, state0);
     fu_pass train = {.train = true, .dropout = true, .seed = 7, .step = 3}, eval = {0};
-    int rc = fp16_start(b, scale);
+    int rc = fu_backend_start_loss_scale(b, scale);
     if (rc == 0) rc = b->forward(b, n, params0, r->state, r->counts, x, labels, cw, &train, &r->loss);
     if (rc == 0) memcpy(r->logits, b->logits(b), nl * sizeof(float));
     if (rc == 0) rc = b->backward(b, params0, NULL, r->grads);
@@ -1475,7 +1465,7 @@ static int run_chain(const char *backend, fu_amp amp, const fu_model *m, const f
         rc = fu_model_stage(m, &st[s], &sm[s]);
         if (rc == 0) made++;
         if (rc == 0) rc = fu_backend_create(backend, &sm[s], &bo, &b[s]);
-        if (rc == 0) rc = fp16_start(b[s], scale);
+        if (rc == 0) rc = fu_backend_start_loss_scale(b[s], scale);
         if (rc < 0) break;
         log_init(&logs[s], sm[s].n_params, r->grads + st[s].param0);
         ctx[s] = (rank_ctx){.log = &logs[s]};
@@ -1660,7 +1650,7 @@ static int step_make_amp(const char *backend, const problem *p, int at, int n, f
     memset(s->grads, 0xff, m->n_params * sizeof(float)); // NaN: backward must overwrite every one
     s->logits = malloc((size_t)n * m->classes * sizeof(float));
     if (fu_backend_create(backend, m, &(fu_backend_opts){.batch = n, .amp = amp}, &s->b) < 0 ||
-        fp16_start(s->b, FP16_START) < 0) {
+        fu_backend_start_loss_scale(s->b, FP16_START) < 0) {
         snprintf(s->err, sizeof s->err, "%s", fu_error());
         return -1;
     }
@@ -2052,7 +2042,7 @@ static int pipe_nccl_step(const fu_model *m, int micro, fu_amp amp, fu_comm *c, 
     fu_pass train = {.train = true, .dropout = true, .seed = 7, .step = 1};
     int rc = n_groups > 0 ? fu_pipe_create(m, &po, &(fu_backend_opts){.batch = N, .amp = amp}, &b) : -1;
     if (rc == 0 && (!b->resident || !b->nccl)) rc = fu_fail("test", "a pipe of cuda stages is not resident with NCCL");
-    if (rc == 0) rc = fp16_start(b, FP16_START);
+    if (rc == 0) rc = fu_backend_start_loss_scale(b, FP16_START);
     if (rc == 0 && c && (rc = b->nccl->attach(b, c, NCCL_BUCKET_BYTES, false)) == 0) b->nccl->set_scale(b, scale);
     if (rc == 0) rc = b->resident->load(b, params, state, NULL, NULL);
     if (rc == 0) rc = b->forward(b, N, NULL, NULL, counts, x, labels, cw, &train, &loss);
