@@ -33,7 +33,9 @@
 //
 // Data parallelism (backend.h's fu_dist_hooks): sync-BN downloads each
 // training BN's per-channel sums (a few KB), has the hook add them over ranks
-// and uploads the global ones, weighed as ref_net.h documents; grads_ready is
+// and uploads the global ones, weighed as ref_net.h documents (with an NCCL
+// sync attached, NCCL adds them on the device instead, and the weighing's
+// arithmetic runs there too: no host wait); grads_ready is
 // called for every parameter, in backward op order, once the gradients are
 // on the host (at the end of backward: they are downloaded in one copy), so
 // only by a backward given host grads (one given grads NULL keeps them on the
@@ -41,8 +43,10 @@
 // With an NCCL sync attached (fu_backend.nccl, nccl_sync.h) the gradients are
 // summed on the device instead: each op's parameter ranges are reported to
 // it as soon as the op is enqueued, its buckets all-reduce on their own
-// stream while backward goes on, and backward waits for them before the
-// download (or the resident step); grads_ready is then never called.
+// stream while backward goes on, and the compute stream waits for them
+// before the download (or the resident step); grads_ready is then never
+// called. The host learns of NCCL's failures late (nccl_sync.h's
+// watchdog): every entry point and every download asks (cu_sums_ok).
 //
 // As the reference, a tensor read by two ops gets the sum of their
 // gradients: the first op whose backward reaches it writes its gradient,
@@ -155,7 +159,7 @@ static int download_nchw(cu_net *d, int i, int n, cu_type st, const float *src, 
         cu_nhwc_to_nchw((size_t)n, op->c, hw, st, src, d->stage);
         src = d->stage;
     }
-    CU(cudaMemcpy(host, src, len * sizeof(float), cudaMemcpyDeviceToHost));
+    DOWNLOAD(host, src, len * sizeof(float));
     return 0;
 }
 
@@ -254,20 +258,26 @@ static int linear_fwd(cu_net *d, const fu_op *op, int n, const float *x, float *
 }
 
 // Sync-BN's training forward (ref_net.h's sync_bn_fwd): this batch's (sum x,
-// sum x^2) in d->bnv, with the value count and W_r, summed over ranks; the
-// global sums go back to d->bnv and their count to *m.
-static int sync_bn_fwd(cu_net *d, int c, size_t rows, double *m) {
+// sum x^2, count) in d->bnv (cu_bn_sums), with W_r after them, summed over
+// ranks: the global sums and count in their place, and this rank's share
+// W_r / W kept for backward. With NCCL attached, on the device, and no
+// host wait; else through the hooks' sum on the host.
+static int sync_bn_fwd(cu_net *d, int c) {
+    if (d->nccl) {
+        cu_set_double(d->bnv + 2 * c + 1, d->w_rank);
+        if (fu_nccl_sync_sum(d->nccl, d->bnv, 2 * (size_t)c + 2) < 0) return -1;
+        cu_share_of(d->share_dev, d->w_rank, d->bnv + 2 * c + 1);
+        return 0; // (launch errors: the op's op_done)
+    }
     double *v = d->dist_v; // (2c + 2)
-    CU(cudaMemcpy(v, d->bnv, 2 * (size_t)c * sizeof(double), cudaMemcpyDeviceToHost));
-    v[2 * c] = (double)rows;
+    DOWNLOAD(v, d->bnv, (2 * (size_t)c + 1) * sizeof(double));
     v[2 * c + 1] = d->w_rank;
     if (d->dist->sum(d->dist->ctx, v, 2 * c + 2) < 0) {
         fu_error_prefix("sync-BN");
         return -1;
     }
     d->share = d->w_rank / v[2 * c + 1];
-    CU(cudaMemcpy(d->bnv, v, 2 * (size_t)c * sizeof(double), cudaMemcpyHostToDevice));
-    *m = v[2 * c];
+    CU(cudaMemcpy(d->bnv, v, (2 * (size_t)c + 1) * sizeof(double), cudaMemcpyHostToDevice));
     return 0;
 }
 
@@ -376,10 +386,9 @@ static int cu_prefetch(fu_backend *b, const float *x, int n) {
 static int bn_train_fwd(cu_net *d, const fu_op *op, size_t rows, cu_type xt, const void *x, cu_type yt, void *y,
                         float *aux, float *coef, bool relu) {
     const float *gamma = d->params + op->weight, *beta = d->params + op->bias_off;
-    double m = (double)rows;
     cu_bn_sums(rows, op->c, xt, x, d->part, d->bnv);
-    if (d->dist && sync_bn_fwd(d, op->c, rows, &m) < 0) return -1;
-    cu_bn_global_fwd(rows, op->c, d->bnv, m, xt, x, gamma, beta, yt, y, aux, aux + op->c, d->state + op->mean,
+    if (d->dist && sync_bn_fwd(d, op->c) < 0) return -1;
+    cu_bn_global_fwd(rows, op->c, d->bnv, xt, x, gamma, beta, yt, y, aux, aux + op->c, d->state + op->mean,
                      d->state + op->var, FU_BN_EPS, FU_BN_MOMENTUM, coef, relu);
     return 0;
 }
@@ -460,7 +469,7 @@ static int op_fwd(cu_net *d, int i, int n, int64_t *counts, const float *x, cons
 static int use_device(cu_net *d) {
     snprintf(d->what, sizeof d->what, "selecting GPU %d", d->device);
     CU(cudaSetDevice(d->device));
-    return 0;
+    return cu_sums_ok(d);
 }
 
 // After each op: a launch error now, an asynchronous one too with FU_CUDA_SYNC.
@@ -521,9 +530,9 @@ static int cu_forward(fu_backend *b, int n, const float *params, float *state, i
         snprintf(d->what, sizeof d->what, "forward (downloading the output of op %d)", out);
         mark(d, "forward: output download (a wait)");
         if (download_nchw(d, out, n, out_type(d, out), act(d, out), d->logits) < 0) return -1;
-        if (xent && loss) CU(cudaMemcpy(loss, &fig->loss, sizeof *loss, cudaMemcpyDeviceToHost));
+        if (xent && loss) DOWNLOAD(loss, &fig->loss, sizeof *loss);
     }
-    if (pass->train && state) CU(cudaMemcpy(state, d->state, m->n_state * sizeof(float), cudaMemcpyDeviceToHost));
+    if (pass->train && state) DOWNLOAD(state, d->state, m->n_state * sizeof(float));
     cu_profile_flush(d->prof);
     d->ready = pass->train;
     return 0;
@@ -562,21 +571,26 @@ static int linear_bwd(cu_net *d, const fu_op *op, int n, const float *x, const f
 }
 
 // Sync-BN's backward (ref_net.h's sync_bn_bwd): this batch's (sum dy, sum dy
-// xhat) in d->bnv, weighed by this rank's share as the full loss's, summed
-// over ranks with the value count, and divided by the share again; the
-// global sums go back to d->bnv and their count to *m.
-static int sync_bn_bwd(cu_net *d, int c, size_t rows, double *m) {
+// xhat, count) in d->bnv, the sums weighed by this rank's share as the full
+// loss's, summed over ranks with the count, and divided by the share again:
+// the global sums and count in their place. On the device with NCCL, as
+// the forward's.
+static int sync_bn_bwd(cu_net *d, int c) {
+    if (d->nccl) {
+        cu_scale_by(2 * (size_t)c, d->bnv, d->share_dev, false);
+        if (fu_nccl_sync_sum(d->nccl, d->bnv, 2 * (size_t)c + 1) < 0) return -1;
+        cu_scale_by(2 * (size_t)c, d->bnv, d->share_dev, true);
+        return 0;
+    }
     double *v = d->dist_v; // (2c + 1)
-    CU(cudaMemcpy(v, d->bnv, 2 * (size_t)c * sizeof(double), cudaMemcpyDeviceToHost));
+    DOWNLOAD(v, d->bnv, (2 * (size_t)c + 1) * sizeof(double));
     for (int k = 0; k < 2 * c; k++) v[k] *= d->share;
-    v[2 * c] = (double)rows;
     if (d->dist->sum(d->dist->ctx, v, 2 * c + 1) < 0) {
         fu_error_prefix("sync-BN");
         return -1;
     }
     for (int k = 0; k < 2 * c; k++) v[k] /= d->share;
-    CU(cudaMemcpy(d->bnv, v, 2 * (size_t)c * sizeof(double), cudaMemcpyHostToDevice));
-    *m = v[2 * c];
+    CU(cudaMemcpy(d->bnv, v, (2 * (size_t)c + 1) * sizeof(double), cudaMemcpyHostToDevice));
     return 0;
 }
 
@@ -589,13 +603,12 @@ static int bn_bwd(cu_net *d, int i, size_t rows) {
     const float *aux = d->aux + d->plan.aux[i];
     int relu = d->op[i].relu, out = relu >= 0 ? relu : i;
     const float *relu_coef = relu >= 0 ? d->coef + d->op[i].coef : NULL;
-    double m = (double)rows;
     cu_type xt = out_type(d, op->in[0]), dyt = grad_type(d, out); // dx: of x's type (plan_fusion)
     const void *x = act(d, op->in[0]), *dy = dact(d, out);
     cu_bn_bwd_sums(rows, op->c, xt, x, aux, aux + op->c, dyt, dy, relu_coef, d->part, d->bnv, d->grads + op->weight,
                    d->grads + op->bias_off);
-    if (d->dist && sync_bn_bwd(d, op->c, rows, &m) < 0) return -1;
-    cu_bn_global_bwd(rows, op->c, d->bnv, m, xt, x, d->params + op->weight, aux, aux + op->c, dyt, dy, relu_coef,
+    if (d->dist && sync_bn_bwd(d, op->c) < 0) return -1;
+    cu_bn_global_bwd(rows, op->c, d->bnv, xt, x, d->params + op->weight, aux, aux + op->c, dyt, dy, relu_coef,
                      grad_of(d, op->in[0]), adds(d, i, op->in[0]), d->coef);
     return 0;
 }
@@ -708,7 +721,7 @@ static int unscale(cu_net *d) {
     const fu_dist_hooks *h = d->b->dist;
     if (h && h->any && !d->nccl) {
         int flag = 0;
-        CU(cudaMemcpy(&flag, d->nonfinite, sizeof flag, cudaMemcpyDeviceToHost));
+        DOWNLOAD(&flag, d->nonfinite, sizeof flag);
         if (h->any(h->ctx, &flag) < 0) {
             fu_error_prefix("fp16 loss scaling across ranks");
             return -1;
@@ -734,7 +747,7 @@ static int cu_backward(fu_backend *b, const float *params, const float *dy_out, 
     // grads NULL: they stay in d->grads for the resident step.
     snprintf(d->what, sizeof d->what, "backward (downloading the gradients)");
     mark(d, "backward: downloads (host buffers given)");
-    if (grads) CU(cudaMemcpy(grads, d->grads, m->n_params * sizeof(float), cudaMemcpyDeviceToHost));
+    if (grads) DOWNLOAD(grads, d->grads, m->n_params * sizeof(float));
     if (m->inner_input && download_nchw(d, 0, d->n, grad_type(d, 0), dact(d, 0), d->dinput) < 0) return -1;
     d->ready = false;
     cu_profile_flush(d->prof);
@@ -887,6 +900,7 @@ static int create(cu_net *d, fu_backend *b) {
         CU(cudaMemset(d->m2, 0, m->n_params * f));
     }
     CU(cudaMemset(d->refused, 0, sizeof(int)));
+    d->share_dev = d->bnv + d->bnv_size - 1;
     if (d->scaler) {
         fu_loss_scale start = {65536, 0}; // 2^16, GradScaler's start
         CU(cudaMemcpy(d->scaler, &start, sizeof start, cudaMemcpyHostToDevice));
@@ -947,10 +961,10 @@ static int cu_store(fu_backend *b, float *params, float *state, float *m1, float
     size_t np = d->m->n_params * sizeof(float), ns = d->m->n_state * sizeof(float);
     if (check_lender(d, m1 || m2) < 0 || use_device(d) < 0) return -1;
     snprintf(d->what, sizeof d->what, "storing weights, BN state and AdamW moments from the GPU");
-    if (params) CU(cudaMemcpy(params, d->params, np, cudaMemcpyDeviceToHost));
-    if (state) CU(cudaMemcpy(state, d->state, ns, cudaMemcpyDeviceToHost));
-    if (m1) CU(cudaMemcpy(m1, d->m1, np, cudaMemcpyDeviceToHost));
-    if (m2) CU(cudaMemcpy(m2, d->m2, np, cudaMemcpyDeviceToHost));
+    if (params) DOWNLOAD(params, d->params, np);
+    if (state) DOWNLOAD(state, d->state, ns);
+    if (m1) DOWNLOAD(m1, d->m1, np);
+    if (m2) DOWNLOAD(m2, d->m2, np);
     return 0;
 }
 
@@ -1055,7 +1069,7 @@ static int cu_step(fu_backend *b, const fu_adamw_opts *o, const fu_param_group *
     cu_grad_norm(d->m->n_params, d->grads, d->norm_part, d->norm);
     if (adamw(d, o, lr, t, max_norm, !norm) < 0) return -1;
     if (norm) {
-        CU(cudaMemcpy(norm, d->norm, sizeof *norm, cudaMemcpyDeviceToHost));
+        DOWNLOAD(norm, d->norm, sizeof *norm);
         return 0;
     }
     fu_step_figures *fig = &d->figs[d->fig_slot];
@@ -1072,7 +1086,7 @@ static int cu_loss_scaling(const fu_backend *b, fu_loss_scale *out, int max) {
     if (max > 0) {
         if (use_device(d) < 0) return -1;
         snprintf(d->what, sizeof d->what, "reading the fp16 loss scale");
-        CU(cudaMemcpy(out, d->scaler, sizeof *out, cudaMemcpyDeviceToHost));
+        DOWNLOAD(out, d->scaler, sizeof *out);
     }
     return 1;
 }
@@ -1094,7 +1108,7 @@ static int cu_figures(fu_backend *b, fu_step_figures *out, int *steps) {
     cu_net *d = (cu_net *)b->impl;
     if (use_device(d) < 0) return -1;
     snprintf(d->what, sizeof d->what, "reading the figures of %d steps", d->fig_next);
-    if (d->fig_next) CU(cudaMemcpy(out, d->figs, (size_t)d->fig_next * sizeof *out, cudaMemcpyDeviceToHost));
+    if (d->fig_next) DOWNLOAD(out, d->figs, (size_t)d->fig_next * sizeof *out);
     CU(cudaMemsetAsync(d->refused, 0, sizeof(int), 0));
     *steps = d->fig_next;
     d->fig_next = 0;
@@ -1110,7 +1124,7 @@ static int cu_grad_norm_of(fu_backend *b, double *norm) {
     mark(d, OPTIMIZER);
     cu_grad_norm(d->m->n_params, d->grads, d->norm_part, d->norm);
     if (op_done(d) < 0) return -1;
-    CU(cudaMemcpy(norm, d->norm, sizeof *norm, cudaMemcpyDeviceToHost));
+    DOWNLOAD(norm, d->norm, sizeof *norm);
     cu_profile_flush(d->prof);
     return 0;
 }

@@ -125,7 +125,7 @@ typedef struct {
     size_t dact_size;              // elements
     float *stage;                  // NCHW data on its way in or out: the input, a dropout mask, an output
     double *part;                  // partial sums: BatchNorm's, and over positions (cu_pos_part_size)
-    double *bnv;                   // one BatchNorm's per-channel sums (2 x the widest BN)
+    double *bnv;                   // one BatchNorm's per-channel sums, their count, W_r (2 x the widest BN + 2)
     float *coef;                   // BatchNorm's per-channel coefficients: scratch, then each BN's forward map
     unsigned char *argmax;         // max pooling: where each window's maximum was (argmax_size bytes)
     size_t argmax_size;
@@ -160,10 +160,11 @@ typedef struct {
     size_t send_mask_size;    // floats: every dropout mask of a forward at the planned batch
     float *dinput;            // inner input: its gradient, NCHW (else NULL)
     // sync-BN (ref_net.h): the hooks of the last training forward where it ran
-    // sync-BN (NULL: BN on this batch alone), this rank's W_r, W_r / W, and
-    // the vector the hook sums (2 x the widest BN + 2)
+    // sync-BN (NULL: BN on this batch alone), this rank's W_r, W_r / W (on
+    // the host; with NCCL in share_dev, bnv's last double), and the vector
+    // the hook sums (2 x the widest BN + 2)
     const fu_dist_hooks *dist;
-    double w_rank, share;
+    double w_rank, share, *share_dev;
     double *dist_v;
     fu_nccl_sync *nccl; // gradients summed over ranks on the device in backward (NULL: not)
     fu_nccl_sync *nccl_after; // or by the caller, after backward (fu_nccl_api.sum_start)
@@ -193,6 +194,21 @@ typedef struct {
     do {                                                                                                    \
         cudaError_t e_ = (call);                                                                            \
         if (e_ != cudaSuccess) return fu_fail("cuda backend", "%s: %s", d->what, cudaGetErrorString(e_));    \
+    } while (0)
+
+// Whether NCCL's watchdog gave up on this backend's gradient sums
+// (nccl_sync.h): then -1 with its error. Work after an aborted sum computes
+// garbage, and the host learns of the abort only late, so every entry point
+// asks (use_device) and every copy to the host (DOWNLOAD).
+static inline int cu_sums_ok(const cu_net *d) {
+    return fu_nccl_sync_check(d->nccl) < 0 || fu_nccl_sync_check(d->nccl_after) < 0 ? -1 : 0;
+}
+
+// A copy to the host, which waits for the device: CU, then cu_sums_ok.
+#define DOWNLOAD(dst, src, bytes)                                                                           \
+    do {                                                                                                    \
+        CU(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));                                           \
+        if (cu_sums_ok(d) < 0) return -1;                                                                   \
     } while (0)
 
 #define DNN(call)                                                                                           \

@@ -717,8 +717,9 @@ __global__ void k_bn_lanes(int c, int splits, const double *part, double *lanes)
 
 // Adds each channel's lanes in order into v = (a, b) (c each); with
 // dgamma/dbeta (backward), also dgamma += b, dbeta += a.
-__global__ void k_bn_reduce(int c, const double *lanes, double *v, float *dgamma, float *dbeta) {
+__global__ void k_bn_reduce(int c, const double *lanes, double *v, float *dgamma, float *dbeta, double rows) {
     FOR_EACH(ch, (size_t)c) {
+        if (ch == 0) v[2 * c] = rows;
         double a = 0, b = 0;
         for (int l = 0; l < BN_LANES; l++) {
             a += lanes[(ch * 2) * BN_LANES + l];
@@ -737,13 +738,14 @@ static void bn_reduce(size_t rows, int c, double *part, double *v, float *dgamma
     int splits = bn_splits(rows);
     double *lanes = part + (size_t)splits * 2 * c;
     k_bn_lanes<<<blocks_for((size_t)c * 2 * BN_LANES), THREADS>>>(c, splits, part, lanes);
-    k_bn_reduce<<<blocks_for((size_t)c), THREADS>>>(c, lanes, v, dgamma, dbeta);
+    k_bn_reduce<<<blocks_for((size_t)c), THREADS>>>(c, lanes, v, dgamma, dbeta, (double)rows);
 }
 
 // Mean, 1/std, running stats, and y = x * coef[ch] + coef[c + ch].
-__global__ void k_bn_train_stats(int c, const double *v, double m, const float *gamma, const float *beta, float *mean,
+__global__ void k_bn_train_stats(int c, const double *v, const float *gamma, const float *beta, float *mean,
                                  float *invstd, float *run_mean, float *run_var, double eps, double momentum,
                                  float *coef) {
+    double m = v[2 * c];
     FOR_EACH(ch, (size_t)c) {
         double mu = v[ch] / m, var = v[c + ch] / m - mu * mu;
         if (var < 0) var = 0; // rounding of E[x^2] - mu^2 on a constant channel
@@ -798,10 +800,10 @@ void cu_bn_sums(size_t rows, int c, cu_type xt, const void *x, double *part, dou
     bn_reduce(rows, c, part, v, NULL, NULL);
 }
 
-void cu_bn_global_fwd(size_t rows, int c, const double *v, double m, cu_type xt, const void *x, const float *gamma,
+void cu_bn_global_fwd(size_t rows, int c, const double *v, cu_type xt, const void *x, const float *gamma,
                       const float *beta, cu_type yt, void *y, float *mean, float *invstd, float *run_mean,
                       float *run_var, double eps, double momentum, float *coef, bool relu) {
-    k_bn_train_stats<<<blocks_for((size_t)c), THREADS>>>(c, v, m, gamma, beta, mean, invstd, run_mean, run_var, eps,
+    k_bn_train_stats<<<blocks_for((size_t)c), THREADS>>>(c, v, gamma, beta, mean, invstd, run_mean, run_var, eps,
                                                           momentum, coef);
     bn_apply(rows * c, c, xt, x, coef, relu, yt, y);
 }
@@ -814,8 +816,8 @@ void cu_bn_eval_fwd(size_t rows, int c, cu_type xt, const void *x, const float *
 }
 
 // coef = (gamma invstd, mean dy, mean dy xhat) from the sums over m values.
-__global__ void k_bn_bwd_coef(int c, const double *v, double m, const float *gamma, const float *invstd,
-                              float *coef) {
+__global__ void k_bn_bwd_coef(int c, const double *v, const float *gamma, const float *invstd, float *coef) {
+    double m = v[2 * c];
     FOR_EACH(ch, (size_t)c) {
         coef[ch] = (float)((double)gamma[ch] * invstd[ch]);
         coef[c + ch] = (float)(v[ch] / m);
@@ -850,12 +852,12 @@ void cu_bn_bwd_sums(size_t rows, int c, cu_type xt, const void *x, const float *
     bn_reduce(rows, c, part, v, dgamma, dbeta);
 }
 
-void cu_bn_global_bwd(size_t rows, int c, const double *v, double m, cu_type xt, const void *x, const float *gamma,
+void cu_bn_global_bwd(size_t rows, int c, const double *v, cu_type xt, const void *x, const float *gamma,
                       const float *mean, const float *invstd, cu_type dyt, const void *dy, const float *relu_coef,
                       void *dx, bool add, float *coef) {
     if (!dx) return;
     size_t n = rows * c;
-    k_bn_bwd_coef<<<blocks_for((size_t)c), THREADS>>>(c, v, m, gamma, invstd, coef);
+    k_bn_bwd_coef<<<blocks_for((size_t)c), THREADS>>>(c, v, gamma, invstd, coef);
     with_type(xt, [&](auto *xtag) {
         with_type(dyt, [&](auto *dytag) {
             using T = ELEM(xtag);
@@ -866,6 +868,18 @@ void cu_bn_global_bwd(size_t rows, int c, const double *v, double m, cu_type xt,
             });
         });
     });
+}
+
+__global__ void k_set_double(double *p, double value) { *p = value; }
+__global__ void k_share_of(double *share, double w, const double *total) { *share = w / *total; }
+__global__ void k_scale_by(size_t n, double *v, const double *a, bool divide) {
+    FOR_EACH(i, n) v[i] = divide ? v[i] / *a : v[i] * *a;
+}
+
+void cu_set_double(double *p, double value) { k_set_double<<<1, 1>>>(p, value); }
+void cu_share_of(double *share, double w, const double *total) { k_share_of<<<1, 1>>>(share, w, total); }
+void cu_scale_by(size_t n, double *v, const double *a, bool divide) {
+    k_scale_by<<<blocks_for(n), THREADS>>>(n, v, a, divide);
 }
 
 // ---- mixed precision -----------------------------------------------------------------

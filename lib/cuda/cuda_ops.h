@@ -111,26 +111,33 @@ void cu_bias_bwd(int n, int c, const float *dy, float *db);
 // backward dy) of type yt (dyt): half where the BN's fused ReLU output is
 // only a conv's input under amp (rounded as converting the fp32 y would).
 size_t cu_bn_part_size(size_t rows, int c);
-// Training forward, part 1: v = (sum x, sum x^2) per channel.
+// Training forward, part 1: v = (sum x, sum x^2) per channel, then their
+// count m = rows at v[2c] (2c + 1 doubles: sync-BN sums them over ranks).
 void cu_bn_sums(size_t rows, int c, cu_type xt, const void *x, double *part, double *v);
 // Part 2: normalise with mean v[ch] / m and biased variance v[c + ch] / m -
-// mean^2; mean/invstd (c each) saved for backward; running stats updated
-// (unbiased variance m / (m - 1), as PyTorch).
-void cu_bn_global_fwd(size_t rows, int c, const double *v, double m, cu_type xt, const void *x,
+// mean^2, m = v[2c]; mean/invstd (c each) saved for backward; running stats
+// updated (unbiased variance m / (m - 1), as PyTorch).
+void cu_bn_global_fwd(size_t rows, int c, const double *v, cu_type xt, const void *x,
                       const float *gamma, const float *beta, cu_type yt, void *y, float *mean, float *invstd,
                       float *run_mean, float *run_var, double eps, double momentum, float *coef, bool relu);
 void cu_bn_eval_fwd(size_t rows, int c, cu_type xt, const void *x, const float *gamma, const float *beta,
                     const float *run_mean, const float *run_var, cu_type yt, void *y, double eps, float *coef,
                     bool relu);
 // Backward, part 1: v = (sum dy, sum dy * xhat) per channel over this batch,
-// also added to dbeta and dgamma (which stay local).
+// also added to dbeta and dgamma (which stay local), then m = rows at v[2c].
 void cu_bn_bwd_sums(size_t rows, int c, cu_type xt, const void *x, const float *mean, const float *invstd,
                     cu_type dyt, const void *dy, const float *relu_coef, double *part, double *v, float *dgamma,
                     float *dbeta);
-// Part 2: dx += gamma invstd (dy - v[ch] / m - xhat v[c + ch] / m).
-void cu_bn_global_bwd(size_t rows, int c, const double *v, double m, cu_type xt, const void *x, const float *gamma,
+// Part 2: dx += gamma invstd (dy - v[ch] / m - xhat v[c + ch] / m), m = v[2c].
+void cu_bn_global_bwd(size_t rows, int c, const double *v, cu_type xt, const void *x, const float *gamma,
                       const float *mean, const float *invstd, cu_type dyt, const void *dy, const float *relu_coef,
                       void *dx, bool add, float *coef);
+// Sync-BN with the sums added by NCCL on the device (cuda_net.cu): the
+// host path's arithmetic on device scalars, one thread each. *p = value;
+// *share = w / *total; v[i] *= *a (or /= *a, divide) for i < n.
+void cu_set_double(double *p, double value);
+void cu_share_of(double *share, double w, const double *total);
+void cu_scale_by(size_t n, double *v, const double *a, bool divide);
 
 // ---- mixed precision (--amp) -----------------------------------------------------
 // Half tensors are fp16 (__half) or, with bf16 true, bfloat16 (__nv_bfloat16),

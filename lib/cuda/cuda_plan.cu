@@ -47,7 +47,7 @@ void plan_scratch(cu_net *d) {
     const fu_model *m = d->m;
     size_t input = fu_op_numel(m, 0, d->batch), output = fu_op_numel(m, output_op(m), d->batch);
     d->stage_size = input > output ? input : output;
-    d->bnv_size = 2 * (size_t)widest_bn(m);
+    d->bnv_size = 2 * (size_t)widest_bn(m) + 3; // sums, count, W_r; share_dev last
     d->norm_part_size = cu_grad_norm_part_size(m->n_params);
     for (int i = 0; i < m->n_ops; i++) {
         const fu_op *op = &m->ops[i];

@@ -12,13 +12,20 @@
 // the bucket by the rank's share and starts ncclAllReduce (sum, in place),
 // while the compute stream goes on with backward.
 //
-// Waiting is done by the host, not by a stream: fu_nccl_sync_end polls the
-// NCCL stream's completion and NCCL's asynchronous error state, and after a
-// timeout (30 s, FU_NCCL_TIMEOUT=seconds in the environment) aborts the
-// communicator and fails naming NCCL's error, instead of hanging in the next
-// cudaMemcpy behind a kernel that waits for a rank that died. The
-// communicator is non-blocking (ncclConfig_t.blocking = 0) so that its
-// initialisation can time out too.
+// The host never waits for the sums: the compute stream does (backward's
+// last bucket, the fp16 flag's max), so that a step has no host wait. A
+// stream made to wait for a collective that a dead rank never completes
+// would hang the host's next synchronising call for ever, so a watchdog
+// thread polls the work in flight and NCCL's asynchronous error state, and
+// on an error or when nothing completes for the timeout (30 s,
+// FU_NCCL_TIMEOUT=seconds in the environment) aborts the communicator: its
+// kernels return, the host's call returns, and every later call on the
+// sync fails naming NCCL's error or the timeout (fu_nccl_sync_check: what
+// the backend asks after each synchronising call that hands results out,
+// since values computed from an aborted sum are garbage). The communicator
+// is non-blocking (ncclConfig_t.blocking = 0) so that its initialisation
+// and finalisation can time out too; a mutex keeps the watchdog's calls on
+// it apart from the host's (NCCL forbids concurrent ones).
 //
 // libnccl.so.2 is loaded at run time (dlopen), not linked: programs built
 // with the GPU backend start on machines without NCCL, and only creating a
@@ -65,20 +72,31 @@ void fu_nccl_sync_begin(fu_nccl_sync *s);
 void fu_nccl_sync_ready(fu_nccl_sync *s, size_t off, size_t len);
 // The backend, after the pass: starts the buckets not yet started (in bucket
 // order; a backend that reports nothing still works, without overlap) and
-// waits for all of them. Afterwards the buffer holds the sum over ranks of
-// scale x gradient, the same bytes on every rank.
+// makes the compute stream wait for all of them. Work enqueued there after
+// it sees in the buffer the sum over ranks of scale x gradient, the same
+// bytes on every rank.
 int fu_nccl_sync_end(fu_nccl_sync *s);
-// The largest of a device int over the ranks, in place, waited for (fp16:
-// the ranks agree on an overflow, so that their loss scales stay equal).
+// The largest of a device int over the ranks, in place, for the compute
+// stream's work enqueued after it (fp16: the ranks agree on an overflow, so
+// that their loss scales stay equal).
 int fu_nccl_sync_max(fu_nccl_sync *s, int *dev_value);
+// The sum of n device doubles over the ranks, in place, likewise (sync-BN's
+// sums, between backward's buckets in the same order on every rank).
+int fu_nccl_sync_sum(fu_nccl_sync *s, double *dev, size_t n);
+// -1 (with the error) once the watchdog gave up on the communicator, else 0;
+// 0 for NULL. The host learns so late: check after a synchronising call
+// whose results depend on the sums.
+int fu_nccl_sync_check(fu_nccl_sync *s);
 
 // Seconds: first bucket started -> last one done on the GPU, and the part of
-// it after backward's last kernel (exposed), summed over backward passes.
-fu_grad_sync_stats fu_nccl_sync_stats_of(const fu_nccl_sync *s);
+// it after backward's last kernel (exposed), summed over backward passes
+// (waits for the sums in flight).
+fu_grad_sync_stats fu_nccl_sync_stats_of(fu_nccl_sync *s);
 
-// Seconds one blocking allreduce of the whole buffer's size takes (median of
-// reps, each after a one-float allreduce that lines the ranks up), on a
-// scratch buffer: the bandwidth figure the scaling model extrapolates from.
+// Seconds one allreduce of the whole buffer's size takes on the GPU (median
+// of reps, each timed from the end of a one-float allreduce that lines the
+// ranks up), on a scratch buffer: the bandwidth figure the scaling model
+// extrapolates from. Waits for it.
 int fu_nccl_sync_calibrate(fu_nccl_sync *s, int reps, double *seconds);
 
 // A bucket of the plan: floats [off, off + len) of the buffer, and whether

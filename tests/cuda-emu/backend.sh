@@ -126,14 +126,15 @@ for w in $(make -s print-ldlibs 2>/dev/null | tail -n 1); do
 done
 cd "$tmp" || exit 1
 emulated="backend.o cuda_net.o cuda_conv.o cuda_plan.o conv_graph.o cuda_profile.o cuda_ops.o cuda_optim.o nccl_sync.o emu_seq.o fake_cudart.o fake_cudnn.o fake_cudnn_graph.o fake_cublas.o"
-g++ -fopenmp $san test_cuda.o $emulated $objs -o test_cuda $libs || fail "linking test_cuda"
+# -rdynamic: the fake NCCL finds the fake runtime's fake_cuda_hang.
+g++ -fopenmp -rdynamic $san test_cuda.o $emulated $objs -o test_cuda $libs || fail "linking test_cuda"
 # cnn-train and cnn-predict on the emulated GPU too, beside the other tools,
 # for the end-to-end checks (cnn-train.sh).
 mkdir -p bin
 for t in "$OLDPWD"/bin/*; do ln -s "$t" "bin/${t##*/}"; done
 for t in cnn-train cnn-predict; do
     rm -f "bin/$t"
-    g++ -fopenmp $san "$OLDPWD/build/tools/$t.o" "$OLDPWD/build/tools/toolkit.o" $emulated $objs -o "bin/$t" $libs ||
+    g++ -fopenmp -rdynamic $san "$OLDPWD/build/tools/$t.o" "$OLDPWD/build/tools/toolkit.o" $emulated $objs -o "bin/$t" $libs ||
         fail "linking $t"
 done
 cd "$OLDPWD" || exit 1

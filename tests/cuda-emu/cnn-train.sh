@@ -260,15 +260,35 @@ if command -v mpirun >/dev/null 2>&1; then
     says_nccl "2 ranks: gradients summed by NCCL"
     check "2 ranks, --allreduce mpi" $MPIRUN -np 2 cnn-train $D -q --allreduce mpi --out "$T/r2"
     near "2 ranks: NCCL's sums train MPI's weights" "$T/r2/last.safetensors" "$T/r1/last.safetensors"
-    # fp16: the ranks agree on every overflow, over NCCL or (any) through MPI,
-    # so their loss scales stay equal and the two sums train the same bytes
-    # (a rank whose scale stayed where the other's halved rounded its
-    # gradients otherwise: 9e-10 apart, before the agreement).
+    # fp16 with sync-BN: the ranks agree on every overflow, over NCCL or (any)
+    # through MPI, so their loss scales stay equal (a rank whose scale stayed
+    # where the other's halved rounded its gradients otherwise: 9e-10 apart,
+    # before the agreement), and sync-BN's sums, over NCCL on the device or
+    # through MPI on the host, are the same: the two train the same bytes.
     F16D="--train $T/dp/train.shard --val $T/dp/val.shard --epochs 2 --batch 3 --threads 1 --device cuda -q $F16"
-    check "2 ranks, --amp fp16" $MPIRUN -np 2 cnn-train $F16D --out "$T/r4"
-    check "2 ranks, --amp fp16 --allreduce mpi" $MPIRUN -np 2 cnn-train $F16D --allreduce mpi --out "$T/r5"
-    same "2 ranks, --amp fp16: MPI's sums train NCCL's weights, bit for bit" "$T/r4/last.safetensors" \
+    check "2 ranks, --amp fp16 --sync-bn" $MPIRUN -np 2 cnn-train $F16D --sync-bn --out "$T/r4"
+    check "2 ranks, --amp fp16 --sync-bn --allreduce mpi" $MPIRUN -np 2 cnn-train $F16D --sync-bn --allreduce mpi \
+        --out "$T/r5"
+    same "2 ranks, --amp fp16 --sync-bn: MPI's sums train NCCL's weights, bit for bit" "$T/r4/last.safetensors" \
         "$T/r5/last.safetensors"
+    # A peer dead in a gradient allreduce, as the fake NCCL plays it
+    # (FAKE_NCCL_HANG_AT on both ranks: the 12th allreduce, a bucket of the
+    # second step after the 6 of the start-up's calibration, never ends, and
+    # the device hangs behind it): no host waits for the sums, so NCCL's
+    # watchdog gives up after FU_NCCL_TIMEOUT (2 s) and aborts, and each rank
+    # exits saying so; nothing written.
+    t0=$(date +%s)
+    timeout 120 $MPIRUN -x FAKE_NCCL_HANG_AT=12 -x FU_NCCL_TIMEOUT=2 -np 2 cnn-train $D -q --out "$T/r6" \
+        >"$T/.out" 2>"$T/.err"
+    rc=$? took=$(($(date +%s) - t0))
+    line="NCCL: rank [01]: the gradient allreduce: no progress in 2 s: a rank died or hangs; communicator aborted"
+    said=$(grep -Ec "^cnn-train( \(rank 1\))?: $line\$" "$T/.err")
+    if [ "$rc" != 0 ] && [ "$rc" != 124 ] && [ "$said" = 2 ] && [ "$took" -lt 60 ]; then
+        ok "2 ranks, a peer dead in an allreduce: both ranks fail in ${took} s naming the timeout"
+    else
+        not_ok "2 ranks, a peer dead in an allreduce" "exit $rc after $took s, $said ranks said so: $(head -c 300 "$T/.err")"
+    fi
+    nothing_in "2 ranks, a peer dead in an allreduce: nothing written" "$T/r6"
     check "2 ranks x 2 stages" $MPIRUN -np 2 cnn-train $D $MP --out "$T/r3"
     says_nccl "2 ranks x 2 stages: gradients summed by NCCL, per stage"
     near "2 ranks x 2 stages: the unsplit run's weights" "$T/r1/last.safetensors" "$T/r3/last.safetensors"

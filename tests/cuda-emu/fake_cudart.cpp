@@ -6,7 +6,7 @@
 // that reading what was never written shows; every copy is a memmove,
 // whatever its kind; kernels run when launched (emu_seq.h), so streams and
 // events are handles whose work is always complete (an event's time is the
-// host's clock when it was recorded). Devices:
+// host's clock when it was recorded), but during a hang (below). Devices:
 // FAKE_CUDA_DEVICES (default 1), all of them this one memory; the current
 // device is per host thread, as CUDA's. FAKE_CUDA_FREE_MIB: what
 // cudaMemGetInfo says is free (default 64 GiB, also the total), so that a
@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static thread_local int current_device;
 static thread_local cudaError_t last_error = cudaSuccess;
@@ -105,8 +106,23 @@ cudaError_t cudaDeviceGetStreamPriorityRange(int *least, int *greatest) {
 static long drains;
 extern "C" long fake_cuda_drains(void) { return drains; }
 
+// A hang: the fake NCCL's stand-in for a collective whose peer never comes
+// (fake_nccl.c, FAKE_NCCL_HANG_AT). From fake_cuda_hang to fake_cuda_unhang
+// (its ncclCommAbort), events recorded are not done, and the calls that
+// wait for the device (the drains, an event's wait) wait, as they would
+// behind a kernel that never ends. Called by the fake libnccl.so.2 through
+// the program's exported symbols (linked -rdynamic).
+static std::atomic<long> hangs{0}, unhangs{0};
+extern "C" void fake_cuda_hang(void) { hangs++; }
+extern "C" void fake_cuda_unhang(void) { unhangs.store(hangs.load()); }
+static bool hung() { return unhangs.load() < hangs.load(); }
+static void wait_unhung() {
+    while (hung()) usleep(1000);
+}
+
 cudaError_t cudaDeviceSynchronize(void) {
     drains++;
+    wait_unhung();
     return cudaSuccess;
 }
 
@@ -160,6 +176,7 @@ static cudaError_t copy(void *dst, const void *src, size_t bytes) {
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
     drains++;
+    wait_unhung();
     return copy(dst, src, bytes);
 }
 
@@ -200,7 +217,8 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flag
 struct fake_event {
     unsigned flags;
     bool recorded;
-    double at; // seconds, CLOCK_MONOTONIC
+    double at;  // seconds, CLOCK_MONOTONIC
+    long hang;  // recorded during hang number `hang` (0: none): not done until it ends
 };
 
 // The event clock: the host's, less what fake_event_clock_credit took off.
@@ -234,15 +252,24 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     if (!e) return fail(cudaErrorInvalidResourceHandle);
-    ((fake_event *)e)->recorded = true;
-    ((fake_event *)e)->at = now();
+    fake_event *f = (fake_event *)e;
+    f->recorded = true;
+    f->at = now();
+    f->hang = hung() ? hangs.load() : 0;
     return cudaSuccess;
 }
 
-cudaError_t cudaEventQuery(cudaEvent_t e) { return e ? cudaSuccess : fail(cudaErrorInvalidResourceHandle); }
+static bool done(const fake_event *f) { return !f->hang || unhangs.load() >= f->hang; }
+
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+    if (!e) return fail(cudaErrorInvalidResourceHandle);
+    return done((const fake_event *)e) ? cudaSuccess : fail(cudaErrorNotReady);
+}
 
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
-    return e ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+    if (!e) return fail(cudaErrorInvalidResourceHandle);
+    while (!done((const fake_event *)e)) usleep(1000);
+    return cudaSuccess;
 }
 
 // As CUDA: both events recorded, neither without timing.
@@ -250,6 +277,7 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) 
     const fake_event *a = (const fake_event *)start, *b = (const fake_event *)end;
     if (!a || !b || (a->flags | b->flags) & cudaEventDisableTiming || !a->recorded || !b->recorded)
         return fail(cudaErrorInvalidResourceHandle);
+    if (!done(a) || !done(b)) return fail(cudaErrorNotReady);
     *ms = (float)((b->at - a->at) * 1e3);
     return cudaSuccess;
 }

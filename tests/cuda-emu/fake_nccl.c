@@ -9,6 +9,17 @@
 // world never becomes ready (no other rank ever comes), so that the caller's
 // timeout shows. Must not be the real libnccl: that one would read host
 // pointers as device memory.
+//
+// FAKE_NCCL_HANG_AT=k (read when a communicator is made) plays a rank that
+// died: the communicator's k-th allreduce, and every one after it, never
+// happens, and the fake device hangs (fake_cudart.cpp's fake_cuda_hang: its
+// events stay not done, its synchronising calls wait) until ncclCommAbort.
+// With FAKE_NCCL_HANG_ERROR=1 NCCL also reports an asynchronous error from
+// then on (ncclSystemError), as when it sees the connection drop; without,
+// only a timeout can tell. Set on every rank, every rank stops at the same
+// call, so that MPI's collectives still pair.
+#define _GNU_SOURCE // RTLD_DEFAULT
+#include <dlfcn.h>
 #include <mpi.h>
 #include <nccl.h>
 
@@ -18,6 +29,8 @@
 struct ncclComm {
     int nranks;
     int finalized;
+    long calls, hang_at; // allreduces so far; FAKE_NCCL_HANG_AT (0: never)
+    int hung, hang_error;
     MPI_Comm mpi; // nranks > 1: the world's ranks in NCCL's rank order (else MPI_COMM_NULL)
 };
 
@@ -57,6 +70,9 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t *comm, int nranks, ncclUniqueId i
     if (!*comm) return ncclSystemError;
     (*comm)->nranks = nranks;
     (*comm)->mpi = MPI_COMM_NULL;
+    const char *at = getenv("FAKE_NCCL_HANG_AT"), *err = getenv("FAKE_NCCL_HANG_ERROR");
+    (*comm)->hang_at = at ? atol(at) : 0;
+    (*comm)->hang_error = err && strcmp(err, "1") == 0;
     if (nranks == 1) return ncclSuccess;
     // Collective over the world, as NCCL's initialisation is over its ranks.
     if (nranks == world_size())
@@ -66,7 +82,9 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t *comm, int nranks, ncclUniqueId i
 
 ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t *state) {
     if (!comm) return ncclInvalidArgument;
-    *state = comm->nranks == 1 || comm->mpi != MPI_COMM_NULL ? ncclSuccess : ncclInProgress;
+    *state = comm->hung && comm->hang_error                       ? ncclSystemError
+             : comm->nranks == 1 || comm->mpi != MPI_COMM_NULL ? ncclSuccess
+                                                               : ncclInProgress;
     return ncclSuccess;
 }
 
@@ -82,8 +100,20 @@ static ncclResult_t release(ncclComm_t comm) {
     return ncclSuccess;
 }
 
+// The fake device's hang, begun or ended (found among the program's symbols).
+static int device_hang(const char *name) {
+    void (*fn)(void) = (void (*)(void))dlsym(RTLD_DEFAULT, name);
+    if (fn) fn();
+    return fn != NULL;
+}
+
 ncclResult_t ncclCommDestroy(ncclComm_t comm) { return release(comm); }
-ncclResult_t ncclCommAbort(ncclComm_t comm) { return release(comm); }
+
+// Ends the hang: the stuck kernels return.
+ncclResult_t ncclCommAbort(ncclComm_t comm) {
+    if (comm && comm->hung) device_hang("fake_cuda_unhang");
+    return release(comm);
+}
 
 static MPI_Datatype mpi_type(ncclDataType_t t) {
     switch (t) {
@@ -112,6 +142,11 @@ ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataT
     size_t size = type_size(type);
     if (!comm || !size || op < 0 || op >= ncclNumOps) return ncclInvalidArgument;
     if (comm->finalized) return ncclInvalidUsage;
+    if (comm->hang_at && ++comm->calls >= comm->hang_at) {
+        if (!comm->hung && !device_hang("fake_cuda_hang")) return ncclInternalError; // not linked -rdynamic
+        comm->hung = 1;
+        return ncclSuccess; // enqueued; it never ends
+    }
     if (comm->nranks == 1) {
         if (count && send != recv) memmove(recv, send, count * size);
         return ncclSuccess;
@@ -130,6 +165,7 @@ const char *ncclGetErrorString(ncclResult_t r) {
     case ncclSystemError: return "unhandled system error";
     case ncclInvalidArgument: return "invalid argument";
     case ncclInvalidUsage: return "invalid usage";
+    case ncclInternalError: return "internal error (fake NCCL: no fake_cuda_hang: link the program -rdynamic)";
     case ncclInProgress: return "NCCL operation in progress";
     default: return "unknown result code (fake NCCL)";
     }

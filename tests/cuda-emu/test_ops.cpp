@@ -197,7 +197,7 @@ static void test_vector_paths(int n, int c, int hw) {
     cu_to_half(false, big, dy.data(), dy16.data());
     vector<double> part(cu_bn_part_size(rows, c) > cu_pos_part_size(n, hw, c) ? cu_bn_part_size(rows, c)
                                                                              : cu_pos_part_size(n, hw, c));
-    vector<double> v(2 * c);
+    vector<double> v(2 * c + 1);
     vector<float> coef(3 * c), fcoef(2 * c), dg(c), db(c);
     cu_bn_bwd_sums(rows, c, CU_FP32, x.data(), mean.data(), invstd.data(), CU_FP32, dy.data(), nullptr, part.data(),
                    v.data(), dg.data(), db.data());
@@ -233,16 +233,16 @@ static void test_vector_paths(int n, int c, int hw) {
     { // BatchNorm input gradient: fp32 adding; fp16 x, dy and dx with a ReLU's mask
         vector<float> dx = dx0;
         unaligned<float> ux(x), udy(dy), udx(dx0);
-        cu_bn_global_bwd(rows, c, v.data(), (double)rows, CU_FP32, x.data(), gamma.data(), mean.data(), invstd.data(),
+        cu_bn_global_bwd(rows, c, v.data(), CU_FP32, x.data(), gamma.data(), mean.data(), invstd.data(),
                          CU_FP32, dy.data(), nullptr, dx.data(), true, coef.data());
-        cu_bn_global_bwd(rows, c, v.data(), (double)rows, CU_FP32, ux.data(), gamma.data(), mean.data(),
+        cu_bn_global_bwd(rows, c, v.data(), CU_FP32, ux.data(), gamma.data(), mean.data(),
                          invstd.data(), CU_FP32, udy.data(), nullptr, udx.data(), true, coef.data());
         same = same && same_values(dx, udx.values());
         vector<unsigned short> dx16(big);
         unaligned<unsigned short> ux16(x16), udy16(dy16), udx16(dx16);
-        cu_bn_global_bwd(rows, c, v.data(), (double)rows, CU_FP16, x16.data(), gamma.data(), mean.data(),
+        cu_bn_global_bwd(rows, c, v.data(), CU_FP16, x16.data(), gamma.data(), mean.data(),
                          invstd.data(), CU_FP16, dy16.data(), fcoef.data(), dx16.data(), false, coef.data());
-        cu_bn_global_bwd(rows, c, v.data(), (double)rows, CU_FP16, ux16.data(), gamma.data(), mean.data(),
+        cu_bn_global_bwd(rows, c, v.data(), CU_FP16, ux16.data(), gamma.data(), mean.data(),
                          invstd.data(), CU_FP16, udy16.data(), fcoef.data(), udx16.data(), false, coef.data());
         same = same && dx16 == udx16.values();
     }
@@ -413,9 +413,9 @@ static void test_bn_relu(int n, int c, int hw, const vector<float> &xh, const ve
     size_t rows = (size_t)n * hw, big = rows * c;
     vector<float> y(big), yr(big), relu_of_y(big), mean(c), invstd(c), coef(3 * c), fcoef(2 * c);
     vector<float> rm = run_mean, rv = run_var, rm2 = run_mean, rv2 = run_var;
-    cu_bn_global_fwd(rows, c, v.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), beta.data(), CU_FP32,
+    cu_bn_global_fwd(rows, c, v.data(), CU_FP32, xh.data(), gamma.data(), beta.data(), CU_FP32,
                      y.data(), mean.data(), invstd.data(), rm.data(), rv.data(), 1e-5, 0.1, coef.data(), false);
-    cu_bn_global_fwd(rows, c, v.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), beta.data(), CU_FP32,
+    cu_bn_global_fwd(rows, c, v.data(), CU_FP32, xh.data(), gamma.data(), beta.data(), CU_FP32,
                      yr.data(), mean.data(), invstd.data(), rm2.data(), rv2.data(), 1e-5, 0.1, fcoef.data(), true);
     cu_relu_fwd(big, y.data(), relu_of_y.data());
     report(same_values(yr, relu_of_y), bn_name(n, c, hw, "fused with a ReLU: forward = BN then ReLU").c_str());
@@ -430,15 +430,15 @@ static void test_bn_relu(int n, int c, int hw, const vector<float> &xh, const ve
 
     vector<float> g(big, 0.0f); // the ReLU's backward, as backward leaves it for the BN
     cu_relu_bwd(big, yr.data(), dyh.data(), g.data(), true);
-    vector<double> part(cu_bn_part_size(rows, c)), vb(2 * c), vf(2 * c);
+    vector<double> part(cu_bn_part_size(rows, c)), vb(2 * c + 1), vf(2 * c + 1);
     vector<float> dx(big, 0.5f), dxf(big, 0.5f), dgamma(c, 0.0f), dbeta(c, 0.0f), dgf(c, 0.0f), dbf(c, 0.0f);
     cu_bn_bwd_sums(rows, c, CU_FP32, xh.data(), mean.data(), invstd.data(), CU_FP32, g.data(), nullptr, part.data(),
                    vb.data(), dgamma.data(), dbeta.data());
-    cu_bn_global_bwd(rows, c, vb.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), mean.data(), invstd.data(),
+    cu_bn_global_bwd(rows, c, vb.data(), CU_FP32, xh.data(), gamma.data(), mean.data(), invstd.data(),
                      CU_FP32, g.data(), nullptr, dx.data(), true, coef.data());
     cu_bn_bwd_sums(rows, c, CU_FP32, xh.data(), mean.data(), invstd.data(), CU_FP32, dyh.data(), fcoef.data(),
                    part.data(), vf.data(), dgf.data(), dbf.data());
-    cu_bn_global_bwd(rows, c, vf.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), mean.data(), invstd.data(),
+    cu_bn_global_bwd(rows, c, vf.data(), CU_FP32, xh.data(), gamma.data(), mean.data(), invstd.data(),
                      CU_FP32, dyh.data(), fcoef.data(), dxf.data(), true, coef.data());
     std::string name = bn_name(n, c, hw, "fused with a ReLU: backward = the ReLU's then the BN's (sums, dx, dgamma, "
                                          "dbeta)");
@@ -457,14 +457,14 @@ static void test_bn_half_input(int n, int c, int hw, const vector<float> &xh, co
         cu_to_half(t, big, xh.data(), x16.data());
         vector<float> x32(big);
         cu_from_half(t, big, x16.data(), x32.data(), false); // the values the half tensor holds
-        vector<double> part(cu_bn_part_size(rows, c)), v(2 * c), v32(2 * c), vb(2 * c), vb32(2 * c);
+        vector<double> part(cu_bn_part_size(rows, c)), v(2 * c + 1), v32(2 * c + 1), vb(2 * c + 1), vb32(2 * c + 1);
         vector<float> y(big), y32(big), mean(c), invstd(c), coef(3 * c), fcoef(2 * c), rm(c, 0.0f), rv(c, 1.0f),
             rm32 = rm, rv32 = rv;
         cu_bn_sums(rows, c, xt, x16.data(), part.data(), v.data());
         cu_bn_sums(rows, c, CU_FP32, x32.data(), part.data(), v32.data());
-        cu_bn_global_fwd(rows, c, v.data(), (double)rows, xt, x16.data(), gamma.data(), beta.data(), CU_FP32,
+        cu_bn_global_fwd(rows, c, v.data(), xt, x16.data(), gamma.data(), beta.data(), CU_FP32,
                          y.data(), mean.data(), invstd.data(), rm.data(), rv.data(), 1e-5, 0.1, fcoef.data(), t == 1);
-        cu_bn_global_fwd(rows, c, v32.data(), (double)rows, CU_FP32, x32.data(), gamma.data(), beta.data(), CU_FP32,
+        cu_bn_global_fwd(rows, c, v32.data(), CU_FP32, x32.data(), gamma.data(), beta.data(), CU_FP32,
                          y32.data(), mean.data(), invstd.data(), rm32.data(), rv32.data(), 1e-5, 0.1, coef.data(),
                          t == 1);
         vector<float> ye(big), ye32(big);
@@ -482,11 +482,11 @@ static void test_bn_half_input(int n, int c, int hw, const vector<float> &xh, co
         const float *relu_coef = t == 1 ? fcoef.data() : nullptr;
         cu_bn_bwd_sums(rows, c, xt, x16.data(), mean.data(), invstd.data(), CU_FP32, dyh.data(), relu_coef, part.data(),
                        vb.data(), dg.data(), db.data());
-        cu_bn_global_bwd(rows, c, vb.data(), (double)rows, xt, x16.data(), gamma.data(), mean.data(), invstd.data(),
+        cu_bn_global_bwd(rows, c, vb.data(), xt, x16.data(), gamma.data(), mean.data(), invstd.data(),
                          CU_FP32, dyh.data(), relu_coef, dx16.data(), false, coef.data());
         cu_bn_bwd_sums(rows, c, CU_FP32, x32.data(), mean.data(), invstd.data(), CU_FP32, dyh.data(), relu_coef,
                        part.data(), vb32.data(), dg32.data(), db32.data());
-        cu_bn_global_bwd(rows, c, vb32.data(), (double)rows, CU_FP32, x32.data(), gamma.data(), mean.data(),
+        cu_bn_global_bwd(rows, c, vb32.data(), CU_FP32, x32.data(), gamma.data(), mean.data(),
                          invstd.data(), CU_FP32, dyh.data(), relu_coef, dx32.data(), true, coef.data());
         cu_to_half(t, big, dx32.data(), dx_ref16.data());
         name = bn_name(n, c, hw, t ? "on bf16 x: backward (sums, dgamma, dbeta; dx written in bf16) as in fp32"
@@ -505,31 +505,31 @@ static void test_bn_relu_half_output(int n, int c, int hw, const vector<float> &
                                      vector<float> beta, const vector<float> &dyh) {
     size_t rows = (size_t)n * hw, big = rows * c;
     gamma[0] = 0, beta[0] = 1e-9f;
-    vector<double> part(cu_bn_part_size(rows, c)), v(2 * c);
+    vector<double> part(cu_bn_part_size(rows, c)), v(2 * c + 1);
     cu_bn_sums(rows, c, CU_FP32, xh.data(), part.data(), v.data());
     for (int t = 0; t < 2; t++) {
         cu_type yt = t ? CU_BF16 : CU_FP16;
         vector<float> y32(big), mean(c), invstd(c), fcoef(2 * c), fcoef32(2 * c), coef(3 * c);
         vector<float> rm(c, 0.0f), rv(c, 1.0f), rm32 = rm, rv32 = rv;
         vector<unsigned short> y16(big), y_ref16(big), dy16(big);
-        cu_bn_global_fwd(rows, c, v.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), beta.data(), yt,
+        cu_bn_global_fwd(rows, c, v.data(), CU_FP32, xh.data(), gamma.data(), beta.data(), yt,
                          y16.data(), mean.data(), invstd.data(), rm.data(), rv.data(), 1e-5, 0.1, fcoef.data(), true);
-        cu_bn_global_fwd(rows, c, v.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), beta.data(), CU_FP32,
+        cu_bn_global_fwd(rows, c, v.data(), CU_FP32, xh.data(), gamma.data(), beta.data(), CU_FP32,
                          y32.data(), mean.data(), invstd.data(), rm32.data(), rv32.data(), 1e-5, 0.1, fcoef32.data(),
                          true);
         cu_to_half(t, big, y32.data(), y_ref16.data());
         cu_to_half(t, big, dyh.data(), dy16.data());
         vector<float> dy32(big);
         cu_from_half(t, big, dy16.data(), dy32.data(), false); // the values the half dy holds
-        vector<double> vb(2 * c), vb32(2 * c);
+        vector<double> vb(2 * c + 1), vb32(2 * c + 1);
         vector<float> dx(big, 0.25f), dx32(big, 0.25f), dg(c, 0.0f), db(c, 0.0f), dg32(c, 0.0f), db32(c, 0.0f);
         cu_bn_bwd_sums(rows, c, CU_FP32, xh.data(), mean.data(), invstd.data(), yt, dy16.data(), fcoef.data(),
                        part.data(), vb.data(), dg.data(), db.data());
-        cu_bn_global_bwd(rows, c, vb.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), mean.data(),
+        cu_bn_global_bwd(rows, c, vb.data(), CU_FP32, xh.data(), gamma.data(), mean.data(),
                          invstd.data(), yt, dy16.data(), fcoef.data(), dx.data(), true, coef.data());
         cu_bn_bwd_sums(rows, c, CU_FP32, xh.data(), mean.data(), invstd.data(), CU_FP32, dy32.data(), fcoef32.data(),
                        part.data(), vb32.data(), dg32.data(), db32.data());
-        cu_bn_global_bwd(rows, c, vb32.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), mean.data(),
+        cu_bn_global_bwd(rows, c, vb32.data(), CU_FP32, xh.data(), gamma.data(), mean.data(),
                          invstd.data(), CU_FP32, dy32.data(), fcoef32.data(), dx32.data(), true, coef.data());
         bool underflow = t == 1 || y16[0] == 0; // fp16: channel 0's y is 0 in half
         std::string name = bn_name(n, c, hw, t ? "fused with a ReLU, y and dy in bf16: y rounded, backward as in fp32"
@@ -553,16 +553,17 @@ static void test_bn(int n, int c, int hw) {
     for (float &v : run_var) v = std::fabs(v) + 0.5f;
     vector<float> xh = to_nhwc(x, n, c, hw);
     vector<double> xd = to_double(x), gd = to_double(gamma), bd = to_double(beta);
-    vector<double> part(cu_bn_part_size(rows, c)), v(2 * c), v_ref(2 * c);
+    vector<double> part(cu_bn_part_size(rows, c)), v(2 * c + 1), v_ref(2 * c + 1);
 
     // The same float inputs summed in double in another order: 1e-12.
     cu_bn_sums(rows, c, CU_FP32, xh.data(), part.data(), v.data());
     fu_ref_bn_sums_f64(&s, xd.data(), v_ref.data());
+    v_ref[2 * c] = (double)rows; // the count the kernel appends
     near(bn_name(n, c, hw, "sums: sum x, sum x^2 per channel"), v, v_ref, 1e-12);
 
     // Float outputs of double arithmetic: within a few float roundings.
     vector<float> y(big), mean(c), invstd(c), coef(3 * c), rm = run_mean, rv = run_var;
-    cu_bn_global_fwd(rows, c, v.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), beta.data(), CU_FP32, y.data(),
+    cu_bn_global_fwd(rows, c, v.data(), CU_FP32, xh.data(), gamma.data(), beta.data(), CU_FP32, y.data(),
                      mean.data(), invstd.data(), rm.data(), rv.data(), 1e-5, 0.1, coef.data(), false);
     vector<double> y_ref(big), mean_ref(c), invstd_ref(c), rm_ref = to_double(run_mean), rv_ref = to_double(run_var);
     fu_ref_bn_global_fwd_f64(&s, v_ref.data(), (double)rows, xd.data(), gd.data(), bd.data(), y_ref.data(),
@@ -583,15 +584,16 @@ static void test_bn(int n, int c, int hw) {
     vector<float> dy = random_floats(big), dx0 = random_floats(big), dgamma0 = random_floats(c);
     vector<float> dbeta0 = random_floats(c);
     vector<float> dyh = to_nhwc(dy, n, c, hw), dx = to_nhwc(dx0, n, c, hw), dgamma = dgamma0, dbeta = dbeta0;
-    vector<double> vb(2 * c), vb_ref(2 * c);
+    vector<double> vb(2 * c + 1), vb_ref(2 * c + 1);
     cu_bn_bwd_sums(rows, c, CU_FP32, xh.data(), mean.data(), invstd.data(), CU_FP32, dyh.data(), nullptr, part.data(),
                    vb.data(), dgamma.data(), dbeta.data());
-    cu_bn_global_bwd(rows, c, vb.data(), (double)rows, CU_FP32, xh.data(), gamma.data(), mean.data(), invstd.data(),
+    cu_bn_global_bwd(rows, c, vb.data(), CU_FP32, xh.data(), gamma.data(), mean.data(), invstd.data(),
                      CU_FP32, dyh.data(), nullptr, dx.data(), true, coef.data());
     vector<double> dyd = to_double(dy), dx_ref = to_double(dx0), dgamma_ref = to_double(dgamma0);
     vector<double> dbeta_ref = to_double(dbeta0), md = to_double(mean), isd = to_double(invstd);
     fu_ref_bn_bwd_sums_f64(&s, xd.data(), md.data(), isd.data(), dyd.data(), vb_ref.data(), dgamma_ref.data(),
                            dbeta_ref.data());
+    vb_ref[2 * c] = (double)rows;
     fu_ref_bn_global_bwd_f64(&s, vb_ref.data(), (double)rows, xd.data(), gd.data(), md.data(), isd.data(), dyd.data(),
                              dx_ref.data());
     // xhat from the float mean and 1/std, in double on both sides but in
@@ -620,15 +622,17 @@ static void test_bn_many_splits(int n, int c, int hw) {
     fu_bn_shape s = {n, c, hw, 1e-5, 0.1};
     vector<float> x = random_floats(big), dy = random_floats(big), mean = random_floats(c), invstd = random_floats(c);
     vector<float> dg(c), db(c);
-    vector<double> part(cu_bn_part_size(rows, c)), v(2 * c), v_ref(2 * c), vb(2 * c), vb_ref(2 * c), dg_ref(c),
-        db_ref(c);
+    vector<double> part(cu_bn_part_size(rows, c)), v(2 * c + 1), v_ref(2 * c + 1), vb(2 * c + 1),
+        vb_ref(2 * c + 1), dg_ref(c), db_ref(c);
     cu_bn_sums(rows, c, CU_FP32, to_nhwc(x, n, c, hw).data(), part.data(), v.data());
     fu_ref_bn_sums_f64(&s, to_double(x).data(), v_ref.data());
+    v_ref[2 * c] = (double)rows; // the count the kernel appends
     near(bn_name(n, c, hw, "sums: sum x, sum x^2 per channel"), v, v_ref, 1e-12);
     cu_bn_bwd_sums(rows, c, CU_FP32, to_nhwc(x, n, c, hw).data(), mean.data(), invstd.data(), CU_FP32,
                    to_nhwc(dy, n, c, hw).data(), nullptr, part.data(), vb.data(), dg.data(), db.data());
     fu_ref_bn_bwd_sums_f64(&s, to_double(x).data(), to_double(mean).data(), to_double(invstd).data(),
                            to_double(dy).data(), vb_ref.data(), dg_ref.data(), db_ref.data());
+    vb_ref[2 * c] = (double)rows;
     near(bn_name(n, c, hw, "bwd sums: sum dy, sum dy * xhat per channel"), vb, vb_ref, 1e-9);
 }
 
@@ -742,7 +746,7 @@ static void test_first_writer(int n, int c, int hw) {
     vector<float> sc = random_floats(big), dnc = random_floats(nc), mask = random_floats(big);
     vector<double> part(cu_pos_part_size(n, hw, c) > cu_bn_part_size(rows, c) ? cu_pos_part_size(n, hw, c)
                                                                                : cu_bn_part_size(rows, c));
-    vector<double> v(2 * c);
+    vector<double> v(2 * c + 1);
     vector<float> mean = random_floats(c), invstd = random_floats(c), gamma = random_floats(c), coef(3 * c);
     vector<float> dg(c), db(c);
     for (float &i : invstd) i = 1 + std::fabs(i);
@@ -770,7 +774,7 @@ static void test_first_writer(int n, int c, int hw) {
             case 6: cu_gap_bwd(n, hw, c, dnc.data(), a, add); break;
             case 7: cu_concat_bwd(rows, c - 3, c, 2, dy.data(), a, add); g[w][0].resize(rows * (c - 3)); break;
             case 8:
-                cu_bn_global_bwd(rows, c, v.data(), (double)rows, CU_FP32, x.data(), gamma.data(), mean.data(),
+                cu_bn_global_bwd(rows, c, v.data(), CU_FP32, x.data(), gamma.data(), mean.data(),
                                  invstd.data(), CU_FP32, dy.data(), nullptr, a, add, coef.data());
                 break;
             }

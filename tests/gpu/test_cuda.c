@@ -1903,6 +1903,47 @@ static void check_nccl_timeout(const problem *p) {
     step_free(&s);
 }
 
+// A rank that dies mid-step, as the fake NCCL plays it (FAKE_NCCL_HANG_AT:
+// the communicator's 3rd allreduce, a bucket of the first backward, never
+// ends, and the device hangs behind it until the communicator is aborted).
+// The host does not wait for the sums, so NCCL's watchdog must give up
+// within FU_NCCL_TIMEOUT (2 s here) and abort, and the step fail saying so,
+// neither hanging in its download of the gradients nor handing out what it
+// holds. With FAKE_NCCL_HANG_ERROR NCCL reports an error itself: no timeout
+// (60 s then) is needed. On a real GPU this check does nothing: a real NCCL
+// has no such switch. SIGALRM ends the test if it hangs anyway.
+void fake_cuda_hang(void) __attribute__((weak)); // tests/cuda-emu/fake_cudart.cpp's: NULL on a real runtime
+static void check_nccl_dead_rank(fu_comm *one, const problem *p) {
+    static const struct {
+        const char *error, *timeout, *says;
+    } cases[] = {{"0", "2", "the gradient allreduce: no progress in 2 s"},
+                 {"1", "60", "the gradient allreduce: unhandled system error"}};
+    if (!fake_cuda_hang) return;
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        setenv("FAKE_NCCL_HANG_AT", "3", 1);
+        setenv("FAKE_NCCL_HANG_ERROR", cases[c].error, 1);
+        setenv("FU_NCCL_TIMEOUT", cases[c].timeout, 1);
+        alarm(120);
+        double t0 = now();
+        step s;
+        int rc = step_make("cuda", p, 0, DP_BATCH, NULL, &s);
+        if (rc == 0) rc = s.b->nccl->attach(s.b, one, NCCL_BUCKET_BYTES, false);
+        unsetenv("FAKE_NCCL_HANG_AT"), unsetenv("FAKE_NCCL_HANG_ERROR"), unsetenv("FU_NCCL_TIMEOUT");
+        if (rc < 0) snprintf(s.err, sizeof s.err, "%s", fu_error());
+        if (rc == 0) { // (the step whose sum hangs must fail, not the next)
+            run_step(&s);
+            rc = s.rc;
+        }
+        double took = now() - t0;
+        alarm(0);
+        char name[700];
+        snprintf(name, sizeof name, "NCCL: a rank dead in a bucket's allreduce (%s): the step fails in %.1f s: %s",
+                 c ? "NCCL reports an error" : "silent, 2 s timeout", took, s.err);
+        CHECK(rc < 0 && strstr(s.err, cases[c].says) && took < 30, name, "rc %d", rc);
+        step_free(&s);
+    }
+}
+
 // fp16 data parallel with the gradients summed on the host (no NCCL): the
 // ranks agree on a gradient overflow through the hooks' `any`, so that
 // their loss scales stay equal. Two ranks as threads, rank 0 started at
@@ -1947,10 +1988,20 @@ static void check_overflow_agreement(int side) {
     problem_free(&p);
 }
 
+// The hooks' sum where sync-BN must not call it (its sums go over NCCL).
+static int host_sums;
+static int count_host_sum(void *ctx, double *v, int n) {
+    (void)ctx, (void)v, (void)n;
+    host_sums++;
+    return 0;
+}
+
 // The NCCL sync on one rank (a world of one process: NCCL's sum of one is
 // the identity) against no sync: gradients bit for bit in fp32 and fp16
 // (which also agrees on overflows over NCCL), times the share bit for bit;
-// grads_ready never called; the bucket plan, the stats, a calibration.
+// grads_ready never called; sync-BN's sums over NCCL on the device (the
+// hooks' sum never called), the running stats the same bytes; the bucket
+// plan, the stats, a calibration.
 static void check_nccl(fu_comm *one, int side) {
     problem p;
     problem_make(&p, side);
@@ -1967,7 +2018,8 @@ static void check_nccl(fu_comm *one, int side) {
         ready_log log;
         log_init(&log, np, scratch);
         rank_ctx ctx = {.log = &log};
-        fu_dist_hooks hooks = {.ctx = &ctx, .grads_ready = log_ready};
+        fu_dist_hooks hooks = {.ctx = &ctx, .sum = count_host_sum, .grads_ready = log_ready};
+        host_sums = 0;
         memset(&plain, 0, sizeof plain), memset(&synced, 0, sizeof synced), memset(&halved, 0, sizeof halved);
         int rc = nccl_run(&p, amps[a], NULL, NULL, 1, &plain, NULL);
         if (rc == 0) rc = nccl_run(&p, amps[a], &hooks, one, 1, &synced, &sync);
@@ -1991,6 +2043,11 @@ static void check_nccl(fu_comm *one, int side) {
                      fu_amp_name(amps[a]));
             CHECK(log.n_order == 0 && !synced.b->reports_grads, name, "%d calls; reports_grads %d", log.n_order,
                   synced.b->reports_grads);
+            snprintf(name, sizeof name, "NCCL, 1 rank, amp %s: sync-BN's sums over NCCL, on the device: running "
+                     "stats = without it, bit for bit", fu_amp_name(amps[a]));
+            CHECK(host_sums == 0 && !memcmp(synced.state, plain.state, m->n_state * sizeof(float)), name,
+                  "%d sums on the host; running stats %s", host_sums,
+                  memcmp(synced.state, plain.state, m->n_state * sizeof(float)) ? "differ" : "equal");
         }
         if (rc == 0 && amps[a] == FU_AMP_OFF) {
             fu_nccl_bucket plan[256];
@@ -2018,6 +2075,7 @@ static void check_nccl(fu_comm *one, int side) {
         step_free(&plain), step_free(&synced), step_free(&halved);
     }
     if (!no_lib) check_nccl_timeout(&p);
+    if (!no_lib) check_nccl_dead_rank(one, &p);
     free(scratch);
     problem_free(&p);
 }
