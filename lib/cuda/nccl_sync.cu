@@ -8,6 +8,7 @@ extern "C" {
 
 #include <cuda_runtime.h>
 #include <dlfcn.h>
+#include <math.h>
 #include <nccl.h>
 #include <pthread.h>
 #include <sched.h>
@@ -358,11 +359,17 @@ int fu_nccl_sync_check(fu_nccl_sync *s) {
         if (e_ != cudaSuccess) return fu_fail("NCCL", "rank %d: %s: %s", s->rank, what, cudaGetErrorString(e_)); \
     } while (0)
 
-static double timeout_from_env(void) {
+// FU_NCCL_TIMEOUT, where set: seconds, positive and finite (else the error).
+static int timeout_from_env(double *seconds) {
     const char *v = getenv("FU_NCCL_TIMEOUT");
+    *seconds = DEFAULT_TIMEOUT;
+    if (!v || !*v) return 0;
     char *end;
-    double t = v ? strtod(v, &end) : 0;
-    return v && end != v && *end == '\0' && t > 0 ? t : DEFAULT_TIMEOUT;
+    double t = strtod(v, &end);
+    if (end == v || *end != '\0' || !(t > 0) || !isfinite(t))
+        return fu_fail("NCCL", "FU_NCCL_TIMEOUT=%s: seconds, a positive number (default %.0f)", v, DEFAULT_TIMEOUT);
+    *seconds = t;
+    return 0;
 }
 
 // Buckets of `per` floats from the end of the buffer, as grad_sync's.
@@ -462,10 +469,9 @@ int fu_nccl_sync_create(fu_comm *c, int device, float *grads, size_t n, size_t b
     s->rank = c->rank, s->size = c->size, s->device = device;
     s->grads = grads, s->n = n;
     s->scale = 1;
-    s->timeout = timeout_from_env();
     // Every rank learns whether all can go on before any waits in the
     // collective initialisation for one that cannot.
-    bool ok = make_lock(s) == 0 && load() == 0 && make_stream_and_events(s) == 0 && plan_buckets(s, bucket_bytes) == 0;
+    bool ok = make_lock(s) == 0 && timeout_from_env(&s->timeout) == 0 && load() == 0 && make_stream_and_events(s) == 0 && plan_buckets(s, bucket_bytes) == 0;
     if (agree(c, ok, "set up NCCL") < 0) {
         fu_nccl_sync_free(s);
         return -1;

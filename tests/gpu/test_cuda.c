@@ -1901,6 +1901,15 @@ static void check_nccl_timeout(const problem *p) {
              fu_error());
     CHECK(made && rc < 0 && strstr(fu_error(), "no progress") && took < 30, name, "rc %d, '%s'", rc, fu_error());
     step_free(&s);
+    // A limit that is not a positive number of seconds: refused, not ignored.
+    fu_comm one = {.rank = 0, .size = 1, .local_rank = 0, .local_size = 1};
+    setenv("FU_NCCL_TIMEOUT", "0", 1);
+    made = step_make("cuda", p, 0, DP_BATCH, NULL, &s) == 0;
+    rc = made ? s.b->nccl->attach(s.b, &one, NCCL_BUCKET_BYTES, false) : 0;
+    unsetenv("FU_NCCL_TIMEOUT");
+    CHECK(made && rc < 0 && strstr(fu_error(), "FU_NCCL_TIMEOUT=0: seconds, a positive number"),
+          "NCCL: FU_NCCL_TIMEOUT=0 refused in one line", "rc %d, '%s'", rc, fu_error());
+    step_free(&s);
 }
 
 // A rank that dies mid-step, as the fake NCCL plays it (FAKE_NCCL_HANG_AT:
