@@ -82,8 +82,9 @@ __global__ void k_adamw(size_t n, const fu_param_group *groups, int n_groups, cu
     }
     const fu_adamw_coef *k = &ks.k[*refused];
     float clip = fu_clip_coef(total, max_norm); // 1 where the norm is within max_norm: g unchanged
+    int j = -1; // the group of this thread's last element: searched for again only once i has left it
     FOR_EACH(i, n) {
-        int j = group_of(groups, n_groups, i);
+        if (j < 0 || i - groups[j].offset >= groups[j].count) j = group_of(groups, n_groups, i);
         if (j >= 0) fu_adamw_elem(k, groups[j].decay, FU_MUL(g[i], clip), &p[i], &m1[i], &m2[i]);
     }
 }
