@@ -101,7 +101,7 @@ typedef struct {
 } watched;
 // The ring: works in flight the host may run ahead of the NCCL stream. A
 // step with sync-BN makes one per training BatchNorm in forward and in
-// backward (113 for MedicalCNN), and the host runs a step or two ahead of
+// backward (86 for MedicalCNN's 43), and the host runs a step or two ahead of
 // the GPU: so that it never waits for the watchdog's next look (every 5 ms
 // while work is in flight), the ring holds more than two such steps.
 enum { WATCHED = 256 };
