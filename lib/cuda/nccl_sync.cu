@@ -188,13 +188,16 @@ static bool gone(fu_nccl_sync *s, double since, const char *what, char *why, siz
     return true;
 }
 
-// The watchdog's verdict as this thread's error (s->why is final once
-// s->fired was seen set under the lock).
-static int fired_error(const fu_nccl_sync *s) {
-    fu_fail("NCCL", "%s", s->why);
-    if (s->hint[0]) fu_hint("%s", s->hint);
+// why (and a hint, NULL or empty for none) as this thread's error.
+static int fail_with(const char *why, const char *hint) {
+    fu_fail("NCCL", "%s", why);
+    if (hint && *hint) fu_hint("%s", hint);
     return -1;
 }
+
+// The watchdog's verdict as this thread's error (s->why is final once
+// s->fired was seen set under the lock).
+static int fired_error(const fu_nccl_sync *s) { return fail_with(s->why, s->hint); }
 
 // Under the lock: whether the communicator may be called (else the error).
 static int usable(fu_nccl_sync *s, const char *what) {
@@ -222,11 +225,7 @@ static int settle(fu_nccl_sync *s, const char *what) {
         if (s->comm && lib.async_error(s->comm, &state) == ncclSuccess && state == ncclSuccess) return 0;
         char why[384];
         const char *hint;
-        if (gone(s, t0, what, why, sizeof why, &hint)) {
-            fu_fail("NCCL", "%s", why);
-            if (hint) fu_hint("%s", hint);
-            return -1;
-        }
+        if (gone(s, t0, what, why, sizeof why, &hint)) return fail_with(why, hint);
         unlock(s);
         pause_poll(polls);
         lock(s);
@@ -241,7 +240,7 @@ static int nccl_call(fu_nccl_sync *s, ncclResult_t r, const char *what) {
         char why[384];
         describe(s, what, r, why, sizeof why);
         abort_comm(s);
-        return fu_fail("NCCL", "%s", why);
+        return fail_with(why, NULL);
     }
     return 0;
 }
