@@ -4,6 +4,7 @@
 // per-channel sums in three passes (per-block partial sums in double, then
 // the blocks' partials added in a fixed order: deterministic, no atomics).
 #include "cuda/cuda_ops.h"
+#include "cuda/cuda_grid.h"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -13,16 +14,6 @@
 #include <math.h>
 #include <stdint.h>
 #include <type_traits>
-
-static const int THREADS = 256;
-static const size_t MAX_BLOCKS = 65535;
-
-static unsigned blocks_for(size_t n) {
-    size_t b = (n + THREADS - 1) / THREADS;
-    return (unsigned)(b < 1 ? 1 : b > MAX_BLOCKS ? MAX_BLOCKS : b);
-}
-
-#define FOR_EACH(i, n) for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
 
 // Index arithmetic per element in 32 bits: a 64-bit division or remainder
 // is a long software routine on the GPU, and these memory-bound kernels do

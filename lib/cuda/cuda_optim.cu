@@ -1,23 +1,16 @@
 // Optimizer kernels of the cuda backend (cuda_optim.h): the gradient norm as
 // a two-level reduction (one block per chunk into a partial sum in double,
 // then one thread adding the partials in order: deterministic, no atomics),
-// and AdamW element-wise with grid-stride loops, each element finding its
-// parameter group by binary search over the groups' offsets; the weighted
-// sum of gradients element-wise too.
+// and AdamW element-wise with grid-stride loops (a thread looks its
+// element's parameter group up, by binary search over the groups' offsets,
+// only when it leaves the last one's); the weighted sum of gradients
+// element-wise too.
 #include "cuda/cuda_optim.h"
+#include "cuda/cuda_grid.h"
 
 #include <cuda_runtime.h>
 
-static const int THREADS = 256;
-static const size_t MAX_BLOCKS = 65535;
 static const size_t NORM_CHUNK = (size_t)1 << 16; // as fu_clip_grad_norm's chunks
-
-static unsigned blocks_for(size_t n) {
-    size_t b = (n + THREADS - 1) / THREADS;
-    return (unsigned)(b < 1 ? 1 : b > MAX_BLOCKS ? MAX_BLOCKS : b);
-}
-
-#define FOR_EACH(i, n) for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
 
 // ---- gradient norm --------------------------------------------------------------
 
