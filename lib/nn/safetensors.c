@@ -155,6 +155,14 @@ static int expect(cursor *c, char ch) {
     return 0;
 }
 
+// A hex digit's value, or -1.
+static int hex_digit(char ch) {
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
 // Parses a string into a new allocation (escapes decoded; \u to UTF-8).
 static char *parse_string(cursor *c) {
     if (expect(c, '"') < 0) return NULL;
@@ -183,9 +191,11 @@ static char *parse_string(cursor *c) {
         case 'r': *o++ = '\r'; break;
         case 'b': *o++ = '\b'; break;
         case 'f': *o++ = '\f'; break;
-        case 'u': {
+        case 'u': { // four hex digits, read here: the header is not NUL-terminated (no sscanf)
             unsigned v = 0;
-            if (c->s - p < 5 || sscanf(p + 1, "%4x", &v) != 1) {
+            int k = 1, digit;
+            for (; k <= 4 && p + k < c->s && (digit = hex_digit(p[k])) >= 0; k++) v = v << 4 | (unsigned)digit;
+            if (k <= 4) {
                 free(out);
                 bad(c, "bad \\u escape");
                 return NULL;
@@ -247,7 +257,11 @@ static int parse_object(cursor *c, int (*item)(cursor *, char *key, void *ctx), 
     for (;;) {
         char *key = parse_string(c);
         if (!key) return -1;
-        if (expect(c, ':') < 0 || item(c, key, ctx) < 0) return -1; // item owns key
+        if (expect(c, ':') < 0) {
+            free(key);
+            return -1;
+        }
+        if (item(c, key, ctx) < 0) return -1; // item owns key
         skip_space(c);
         if (c->s < c->end && *c->s == ',') {
             c->s++;
@@ -259,12 +273,17 @@ static int parse_object(cursor *c, int (*item)(cursor *, char *key, void *ctx), 
 
 static int meta_item(cursor *c, char *key, void *ctx) {
     fu_st_file *f = ctx;
+    skip_space(c);
+    if (c->s >= c->end || *c->s != '"') {
+        free(key);
+        return bad(c, "__metadata__ values must be strings");
+    }
     char *value = parse_string(c);
     char **meta = value ? fu_realloc(f->meta, (size_t)(f->n_meta + 2) * sizeof *meta) : NULL;
     if (!meta) {
         free(key);
         free(value);
-        return value ? -1 : bad(c, "__metadata__ values must be strings");
+        return -1;
     }
     f->meta = meta;
     f->meta[f->n_meta++] = key;

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Builds the libFuzzer harnesses (clang, ASan+UBSan) against the library
 # sources and runs each for FUZZ_SECONDS, starting from a seed corpus of real
-# files made by the tools. Prints "ok - fuzz NAME" per harness that found
+# files made by the tools: the shard reader, the image decoders, the
+# safetensors reader (checkpoints). Prints "ok - fuzz NAME" per harness that found
 # nothing; a crash leaves tests/fuzz/crash-* and prints "not ok".
 set -u
 cd "$(dirname "$0")/../.."
@@ -13,19 +14,23 @@ if ! command -v clang >/dev/null 2>&1; then
     exit 0
 fi
 flags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -std=c11 -D_GNU_SOURCE -Ilib -fopenmp"
-libsrc=$(find lib/core lib/shard lib/image -name '*.c' | sort) # what the harnesses reach
+# What the harnesses reach: the shard reader and the decoders; the safetensors reader.
+io_src=$(find lib/core lib/shard lib/image -name '*.c' | sort)
+st_src="$(find lib/core -name '*.c' | sort) lib/nn/safetensors.c lib/nn/model.c"
 status=0
-for h in shard decode; do
+for h in shard decode safetensors; do
     bin="$out/fuzz_$h"
+    src=$io_src
+    [ "$h" = safetensors ] && src=$st_src
     if [ ! -x "$bin" ] || [ -n "$(find lib tests/fuzz -newer "$bin" -name '*.[ch]' | head -1)" ]; then
         # shellcheck disable=SC2086
-        clang $flags tests/fuzz/fuzz_$h.c $libsrc -o "$bin" -lpng -ltiff -ljpeg -ldeflate -lz -lm -lpthread 2>"$out/build-$h.log" ||
+        clang $flags tests/fuzz/fuzz_$h.c $src -o "$bin" -lpng -ltiff -ljpeg -ldeflate -lz -lm -lpthread 2>"$out/build-$h.log" ||
             { echo "not ok - fuzz $h: build failed (see $out/build-$h.log)"; status=1; continue; }
     fi
     corpus="tests/fuzz/corpus-$h"
     mkdir -p "$corpus"
     sh tests/fuzz/seed.sh "$h" "$corpus"
-    if "$bin" -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 -timeout=10 \
+    if "$bin" -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
         -artifact_prefix=tests/fuzz/crash- "$corpus" >"$out/run-$h.log" 2>&1; then
         echo "ok - fuzz $h: $(grep -o 'stat::number_of_executed_units: [0-9]*' "$out/run-$h.log" | grep -o '[0-9]*$' || tail -1 "$out/run-$h.log" | cut -c1-60) runs in ${secs}s, no crash"
     else

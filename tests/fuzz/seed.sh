@@ -1,9 +1,23 @@
 #!/bin/sh
 # Seed corpus for a harness: small valid inputs the fuzzer mutates from.
-#   seed.sh shard|decode DIR
+#   seed.sh shard|decode|safetensors DIR
 set -eu
 h=$1 dir=$2
 [ -n "$(ls "$dir" 2>/dev/null)" ] && exit 0
+if [ "$h" = safetensors ]; then # small files in the format's three dtypes, one with metadata
+    "${PYTHON:-/usr/bin/python3}" -c "
+import json, struct, sys
+def write(path, header, data):
+    h = json.dumps(header).encode()
+    open(path, 'wb').write(struct.pack('<Q', len(h)) + h + data)
+write(sys.argv[1] + '/f32', {'a': {'dtype': 'F32', 'shape': [2, 3], 'data_offsets': [0, 24]}},
+      struct.pack('<6f', 1, -2, 0.5, 3, 4, 5))
+write(sys.argv[1] + '/meta', {'__metadata__': {'format': 'pt', 'step': '12', 'fp16_loss_scaling': '65536 0'},
+      'w': {'dtype': 'F64', 'shape': [], 'data_offsets': [0, 8]},
+      'n': {'dtype': 'I64', 'shape': [1, 1, 1, 1], 'data_offsets': [8, 16]}}, struct.pack('<dq', 0.25, 7))
+" "$dir"
+    exit 0
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 bin/fundus-synth --quiet --count 2 --size 24 --seed 3 --dir "$tmp/png"

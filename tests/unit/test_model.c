@@ -185,6 +185,40 @@ static int write_damaged(const char *path, const fu_model *m, const buffers *b, 
     return rc;
 }
 
+// A safetensors file of this JSON header and 4 data bytes.
+static const char *with_header(const char *json) {
+    const char *p = tmp("header.safetensors");
+    FILE *out = fopen(p, "wb");
+    uint64_t n = strlen(json);
+    for (int i = 0; i < 8; i++) fputc((int)(n >> (8 * i) & 0xFF), out);
+    fputs(json, out);
+    fwrite("\0\0\200?", 1, 4, out); // 1.0f
+    fclose(out);
+    return p;
+}
+
+// The header's strings: \u escapes to UTF-8 (four hex digits, read by hand:
+// sscanf's %4x took "\u00g9" for U+0000, and may read past the header,
+// which has no terminating NUL), and a member without its ':' refused (it
+// leaked its name until tests/fuzz/fuzz_safetensors.c found it).
+static void check_header_strings(void) {
+    fu_st_file *f = fu_st_open(with_header("{\"__metadata__\":{\"n\":\"caf\\u00e9 \\u4E2D\\u0041\"},"
+                                           "\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}"));
+    CHECK(f && strcmp(fu_st_meta(f, "n"), "caf\xC3\xA9 \xE4\xB8\xAD" "A") == 0, "\\u escapes decoded to UTF-8", "%s",
+          f ? fu_st_meta(f, "n") : fu_error());
+    fu_st_close(f);
+    const char *bad[][3] = { // header, error, test
+        {"{\"__metadata__\":{\"n\":\"\\u00g9\"}}", "bad \\u escape", "\\u escape with a non-hex digit refused"},
+        {"{\"__metadata__\":{\"n\":\"\\u00\"}}", "bad \\u escape", "\\u escape cut short by the string's end refused"},
+        {"{\"t\" {\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", "expected ':'",
+         "a member without its ':' refused"},
+        {"{\"__metadata__\":{\"n\":5}}", "__metadata__ values must be strings", "a metadata value not a string refused"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        CHECK(!fu_st_open(with_header(bad[i][0])) && strstr(fu_error(), bad[i][1]), bad[i][2], "%s: %s", bad[i][0],
+              fu_error());
+}
+
 static void check_checkpoints(const fu_model *m, const buffers *b) {
     const char *meta[] = {"format", "pt", "note", "quote \" and \\ backslash", NULL};
     const char *path = tmp("a.safetensors");
@@ -251,6 +285,7 @@ static void check_checkpoints(const fu_model *m, const buffers *b) {
     fputs("not json at all", out);
     fclose(out);
     CHECK(!fu_st_open(p) && strstr(fu_error(), "not a safetensors file"), "garbage header refused", "%s", fu_error());
+    check_header_strings();
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = hlen << 8 | bytes[i];
     char *hdr = (char *)bytes + 8, *at = strstr(hdr, "\"data_offsets\":[0,");
