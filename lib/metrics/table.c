@@ -181,15 +181,18 @@ int fu_table_of_runs(const fu_run *runs, size_t n_runs, const char *baseline, fu
             snprintf(t[n].series, sizeof t[n].series, "%s", r->series);
             t[n++].workers = r->workers;
         }
+        // (the message reads t: t is freed after it)
         if (t[i].workers != r->workers) {
+            fu_fail(r->file, "line %ld: config %s has %d workers here but %d in an earlier run", r->line, r->config,
+                    r->workers, t[i].workers);
             free(t);
-            return fu_fail(r->file, "line %ld: config %s has %d workers here but %d in an earlier run", r->line,
-                           r->config, r->workers, t[i].workers);
+            return -1;
         }
         if (strcmp(t[i].series, r->series) != 0) {
+            fu_fail(r->file, "line %ld: config %s is a %s run here but %s in an earlier run", r->line, r->config,
+                    r->series, t[i].series);
             free(t);
-            return fu_fail(r->file, "line %ld: config %s is a %s run here but %s in an earlier run", r->line,
-                           r->config, r->series, t[i].series);
+            return -1;
         }
         // Sums for now; NaN sticks: a mean over runs that lack a value is undefined.
         t[i].runs++;

@@ -126,6 +126,9 @@ got=$(metrics-report --table --baseline cpu1 "$T/cpu1.csv" "$T/series.csv" 2>&1 
 { echo "$H2"; mrow h100x4_amp_mp cuda 2 4 fp32 2 2 12; } >"$T/h100mp-fp32.csv"
 check_fails "--table: a config in two series" 1 "metrics-report: .*h100mp-fp32.csv: line 2: config h100x4_amp_mp is a DDP\+MP run here but DDP\+AMP\+MP" \
     metrics-report --table --baseline cpu1 "$T/cpu1.csv" "$T/h100mp.csv" "$T/h100mp-fp32.csv"
+{ echo "$H"; row cpux2 cpu 4 1 300 0.8 0.9; } >"$T/cpux2-4ranks.csv"
+check_fails "--table: a config with two worker counts" 1 "metrics-report: .*cpux2-4ranks.csv: line 2: config cpux2 has 4 workers here but 2 in an earlier run" \
+    metrics-report --table --baseline cpu1 "$T/cpu1.csv" "$T/cpux2.csv" "$T/cpux2-4ranks.csv"
 { echo "$H2"; mrow h100x2 cuda 2 4 fp32 1 -1 12; } >"$T/badgpus.csv"
 check_fails "--table: bad gpus_per_rank" 1 "metrics-report: .*badgpus.csv: line 2: gpus_per_rank must be an integer" \
     metrics-report --table --baseline cpu1 "$T/cpu1.csv" "$T/badgpus.csv"

@@ -2,8 +2,9 @@
 # Builds the libFuzzer harnesses (clang, ASan+UBSan) against the library
 # sources and runs each for FUZZ_SECONDS, starting from a seed corpus of real
 # files made by the tools: the shard reader, the image decoders, the
-# safetensors reader (checkpoints). Prints "ok - fuzz NAME" per harness that found
-# nothing; a crash leaves tests/fuzz/crash-* and prints "not ok".
+# safetensors reader (checkpoints), the CSV reader and the results tables.
+# Prints "ok - fuzz NAME" per harness that found nothing; a crash leaves
+# tests/fuzz/crash-* and prints "not ok".
 set -u
 cd "$(dirname "$0")/../.."
 secs=${FUZZ_SECONDS:-20}
@@ -14,14 +15,17 @@ if ! command -v clang >/dev/null 2>&1; then
     exit 0
 fi
 flags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -std=c11 -D_GNU_SOURCE -Ilib -fopenmp"
-# What the harnesses reach: the shard reader and the decoders; the safetensors reader.
-io_src=$(find lib/core lib/shard lib/image -name '*.c' | sort)
-st_src="$(find lib/core -name '*.c' | sort) lib/nn/safetensors.c lib/nn/model.c"
+# What the harnesses reach: the shard reader and the decoders; the safetensors
+# reader; the CSV reader and the results tables.
+core_src=$(find lib/core -name '*.c' | sort)
 status=0
-for h in shard decode safetensors; do
+for h in shard decode safetensors csv; do
     bin="$out/fuzz_$h"
-    src=$io_src
-    [ "$h" = safetensors ] && src=$st_src
+    case $h in
+    safetensors) src="$core_src lib/nn/safetensors.c lib/nn/model.c" ;;
+    csv) src="$core_src $(find lib/metrics -name '*.c' | sort)" ;;
+    *) src=$(find lib/core lib/shard lib/image -name '*.c' | sort) ;;
+    esac
     if [ ! -x "$bin" ] || [ -n "$(find lib tests/fuzz -newer "$bin" -name '*.[ch]' | head -1)" ]; then
         # shellcheck disable=SC2086
         clang $flags tests/fuzz/fuzz_$h.c $src -o "$bin" -lpng -ltiff -ljpeg -ldeflate -lz -lm -lpthread 2>"$out/build-$h.log" ||

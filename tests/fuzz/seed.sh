@@ -1,9 +1,20 @@
 #!/bin/sh
-# Seed corpus for a harness: small valid inputs the fuzzer mutates from.
-#   seed.sh shard|decode|safetensors DIR
+# Seed corpus for a harness: small valid inputs the fuzzer mutates from, and
+# the inputs that found bugs (every run replays them first).
+#   seed.sh shard|decode|safetensors|csv DIR
 set -eu
 h=$1 dir=$2
 [ -n "$(ls "$dir" 2>/dev/null)" ] && exit 0
+if [ "$h" = csv ]; then # results rows of 1 and 2 ranks (the table, the scaling fit), and predictions
+    logs=bench/logs/h200-2026-12-04
+    { head -2 "$logs/cpu1t2-acrima-results.csv" | sed 's/^cpu1t2,/cpu1,/'
+      tail -1 "$logs/cpu1t2-acrima-results.csv" | sed -e 's/^cpu1t2,/cpux2,/' -e 's/,1,2,fp32,/,2,2,fp32,/'
+    } >"$dir/results.csv"
+    head -20 "$logs/cpu1t2-acrima-predictions-test.csv" >"$dir/predictions.csv"
+    # A config with two worker counts: its error message read the freed table (found here).
+    { cat "$dir/results.csv"; tail -1 "$dir/results.csv" | sed 's/,2,2,fp32,/,4,2,fp32,/'; } >"$dir/workers-conflict.csv"
+    exit 0
+fi
 if [ "$h" = safetensors ]; then # small files in the format's three dtypes, one with metadata
     "${PYTHON:-/usr/bin/python3}" -c "
 import json, struct, sys
@@ -15,6 +26,9 @@ write(sys.argv[1] + '/f32', {'a': {'dtype': 'F32', 'shape': [2, 3], 'data_offset
 write(sys.argv[1] + '/meta', {'__metadata__': {'format': 'pt', 'step': '12', 'fp16_loss_scaling': '65536 0'},
       'w': {'dtype': 'F64', 'shape': [], 'data_offsets': [0, 8]},
       'n': {'dtype': 'I64', 'shape': [1, 1, 1, 1], 'data_offsets': [8, 16]}}, struct.pack('<dq', 0.25, 7))
+# a member without its ':': it leaked its name (found here)
+h = b'{\"a\": {\"2, 3], \"data_offsets\": [0, 24]}}'
+open(sys.argv[1] + '/no-colon', 'wb').write(struct.pack('<Q', len(h)) + h + bytes(24))
 " "$dir"
     exit 0
 fi
