@@ -1,5 +1,6 @@
 // libFuzzer harness: the CSV reader, and the results tables read through it
 // (metrics-report --table, --predict): any file gives rows, or one error.
+#include "input_file.h"
 #include "core/csv.h"
 #include "metrics/scaling.h"
 #include "metrics/table.h"
@@ -7,7 +8,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 static void read_rows(const char *path) {
     fu_csv c;
@@ -38,14 +38,7 @@ static void read_runs(const char *path) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char path[] = "/tmp/fuzz_csv.XXXXXX";
-    int fd = mkstemp(path);
-    if (fd < 0) return 0;
-    if (write(fd, data, size) != (ssize_t)size) {
-        close(fd);
-        unlink(path);
-        return 0;
-    }
-    close(fd);
+    if (!fuzz_input_file(data, size, path)) return 0;
     read_rows(path);
     read_runs(path);
     unlink(path);

@@ -1,13 +1,13 @@
 // libFuzzer harness: the safetensors reader (checkpoints and state_dicts that
 // cnn-predict, cnn-train --resume and the tests load), header and layout:
 // a file it accepts must hold every tensor's bytes where its offsets say.
+#include "input_file.h"
 #include "nn/safetensors.h"
 
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 // Every accepted tensor's bytes read (ASan flags any outside the file's
 // buffer), found again by name, and the metadata looked up.
@@ -33,14 +33,7 @@ static void walk(const fu_st_file *f) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char path[] = "/tmp/fuzz_safetensors.XXXXXX";
-    int fd = mkstemp(path);
-    if (fd < 0) return 0;
-    if (write(fd, data, size) != (ssize_t)size) {
-        close(fd);
-        unlink(path);
-        return 0;
-    }
-    close(fd);
+    if (!fuzz_input_file(data, size, path)) return 0;
     fu_st_file *f = fu_st_open(path);
     if (f) walk(f);
     fu_st_close(f);

@@ -1,11 +1,11 @@
 // libFuzzer harness: the shard reader, streamed (fmemopen) and mapped (a
 // temporary file), plus the index and random access.
+#include "input_file.h"
 #include "shard/shard.h"
 
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <unistd.h>
 
 static void read_stream(const uint8_t *data, size_t size) {
     FILE *f = fmemopen((void *)data, size, "rb");
@@ -20,14 +20,7 @@ static void read_stream(const uint8_t *data, size_t size) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size) read_stream(data, size);
     char path[] = "/tmp/fuzz_shard.XXXXXX";
-    int fd = mkstemp(path);
-    if (fd < 0) return 0;
-    if (write(fd, data, size) != (ssize_t)size) {
-        close(fd);
-        unlink(path);
-        return 0;
-    }
-    close(fd);
+    if (!fuzz_input_file(data, size, path)) return 0;
     fu_shard_reader *r = fu_shard_open(path);
     if (r) {
         fu_record rec;
