@@ -4,7 +4,8 @@
 #   seed.sh shard|decode|safetensors|csv DIR
 set -eu
 h=$1 dir=$2
-[ -n "$(ls "$dir" 2>/dev/null)" ] && exit 0
+# (csv and safetensors: written on every run, so that a corpus grown before
+# a regression input was added replays it too)
 if [ "$h" = csv ]; then # results rows of 1 and 2 ranks (the table, the scaling fit), and predictions
     logs=bench/logs/h200-2026-12-04
     { head -2 "$logs/cpu1t2-acrima-results.csv" | sed 's/^cpu1t2,/cpu1,/'
@@ -32,6 +33,7 @@ open(sys.argv[1] + '/no-colon', 'wb').write(struct.pack('<Q', len(h)) + h + byte
 " "$dir"
     exit 0
 fi
+[ -n "$(ls "$dir" 2>/dev/null)" ] && exit 0
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 bin/fundus-synth --quiet --count 2 --size 24 --seed 3 --dir "$tmp/png"
