@@ -551,11 +551,10 @@ static double max_over_ranks(double v) {
     return v;
 }
 
-// fp16's dynamic loss scaling in the epoch's line: the least scale of this
-// rank's backends (a pipe's stages x micro-batches; the ranks agree on
-// every overflow, so theirs are equal, but a pipe's with --allreduce mpi),
-// and the steps skipped since *skipped_before because a gradient
-// overflowed (the same on every rank: the summed gradients' norm says).
+// fp16's dynamic loss scaling in the epoch's line: the scale (every rank's:
+// they agree on every overflow), and the steps skipped since
+// *skipped_before because a gradient overflowed (the same on every rank:
+// the summed gradients' norm says).
 // Empty without fp16.
 static void loss_scaling_note(const fu_trainer *t, int64_t *skipped_before, char *out, size_t size) {
     float scale = fu_trainer_loss_scale(t);

@@ -101,7 +101,9 @@
 // gradients are summed while still scaled (every rank has the same scale),
 // unscaled after, and the ranks agree on an overflow over NCCL; with the
 // gradients summed on the host, through the hooks' `any` (a wait), so that
-// their scales stay equal.
+// their scales stay equal. A model-parallel pipe's stages leave the scale
+// to the pipe, which updates the one they share after each step
+// (loss_scale_by_caller; nn/pipe.c).
 //
 // FU_CUDA_SYNC=1 in the environment synchronises after every op, so that an
 // asynchronous CUDA error is reported with the op that caused it.
@@ -710,13 +712,15 @@ static int backward_pass(cu_net *d, const float *dy, const float *scale) {
 // updated from it, all on the device. With NCCL the gradients are the
 // ranks' sum, and the flag is agreed over NCCL too (an inner input's
 // gradient is the rank's own); summed on the host, through the hooks' `any`
-// (a wait): so every rank updates its scale alike.
+// (a wait): so every rank updates its scale alike. A backend whose caller
+// updates the scale (a pipe's stage) unscales only.
 static int unscale(cu_net *d) {
     snprintf(d->what, sizeof d->what, "backward (unscaling fp16 gradients)");
     mark(d, "backward: fp16 unscaling");
     CU(cudaMemsetAsync(d->nonfinite, 0, sizeof(int), 0));
     cu_unscale(d->m->n_params, d->grads, &d->scaler->scale, d->nonfinite);
     if (d->m->inner_input) cu_unscale(fu_op_numel(d->m, 0, d->n), dact(d, 0), &d->scaler->scale, d->nonfinite);
+    if (d->scale_by_caller) return op_done(d);
     if (d->nccl && fu_nccl_sync_max(d->nccl, d->nonfinite) < 0) return -1;
     const fu_dist_hooks *h = d->b->dist;
     if (h && h->any && !d->nccl) {
@@ -1081,21 +1085,17 @@ static int cu_step(fu_backend *b, const fu_adamw_opts *o, const fu_param_group *
 }
 
 // The scaler's state comes from the device (a wait), goes back there.
-static int cu_loss_scaling(const fu_backend *b, fu_loss_scale *out, int max) {
+static int cu_loss_scaling(const fu_backend *b, fu_loss_scale *out) {
     cu_net *d = (cu_net *)b->impl;
-    if (max > 0) {
-        if (use_device(d) < 0) return -1;
-        snprintf(d->what, sizeof d->what, "reading the fp16 loss scale");
-        DOWNLOAD(out, d->scaler, sizeof *out);
-    }
-    return 1;
+    if (use_device(d) < 0) return -1;
+    snprintf(d->what, sizeof d->what, "reading the fp16 loss scale");
+    DOWNLOAD(out, d->scaler, sizeof *out);
+    return 0;
 }
 
-static int cu_set_loss_scaling(fu_backend *b, const fu_loss_scale *in, int n) {
+static int cu_set_loss_scaling(fu_backend *b, const fu_loss_scale *in) {
     cu_net *d = (cu_net *)b->impl;
-    if (n != 1 || !(in->scale >= FU_LEAST_LOSS_SCALE) || !isfinite(in->scale) || in->clean < 0 ||
-        in->clean >= FU_LOSS_SCALE_GROWTH)
-        return fu_fail("cuda backend", "not a loss scaling state of one backend");
+    if (!fu_loss_scale_valid(in)) return fu_fail("cuda backend", "not a loss scaling state");
     if (use_device(d) < 0) return -1;
     snprintf(d->what, sizeof d->what, "setting the fp16 loss scale");
     CU(cudaMemcpy(d->scaler, in, sizeof *in, cudaMemcpyHostToDevice));
@@ -1256,6 +1256,7 @@ int fu_cuda_backend_create(const fu_model *m, const fu_backend_opts *o, fu_backe
     d->batch = o->batch;
     d->device = o->device;
     d->amp = o->amp;
+    d->scale_by_caller = o->loss_scale_by_caller;
     d->bf16 = o->amp == FU_AMP_BF16;
     d->dt = o->amp == FU_AMP_OFF ? CUDNN_DATA_FLOAT : d->bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF;
     d->es = o->amp == FU_AMP_OFF ? sizeof(float) : 2;

@@ -133,6 +133,7 @@ typedef struct {
     void *hx, *hy;                 // amp: a conv's input and output (or their gradients) in half
     int *nonfinite;                // amp fp16: a gradient of the last backward overflowed
     fu_loss_scale *scaler;         // amp fp16: the loss scale and its clean passes (dynamic, on the device)
+    bool scale_by_caller;          // amp fp16: backward leaves *scaler to the caller (loss_scale_by_caller)
     int *refused;                  // steps refused (non-finite norm) since the host last read the figures
     // the loss (cu_xent_fwd/bwd): the last training forward's labels and class weights, softmax
     // (batch, classes), scratch terms (batch) and weight sum; the steps' figures (FU_FIGURE_SLOTS,

@@ -90,13 +90,7 @@ void cu_adamw(size_t n, const fu_param_group *groups, int n_groups, const cu_ada
 // ---- fp16 loss scaling ------------------------------------------------------------
 
 __global__ void k_loss_scale_update(fu_loss_scale *s, const int *nonfinite, float least, int growth_steps) {
-    if (*nonfinite) {
-        s->clean = 0;
-        if (s->scale > least) s->scale *= 0.5f;
-    } else if (++s->clean == growth_steps) {
-        s->scale *= 2;
-        s->clean = 0;
-    }
+    fu_loss_scale_next(s, *nonfinite != 0, least, growth_steps);
 }
 
 void cu_loss_scale_update(fu_loss_scale *s, const int *nonfinite, float least, int growth_steps) {

@@ -49,7 +49,8 @@ void cu_adamw(size_t n, const fu_param_group *groups, int n_groups, const cu_ada
               bool count_refusal, double max_norm, const double *norm, const float *g, float *p, float *m1, float *m2);
 
 // fp16's dynamic loss scaling after a backward pass, as GradScaler.update
-// (both in device memory): where *nonfinite (a gradient overflowed) the
+// (both in device memory; nn/loss_scale.h's rule, which the model-parallel
+// pipe applies on the host): where *nonfinite (a gradient overflowed) the
 // scale is halved, to least at the lowest, else after growth_steps clean
 // passes in a row it is doubled.
 void cu_loss_scale_update(fu_loss_scale *s, const int *nonfinite, float least, int growth_steps);

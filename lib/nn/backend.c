@@ -148,27 +148,8 @@ int fu_backend_create(const char *name, const fu_model *m, const fu_backend_opts
     return -1;
 }
 
-fu_loss_scale *fu_backend_loss_scales(const fu_backend *b, int *n) {
-    *n = b->loss_scaling ? b->loss_scaling(b, NULL, 0) : 0;
-    if (*n == 0) return NULL;
-    fu_loss_scale *s = fu_malloc((size_t)*n * sizeof *s);
-    if (!s || b->loss_scaling(b, s, *n) != *n) {
-        free(s);
-        *n = -1;
-        return NULL;
-    }
-    return s;
-}
-
 int fu_backend_start_loss_scale(fu_backend *b, float scale) {
-    if (!b->loss_scaling) return 0;
-    int n = b->loss_scaling(b, NULL, 0);
-    fu_loss_scale *s = fu_malloc((size_t)n * sizeof *s);
-    if (!s) return -1;
-    for (int i = 0; i < n; i++) s[i] = (fu_loss_scale){scale, 0};
-    int rc = b->set_loss_scaling(b, s, n);
-    free(s);
-    return rc;
+    return b->set_loss_scaling ? b->set_loss_scaling(b, &(fu_loss_scale){scale, 0}) : 0;
 }
 
 void fu_backend_destroy(fu_backend *b) {

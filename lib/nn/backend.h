@@ -17,6 +17,7 @@
 #define FU_NN_BACKEND_H
 
 #include "nn/adamw.h"
+#include "nn/loss_scale.h"
 #include "nn/model.h"
 #include "nn/ref_net.h" // fu_pass
 
@@ -48,23 +49,12 @@ typedef struct {
     // and taken from it by every later run (cuda/conv_algos.h); NULL:
     // cuDNN's heuristics. Others ignore it.
     const char *conv_algos;
+    // cuda, --amp fp16: backward unscales its gradients but leaves the loss
+    // scale as it is, for whoever drives the backend to update (through
+    // set_loss_scaling): the model-parallel pipe, whose stages' and
+    // micro-batches' backends share one scale. Others ignore it.
+    bool loss_scale_by_caller;
 } fu_backend_opts;
-
-// fp16's dynamic loss scaling in one backend (cuda), as PyTorch's
-// GradScaler: the scale, and the clean backward passes since it last
-// changed. A pass whose gradients overflow halves it (to
-// FU_LEAST_LOSS_SCALE at the lowest) and its step is skipped; 2000 clean
-// passes in a row double it.
-typedef struct {
-    float scale;
-    int clean;
-} fu_loss_scale;
-enum { FU_LOSS_SCALE_GROWTH = 2000 }; // GradScaler's growth interval
-// As GradScaler's, the scale may go below 1, where a gradient overflows
-// half's range unscaled (BatchNorm over a batch of 2, say); one that still
-// overflows at 2^-24 exceeds 65504 x 2^24 (about 1e12), or is NaN: the
-// trainer stops there.
-#define FU_LEAST_LOSS_SCALE 0x1p-24f
 
 // Data parallelism (lib/dist) reaches into a backend through these hooks;
 // with none (fu_backend.dist NULL) a backend is one process on its own.
@@ -185,15 +175,22 @@ struct fu_backend {
     // Optional (cuda): how its convolutions were chosen for the planned
     // batch, one phrase for the start-up report; NULL elsewhere.
     const char *conv_note;
-    // Optional (cuda, --amp fp16; a pipe of such stages, each micro-batch's
-    // backend scaling its own): dynamic loss scaling's state, for the run's
-    // log and checkpoints. Each backward updates it where it computes (no
-    // wait), and its gradients come out unscaled: not finite where they
-    // overflowed. loss_scaling copies up to max of its states into out and
-    // returns how many it has (1; a pipe's stages x micro-batches);
-    // set_loss_scaling takes that many back (a resumed run's). NULL elsewhere.
-    int (*loss_scaling)(const fu_backend *b, fu_loss_scale *out, int max);
-    int (*set_loss_scaling)(fu_backend *b, const fu_loss_scale *in, int n);
+    // Optional (cuda, --amp fp16, and a pipe of such stages): dynamic loss
+    // scaling's state, for the run's log and checkpoints. A cuda backend's
+    // backward updates it where it computes (no wait), and its gradients
+    // come out unscaled: not finite where they overflowed. loss_scaling
+    // copies it into *out; set_loss_scaling takes one back (a run's start,
+    // a resumed run's; refused unless fu_loss_scale_valid). NULL elsewhere.
+    int (*loss_scaling)(const fu_backend *b, fu_loss_scale *out);
+    int (*set_loss_scaling)(fu_backend *b, const fu_loss_scale *in);
+    // Optional (the model-parallel pipe of fp16 stages, whose backends leave
+    // the scale to it: loss_scale_by_caller): told after every training step
+    // whether its gradients overflowed, that is whether their norm, over
+    // every stage, micro-batch and rank, is not finite; it then updates the
+    // one scale all of them use, as GradScaler's update after a step. A
+    // backend with it keeps no step figures (fu_resident_api.figures): the
+    // caller must know every step's norm. NULL elsewhere.
+    int (*loss_scale_update)(fu_backend *b, bool overflowed);
     void *impl;
     // Forward pass on n images. In training (pass->train), BN uses batch
     // statistics and updates state and counts, the loss of (labels, class_w)
@@ -230,12 +227,8 @@ void fu_backend_device_name(const fu_backend *b, char *out, size_t size);
 // the classes.
 int fu_backend_check_batch(const fu_backend *b, int n, const int *labels, const float *class_w, const fu_pass *pass);
 
-// fp16's loss scaling states of b (fu_backend.loss_scaling; a pipe's stages
-// x micro-batches), malloc'd, *n of them: NULL with *n 0 where b has none,
-// NULL with *n -1 on failure (fu_error says why).
-fu_loss_scale *fu_backend_loss_scales(const fu_backend *b, int *n);
-// Every loss scaling state of b to start at scale, its clean passes at 0 (a
-// run's start: GradScaler's init_scale); 0 where b has none.
+// b's loss scale to start at scale, its clean passes at 0 (a run's start:
+// GradScaler's init_scale); 0 where b has none.
 int fu_backend_start_loss_scale(fu_backend *b, float scale);
 
 // GPUs the cuda backend can use (0 in a build without it, or with no device

@@ -14,26 +14,16 @@ enum { MAX_META = 96 }; // metadata entries (names and values) of the state file
 static void path_in(char *out, size_t n, const char *dir, const char *file) { snprintf(out, n, "%s/%s", dir, file); }
 
 // fp16's loss scaling (fu_backend.loss_scaling), so that a resumed run scales
-// as the uninterrupted one: "SCALE CLEAN" per backend (a pipe's stages x
-// micro-batches), ';' between, the scale in hex; this rank's alone (rank
-// 0's: data parallel the ranks agree on every overflow, but a pipe's stages
-// with the gradients summed on the host scale per rank, and every rank
-// resumes with rank 0's scales); *text NULL without loss scaling, else
-// malloc'd. Beside it, the steps skipped (fp16_steps_skipped, the same on
+// as the uninterrupted one: "SCALE CLEAN", the scale in hex; rank 0's, which
+// is every rank's (the ranks agree on every overflow); text "" without loss
+// scaling. Beside it, the steps skipped (fp16_steps_skipped, the same on
 // every rank), for AdamW's step count.
-static int loss_scaling_text(const fu_backend *b, char **text_out) {
-    *text_out = NULL;
-    int n;
-    fu_loss_scale *s = fu_backend_loss_scales(b, &n);
-    if (n <= 0) return n;
-    char *text = fu_malloc((size_t)n * 48 + 1);
-    if (!text) return free(s), -1;
-    size_t at = 0;
+static int loss_scaling_text(const fu_backend *b, char *text, size_t size) {
+    fu_loss_scale s;
     text[0] = 0;
-    for (int i = 0; i < n; i++)
-        at += (size_t)sprintf(text + at, "%s%a %d", i ? ";" : "", (double)s[i].scale, s[i].clean);
-    free(s);
-    *text_out = text;
+    if (!b->loss_scaling) return 0;
+    if (b->loss_scaling(b, &s) < 0) return -1;
+    snprintf(text, size, "%a %d", (double)s.scale, s.clean);
     return 0;
 }
 
@@ -45,23 +35,29 @@ static int loss_scaling_from(const char *path, const char *text, const char *ski
     if (!skipped || end == skipped || *end || k < 0 || k > t->step)
         return fu_fail(path, "fp16_steps_skipped is not a count of the %" PRId64 " steps: '%s'", t->step,
                        skipped ? skipped : "(unset)");
-    int n = b->loss_scaling(b, NULL, 0), got = 0, used;
-    fu_loss_scale *s = malloc((size_t)n * sizeof *s);
-    if (!s) return fu_fail(path, "out of memory");
+    // One state, or, from a pipe's checkpoint written before its stages
+    // shared one scale (2026-12-08), one per stage and micro-batch, ';'
+    // between: the least scale goes on.
+    fu_loss_scale s = {0}, one;
     const char *at = text;
     double scale;
-    while (got < n && sscanf(at, "%la %d%n", &scale, &s[got].clean, &used) == 2) {
-        s[got++].scale = (float)scale;
+    int used, n = 0;
+    bool whole = false; // every state read, to the end
+    while (sscanf(at, "%la %d%n", &scale, &one.clean, &used) == 2) {
+        one.scale = (float)scale;
+        if (!fu_loss_scale_valid(&one)) break;
+        if (n++ == 0 || one.scale < s.scale) s = one;
         at += used;
-        if (*at != ';') break;
+        if (*at != ';') {
+            whole = !*at;
+            break;
+        }
         at++;
     }
-    int rc = got == n && !*at ? b->set_loss_scaling(b, s, n)
-                              : fu_fail(path, "fp16_loss_scaling is not the state of %d backend%s: '%s'", n,
-                                        n == 1 ? "" : "s", text);
-    free(s);
-    if (rc == 0) t->skipped = k;
-    return rc;
+    if (!whole) return fu_fail(path, "fp16_loss_scaling is not a loss scaling state: '%s'", text);
+    if (b->set_loss_scaling(b, &s) < 0) return -1;
+    t->skipped = k;
+    return 0;
 }
 
 int fu_checkpoint_save(const char *dir, fu_trainer *t, const fu_run_state *s, const char *const *settings) {
@@ -92,18 +88,15 @@ int fu_checkpoint_save(const char *dir, fu_trainer *t, const fu_run_state *s, co
                            "wait_seconds", twait, "images", images, "log", s->log ? s->log : ""};
     int k = 0;
     for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) meta[k++] = fixed[i];
-    char *scaling;
-    if (loss_scaling_text(t->be, &scaling) < 0) return -1;
+    char scaling[64];
+    if (loss_scaling_text(t->be, scaling, sizeof scaling) < 0) return -1;
     snprintf(skipped, sizeof skipped, "%" PRId64, t->skipped);
-    if (scaling) {
+    if (scaling[0]) {
         meta[k++] = "fp16_loss_scaling", meta[k++] = scaling;
         meta[k++] = "fp16_steps_skipped", meta[k++] = skipped;
     }
     for (int i = 0; settings && settings[i]; i += 2) {
-        if (k + 2 >= MAX_META) {
-            free(scaling);
-            return fu_fail(dir, "more run settings than a checkpoint holds (%d)", MAX_META / 2);
-        }
+        if (k + 2 >= MAX_META) return fu_fail(dir, "more run settings than a checkpoint holds (%d)", MAX_META / 2);
         meta[k++] = settings[i];
         meta[k++] = settings[i + 1];
     }
@@ -112,9 +105,7 @@ int fu_checkpoint_save(const char *dir, fu_trainer *t, const fu_run_state *s, co
         {.name = "adamw.exp_avg", .dtype = FU_ST_F32, .ndim = 1, .shape = {(int64_t)m->n_params}, .data = t->m1},
         {.name = "adamw.exp_avg_sq", .dtype = FU_ST_F32, .ndim = 1, .shape = {(int64_t)m->n_params}, .data = t->m2}};
     path_in(path, sizeof path, dir, "state.safetensors");
-    int rc = fu_st_write(path, moments, 2, meta);
-    free(scaling);
-    return rc;
+    return fu_st_write(path, moments, 2, meta);
 }
 
 // A metadata value that must be present.

@@ -84,6 +84,9 @@ struct pipe {
     char error[512], hint[256];           // the first failure
     bool ready;                           // a training forward ran: backward may follow
     char conv_note[1600];                 // fu_backend.conv_note: each stage's (cuda)
+    // fp16: the loss scale every backend scales by (they leave it to the
+    // pipe: loss_scale_by_caller), and its clean steps, as GradScaler's one.
+    fu_loss_scale scale;
 };
 
 static pipe *pipe_of(const fu_backend *b) { return b->impl; }
@@ -563,22 +566,29 @@ static void note_convolutions(pipe *p, fu_backend *b) {
     b->conv_note = p->conv_note;
 }
 
-// Every micro-batch backend of every stage scales its own loss gradient
-// (its own scale): theirs in be[]'s order (-1 where one cannot say).
-static int pipe_loss_scaling(const fu_backend *b, fu_loss_scale *out, int max) {
-    const pipe *p = b->impl;
-    int n = p->k * p->micro;
-    for (int i = 0; i < n && i < max; i++)
-        if (p->be[i]->loss_scaling(p->be[i], out + i, 1) != 1) return -1;
-    return n;
+// fp16: one loss scale for every stage and micro-batch (and every rank:
+// the trainer's overflow verdict is the summed gradients' norm), as
+// GradScaler's one scale. Each backward leaves it alone; the pipe updates
+// it after each step and hands it to the backends where it changed.
+static int pipe_loss_scaling(const fu_backend *b, fu_loss_scale *out) {
+    *out = pipe_of(b)->scale;
+    return 0;
 }
 
-static int pipe_set_loss_scaling(fu_backend *b, const fu_loss_scale *in, int n) {
-    pipe *p = b->impl;
-    if (n != p->k * p->micro)
-        return fu_fail("model parallel", "%d loss scaling states for %d stages x %d micro-batches", n, p->k, p->micro);
-    for (int i = 0; i < n; i++)
-        if (p->be[i]->set_loss_scaling(p->be[i], in + i, 1) < 0) return -1;
+static int pipe_set_loss_scaling(fu_backend *b, const fu_loss_scale *in) {
+    pipe *p = pipe_of(b);
+    for (int i = 0; i < p->k * p->micro; i++)
+        if (p->be[i]->set_loss_scaling(p->be[i], in) < 0) return stage_failed(p, i / p->micro);
+    p->scale = *in;
+    return 0;
+}
+
+static int pipe_loss_scale_update(fu_backend *b, bool overflowed) {
+    pipe *p = pipe_of(b);
+    fu_loss_scale next = p->scale;
+    fu_loss_scale_next(&next, overflowed, FU_LEAST_LOSS_SCALE, FU_LOSS_SCALE_GROWTH);
+    if (next.scale != p->scale.scale) return pipe_set_loss_scaling(b, &next);
+    p->scale = next; // the clean steps counted: the backends need only the scale
     return 0;
 }
 
@@ -671,6 +681,7 @@ int fu_pipe_create(const fu_model *m, const fu_pipe_opts *po, const fu_backend_o
     int per = (o->batch + p->micro - 1) / p->micro;
     fu_backend_opts so = *o;
     so.batch = p->micro > 1 && per < 3 ? 3 : per;
+    so.loss_scale_by_caller = true;
     int threads = o->threads > 0 ? o->threads : omp_get_max_threads();
     p->threads = so.threads = threads > p->k ? threads / p->k : 1; // the stages share the cores
     for (int s = 0; s < p->k; s++) {
@@ -701,9 +712,14 @@ int fu_pipe_create(const fu_model *m, const fu_pipe_opts *po, const fu_backend_o
         if (!be_at(p, s, 0)->nccl) b->nccl = NULL;
     }
     if (!b->resident) b->nccl = NULL;
-    b->loss_scaling = pipe_loss_scaling, b->set_loss_scaling = pipe_set_loss_scaling;
-    for (int i = 0; i < p->k * p->micro; i++)
-        if (!p->be[i]->loss_scaling) b->loss_scaling = NULL, b->set_loss_scaling = NULL;
+    if (p->be[0]->loss_scaling) { // fp16: the pipe's scale starts where its backends' do
+        b->loss_scaling = pipe_loss_scaling, b->set_loss_scaling = pipe_set_loss_scaling;
+        b->loss_scale_update = pipe_loss_scale_update;
+        if (p->be[0]->loss_scaling(p->be[0], &p->scale) < 0) {
+            pipe_destroy(b);
+            return -1;
+        }
+    }
     note_convolutions(p, b);
     for (int s = 0; s < p->k; s++) {
         p->workers[s] = (worker){.p = p, .s = s};

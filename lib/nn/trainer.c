@@ -209,7 +209,9 @@ static uint64_t dropout_seed(const fu_trainer *t) {
 // Whether t's steps may leave their loss, hits and norm on the backend, to
 // be read every FU_FIGURE_SLOTS steps (fu_train_settle), so that a step
 // never waits for the GPU: on a resident backend that can.
-static bool keeps_figures(const fu_trainer *t) { return t->resident && t->be->resident->figures; }
+static bool keeps_figures(const fu_trainer *t) {
+    return t->resident && t->be->resident->figures && !t->be->loss_scale_update;
+}
 
 // A step that leaves its figures on the backend: what the host knows of the
 // global batch (its loss weight, its images) summed now, the rest when
@@ -233,18 +235,15 @@ static int kept_step(fu_trainer *t, int n, const float *x, const int *labels, do
 }
 
 float fu_trainer_loss_scale(const fu_trainer *t) {
-    int n;
-    fu_loss_scale *s = fu_backend_loss_scales(t->be, &n);
-    float least = NAN;
-    for (int i = 0; i < n; i++) least = i == 0 || s[i].scale < least ? s[i].scale : least;
-    free(s);
-    return least;
+    fu_loss_scale s;
+    return t->be->loss_scaling && t->be->loss_scaling(t->be, &s) == 0 ? s.scale : NAN;
 }
 
 // A step whose gradient norm is not finite, which the backend refused: under
 // fp16 loss scaling an overflow, skipped, as GradScaler skips it, the
-// backend having halved its scale (scale_after; NAN: ask it); an error
-// otherwise, or where that scale is down to its least.
+// backend having halved its scale (scale_after; NAN: ask it; a pipe's was
+// halved by loss_scale_update); an error otherwise, or where that scale is
+// down to its least.
 static int skip_step(fu_trainer *t, long long step, double norm, float scale_after) {
     if (!t->be->loss_scaling) return fu_fail("training", "step %lld: the gradient norm is %f", step, norm);
     if (isnan(scale_after) && isnan(scale_after = fu_trainer_loss_scale(t))) return -1; // its error said why
@@ -316,6 +315,7 @@ static int train_step(fu_trainer *t, int n, const float *x, const int *labels, d
         norm = fu_clip_grad_norm(t->grads, t->m->n_params, t->o.max_grad_norm);
     }
     t->grad_norm = norm;
+    if (t->be->loss_scale_update && t->be->loss_scale_update(t->be, !isfinite(norm)) < 0) return -1;
     if (!isfinite(norm)) {
         if (skip_step(t, (long long)step, norm, NAN) < 0) return -1;
     } else if (!held) {

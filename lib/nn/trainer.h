@@ -153,9 +153,9 @@ int fu_class_weights(const size_t *count, int classes, float *w);
 int fu_train_step(fu_trainer *t, int n, const float *x, const int *labels, double lr, float *loss, int *correct,
                   int *seen);
 
-// fp16: the least of the backend's loss scales (a pipe has one per stage and
-// micro-batch; one wait for the GPU); NAN without loss scaling, or where the
-// backend cannot say (fu_error says why).
+// fp16: the backend's loss scale (one wait for the GPU; a pipe keeps its on
+// the host); NAN without loss scaling, or where the backend cannot say
+// (fu_error says why).
 float fu_trainer_loss_scale(const fu_trainer *t);
 
 // Batches of an epoch of n samples: ceil(n / batch), less a final batch of

@@ -133,7 +133,7 @@ startup_says "2 stages: the start-up report says how each stage's convolutions r
 
 # --amp fp16: each epoch's line says dynamic loss scaling's state (the
 # scale, the steps skipped because a gradient overflowed), for the whole
-# model and for 2 stages (their least scale). Batches of 3 (of 2, BatchNorm
+# model and for 2 stages (their one scale). Batches of 3 (of 2, BatchNorm
 # overflows half's range at every scale above 1/4: one run below does
 # that), from 2^12 (--loss-scale): steps 1 and 2 overflow (emulated), and
 # so does one of steps 3 and 4, the other taken (from 2^16 all 4 overflow).
@@ -161,6 +161,7 @@ fp16_says "--amp fp16, 2 stages: each epoch's line says the loss scale and the s
 # would scale otherwise, and AdamW would count the skipped steps: the
 # weights differ without them; f1 is the uninterrupted run).
 check "--amp fp16 --max-steps 3" cnn-train $S $F16 --device cuda --max-steps 3 --out "$T/f4"
+cp -r "$T/f4" "$T/f5" # step 3's checkpoint, for scaling_of below
 check "--amp fp16 --resume" cnn-train $S $F16 --device cuda --resume --out "$T/f4"
 same "--amp fp16 resumed: the uninterrupted run's last weights" "$T/f1/last.safetensors" "$T/f4/last.safetensors"
 # f4's checkpoint copied to DIR, its metadata KEY's value overwritten (the
@@ -181,12 +182,44 @@ EOF
 }
 spoil "$T/f7" fp16_loss_scaling "0x1p+8 x" 2
 check_fails "a checkpoint's fp16_loss_scaling that is not one: one line" 1 \
-    "^cnn-train: .*/state.safetensors: fp16_loss_scaling is not the state of 1 backend: '0x1p\+8 x2*'$" \
+    "^cnn-train: .*/state.safetensors: fp16_loss_scaling is not a loss scaling state: '0x1p\+8 x2*'$" \
     cnn-train $S $F16 --device cuda --resume --out "$T/f7"
 spoil "$T/f9" fp16_steps_skipped "" -
 check_fails "a checkpoint's fp16_steps_skipped that is not a count: one line" 1 \
     "^cnn-train: .*/state.safetensors: fp16_steps_skipped is not a count of the [0-9]+ steps: '-+'$" \
     cnn-train $S $F16 --device cuda --resume --out "$T/f9"
+# f5's checkpoint (after step 3 of f1's run) copied to DIR, its
+# fp16_loss_scaling set to VALUE, where {} stands for its own.
+scaling_of() { # DIR VALUE
+    cp -r "$T/f5" "$1"
+    "$PY" - "$1/state.safetensors" "$2" <<'EOF'
+import json, struct, sys
+path, value = sys.argv[1:]
+b = open(path, "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+head = json.loads(b[8:8 + n])
+meta = head["__metadata__"]
+meta["fp16_loss_scaling"] = value.replace("{}", meta["fp16_loss_scaling"])
+new = json.dumps(head, separators=(",", ":")).encode()
+new += b" " * (-len(new) % 8)
+open(path, "wb").write(struct.pack("<Q", len(new)) + new + b[8 + n:])
+EOF
+}
+# A model-parallel run's checkpoint from before its stages shared one scale
+# (2026-12-08) holds one state per stage and micro-batch: the least goes on.
+scaling_of "$T/f10" "0x1p+20 7;{};0x1p+18 0"
+check "a checkpoint of 3 loss scaling states (a pipe's, before they were one): resumed" \
+    cnn-train $S $F16 --device cuda --resume --out "$T/f10"
+same "resumed from 3 loss scaling states: the least goes on, as the uninterrupted run" "$T/f1/last.safetensors" \
+    "$T/f10/last.safetensors"
+scaling_of "$T/f11" "{};"
+check_fails "a checkpoint's fp16_loss_scaling that ends in ';': one line" 1 \
+    "^cnn-train: .*/state.safetensors: fp16_loss_scaling is not a loss scaling state: '0x[0-9a-f.p+-]+ [0-9]+;'$" \
+    cnn-train $S $F16 --device cuda --resume --out "$T/f11"
+scaling_of "$T/f12" "0x1p-25 0"
+check_fails "a checkpoint's fp16_loss_scaling under 2^-24: one line" 1 \
+    "^cnn-train: .*/state.safetensors: fp16_loss_scaling is not a loss scaling state: '0x1p-25 0'$" \
+    cnn-train $S $F16 --device cuda --resume --out "$T/f12"
 # Batches of 2: BatchNorm overflows half's range even unscaled (the first
 # step does at scale 1, emulated), so the scale must fall below 1 (it
 # stopped at 1 once, and the run failed). From 2^16, 17 steps are skipped
@@ -271,6 +304,22 @@ if command -v mpirun >/dev/null 2>&1; then
         --out "$T/r5"
     same "2 ranks, --amp fp16 --sync-bn: MPI's sums train NCCL's weights, bit for bit" "$T/r4/last.safetensors" \
         "$T/r5/last.safetensors"
+    # fp16 over 2 stages x 2 micro-batches of 3, summed through MPI: one
+    # loss scale for every stage, micro-batch and rank, updated from the
+    # summed gradients' norm, so a run resumed from rank 0's checkpoint after
+    # step 1 goes on as the uninterrupted one. (From 2^8 step 1 overflows
+    # where only some of them did, emulated: with a scale per stage and
+    # micro-batch, rank 1's went on otherwise, and the resumed run, given rank
+    # 0's, trained other bytes.) 2 epochs of 2 steps.
+    fundus-synth --count 48 --size 32 --seed 4 --format pixels -q -o "$T/pq.shard"
+    shard-split --ratios 50,25,25 --stratify --seed 1 -q -o "$T/pq" "$T/pq.shard" # 24 / 12 / 12
+    PQ="--train $T/pq/train.shard --val $T/pq/val.shard --epochs 2 --batch 6 --threads 1 --device cuda -q --amp fp16
+        --loss-scale 256 --allreduce mpi $MP --micro-batches 2"
+    check "2 ranks x 2 stages x 2 micro-batches, --amp fp16 --allreduce mpi" $MPIRUN -np 2 cnn-train $PQ --out "$T/p1"
+    check "the same, --max-steps 1" $MPIRUN -np 2 cnn-train $PQ --max-steps 1 --out "$T/p2"
+    check "the same, --resume" $MPIRUN -np 2 cnn-train $PQ --resume --out "$T/p2"
+    same "2 ranks x 2 stages, fp16 summed through MPI, resumed after step 1: the uninterrupted run's weights" \
+        "$T/p1/last.safetensors" "$T/p2/last.safetensors"
     # A peer dead in a gradient allreduce, as the fake NCCL plays it
     # (FAKE_NCCL_HANG_AT on both ranks: the 12th allreduce, a bucket of the
     # second step after the 6 of the start-up's calibration, never ends, and

@@ -1109,7 +1109,7 @@ static int fp16_steps(fu_backend *b, int steps, bool kept, float from, const flo
     int64_t *counts = calloc(m->n_counts, sizeof(int64_t)), skipped = 0;
     fu_loss_scale s = {from, 0};
     fu_pass train = {.train = true, .dropout = true, .seed = 7, .step = 3};
-    int rc = n_groups > 0 && counts ? b->set_loss_scaling(b, &s, 1) : -1;
+    int rc = n_groups > 0 && counts ? b->set_loss_scaling(b, &s) : -1;
     if (rc == 0) rc = b->resident->load(b, params, state, NULL, NULL);
     for (int k = 0; k < steps && rc == 0; k++) {
         double norm;
@@ -1118,7 +1118,7 @@ static int fp16_steps(fu_backend *b, int steps, bool kept, float from, const flo
         if (rc == 0) rc = b->resident->step(b, &ao, groups, n_groups, 1e-3, k + 1 - skipped, 1.0, kept ? NULL : &norm);
         if (rc == 0 && !kept) {
             f[k].norm = norm, skipped += !isfinite(norm);
-            rc = b->loss_scaling(b, &s, 1) == 1 ? 0 : -1;
+            rc = b->loss_scaling(b, &s);
             f[k].loss_scale = s.scale;
         }
     }
@@ -1175,20 +1175,30 @@ static void check_loss_scaling(const fu_model *m) {
               "reached, AdamW counting from 1, bit for bit",
               "%s; moved %d; norms %.9g, %.9g", rc ? fu_error() : "", moved, f[0][KEPT - 1].norm,
               f[1][KEPT - skipped - 1].norm);
+        // A backend whose caller updates the scale (a pipe's stage): the
+        // same first step overflows, and the scale stays.
+        fu_backend *mine = NULL;
+        bo.loss_scale_by_caller = true;
+        rc = fu_backend_create("cuda", m, &bo, &mine);
+        if (rc == 0) rc = fp16_steps(mine, 2, false, 0x1p16f, params, state, x, labels, cw, f[1], after[1]);
+        CHECK(rc == 0 && !isfinite(f[1][0].norm) && f[1][0].loss_scale == 0x1p16f && f[1][1].loss_scale == 0x1p16f,
+              "fp16, loss_scale_by_caller: an overflowing backward leaves the scale to the caller",
+              "%s; norm %g, scales %g %g", rc ? fu_error() : "", f[1][0].norm, f[1][0].loss_scale,
+              f[1][1].loss_scale);
+        fu_backend_destroy(mine);
     }
     fu_backend_destroy(b[0]), fu_backend_destroy(b[1]);
     free(after[0]), free(after[1]);
     fu_backend *one;
     bo = (fu_backend_opts){.batch = N, .threads = 1, .amp = FU_AMP_FP16};
     if (CHECK(fu_backend_create("cuda", m, &bo, &one) == 0, "fp16: a backend", "%s", fu_error())) {
-        fu_loss_scale bad[] = {{0, 0}, {NAN, 0}, {0x1p-25f, 0}, {1, 2000}, {1, -1}}, two[2] = {{1, 0}, {1, 0}},
-                      back = {0}, some = {0x1p-3f, 1999};
-        bool refused = one->set_loss_scaling(one, two, 2) < 0;
-        for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
-            refused = refused && one->set_loss_scaling(one, bad + i, 1) < 0;
-        CHECK(refused, "fp16: set_loss_scaling refuses a scale of 0, NaN or under 2^-24, 2000 clean passes, a "
-              "negative count, two states", "one was taken");
-        bool kept = one->set_loss_scaling(one, &some, 1) == 0 && one->loss_scaling(one, &back, 1) == 1 &&
+        fu_loss_scale bad[] = {{0, 0}, {NAN, 0}, {INFINITY, 0}, {0x1p-25f, 0}, {1, 2000}, {1, -1}}, back = {0},
+                      some = {0x1p-3f, 1999};
+        bool refused = true;
+        for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) refused = refused && one->set_loss_scaling(one, bad + i) < 0;
+        CHECK(refused, "fp16: set_loss_scaling refuses a scale of 0, NaN, infinity or under 2^-24, 2000 clean "
+              "passes, a negative count", "one was taken");
+        bool kept = one->set_loss_scaling(one, &some) == 0 && one->loss_scaling(one, &back) == 0 &&
                     back.scale == some.scale && back.clean == some.clean;
         CHECK(kept, "fp16: the loss scaling state set is the one read back", "%g %d", back.scale, back.clean);
         one->destroy(one);
@@ -1976,14 +1986,14 @@ static void check_overflow_agreement(int side) {
             fu_loss_scale start = {r == 0 ? 0x1p60f : 0x1p4f, 0};
             if (step_make_amp("cuda", &p, r * (DP_BATCH / RANKS), DP_BATCH / RANKS, FU_AMP_FP16,
                               agree ? &hooks[r] : NULL, &s[r]) < 0 ||
-                s[r].b->set_loss_scaling(s[r].b, &start, 1) < 0)
+                s[r].b->set_loss_scaling(s[r].b, &start) < 0)
                 rc = -1;
         }
         for (int r = 0; r < RANKS && rc == 0; r++) pthread_create(&th[r], NULL, run_step, &s[r]);
         for (int r = 0; r < RANKS && rc == 0; r++) pthread_join(th[r], NULL);
         for (int r = 0; r < RANKS && rc == 0; r++) {
             fu_loss_scale now;
-            rc = s[r].rc == 0 && s[r].b->loss_scaling(s[r].b, &now, 1) == 1 ? 0 : -1;
+            rc = s[r].rc == 0 && s[r].b->loss_scaling(s[r].b, &now) == 0 ? 0 : -1;
             got[agree][r] = now.scale, clean[agree][r] = now.clean;
         }
         for (int r = 0; r < RANKS; r++) step_free(&s[r]);
@@ -2180,6 +2190,21 @@ static void check_pipe_nccl(fu_comm *one, const fu_model *m) {
             CHECK(frc == 0 && brc < 0 && strstr(fu_error(), "takes no host buffer"),
                   "pipe with NCCL: backward into a host gradient buffer refused", "rc %d/%d: %s", frc, brc, fu_error());
             free(g), free(x);
+        }
+        if (rc == 0 && runs[r].amp == FU_AMP_FP16) {
+            // fp16: one scale for the pipe, which its caller's verdict on
+            // each step updates (the step above left it where it started).
+            fu_loss_scale s[3] = {{0}};
+            int lrc = b->loss_scaling(b, &s[0]);
+            if (lrc == 0) lrc = b->loss_scale_update(b, true);
+            if (lrc == 0) lrc = b->loss_scaling(b, &s[1]);
+            if (lrc == 0) lrc = b->loss_scale_update(b, false);
+            if (lrc == 0) lrc = b->loss_scaling(b, &s[2]);
+            CHECK(lrc == 0 && s[0].scale == FP16_START && s[0].clean == 0 && s[1].scale == FP16_START / 2 &&
+                      s[1].clean == 0 && s[2].scale == FP16_START / 2 && s[2].clean == 1,
+                  "pipe, fp16: one loss scale, halved by an overflowed step, a clean one counted",
+                  "%s; %g/%d, %g/%d, %g/%d", lrc ? fu_error() : "", s[0].scale, s[0].clean, s[1].scale, s[1].clean,
+                  s[2].scale, s[2].clean);
         }
         fu_backend_destroy(b);
     }

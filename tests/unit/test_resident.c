@@ -106,8 +106,7 @@ static int held_backward(fu_backend *b, const float *params, const float *dy, fl
     if (b->loss_scaling) { // GradScaler's update, as the cuda backend's backward ends
         bool overflow = h->last_step <= 64 && (h->overflow_steps >> (h->last_step - 1) & 1);
         if (overflow) h->grads[b->m->n_params / 2] = INFINITY;
-        if (overflow) h->scale.clean = 0, h->scale.scale = fmaxf(h->scale.scale / 2, FU_LEAST_LOSS_SCALE);
-        else if (++h->scale.clean == FU_LOSS_SCALE_GROWTH) h->scale.scale *= 2, h->scale.clean = 0;
+        fu_loss_scale_next(&h->scale, overflow, FU_LEAST_LOSS_SCALE, FU_LOSS_SCALE_GROWTH);
     }
     if (grads) memcpy(grads, h->grads, b->m->n_params * sizeof(float));
     return 0;
@@ -161,13 +160,12 @@ static int held_step(fu_backend *b, const fu_adamw_opts *o, const fu_param_group
     return 0;
 }
 
-static int held_loss_scaling(const fu_backend *b, fu_loss_scale *out, int max) {
-    if (max > 0) *out = held_of((fu_backend *)b)->scale;
-    return 1;
+static int held_loss_scaling(const fu_backend *b, fu_loss_scale *out) {
+    *out = held_of((fu_backend *)b)->scale;
+    return 0;
 }
 
-static int held_set_loss_scaling(fu_backend *b, const fu_loss_scale *in, int n) {
-    if (n != 1) return fu_fail("held", "one loss scale");
+static int held_set_loss_scaling(fu_backend *b, const fu_loss_scale *in) {
     held_of(b)->scale = *in;
     return 0;
 }
