@@ -23,7 +23,7 @@ static int loss_scaling_text(const fu_backend *b, char *text, size_t size) {
     text[0] = 0;
     if (!b->loss_scaling) return 0;
     if (b->loss_scaling(b, &s) < 0) return -1;
-    snprintf(text, size, "%a %d", (double)s.scale, s.clean);
+    fu_loss_scale_format(&s, text, size);
     return 0;
 }
 
@@ -35,26 +35,9 @@ static int loss_scaling_from(const char *path, const char *text, const char *ski
     if (!skipped || end == skipped || *end || k < 0 || k > t->step)
         return fu_fail(path, "fp16_steps_skipped is not a count of the %" PRId64 " steps: '%s'", t->step,
                        skipped ? skipped : "(unset)");
-    // One state, or, from a pipe's checkpoint written before its stages
-    // shared one scale (2026-12-08), one per stage and micro-batch, ';'
-    // between: the least scale goes on.
-    fu_loss_scale s = {0}, one;
-    const char *at = text;
-    double scale;
-    int used, n = 0;
-    bool whole = false; // every state read, to the end
-    while (sscanf(at, "%la %d%n", &scale, &one.clean, &used) == 2) {
-        one.scale = (float)scale;
-        if (!fu_loss_scale_valid(&one)) break;
-        if (n++ == 0 || one.scale < s.scale) s = one;
-        at += used;
-        if (*at != ';') {
-            whole = !*at;
-            break;
-        }
-        at++;
-    }
-    if (!whole) return fu_fail(path, "fp16_loss_scaling is not a loss scaling state: '%s'", text);
+    fu_loss_scale s;
+    if (fu_loss_scale_parse(text, &s) < 0)
+        return fu_fail(path, "fp16_loss_scaling is not a loss scaling state: '%s'", text);
     if (b->set_loss_scaling(b, &s) < 0) return -1;
     t->skipped = k;
     return 0;

@@ -7,6 +7,7 @@
 
 #include <math.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 #ifndef FU_HD
 #ifdef __CUDACC__
@@ -35,6 +36,14 @@ enum { FU_LOSS_SCALE_GROWTH = 2000 }; // GradScaler's growth interval
 static inline bool fu_loss_scale_valid(const fu_loss_scale *s) {
     return s->scale >= FU_LEAST_LOSS_SCALE && isfinite(s->scale) && s->clean >= 0 && s->clean < FU_LOSS_SCALE_GROWTH;
 }
+
+// s as text, "SCALE CLEAN", the scale in hex (exact): a checkpoint's.
+void fu_loss_scale_format(const fu_loss_scale *s, char *out, size_t size);
+// The state text holds into *out: one, or several (';' between: a
+// model-parallel run's checkpoint from before its stages shared one scale,
+// 2026-12-08, held one per stage and micro-batch), of which the least scale
+// goes on. -1 where the text is not that, or a state not valid.
+int fu_loss_scale_parse(const char *text, fu_loss_scale *out);
 
 // GradScaler.update after one pass, with the floor `least` and the growth
 // interval `growth` as parameters (the tests shorten it).

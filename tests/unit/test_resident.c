@@ -578,6 +578,50 @@ static void test_skips(const char *dir) {
     fu_dataset_close(&big);
 }
 
+// The loss scale's update (GradScaler's rule, shared with the cuda kernel)
+// and its checkpoint text: a state round trip, several states (a pipe's
+// checkpoint from before they were one) giving the least, and every text
+// that is not one refused.
+static void test_loss_scale_text(void) {
+    fu_loss_scale s = {8, 0};
+    fu_loss_scale_next(&s, false, 1, 3), fu_loss_scale_next(&s, false, 1, 3);
+    bool grew = s.scale == 8 && s.clean == 2;
+    fu_loss_scale_next(&s, false, 1, 3);
+    grew = grew && s.scale == 16 && s.clean == 0;
+    fu_loss_scale_next(&s, false, 1, 3), fu_loss_scale_next(&s, true, 1, 3);
+    bool halved = s.scale == 8 && s.clean == 0;
+    for (int i = 0; i < 5; i++) fu_loss_scale_next(&s, true, 1, 3);
+    CHECK(grew && halved && s.scale == 1, "loss scale: doubled after 3 clean passes (growth 3), halved by an "
+          "overflow, not below the least", "%g/%d", (double)s.scale, s.clean);
+
+    const fu_loss_scale some[] = {{0x1p16f, 0}, {FU_LEAST_LOSS_SCALE, FU_LOSS_SCALE_GROWTH - 1}, {3, 7}};
+    bool round = true;
+    for (size_t i = 0; i < sizeof some / sizeof *some; i++) {
+        char text[64];
+        fu_loss_scale back = {0};
+        fu_loss_scale_format(&some[i], text, sizeof text);
+        round = round && fu_loss_scale_parse(text, &back) == 0 && back.scale == some[i].scale &&
+                back.clean == some[i].clean;
+    }
+    CHECK(round, "loss scale text: format then parse gives the state back", "not for every one");
+    fu_loss_scale least = {0};
+    CHECK(fu_loss_scale_parse("0x1p+20 7;0x1p+9 3;0x1p+18 0", &least) == 0 && least.scale == 0x1p9f &&
+              least.clean == 3,
+          "loss scale text: of 3 states (a pipe's, before they were one), the least", "%g/%d", (double)least.scale,
+          least.clean);
+    static const char *const bad[] = {"", " ", "0x1p+8", "0x1p+8 ", "0x1p+8 0;", ";0x1p+8 0", "0x1p+8 0 ",
+                                      "0x1p+8 0x", "0x1p+8;0", "0x1p-25 0", "0 0", "-2 0", "nan 0", "inf 0",
+                                      "1e39 0", "0x1p+8 2000", "0x1p+8 -1", "0x1p+8 99999999999999999999",
+                                      "0x1p+8 0;;0x1p+8 0", "0x1p+8 0;junk"};
+    const char *taken = NULL;
+    for (size_t i = 0; i < sizeof bad / sizeof *bad && !taken; i++) {
+        fu_loss_scale s2;
+        if (fu_loss_scale_parse(bad[i], &s2) == 0) taken = bad[i];
+    }
+    CHECK(!taken, "loss scale text: a missing count, a trailing ';' or blank, junk, a scale not finite or under "
+          "2^-24, a count not in 0..1999: refused", "'%s' was taken", taken);
+}
+
 int main(void) {
     char dir[] = "/tmp/fu-test-resident-XXXXXX", path[128];
     if (!mkdtemp(dir)) return perror("mkdtemp"), 1;
@@ -591,6 +635,7 @@ int main(void) {
     test_host_step();
     test_figures(dir);
     test_skips(dir);
+    test_loss_scale_text();
     fu_dataset_close(&data);
     char cmd[160];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
