@@ -4,7 +4,10 @@
 #include "core/error.h"
 #include "nn/safetensors.h"
 
+#include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +94,33 @@ int fu_checkpoint_save(const char *dir, fu_trainer *t, const fu_run_state *s, co
     return fu_st_write(path, moments, 2, meta);
 }
 
+// A metadata value that is a whole number from lo to hi, into *out; else an
+// error naming it (a damaged or hand-edited state must not steer the
+// trainer off its data: a batch index of -5 read before the epoch's order).
+static int whole(const char *path, const char *key, const char *text, long long lo, long long hi, long long *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (end == text || *end || errno || v < lo || v > hi) {
+        if (lo == hi) return fu_fail(path, "%s is not %lld: '%s'", key, lo, text);
+        if (hi == LLONG_MAX) return fu_fail(path, "%s is not a whole number from %lld up: '%s'", key, lo, text);
+        return fu_fail(path, "%s is not a whole number from %lld to %lld: '%s'", key, lo, hi, text);
+    }
+    *out = v;
+    return 0;
+}
+
+// A metadata value that is a number from 0 up, finite (or NaN where nan_ok:
+// an undefined score), into *out; else an error naming it.
+static int amount(const char *path, const char *key, const char *text, bool nan_ok, double *out) {
+    char *end;
+    double v = strtod(text, &end);
+    if (end == text || *end || !(isnan(v) ? nan_ok : isfinite(v) && v >= 0))
+        return fu_fail(path, "%s is not a number from 0 up: '%s'", key, text);
+    *out = v;
+    return 0;
+}
+
 // A metadata value that must be present.
 static const char *need(const fu_st_file *f, const char *path, const char *key) {
     const char *v = fu_st_meta(f, key);
@@ -139,6 +169,24 @@ int fu_checkpoint_load(const char *dir, fu_trainer *t, fu_run_state *s, const ch
     const char *v[N_KEYS];
     for (int i = 0; i < N_KEYS; i++)
         if (!(v[i] = need(f, path, keys[i]))) goto done;
+    // Each within what a run of these settings can have reached (the batch
+    // index within the epoch: the trainer checks it against the data).
+    long long step = 0, epoch = 0, next = 0, seen = 0, correct = 0, best_epoch = -1, images = 0;
+    double loss_sum = 0, secs = 0, wait = 0, score = 0, tsecs = 0, twait = 0;
+    if (whole(path, "step", v[0], 0, LLONG_MAX, &step) < 0 ||
+        whole(path, "epoch", v[1], 0, t->o.epochs, &epoch) < 0 ||
+        whole(path, "next_batch", v[2], 0, INT_MAX, &next) < 0 ||
+        amount(path, "loss_sum", v[3], false, &loss_sum) < 0 ||
+        whole(path, "seen", v[4], 0, LLONG_MAX, &seen) < 0 ||
+        whole(path, "correct", v[5], 0, seen, &correct) < 0 ||
+        amount(path, "seconds", v[6], false, &secs) < 0 ||
+        amount(path, "wait", v[7], false, &wait) < 0 ||
+        whole(path, "best_epoch", v[8], -1, epoch - 1, &best_epoch) < 0 ||
+        amount(path, "best_score", v[9], true, &score) < 0 ||
+        amount(path, "train_seconds", v[10], false, &tsecs) < 0 ||
+        amount(path, "wait_seconds", v[11], false, &twait) < 0 ||
+        whole(path, "images", v[12], 0, LLONG_MAX, &images) < 0)
+        goto done;
     lf = fu_st_open(last);
     if (!lf) goto done;
     const char *lstep = fu_st_meta(lf, "step");
@@ -153,18 +201,17 @@ int fu_checkpoint_load(const char *dir, fu_trainer *t, fu_run_state *s, const ch
         moments_in(f, path, "adamw.exp_avg_sq", m->n_params, t->m2) < 0)
         goto done;
     // (None in a checkpoint from before the scale was kept: the scale starts over.)
-    t->step = strtoll(v[0], NULL, 10);
+    t->step = step;
     t->skipped = 0;
     const char *scaling = fu_st_meta(f, "fp16_loss_scaling");
     if (scaling && loss_scaling_from(path, scaling, fu_st_meta(f, "fp16_steps_skipped"), t) < 0) goto done;
-    s->st = (fu_epoch_stats){.epoch = atoi(v[1]), .next_batch = atoi(v[2]), .loss_sum = strtod(v[3], NULL),
-                             .seen = strtoll(v[4], NULL, 10), .correct = strtoll(v[5], NULL, 10),
-                             .seconds = strtod(v[6], NULL), .wait = strtod(v[7], NULL)};
-    s->best_epoch = atoi(v[8]);
-    s->best_score = strtod(v[9], NULL);
-    s->train_seconds = strtod(v[10], NULL);
-    s->wait_seconds = strtod(v[11], NULL);
-    s->images = strtoll(v[12], NULL, 10);
+    s->st = (fu_epoch_stats){.epoch = (int)epoch, .next_batch = (int)next, .loss_sum = loss_sum, .seen = seen,
+                             .correct = correct, .seconds = secs, .wait = wait};
+    s->best_epoch = (int)best_epoch;
+    s->best_score = score;
+    s->train_seconds = tsecs;
+    s->wait_seconds = twait;
+    s->images = images;
     free(s->log);
     s->log = strdup(v[13]);
     if (!s->log) {

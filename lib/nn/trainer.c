@@ -484,6 +484,10 @@ int fu_train_epoch(fu_trainer *t, const fu_dataset *d, double lr, int64_t max_st
     fu_rank_order(t->o.seed, (uint64_t)st->epoch, d->n, rank, size, scratch, order);
     bool dropped;
     epoch_ctx e = {t, lr, max_steps, fu_epoch_batches(share, t->o.batch, &dropped), st, report, ctx, fu_now(), 0};
+    if (st->next_batch < 0 || st->next_batch > e.batches) {
+        free(scratch), free(order);
+        return fu_fail("training", "the epoch is to go on at batch %d, and it has %d", st->next_batch, e.batches);
+    }
     int rc = run_batches(t, d, order, share, st->next_batch, e.batches, t->o.augment, (uint64_t)st->epoch,
                          &st->wait, train_batch, &e);
     free(scratch), free(order);

@@ -40,6 +40,7 @@ same "rerun with 1 thread: last.safetensors bit-identical" "$T/a/last.safetensor
 
 check "stops after --max-steps 3 (in epoch 2)" cnn-train $S --threads 2 --out "$T/c" --max-steps 3
 if [ -e "$T/c/results.csv" ]; then not_ok "a stopped run writes no results"; else ok "a stopped run writes no results"; fi
+cp -r "$T/c" "$T/d" # step 3's checkpoint, damaged below
 check "--resume continues" cnn-train $S --threads 2 --out "$T/c" --resume
 same "resumed: model.safetensors equals the uninterrupted run" "$T/a/model.safetensors" "$T/c/model.safetensors"
 same "resumed: last.safetensors equals the uninterrupted run" "$T/a/last.safetensors" "$T/c/last.safetensors"
@@ -47,6 +48,44 @@ same "resumed: test predictions equal" "$T/a/predictions-test.csv" "$T/c/predict
 cut -d, -f1-7 "$T/a/log.csv" >"$T/want.txt"
 cut -d, -f1-7 "$T/c/log.csv" >"$T/got.txt"
 same "resumed: the same log (but timings)" "$T/want.txt" "$T/got.txt"
+
+# A damaged trainer state, a value beyond what the run can have reached:
+# one line naming it (a batch index of -5 was read before the epoch's
+# order). The batch to go on at is the trainer's to check against the
+# epoch's batches (2 here).
+damaged() { # DIR KEY VALUE: $T/d's checkpoint with KEY set to VALUE
+    cp -r "$T/d" "$1"
+    ${PYTHON:-/usr/bin/python3} - "$1/state.safetensors" "$2" "$3" <<'PYEOF'
+import json, struct, sys
+path, key, value = sys.argv[1:]
+b = open(path, "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+head = json.loads(b[8:8 + n])
+head["__metadata__"][key] = value
+new = json.dumps(head, separators=(",", ":")).encode()
+new += b" " * (-len(new) % 8)
+open(path, "wb").write(struct.pack("<Q", len(new)) + new + b[8 + n:])
+PYEOF
+}
+damaged "$T/d1" next_batch -5
+check_fails "a trainer state at batch -5: one line" 1 \
+    "^cnn-train: .*/state.safetensors: next_batch is not a whole number from 0 to [0-9]+: '-5'$" \
+    cnn-train $S --out "$T/d1" --resume
+damaged "$T/d2" next_batch 3
+check_fails "a trainer state at batch 3 of an epoch of 2: one line" 1 \
+    "^cnn-train: training: the epoch is to go on at batch 3, and it has 2$" cnn-train $S --out "$T/d2" --resume
+damaged "$T/d3" correct 99
+check_fails "a trainer state with more hits than images: one line" 1 \
+    "^cnn-train: .*/state.safetensors: correct is not a whole number from 0 to [0-9]+: '99'$" \
+    cnn-train $S --out "$T/d3" --resume
+damaged "$T/d4" loss_sum nan
+check_fails "a trainer state whose loss sum is NaN: one line" 1 \
+    "^cnn-train: .*/state.safetensors: loss_sum is not a number from 0 up: 'nan'$" \
+    cnn-train $S --out "$T/d4" --resume
+damaged "$T/d5" epoch 3
+check_fails "a trainer state past the last epoch: one line" 1 \
+    "^cnn-train: .*/state.safetensors: epoch is not a whole number from 0 to 2: '3'$" \
+    cnn-train $S --out "$T/d5" --resume
 
 check_fails "NaN loss: stops naming the step" 1 'step [0-9]+: the (loss|gradient norm) is' \
     cnn-train $S --epochs 1 --lr 1e30 --out "$T/nan"
