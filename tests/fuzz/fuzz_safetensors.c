@@ -1,7 +1,9 @@
 // libFuzzer harness: the safetensors reader (checkpoints and state_dicts that
 // cnn-predict, cnn-train --resume and the tests load), header and layout:
 // a file it accepts must hold every tensor's bytes where its offsets say.
+// A trainer state's fp16_loss_scaling goes through its parser too.
 #include "input_file.h"
+#include "nn/loss_scale.h"
 #include "nn/safetensors.h"
 
 #include <stdint.h>
@@ -10,7 +12,8 @@
 #include <string.h>
 
 // Every accepted tensor's bytes read (ASan flags any outside the file's
-// buffer), found again by name, and the metadata looked up.
+// buffer), found again by name, and the metadata looked up; a loss scaling
+// state the parser takes must be a valid one.
 static void walk(const fu_st_file *f) {
     uint64_t sum = 0;
     for (int i = 0; i < fu_st_count(f); i++) {
@@ -28,6 +31,9 @@ static void walk(const fu_st_file *f) {
         const char *v = fu_st_meta(f, keys[k]);
         if (v) sum += strlen(v);
     }
+    fu_loss_scale s;
+    const char *scaling = fu_st_meta(f, "fp16_loss_scaling");
+    if (scaling && fu_loss_scale_parse(scaling, &s) == 0 && !fu_loss_scale_valid(&s)) abort();
     (void)sum;
 }
 

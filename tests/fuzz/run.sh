@@ -22,7 +22,7 @@ status=0
 for h in shard decode safetensors csv; do
     bin="$out/fuzz_$h"
     case $h in
-    safetensors) src="$core_src lib/nn/safetensors.c lib/nn/model.c" ;;
+    safetensors) src="$core_src lib/nn/safetensors.c lib/nn/model.c lib/nn/loss_scale.c" ;;
     csv) src="$core_src $(find lib/metrics -name '*.c' | sort)" ;;
     *) src=$(find lib/core lib/shard lib/image -name '*.c' | sort) ;;
     esac

@@ -24,7 +24,7 @@ def write(path, header, data):
     open(path, 'wb').write(struct.pack('<Q', len(h)) + h + data)
 write(sys.argv[1] + '/f32', {'a': {'dtype': 'F32', 'shape': [2, 3], 'data_offsets': [0, 24]}},
       struct.pack('<6f', 1, -2, 0.5, 3, 4, 5))
-write(sys.argv[1] + '/meta', {'__metadata__': {'format': 'pt', 'step': '12', 'fp16_loss_scaling': '65536 0'},
+write(sys.argv[1] + '/meta', {'__metadata__': {'format': 'pt', 'step': '12', 'fp16_loss_scaling': '0x1p+16 0;0x1p+9 3'},
       'w': {'dtype': 'F64', 'shape': [], 'data_offsets': [0, 8]},
       'n': {'dtype': 'I64', 'shape': [1, 1, 1, 1], 'data_offsets': [8, 16]}}, struct.pack('<dq', 0.25, 7))
 # a member without its ':': it leaked its name (found here)
