@@ -320,6 +320,11 @@ if command -v mpirun >/dev/null 2>&1; then
     check "the same, --resume" $MPIRUN -np 2 cnn-train $PQ --resume --out "$T/p2"
     same "2 ranks x 2 stages, fp16 summed through MPI, resumed after step 1: the uninterrupted run's weights" \
         "$T/p1/last.safetensors" "$T/p2/last.safetensors"
+    # The same over NCCL (a communicator per stage, the sums and the step on
+    # the device): each rank's sum of two is the host's, bit for bit.
+    check "the same over NCCL" $MPIRUN -np 2 cnn-train $PQ --allreduce nccl --out "$T/p3"
+    same "2 ranks x 2 stages, fp16: NCCL's sums train MPI's weights, bit for bit" "$T/p1/last.safetensors" \
+        "$T/p3/last.safetensors"
     # A peer dead in a gradient allreduce, as the fake NCCL plays it
     # (FAKE_NCCL_HANG_AT on both ranks: the 12th allreduce, a bucket of the
     # second step after the 6 of the start-up's calibration, never ends, and
