@@ -1,6 +1,7 @@
 // fp16 loss scaling's state as text (loss_scale.h), for checkpoints.
 #include "nn/loss_scale.h"
 
+#include <float.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -13,7 +14,7 @@ int fu_loss_scale_parse(const char *text, fu_loss_scale *out) {
     for (const char *at = text;;) {
         char *end;
         double scale = strtod(at, &end);
-        if (end == at || *end != ' ') return -1;
+        if (end == at || *end != ' ' || !(scale <= FLT_MAX)) return -1; // beyond, (float) is undefined
         at = end + 1;
         long clean = strtol(at, &end, 10);
         if (end == at || clean < 0 || clean >= FU_LOSS_SCALE_GROWTH) return -1;
