@@ -44,6 +44,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "nn/blocked_ops.h"
 #include "nn/lifetimes.h"
 #include "nn/ref_ops.h"
 
@@ -114,6 +115,7 @@ typedef struct {
     // Sync-BN (backend.h's dist->sum): per-image channel sums (batch, C/16, 2, 16),
     // the vector summed over ranks (2C + 2), this rank's loss share (ref_net.h)
     double *bn_part, *bn_sums, share;
+    float *bn_coef; // per-channel coefficients, 3 * the widest BN's C
     fu_amp amp;
     void *dbf; // --amp bf16: a conv's output gradient in bf16, (n, C, H, W) nChw16c, one conv at a time
     // A stage's crossings where they are feature maps (vectors are plain
@@ -865,305 +867,11 @@ static int plan(dn_net *d) {
     return 0;
 }
 
-// ---- the plain loops over nChw16c --------------------------------------------
-// Each works on one 16-channel block of one image at a time, (hw, 16)
-// contiguous; blocks go to threads whole, so results do not depend on the
-// thread count. The block bodies are compiled for AVX-512 and AVX2 too.
-
-#define FU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-
-// sum[l] = sum over p of x[p, l]
-FU_CLONES static void block_sum(size_t hw, const float *x, double sum[16]) {
-    for (int l = 0; l < 16; l++)
-        sum[l] = 0;
-    for (size_t p = 0; p < hw; p++)
-        for (int l = 0; l < 16; l++)
-            sum[l] += x[p * 16 + l];
-}
-
-// dx (=|+=) g[l]
-FU_CLONES static void block_fill(size_t hw, const float g[16], float *dx, bool acc) {
-    for (size_t p = 0; p < hw; p++)
-        for (int l = 0; l < 16; l++)
-            dx[p * 16 + l] = (acc ? dx[p * 16 + l] : 0) + g[l];
-}
-
-// y = x * s[l]
-FU_CLONES static void block_scale(size_t hw, const float *x, const float s[16], float *y) {
-    for (size_t p = 0; p < hw; p++)
-        for (int l = 0; l < 16; l++)
-            y[p * 16 + l] = x[p * 16 + l] * s[l];
-}
-
-// dx (=|+=) dy * s[l];  sum[l] = sum over p of dy * x
-FU_CLONES static void block_scale_bwd(size_t hw, const float *x, const float s[16], const float *dy, float *dx,
-                                      bool acc, double sum[16]) {
-    for (int l = 0; l < 16; l++)
-        sum[l] = 0;
-    for (size_t p = 0; p < hw; p++)
-        for (int l = 0; l < 16; l++) {
-            float g = dy[p * 16 + l];
-            sum[l] += (double)g * x[p * 16 + l];
-            dx[p * 16 + l] = (acc ? dx[p * 16 + l] : 0) + g * s[l];
-        }
-}
-
-// y = [relu](a * s[l] + b)
-FU_CLONES static void block_add(size_t hw, const float *a, const float s[16], const float *b, bool relu, float *y) {
-    for (size_t p = 0; p < hw; p++)
-        for (int l = 0; l < 16; l++) {
-            float v = a[p * 16 + l] * s[l] + b[p * 16 + l];
-            y[p * 16 + l] = relu && !(v > 0) ? 0 : v;
-        }
-}
-
-// y (n, C) = mean over (h, w) of x (n, C/16, hw, 16)
-static void gap_fwd(int n, int c, size_t hw, const float *x, float *y) {
-#pragma omp parallel for
-    for (int nb = 0; nb < n * (c / 16); nb++) {
-        double sum[16];
-        block_sum(hw, x + (size_t)nb * hw * 16, sum);
-        float *yb = y + (size_t)(nb / (c / 16)) * c + (nb % (c / 16)) * 16;
-        for (int l = 0; l < 16; l++)
-            yb[l] = (float)(sum[l] / (double)hw);
-    }
-}
-
-static void gap_bwd(int n, int c, size_t hw, const float *dy, float *dx, bool acc) {
-#pragma omp parallel for
-    for (int nb = 0; nb < n * (c / 16); nb++) {
-        const float *dyb = dy + (size_t)(nb / (c / 16)) * c + (nb % (c / 16)) * 16;
-        float g[16];
-        for (int l = 0; l < 16; l++)
-            g[l] = dyb[l] / (float)hw;
-        block_fill(hw, g, dx + (size_t)nb * hw * 16, acc);
-    }
-}
-
-// y = x * s[n, c] over (n, C/16, hw, 16)
-static void scale_fwd(int n, int c, size_t hw, const float *x, const float *sc, float *y) {
-#pragma omp parallel for
-    for (int nb = 0; nb < n * (c / 16); nb++)
-        block_scale(hw, x + (size_t)nb * hw * 16, sc + (size_t)(nb / (c / 16)) * c + (nb % (c / 16)) * 16,
-                    y + (size_t)nb * hw * 16);
-}
-
-// dx (=|+=) dy * s;  ds[n, c] += sum over hw of dy * x
-static void scale_bwd(int n, int c, size_t hw, const float *x, const float *sc, const float *dy, float *dx, bool acc,
-                      float *ds) {
-#pragma omp parallel for
-    for (int nb = 0; nb < n * (c / 16); nb++) {
-        size_t at = (size_t)(nb / (c / 16)) * c + (nb % (c / 16)) * 16, off = (size_t)nb * hw * 16;
-        double sum[16];
-        block_scale_bwd(hw, x + off, sc + at, dy + off, dx + off, acc, sum);
-        for (int l = 0; l < 16; l++)
-            ds[at + l] += (float)sum[l];
-    }
-}
-
-// y = [relu](a * s[n, c] + b) over (n, C/16, hw, 16); s NULL: y = [relu](a + b)
-static void add_fwd(int n, int c, size_t hw, const float *a, const float *sc, const float *b, bool relu, float *y) {
-    static const float ones[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
-#pragma omp parallel for
-    for (int nb = 0; nb < n * (c / 16); nb++) {
-        size_t off = (size_t)nb * hw * 16;
-        const float *s = sc ? sc + (size_t)(nb / (c / 16)) * c + (nb % (c / 16)) * 16 : ones;
-        block_add(hw, a + off, s, b + off, relu, y + off);
-    }
-}
-
-FU_CLONES static void relu_fwd_run(size_t n, const float *x, float *y) {
-    for (size_t i = 0; i < n; i++)
-        y[i] = x[i] > 0 ? x[i] : 0;
-}
-
-FU_CLONES static void relu_bwd_run(size_t n, const float *y, const float *dy, float *dx, bool acc) {
-    for (size_t i = 0; i < n; i++)
-        dx[i] = (acc ? dx[i] : 0) + (y[i] > 0 ? dy[i] : 0);
-}
-
-FU_CLONES static void add_run(size_t n, const float *dy, float *dx) {
-    for (size_t i = 0; i < n; i++)
-        dx[i] += dy[i];
-}
-
-// Element-wise loops in chunks of 64 Ki floats, one chunk per thread at a time.
-#define DN_CHUNK ((size_t)1 << 16)
-
-static void relu_fwd(size_t n, const float *x, float *y) {
-#pragma omp parallel for
-    for (size_t i = 0; i < n; i += DN_CHUNK)
-        relu_fwd_run(n - i < DN_CHUNK ? n - i : DN_CHUNK, x + i, y + i);
-}
-
-static void relu_bwd(size_t n, const float *y, const float *dy, float *dx, bool acc) {
-#pragma omp parallel for
-    for (size_t i = 0; i < n; i += DN_CHUNK)
-        relu_bwd_run(n - i < DN_CHUNK ? n - i : DN_CHUNK, y + i, dy + i, dx + i, acc);
-}
-
-// dx (=|+=) dy
-static void pass_grad(size_t n, const float *dy, float *dx, bool acc) {
-    if (!acc) {
-        memcpy(dx, dy, n * sizeof *dx);
-        return;
-    }
-#pragma omp parallel for
-    for (size_t i = 0; i < n; i += DN_CHUNK)
-        add_run(n - i < DN_CHUNK ? n - i : DN_CHUNK, dy + i, dx + i);
-}
-
-// A stage's crossings: (n, C, H, W) NCHW <-> (n, C/16, H, W, 16) nChw16c,
-// one (image, block) per iteration.
-static void to_blocked(int n, int c, size_t hw, const float *x, float *y) {
-#pragma omp parallel for
-    for (int nb = 0; nb < n * (c / 16); nb++) {
-        const float *xb = x + (size_t)nb * 16 * hw; // 16 channels of one image, hw apart
-        float *yb = y + (size_t)nb * hw * 16;
-        for (size_t p = 0; p < hw; p++)
-            for (int l = 0; l < 16; l++)
-                yb[p * 16 + l] = xb[l * hw + p];
-    }
-}
-
-static void to_plain(int n, int c, size_t hw, const float *x, float *y) {
-#pragma omp parallel for
-    for (int nb = 0; nb < n * (c / 16); nb++) {
-        const float *xb = x + (size_t)nb * hw * 16;
-        float *yb = y + (size_t)nb * 16 * hw;
-        for (size_t p = 0; p < hw; p++)
-            for (int l = 0; l < 16; l++)
-                yb[l * hw + p] = xb[p * 16 + l];
-    }
-}
-
 // ---- sync-BN ---------------------------------------------------------------------
 // Training-mode BatchNorm on the statistics of the global batch (data
-// parallelism, ref_net.h): plain loops over nChw16c rather than oneDNN's
-// primitive, whose statistics are its own batch's. Per-channel sums go per
-// (image, block) to threads and are added over images in order, so results do
-// not depend on the thread count. aux holds the global mean and variance.
-
-// The kernels below copy their per-lane arrays into locals and test `relu`
-// outside the loops: arrays that might alias the output, or a condition
-// inside, keep GCC from vectorising them.
-
-// sum[l] = sum over p of x[p, l], sq[l] likewise of x^2
-FU_CLONES static void block_moments(size_t hw, const float *x, double sum[16], double sq[16]) {
-    double a[16] = {0}, b[16] = {0};
-    for (size_t p = 0; p < hw; p++)
-        for (int l = 0; l < 16; l++) {
-            double v = x[p * 16 + l];
-            a[l] += v;
-            b[l] += v * v;
-        }
-    memcpy(sum, a, sizeof a);
-    memcpy(sq, b, sizeof b);
-}
-
-// y = [relu](x * g[l] + b[l])
-FU_CLONES static void block_affine(size_t hw, const float *x, const float g[16], const float b[16], bool relu,
-                                   float *y) {
-    float gl[16], bl[16];
-    memcpy(gl, g, sizeof gl);
-    memcpy(bl, b, sizeof bl);
-    if (relu)
-        for (size_t p = 0; p < hw; p++)
-            for (int l = 0; l < 16; l++) {
-                float v = x[p * 16 + l] * gl[l] + bl[l];
-                y[p * 16 + l] = v > 0 ? v : 0;
-            }
-    else
-        for (size_t p = 0; p < hw; p++)
-            for (int l = 0; l < 16; l++)
-                y[p * 16 + l] = x[p * 16 + l] * gl[l] + bl[l];
-}
-
-// dy where a fused ReLU let it through (y > 0), else 0
-static inline float relu_grad(bool relu, float y, float dy) { return relu && !(y > 0) ? 0 : dy; }
-
-// With dy masked by relu_grad: sdy[l] = sum dy, sdyx[l] = sum dy * (x - mean[l])
-// (float over runs of 16 pixels, then added in double: a float inner loop
-// vectorises, one converting to double per element does not)
-static inline __attribute__((always_inline)) void bn_sums_loop(size_t hw, const float *x, const float *y,
-                                                               const float *dy, const float *ml, bool relu, double *a,
-                                                               double *b) {
-    for (size_t p0 = 0; p0 < hw; p0 += 16) {
-        size_t p1 = hw - p0 < 16 ? hw : p0 + 16;
-        float fa[16] = {0}, fb[16] = {0};
-        for (size_t p = p0; p < p1; p++)
-            for (int l = 0; l < 16; l++) {
-                float g = relu_grad(relu, y[p * 16 + l], dy[p * 16 + l]);
-                fa[l] += g;
-                fb[l] += g * (x[p * 16 + l] - ml[l]);
-            }
-        for (int l = 0; l < 16; l++) {
-            a[l] += fa[l];
-            b[l] += fb[l];
-        }
-    }
-}
-
-FU_CLONES static void block_bn_sums(size_t hw, const float *x, const float *y, const float *dy, const float mean[16],
-                                   bool relu, double sdy[16], double sdyx[16]) {
-    double a[16] = {0}, b[16] = {0};
-    float ml[16];
-    memcpy(ml, mean, sizeof ml);
-    if (relu)
-        bn_sums_loop(hw, x, y, dy, ml, true, a, b);
-    else
-        bn_sums_loop(hw, x, y, dy, ml, false, a, b);
-    memcpy(sdy, a, sizeof a);
-    memcpy(sdyx, b, sizeof b);
-}
-
-// dx (=|+=) a[l] * dy - k1[l] - (x - mean[l]) * k2[l], dy masked by relu_grad;
-// one loop per (relu, acc), each inlined with its constants
-static inline __attribute__((always_inline)) void bn_dx_loop(size_t hw, const float *x, const float *y,
-                                                             const float *dy, const float *ml, const float *al,
-                                                             const float *k1l, const float *k2l, float *dx, bool relu,
-                                                             bool acc) {
-    for (size_t p = 0; p < hw; p++)
-        for (int l = 0; l < 16; l++) {
-            float g = relu_grad(relu, y[p * 16 + l], dy[p * 16 + l]);
-            float v = al[l] * g - k1l[l] - (x[p * 16 + l] - ml[l]) * k2l[l];
-            dx[p * 16 + l] = acc ? dx[p * 16 + l] + v : v;
-        }
-}
-
-FU_CLONES static void block_bn_dx(size_t hw, const float *x, const float *y, const float *dy, bool relu,
-                                 const float mean[16], const float a[16], const float k1[16], const float k2[16],
-                                 float *dx, bool acc) {
-    float ml[16], al[16], k1l[16], k2l[16];
-    memcpy(ml, mean, sizeof ml);
-    memcpy(al, a, sizeof al);
-    memcpy(k1l, k1, sizeof k1l);
-    memcpy(k2l, k2, sizeof k2l);
-    if (relu && acc)
-        bn_dx_loop(hw, x, y, dy, ml, al, k1l, k2l, dx, true, true);
-    else if (relu)
-        bn_dx_loop(hw, x, y, dy, ml, al, k1l, k2l, dx, true, false);
-    else if (acc)
-        bn_dx_loop(hw, x, y, dy, ml, al, k1l, k2l, dx, false, true);
-    else
-        bn_dx_loop(hw, x, y, dy, ml, al, k1l, k2l, dx, false, false);
-}
-
-// v[k] = sum over images of part[., k], v[C + k] likewise of the second
-// half; part (n, C/16, 2, 16)
-static void bn_reduce(int n, int c, const double *part, double *v) {
-    int cb = c / 16;
-    for (int k = 0; k < c; k++) {
-        double a = 0, b = 0;
-        for (int i = 0; i < n; i++) {
-            const double *p = part + ((size_t)i * cb + k / 16) * 32 + k % 16;
-            a += p[0];
-            b += p[16];
-        }
-        v[k] = a;
-        v[c + k] = b;
-    }
-}
+// parallelism, ref_net.h): blocked_ops.h's loops over nChw16c rather than
+// oneDNN's primitive, whose statistics are its own batch's. aux holds the
+// global mean and variance.
 
 static int sync_alloc(dn_net *d) {
     if (d->bn_part)
@@ -1174,7 +882,8 @@ static int sync_alloc(dn_net *d) {
             widest = d->m->ops[i].c;
     d->bn_part = malloc((size_t)d->batch * 2 * widest * sizeof *d->bn_part);
     d->bn_sums = malloc((2 * (size_t)widest + 2) * sizeof *d->bn_sums);
-    if (!d->bn_part || !d->bn_sums)
+    d->bn_coef = malloc(3 * (size_t)widest * sizeof *d->bn_coef);
+    if (!d->bn_part || !d->bn_sums || !d->bn_coef)
         return fu_fail("cpu backend", "out of memory");
     return 0;
 }
@@ -1194,7 +903,7 @@ static int sync_bn_fwd(dn_net *d, const fu_dist_hooks *h, int i, int n, const fl
                        const int *labels, const float *class_w) {
     const fu_op *op = &d->m->ops[i];
     const dn_op *o = &d->op[i];
-    int c = op->c, cb = c / 16;
+    int c = op->c;
     size_t hw = (size_t)op->h * op->w;
     const float *x = act_of(d, op->in[0]), *gamma = params + op->weight, *beta = params + op->bias_off;
     float *y = act_of(d, i), *aux = (float *)(d->aux + o->aux);
@@ -1204,15 +913,10 @@ static int sync_bn_fwd(dn_net *d, const fu_dist_hooks *h, int i, int n, const fl
     double *v = d->bn_sums, w_rank = 0;
     for (int k = 0; k < n; k++)
         w_rank += class_w[labels[k]];
-    if (o->vec) {
+    if (o->vec)
         fu_ref_bn_sums_f32(&s, x, v);
-    } else {
-#pragma omp parallel for
-        for (int nb = 0; nb < n * cb; nb++)
-            block_moments(hw, x + (size_t)nb * hw * 16, d->bn_part + (size_t)nb * 32,
-                          d->bn_part + (size_t)nb * 32 + 16);
-        bn_reduce(n, c, d->bn_part, v);
-    }
+    else
+        fu_blk_bn_moments(n, c, hw, x, d->bn_part, v);
     v[2 * c] = (double)n * hw;
     v[2 * c + 1] = w_rank;
     if (sync_sum(h, v, 2 * c + 2) < 0)
@@ -1224,6 +928,7 @@ static int sync_bn_fwd(dn_net *d, const fu_dist_hooks *h, int i, int n, const fl
         fu_ref_bn_global_fwd_f32(&s, v, cnt, x, gamma, beta, y, aux, aux + c, rm, rv);
         return 0;
     }
+    float *g = d->bn_coef, *b = g + c; // (C) each: y = x * g + b
     for (int k = 0; k < c; k++) { // aux: mean, biased variance; running stats as PyTorch's SyncBatchNorm
         double mu = v[k] / cnt, var = v[c + k] / cnt - mu * mu;
         if (var < 0) // rounding of a constant channel
@@ -1232,19 +937,11 @@ static int sync_bn_fwd(dn_net *d, const fu_dist_hooks *h, int i, int n, const fl
         aux[c + k] = (float)var;
         rm[k] = (float)((1 - FU_BN_MOMENTUM) * rm[k] + FU_BN_MOMENTUM * mu);
         rv[k] = (float)((1 - FU_BN_MOMENTUM) * rv[k] + FU_BN_MOMENTUM * (cnt > 1 ? var * cnt / (cnt - 1) : var));
+        double gs = gamma[k] / sqrt((double)aux[c + k] + FU_BN_EPS);
+        g[k] = (float)gs;
+        b[k] = (float)(beta[k] - aux[k] * gs);
     }
-#pragma omp parallel for
-    for (int nb = 0; nb < n * cb; nb++) {
-        int k0 = (nb % cb) * 16;
-        float g[16], b[16];
-        for (int l = 0; l < 16; l++) {
-            double gs = gamma[k0 + l] / sqrt((double)aux[c + k0 + l] + FU_BN_EPS);
-            g[l] = (float)gs;
-            b[l] = (float)(beta[k0 + l] - aux[k0 + l] * gs);
-        }
-        size_t off = (size_t)nb * hw * 16;
-        block_affine(hw, x + off, g, b, o->relu_fused, y + off);
-    }
+    fu_blk_bn_affine(n, c, hw, x, g, b, o->relu_fused, y);
     return 0;
 }
 
@@ -1299,7 +996,7 @@ static int dn_forward(fu_backend *b, int n, const float *params, float *state, i
             if (is_image(m, i) || o->vec)
                 memcpy(y, x, numel * sizeof *y);
             else
-                to_blocked(n, op->c, hw, x, y);
+                fu_blk_from_nchw(n, op->c, hw, x, y);
             break;
         case FU_OP_CONV:
             if (exec(d, &o->src_to_bf) < 0 || exec(d, &o->w_to_fwd) < 0 || exec(d, &o->fwd) < 0)
@@ -1338,7 +1035,7 @@ static int dn_forward(fu_backend *b, int n, const float *params, float *state, i
             if (o->vec)
                 fu_ref_relu_fwd_f32(numel, in, y);
             else
-                relu_fwd(numel, in, y);
+                fu_blk_relu_fwd(numel, in, y);
             break;
         case FU_OP_MAXPOOL:
             if (exec(d, &o->fwd) < 0)
@@ -1346,7 +1043,7 @@ static int dn_forward(fu_backend *b, int n, const float *params, float *state, i
             break;
         case FU_OP_GAP: {
             const fu_op *src = &m->ops[op->in[0]];
-            gap_fwd(n, src->c, (size_t)src->h * src->w, in, y);
+            fu_blk_gap_fwd(n, src->c, (size_t)src->h * src->w, in, y);
             break;
         }
         case FU_OP_LINEAR:
@@ -1357,17 +1054,17 @@ static int dn_forward(fu_backend *b, int n, const float *params, float *state, i
             break;
         case FU_OP_SCALE:
             if (!o->folded)
-                scale_fwd(n, op->c, hw, in, act_of(d, op->in[1]), y);
+                fu_blk_scale_fwd(n, op->c, hw, in, act_of(d, op->in[1]), y);
             break;
         case FU_OP_ADD: {
             // y = [relu](x * s + b) when input k is a folded SE scale, else a + b
             int k = d->op[op->in[1]].folded ? 1 : 0;
             const fu_op *sc = &m->ops[op->in[k]];
             if (d->op[op->in[k]].folded)
-                add_fwd(n, op->c, hw, act_of(d, sc->in[0]), act_of(d, sc->in[1]), act_of(d, op->in[1 - k]),
+                fu_blk_add_fwd(n, op->c, hw, act_of(d, sc->in[0]), act_of(d, sc->in[1]), act_of(d, op->in[1 - k]),
                         o->relu_fused, y);
             else
-                add_fwd(n, op->c, hw, in, NULL, act_of(d, op->in[1]), o->relu_fused, y);
+                fu_blk_add_fwd(n, op->c, hw, in, NULL, act_of(d, op->in[1]), o->relu_fused, y);
             break;
         }
         case FU_OP_CONCAT: {
@@ -1403,7 +1100,7 @@ static int dn_forward(fu_backend *b, int n, const float *params, float *state, i
     }
     if (d->out) { // a stage ending at a feature map: its output in NCHW
         const fu_op *op = &m->ops[output_op(m)];
-        to_plain(n, op->c, (size_t)op->h * op->w, act_of(d, output_op(m)), d->out);
+        fu_blk_to_nchw(n, op->c, (size_t)op->h * op->w, act_of(d, output_op(m)), d->out);
     }
     if (pass->train) {
         memcpy(d->labels, labels, (size_t)n * sizeof *labels);
@@ -1451,7 +1148,7 @@ static int bwd_into(dn_net *d, dn_op *o, int t, int n) {
     if (set(o->m_dsrc, acc ? (float *)d->tmp : g) < 0 || exec(d, &o->bwd_data) < 0)
         return -1;
     if (acc)
-        pass_grad(fu_op_numel(d->m, t, n), (float *)d->tmp, g, true);
+        fu_blk_pass_grad(fu_op_numel(d->m, t, n), (float *)d->tmp, g, true);
     return 0;
 }
 
@@ -1461,7 +1158,7 @@ static int bwd_into(dn_net *d, dn_op *o, int t, int n) {
 static int sync_bn_bwd(dn_net *d, const fu_dist_hooks *h, int i, int n, const float *params, float *grads) {
     const fu_op *op = &d->m->ops[i];
     const dn_op *o = &d->op[i];
-    int c = op->c, cb = c / 16;
+    int c = op->c;
     size_t hw = (size_t)op->h * op->w;
     const float *x = act_of(d, op->in[0]), *y = act_of(d, i), *dy = dact_of(d, i), *gamma = params + op->weight;
     const float *aux = (const float *)(d->aux + o->aux);
@@ -1473,13 +1170,7 @@ static int sync_bn_bwd(dn_net *d, const fu_dist_hooks *h, int i, int n, const fl
     if (o->vec) { // the reference's, which accumulate into dgamma, dbeta (zeroed) and dx
         fu_ref_bn_bwd_sums_f32(&s, x, aux, aux + c, dy, v, dgamma, dbeta);
     } else {
-#pragma omp parallel for
-        for (int nb = 0; nb < n * cb; nb++) {
-            size_t off = (size_t)nb * hw * 16;
-            block_bn_sums(hw, x + off, y + off, dy + off, aux + (nb % cb) * 16, o->relu_fused,
-                          d->bn_part + (size_t)nb * 32, d->bn_part + (size_t)nb * 32 + 16);
-        }
-        bn_reduce(n, c, d->bn_part, v);
+        fu_blk_bn_grad_sums(n, c, hw, x, y, dy, aux, o->relu_fused, d->bn_part, v);
         for (int k = 0; k < c; k++) { // sum dy * (x - mean) -> sum dy * xhat
             v[c + k] /= sqrt((double)aux[c + k] + FU_BN_EPS);
             dgamma[k] = (float)v[c + k];
@@ -1501,19 +1192,14 @@ static int sync_bn_bwd(dn_net *d, const fu_dist_hooks *h, int i, int n, const fl
     bool acc;
     float *dx = grad_to(d, op->in[0], &acc);
     // dx = gamma/std * (dy - sum dy / M - xhat * sum dy xhat / M)
-#pragma omp parallel for
-    for (int nb = 0; nb < n * cb; nb++) {
-        int k0 = (nb % cb) * 16;
-        float a[16], k1[16], k2[16];
-        for (int l = 0; l < 16; l++) {
-            double is = 1 / sqrt((double)aux[c + k0 + l] + FU_BN_EPS), g = gamma[k0 + l] * is;
-            a[l] = (float)g;
-            k1[l] = (float)(g * v[k0 + l] / cnt);
-            k2[l] = (float)(g * is * v[c + k0 + l] / cnt);
-        }
-        size_t off = (size_t)nb * hw * 16;
-        block_bn_dx(hw, x + off, y + off, dy + off, o->relu_fused, aux + k0, a, k1, k2, dx + off, acc);
+    float *a = d->bn_coef, *k1 = a + c, *k2 = k1 + c; // (C) each
+    for (int k = 0; k < c; k++) {
+        double is = 1 / sqrt((double)aux[c + k] + FU_BN_EPS), g = gamma[k] * is;
+        a[k] = (float)g;
+        k1[k] = (float)(g * v[k] / cnt);
+        k2[k] = (float)(g * is * v[c + k] / cnt);
     }
+    fu_blk_bn_dx(n, c, hw, x, y, dy, o->relu_fused, aux, a, k1, k2, dx, acc);
     return 0;
 }
 
@@ -1528,7 +1214,7 @@ static void put_output_grad(dn_net *d, const float *dy, int n) {
     if (d->op[y].vec)
         memcpy(g, dy, fu_op_numel(d->m, y, n) * sizeof *g);
     else
-        to_blocked(n, op->c, (size_t)op->h * op->w, dy, g);
+        fu_blk_from_nchw(n, op->c, (size_t)op->h * op->w, dy, g);
 }
 
 static int dn_backward(fu_backend *b, const float *params, const float *dy_out, float *grads) {
@@ -1597,7 +1283,7 @@ static int dn_backward(fu_backend *b, const float *params, const float *dy_out, 
                 fu_ref_relu_bwd_f32(numel, y, dy, grad_acc(d, op->in[0], n));
             else {
                 float *dx = grad_to(d, op->in[0], &acc);
-                relu_bwd(numel, y, dy, dx, acc);
+                fu_blk_relu_bwd(numel, y, dy, dx, acc);
             }
             break;
         case FU_OP_MAXPOOL:
@@ -1607,7 +1293,7 @@ static int dn_backward(fu_backend *b, const float *params, const float *dy_out, 
         case FU_OP_GAP: {
             const fu_op *src = &m->ops[op->in[0]];
             float *dx = grad_to(d, op->in[0], &acc);
-            gap_bwd(n, src->c, (size_t)src->h * src->w, dy, dx, acc);
+            fu_blk_gap_bwd(n, src->c, (size_t)src->h * src->w, dy, dx, acc);
             break;
         }
         case FU_OP_LINEAR:
@@ -1619,16 +1305,16 @@ static int dn_backward(fu_backend *b, const float *params, const float *dy_out, 
         case FU_OP_SCALE: {
             float *ds = grad_acc(d, op->in[1], n);
             float *dx = grad_to(d, op->in[0], &acc);
-            scale_bwd(n, op->c, hw, in, act_of(d, op->in[1]), dy, dx, acc, ds);
+            fu_blk_scale_bwd(n, op->c, hw, in, act_of(d, op->in[1]), dy, dx, acc, ds);
             break;
         }
         case FU_OP_ADD:
             for (int k = 0; k < 2; k++) {
                 float *dx = grad_to(d, op->in[k], &acc);
                 if (o->relu_fused)
-                    relu_bwd(numel, y, dy, dx, acc);
+                    fu_blk_relu_bwd(numel, y, dy, dx, acc);
                 else
-                    pass_grad(numel, dy, dx, acc);
+                    fu_blk_pass_grad(numel, dy, dx, acc);
             }
             break;
         case FU_OP_CONCAT: {
@@ -1637,7 +1323,7 @@ static int dn_backward(fu_backend *b, const float *params, const float *dy_out, 
                 size_t run = (size_t)m->ops[op->in[p]].c * hw;
                 float *dx = grad_to(d, op->in[p], &acc);
                 for (int k = 0; k < n; k++)
-                    pass_grad(run, dy + k * total + at, dx + k * run, acc);
+                    fu_blk_pass_grad(run, dy + k * total + at, dx + k * run, acc);
                 at += run;
             }
             break;
@@ -1657,7 +1343,7 @@ static int dn_backward(fu_backend *b, const float *params, const float *dy_out, 
         if (!d->written[0])
             memset(dact_of(d, 0), 0, fu_op_numel(m, 0, n) * sizeof(float));
         if (d->in_grad)
-            to_plain(n, x->c, (size_t)x->h * x->w, dact_of(d, 0), d->in_grad);
+            fu_blk_to_nchw(n, x->c, (size_t)x->h * x->w, dact_of(d, 0), d->in_grad);
     }
     d->ready = false;
     return 0;
@@ -1694,6 +1380,7 @@ static void dn_destroy(fu_backend *b) {
         free(d->class_w);
         free(d->bn_part);
         free(d->bn_sums);
+        free(d->bn_coef);
         if (d->stream)
             dnnl_stream_destroy(d->stream);
         if (d->engine)
