@@ -1,6 +1,8 @@
 // The cuda backend's state (cu_net, cu_op) and what its files share:
-// cuda_net.cu (the op list: forward, backward, resident state), cuda_plan.cu
-// (its memory, planned once per batch: fusion, outputs, gradients) and
+// cuda_net.cu (the op list: forward, backward, create and destroy),
+// cuda_resident.cu (the training state on the device: load, store, the
+// optimizer step, fp16's loss scale, the NCCL hooks), cuda_plan.cu (its
+// memory, planned once per batch: fusion, outputs, gradients) and
 // cuda_conv.cu (the convolutions: cuDNN's descriptors, the choice of plans
 // or algorithms, forward and backward). Internal to lib/cuda.
 #ifndef FU_CUDA_NET_H
@@ -279,6 +281,26 @@ static inline int widest_bn(const fu_model *m) {
         if (m->ops[i].kind == FU_OP_BN && m->ops[i].c > c) c = m->ops[i].c;
     return c;
 }
+
+// ---- cuda_net.cu --------------------------------------------------------------------
+
+// Makes d's GPU the calling thread's (a backend created in one thread may
+// run in another: a rank's, a pipeline stage's) and checks its NCCL sums.
+int use_device(cu_net *d);
+// After each op: a launch error now, an asynchronous one too with FU_CUDA_SYNC.
+int op_done(cu_net *d);
+// fu_backend.destroy; also how a cuda backend is told from the others.
+void cu_destroy(fu_backend *b);
+// cudaMalloc of bytes into *(void **)p, counted in the backend's device_bytes.
+int dev_alloc(cu_net *d, void *p, size_t bytes);
+
+// ---- cuda_resident.cu ---------------------------------------------------------------
+
+extern const fu_resident_api CU_RESIDENT_API;
+extern const fu_nccl_api CU_NCCL_API;
+// fp16's loss scaling state (fu_backend.loss_scaling, set_loss_scaling).
+int cu_loss_scaling(const fu_backend *b, fu_loss_scale *out);
+int cu_set_loss_scaling(fu_backend *b, const fu_loss_scale *in);
 
 // ---- cuda_plan.cu -------------------------------------------------------------------
 

@@ -7,8 +7,8 @@
 # several; a libnccl.so.2 put first on LD_LIBRARY_PATH for nccl_sync.cu's
 # dlopen). The kernels
 # (cuda_ops.cu, cuda_optim.cu, nccl_sync.cu's) run on the CPU through
-# rewrite_launches.py --seq and emu_seq.h; cuda_net.cu, cuda_plan.cu, cuda_conv.cu and
-# conv_graph.cu are plain C++ for g++.
+# rewrite_launches.py --seq and emu_seq.h; cuda_net.cu, cuda_resident.cu, cuda_plan.cu,
+# cuda_conv.cu and conv_graph.cu are plain C++ for g++.
 # "Device memory" is malloc: FAKE_SAN=1 builds the backend, the kernels and
 # the fakes with AddressSanitizer and UBSan, which then report what
 # compute-sanitizer would (an access past a device buffer). This finds logic
@@ -86,14 +86,15 @@ compile cuda_plan.o g++ $cxxflags -x c++ lib/cuda/cuda_plan.cu &
 compile conv_graph.o g++ $cxxflags -x c++ lib/cuda/conv_graph.cu &
 wait
 compile cuda_profile.o g++ $cxxflags -x c++ lib/cuda/cuda_profile.cu &
+compile cuda_resident.o g++ $cxxflags -x c++ lib/cuda/cuda_resident.cu &
+wait
 compile emu_seq.o g++ $cxxflags $here/emu_seq.cpp &
-wait
 compile fake_cudart.o g++ $cxxflags $here/fake_cudart.cpp &
+wait
 compile fake_cudnn.o g++ $cxxflags $here/fake_cudnn.cpp &
-wait
 compile fake_cudnn_graph.o g++ $cxxflags $here/fake_cudnn_graph.cpp &
-compile fake_cublas.o g++ $cxxflags $here/fake_cublas.cpp &
 wait
+compile fake_cublas.o g++ $cxxflags $here/fake_cublas.cpp &
 ccflags="-std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter $cflags -isystem $cuda_inc"
 compile backend.o gcc $ccflags -DFU_HAVE_CUDA=1 lib/nn/backend.c &
 compile test_cuda.o gcc $ccflags tests/gpu/test_cuda.c &
@@ -128,7 +129,7 @@ for w in $(make -s print-ldlibs 2>/dev/null | tail -n 1); do
     esac
 done
 cd "$tmp" || exit 1
-emulated="backend.o cuda_net.o cuda_conv.o cuda_plan.o conv_graph.o cuda_profile.o cuda_ops.o cuda_optim.o nccl_sync.o emu_seq.o fake_cudart.o fake_cudnn.o fake_cudnn_graph.o fake_cublas.o"
+emulated="backend.o cuda_net.o cuda_resident.o cuda_conv.o cuda_plan.o conv_graph.o cuda_profile.o cuda_ops.o cuda_optim.o nccl_sync.o emu_seq.o fake_cudart.o fake_cudnn.o fake_cudnn_graph.o fake_cublas.o"
 # -rdynamic: the fake NCCL finds the fake runtime's fake_cuda_hang.
 g++ -fopenmp -rdynamic $san test_cuda.o $emulated $objs -o test_cuda $libs || fail "linking test_cuda"
 # cnn-train and cnn-predict on the emulated GPU too, beside the other tools,
