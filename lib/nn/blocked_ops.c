@@ -3,7 +3,10 @@
 
 #include <string.h>
 
+// Compiled for AVX-512 and AVX2 too, picked at run time.
 #define FU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
+// ---- global pooling, SE scale, add: one (image, block) of (hw, 16) ----
 
 // sum[l] = sum over p of x[p, l]
 FU_CLONES static void block_sum(size_t hw, const float *x, double sum[16]) {
@@ -105,6 +108,8 @@ void fu_blk_add_fwd(int n, int c, size_t hw, const float *a, const float *sc, co
     }
 }
 
+// ---- the flat loops ----
+
 FU_CLONES static void relu_fwd_run(size_t n, const float *x, float *y) {
     for (size_t i = 0; i < n; i++)
         y[i] = x[i] > 0 ? x[i] : 0;
@@ -145,6 +150,8 @@ void fu_blk_pass_grad(size_t n, const float *dy, float *dx, bool acc) {
     for (size_t i = 0; i < n; i += DN_CHUNK)
         add_run(n - i < DN_CHUNK ? n - i : DN_CHUNK, dy + i, dx + i);
 }
+
+// ---- layouts ----
 
 // A stage's crossings: (n, C, H, W) NCHW <-> (n, C/16, H, W, 16) nChw16c,
 // one (image, block) per iteration.
