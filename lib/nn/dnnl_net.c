@@ -883,8 +883,11 @@ static int sync_alloc(dn_net *d) {
     d->bn_part = malloc((size_t)d->batch * 2 * widest * sizeof *d->bn_part);
     d->bn_sums = malloc((2 * (size_t)widest + 2) * sizeof *d->bn_sums);
     d->bn_coef = malloc(3 * (size_t)widest * sizeof *d->bn_coef);
-    if (!d->bn_part || !d->bn_sums || !d->bn_coef)
+    if (!d->bn_part || !d->bn_sums || !d->bn_coef) { // none kept: a later call tries again
+        free(d->bn_part), free(d->bn_sums), free(d->bn_coef);
+        d->bn_part = d->bn_sums = NULL, d->bn_coef = NULL;
         return fu_fail("cpu backend", "out of memory");
+    }
     return 0;
 }
 
